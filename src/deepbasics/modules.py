@@ -1,0 +1,142 @@
+"""LightningModules that train any net of ``deepbasics.nets`` the way the tutorials do: one full-batch
+gradient step per tutorial "epoch".
+
+Lightning's per-batch machinery costs more than a whole step of these tiny nets, so one Lightning epoch
+runs ``log_every`` full-batch steps in a plain PyTorch loop, and ``global_step`` counts those steps:
+checkpoints, TensorBoard x-axes and resume all speak in the tutorial's epochs.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
+from deepbasics.errors import ConfigError
+from deepbasics.nets import build_net
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+STAGES = ("train", "val", "test")
+
+
+def build_optimizer(params, spec: dict) -> torch.optim.Optimizer:
+    kwargs = dict(spec)
+    name = kwargs.pop("name", "sgd")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{name}': model.optimizer.name must be one of {', '.join(OPTIMIZERS)}")
+    lr = kwargs.get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ConfigError(f"model.optimizer.lr={lr!r} must be a positive number")
+    try:
+        return OPTIMIZERS[name](params, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model.optimizer: {err}") from None
+
+
+class FullBatchModule(L.LightningModule):
+    """Shared loop and bookkeeping; subclasses choose the loss, the metrics and what a prediction is."""
+
+    loss_fn: nn.Module
+    is_classifier = False
+
+    def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_net(net)
+        self.automatic_optimization = False
+        # One metric object per stage (keys avoid clashing with nn.Module.train).
+        self.stage_metrics = nn.ModuleDict({f"{s}_metrics": self.make_metrics().clone(prefix=f"{s}/") for s in STAGES})
+        self.stage_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+
+    def make_metrics(self) -> MetricCollection:
+        raise NotImplementedError
+
+    def predictions(self, out: torch.Tensor) -> torch.Tensor:
+        """What a user sees: values for regression, probabilities for classifiers."""
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.net.parameters(), self.hparams.optimizer)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        # The raw optimizer: Lightning's wrapper roughly doubles the cost of a step this small.
+        opt = self.optimizers().optimizer
+        start = self.global_step
+        stop = min(start + self.hparams.log_every, self.hparams.epochs)
+        if start == 0:
+            with torch.no_grad():
+                self.record("train", self.net(x), y)
+        for _ in range(start, stop):
+            loss = self.loss_fn(self.net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        self._count_steps(stop - start)
+        with torch.no_grad():
+            self.record("train", self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        self.record("val", self.net(batch[0]), batch[1])
+
+    def test_step(self, batch, batch_idx):
+        self.record("test", self.net(batch[0]), batch[1])
+
+    def predict_step(self, batch, batch_idx):
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.predictions(self.net(x))
+
+    def record(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Metrics of one full batch, logged at x = full-batch steps taken so far."""
+        metrics, loss = self.stage_metrics[f"{stage}_metrics"], self.stage_losses[f"{stage}_loss"]
+        metrics.update(self.predictions(out), y.int() if self.is_classifier else y)
+        loss.update(self.loss_fn(out, y), weight=len(y))
+        values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
+        metrics.reset()
+        loss.reset()
+        # Lightning's own logging would put the x-axis at its epochs; the loggers get tutorial epochs instead,
+        # and self.log feeds callbacks (checkpoint monitor) and the results.
+        self.log_dict(values, logger=False)
+        scalars = {k: float(v) for k, v in values.items()}
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=self.global_step)
+        return values
+
+    def _count_steps(self, n: int) -> None:
+        # global_step counts optimizer steps taken through Lightning's wrapper, which the loop above skips.
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.total.increment_by(n)
+        progress.current.increment_by(n)
+
+
+class RegressionModule(FullBatchModule):
+    """MSE loss; MSE, MAE and R² metrics."""
+
+    def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1):
+        super().__init__(net, optimizer, epochs, log_every)
+        self.loss_fn = nn.MSELoss()
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
+
+
+class BinaryClassifier(FullBatchModule):
+    """BCE on logits (the stable form of sigmoid + BCELoss); accuracy at 0.5 and AUROC on probabilities."""
+
+    is_classifier = True
+
+    def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1):
+        super().__init__(net, optimizer, epochs, log_every)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC()})
+
+    def predictions(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out)

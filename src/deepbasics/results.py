@@ -1,0 +1,59 @@
+"""metrics.json and the end-of-run table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+STAGE_ORDER = ("train", "val", "test")
+
+
+def by_stage(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{"train/loss": t, ...} -> {"train": {"loss": t}, ...}, values as plain floats."""
+    grouped: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        stage, sep, name = key.partition("/")
+        if sep and stage in STAGE_ORDER:
+            grouped.setdefault(stage, {})[name] = float(value)
+    return {stage: dict(sorted(grouped[stage].items())) for stage in STAGE_ORDER if stage in grouped}
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic, so a reader never sees half a file; NaN/inf become null to stay valid JSON."""
+    text = json.dumps(_finite(payload), indent=2, sort_keys=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def results_table(stages: dict[str, dict[str, float]], title: str):
+    """A rich Table: one row per metric, one column per stage."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for stage in stages:
+        table.add_column(stage, justify="right")
+    names = sorted({name for values in stages.values() for name in values})
+    for name in names:
+        table.add_row(name, *(_fmt(values.get(name)) for values in stages.values()))
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
