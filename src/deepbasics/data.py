@@ -115,11 +115,13 @@ class BlobsDataModule(FullBatchDataModule):
         hp = self.hparams
         labels = np.asarray(hp.labels if hp.labels is not None else range(len(hp.centers)))
         if len(labels) != len(hp.centers):
-            raise ConfigError(f"data.labels has {len(labels)} entries for {len(hp.centers)} centers; give one per centre")
+            raise ConfigError(
+                f"data.labels has {len(labels)} entries for {len(hp.centers)} centers; give one label per centre"
+            )
         counts = {"train": hp.n_train, "val": hp.n_val, "test": hp.n_test}
         seeds = np.random.SeedSequence(hp.seed).spawn(len(SPLITS))
         splits = {}
-        for name, seed in zip(SPLITS, seeds):
+        for name, seed in zip(SPLITS, seeds, strict=True):
             if counts[name]:
                 rng = np.random.RandomState(np.random.MT19937(seed))
                 x, centre = make_blobs(counts[name], centers=hp.centers, cluster_std=hp.cluster_std, random_state=rng)

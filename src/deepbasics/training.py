@@ -46,9 +46,9 @@ def build_model(cfg: DictConfig, schedule: Schedule, datamodule) -> L.LightningM
 
 def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path) -> L.Trainer:
     callbacks = [ConsoleLog(every=schedule.val_every, epochs=schedule.epochs)]
+    ckpt_interval = {"every_n_epochs": schedule.lightning_interval(schedule.ckpt_every)}
     for name, conf in (cfg.get("callbacks") or {}).items():
-        extra = {"every_n_epochs": schedule.lightning_interval(schedule.ckpt_every)} if name == "model_checkpoint" else {}
-        callbacks.append(instantiate(conf, **extra))
+        callbacks.append(instantiate(conf, **(ckpt_interval if name == "model_checkpoint" else {})))
     loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values()]
     return instantiate(
         cfg.trainer,
@@ -115,4 +115,3 @@ def _report(run_dir: Path, cfg: DictConfig, stages: dict) -> None:
     console = Console()
     console.print(results_table(stages, title=f"{cfg.name} (seed {cfg.seed})"))
     console.print(f"run directory: {run_dir}", soft_wrap=True)
-
