@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from deepbasics.config import CONF_DIR, register_resolvers
 
@@ -25,6 +26,14 @@ def compose_train(*overrides: str, run_dir: Path | None = None):
     extra = [f"paths.run_dir={run_dir}"] if run_dir is not None else []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[*overrides, *extra])
+
+
+def compose_experiment(experiment: str, *overrides: str, run_dir: Path | None = None):
+    """compose_train for an experiment, pointing a CSV experiment at the shared diabetes table."""
+    cfg = compose_train(f"experiment={experiment}", *overrides, run_dir=run_dir)
+    if OmegaConf.is_missing(cfg.data, "path"):
+        cfg = compose_train(f"experiment={experiment}", f"data.path={DIABETES}", *overrides, run_dir=run_dir)
+    return cfg
 
 
 def run_cli(command: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from conftest import compose_train
+from conftest import compose_experiment, compose_train
 from deepbasics.config import CONF_DIR
 
 GROUPS = ["data", "model", "trainer", "logger", "callbacks", "paths", "hydra", "experiment"]
@@ -30,9 +30,7 @@ def test_option_composes(group, option):
 def test_experiment_builds_data_and_model(experiment, diabetes_csv, tmp_path):
     from deepbasics.training import build_datamodule, build_model, schedule_of
 
-    cfg = compose_train(f"experiment={experiment}", run_dir=tmp_path)
-    if "path" in cfg.data:
-        cfg = compose_train(f"experiment={experiment}", f"data.path={diabetes_csv}", run_dir=tmp_path)
+    cfg = compose_experiment(experiment, run_dir=tmp_path)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, schedule_of(cfg), datamodule)
     assert model.hparams.net["in_features"] == datamodule.in_features

@@ -56,7 +56,7 @@ def test_train_command_end_to_end(tmp_path):
         for args in ([], ["epochs=100"])
     ]
     outputs = [proc.communicate() for proc in runs]
-    for proc, (out, err) in zip(runs, outputs, strict=True):
+    for proc, (_, err) in zip(runs, outputs, strict=True):
         assert proc.returncode == 0, err
 
     dirs = run_dirs(tmp_path, "blobs_mlp")

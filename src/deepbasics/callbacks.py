@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class ConsoleLog(L.Callback):
@@ -18,3 +19,20 @@ class ConsoleLog(L.Callback):
         metrics = trainer.callback_metrics
         shown = "  ".join(f"{k} {float(v):.6g}" for k, v in sorted(metrics.items()) if k.endswith(("/loss", "/acc")))
         print(f"epoch {step:>{len(str(self.epochs))}}/{self.epochs}  {shown}", flush=True)
+
+
+class ScheduledCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, also saving at the final epoch, which ``every_n_epochs`` may miss
+    (301 epochs checkpointed every 100): last.ckpt must always hold the finished model."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        final = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+        if (
+            final
+            and self._last_global_step_saved != trainer.global_step
+            and not self._should_skip_saving_checkpoint(trainer)
+        ):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)

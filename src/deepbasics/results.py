@@ -41,11 +41,11 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def results_table(stages: dict[str, dict[str, float]], title: str):
+def results_table(stages: dict[str, dict[str, float]]):
     """A rich Table: one row per metric, one column per stage."""
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table()
     table.add_column("metric")
     for stage in stages:
         table.add_column(stage, justify="right")
@@ -57,3 +57,14 @@ def results_table(stages: dict[str, dict[str, float]], title: str):
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
+
+
+def optimum_line(optimum: dict) -> str:
+    """One line for the end of a run: the best the model class can do, and the gap SGD left."""
+    if optimum.get("separable"):
+        return f"optimum ({optimum['method']}): none, {optimum['note']}"
+    weight = ", ".join(f"{w:.4g}" for w in optimum["weight"])
+    return (
+        f"optimum ({optimum['method']}): loss {optimum['loss']:.6g} at W [{weight}], b {optimum['bias']:.4g};"
+        f" SGD is {optimum['loss_gap']:.4g} above it in loss, {optimum['param_gap']:.4g} away in parameters"
+    )

@@ -16,11 +16,17 @@ from omegaconf import DictConfig
 from deepbasics.callbacks import ConsoleLog
 from deepbasics.checkpoint_io import AtomicCheckpointIO
 from deepbasics.errors import ConfigError
-from deepbasics.results import by_stage, results_table, write_json
+from deepbasics.optimum import optimum_report
+from deepbasics.results import by_stage, optimum_line, results_table, write_json
 from deepbasics.schedule import Schedule
 
 # Lightning's advice for DataLoader-fed training does not apply to one in-memory batch per epoch.
-for _message in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*"):
+for _message in (
+    ".*does not have many workers.*",
+    ".*smaller than the logging interval.*",
+    ".*LeafSpec.*",
+    ".*length of `list` across ranks is zero.*",
+):
     warnings.filterwarnings("ignore", message=_message)
 # Lightning's own console handler repeats its start-up notes (accelerators, tips); the run's log file keeps them.
 for _handler in logging.getLogger("lightning").handlers:
@@ -89,6 +95,7 @@ def train(cfg: DictConfig) -> float:
         trainer.test(model, datamodule=datamodule, verbose=False)
         final.update(trainer.callback_metrics)
 
+    optimum = _optimum(model, datamodule, trainer)
     stages = by_stage(final)
     monitored = float(final[cfg.monitor.metric])
     checkpoint = trainer.checkpoint_callback
@@ -101,17 +108,33 @@ def train(cfg: DictConfig) -> float:
             "epochs": trainer.global_step,
             "monitor": {"metric": cfg.monitor.metric, "value": monitored},
             **stages,
+            "optimum": optimum,
             "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
             "run_dir": str(run_dir),
         },
     )
-    _report(run_dir, cfg, stages)
+    _report(run_dir, cfg, stages, optimum)
     return monitored if math.isfinite(monitored) else float("nan")
 
 
-def _report(run_dir: Path, cfg: DictConfig, stages: dict) -> None:
+def _optimum(model, datamodule, trainer: L.Trainer) -> dict | None:
+    """The model class's best possible fit of the training data, and how far SGD got from it."""
+    report = optimum_report(model.net, *datamodule.splits["train"], model.loss_fn)
+    if report and "loss" in report:
+        # Two points draw the optimum as a flat line across the train/loss chart's range.
+        for logger in trainer.loggers:
+            for step in (0, trainer.global_step):
+                logger.log_metrics({"optimum/loss": report["loss"]}, step=step)
+            logger.log_metrics({"gap/loss": report["loss_gap"], "gap/params": report["param_gap"]}, trainer.global_step)
+    return report
+
+
+def _report(run_dir: Path, cfg: DictConfig, stages: dict, optimum: dict | None) -> None:
     from rich.console import Console
 
     console = Console()
-    console.print(results_table(stages, title=f"{cfg.name} (seed {cfg.seed})"))
+    console.print(f"{cfg.name}, seed {cfg.seed}, {cfg.epochs} epochs")
+    console.print(results_table(stages))
+    if optimum:
+        console.print(optimum_line(optimum), soft_wrap=True)
     console.print(f"run directory: {run_dir}", soft_wrap=True)
