@@ -35,4 +35,4 @@ def test_experiment_builds_data_and_model(experiment, diabetes_csv, tmp_path):
     model = build_model(cfg, schedule_of(cfg), datamodule)
     assert model.hparams.net["in_features"] == datamodule.in_features
     assert cfg.name == experiment
-    assert instantiate(cfg.logger.tensorboard).log_dir.startswith(str(tmp_path))
+    assert instantiate(cfg.logger.tensorboard, save_dir=str(tmp_path)).log_dir.startswith(str(tmp_path))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from deepbasics.rng import rng_states, set_rng_states
+
 
 class ConsoleLog(L.Callback):
     """One line every ``every`` full-batch epochs and at the end, like the tutorials' print of the cost."""
@@ -36,3 +38,20 @@ class ScheduledCheckpoint(ModelCheckpoint):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
+
+
+class RunState(L.Callback):
+    """Puts the run's resolved config into every checkpoint (evaluate, predict and resume rebuild the run
+    from it) and carries the random generators' state across a resume."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["deepbasics"] = {"config": self.config}
+
+    def state_dict(self) -> dict:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        set_rng_states(state_dict["rng"])

@@ -8,13 +8,31 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from deepbasics.errors import ConfigError, exit_with
+from deepbasics.resume import resumed_run_dir
+
 _SOURCE_CONF = Path(__file__).resolve().parents[2] / "conf"
 # A source checkout (editable install) reads conf/ at the top; a wheel carries a copy inside the package.
 CONF_DIR = str(_SOURCE_CONF if _SOURCE_CONF.is_dir() else Path(__file__).resolve().parent / "conf")
 
 
+def _run_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> str:
+    try:
+        resumed = resumed_run_dir(output_dir, name, resume)
+    except ConfigError as err:
+        exit_with(err)
+    return str(resumed) if resumed else f"{output_dir}/runs/{name}/{fresh}"
+
+
+def _output_subdir(resume: str | None, stamp: str) -> str:
+    # A resumed run keeps the first run's .hydra/ and files its own beside it.
+    return ".hydra" if resume in (None, "") else f".hydra/resume_{stamp}"
+
+
 def register_resolvers() -> None:
-    # Cached: every interpolation in one process sees the same token, so a run has exactly one directory,
-    # and two runs started in the same second still get two.
-    if not OmegaConf.has_resolver("uniq"):
-        OmegaConf.register_new_resolver("uniq", lambda: secrets.token_hex(3), use_cache=True)
+    # uniq is cached: every interpolation in one process sees the same token, so a run has exactly one
+    # directory, and two runs started in the same second still get two.
+    resolvers = {"uniq": lambda: secrets.token_hex(3), "run_dir": _run_dir, "output_subdir": _output_subdir}
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=True)

@@ -41,6 +41,7 @@ class FullBatchModule(L.LightningModule):
 
     loss_fn: nn.Module
     is_classifier = False
+    eval_split = "test"  # the stage name trainer.test records under; evaluate may point it at another split
 
     def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1):
         super().__init__()
@@ -86,7 +87,7 @@ class FullBatchModule(L.LightningModule):
         self.record("val", self.net(batch[0]), batch[1])
 
     def test_step(self, batch, batch_idx):
-        self.record("test", self.net(batch[0]), batch[1])
+        self.record(self.eval_split, self.net(batch[0]), batch[1])
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 from deepbasics.config import CONF_DIR, register_resolvers
-from deepbasics.errors import ConfigError
+from deepbasics.errors import ConfigError, exit_with
 
 register_resolvers()
 
@@ -20,8 +18,7 @@ def main(cfg: DictConfig) -> float:
     try:
         return train(cfg)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with(err)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The training run behind `deepbasics-train`: config -> DataModule, LightningModule, Trainer -> fit -> test
--> metrics.json, checkpoints and TensorBoard events in the run directory."""
+-> metrics.json, checkpoints, model.pt and TensorBoard events in the run directory."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from deepbasics.callbacks import ConsoleLog
-from deepbasics.checkpoint_io import AtomicCheckpointIO
+from deepbasics.callbacks import ConsoleLog, RunState
+from deepbasics.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from deepbasics.errors import ConfigError
-from deepbasics.optimum import optimum_report
-from deepbasics.results import by_stage, optimum_line, results_table, write_json
+from deepbasics.optimum import OptimumGap
+from deepbasics.results import by_stage, optimum_line, read_json, results_table, write_json
+from deepbasics.resume import resumed_checkpoint
 from deepbasics.schedule import Schedule
 
 # Lightning's advice for DataLoader-fed training does not apply to one in-memory batch per epoch.
@@ -26,6 +27,7 @@ for _message in (
     ".*smaller than the logging interval.*",
     ".*LeafSpec.*",
     ".*length of `list` across ranks is zero.*",
+    ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run writes where it left off
 ):
     warnings.filterwarnings("ignore", message=_message)
 # Lightning's own console handler repeats its start-up notes (accelerators, tips); the run's log file keeps them.
@@ -50,12 +52,24 @@ def build_model(cfg: DictConfig, schedule: Schedule, datamodule) -> L.LightningM
     return model
 
 
-def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path) -> L.Trainer:
-    callbacks = [ConsoleLog(every=schedule.val_every, epochs=schedule.epochs)]
-    ckpt_interval = {"every_n_epochs": schedule.lightning_interval(schedule.ckpt_every)}
+def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step: int = 0) -> L.Trainer:
+    callbacks = [ConsoleLog(every=schedule.val_every, epochs=schedule.epochs), OptimumGap()]
+    callbacks.append(RunState(OmegaConf.to_container(cfg, resolve=True)))
+    # Directories come from run_dir here, not from the config: the config travels inside checkpoints, and a
+    # resumed or evaluated run must never write into the directory of the run it was copied from.
+    checkpointing = {
+        "dirpath": str(run_dir / "checkpoints"),
+        "every_n_epochs": schedule.lightning_interval(schedule.ckpt_every),
+    }
     for name, conf in (cfg.get("callbacks") or {}).items():
-        callbacks.append(instantiate(conf, **(ckpt_interval if name == "model_checkpoint" else {})))
-    loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values()]
+        callbacks.append(instantiate(conf, **(checkpointing if name == "model_checkpoint" else {})))
+    loggers = []
+    for conf in (cfg.get("logger") or {}).values():
+        extra = {"save_dir": str(run_dir)}
+        if start_step and conf._target_.endswith("TensorBoardLogger"):
+            # A resumed run hides what the interrupted one logged after its checkpoint: no doubled points.
+            extra["purge_step"] = start_step + 1
+        loggers.append(instantiate(conf, **extra))
     return instantiate(
         cfg.trainer,
         max_epochs=schedule.lightning_epochs,
@@ -73,8 +87,15 @@ def schedule_of(cfg: DictConfig) -> Schedule:
 
 
 def train(cfg: DictConfig) -> float:
-    """Fit, test, write metrics.json; return the final value of ``cfg.monitor.metric`` (for sweepers)."""
+    """Fit (or continue), test, write metrics.json; return the final value of ``cfg.monitor.metric``."""
     run_dir = Path(cfg.paths.run_dir)
+    ckpt_path, start_step = None, 0
+    if cfg.get("resume"):
+        ckpt_path = resumed_checkpoint(run_dir, cfg.resume)
+        cfg, start_step = resumed_config(cfg, ckpt_path)
+        if start_step >= cfg.epochs:
+            return _already_finished(cfg, run_dir, start_step)
+        print(f"resuming {ckpt_path} at epoch {start_step}/{cfg.epochs}", flush=True)
     schedule = schedule_of(cfg)
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, verbose=False)
@@ -85,17 +106,19 @@ def train(cfg: DictConfig) -> float:
         raise ConfigError(
             f"monitor.metric={cfg.monitor.metric} but the data has no such split; monitor train/loss instead"
         )
-    trainer = build_trainer(cfg, schedule, run_dir)
+    trainer = build_trainer(cfg, schedule, run_dir, start_step)
 
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if datamodule.has("val") and not schedule.validates_at_end():
         trainer.validate(model, datamodule=datamodule, verbose=False)
     final = dict(trainer.callback_metrics)
     if datamodule.has("test"):
         trainer.test(model, datamodule=datamodule, verbose=False)
         final.update(trainer.callback_metrics)
+    # The tutorials' model.pt: the plain net's state_dict, loadable into a fresh nets.<Class>.
+    torch.save(model.net.state_dict(), run_dir / "model.pt")
 
-    optimum = _optimum(model, datamodule, trainer)
+    optimum = next(c for c in trainer.callbacks if isinstance(c, OptimumGap)).report
     stages = by_stage(final)
     monitored = float(final[cfg.monitor.metric])
     checkpoint = trainer.checkpoint_callback
@@ -113,23 +136,48 @@ def train(cfg: DictConfig) -> float:
             "run_dir": str(run_dir),
         },
     )
-    _report(run_dir, cfg, stages, optimum)
+    _report(cfg, stages, optimum, run_dir)
     return monitored if math.isfinite(monitored) else float("nan")
 
 
-def _optimum(model, datamodule, trainer: L.Trainer) -> dict | None:
-    """The model class's best possible fit of the training data, and how far SGD got from it."""
-    report = optimum_report(model.net, *datamodule.splits["train"], model.loss_fn)
-    if report and "loss" in report:
-        # Two points draw the optimum as a flat line across the train/loss chart's range.
-        for logger in trainer.loggers:
-            for step in (0, trainer.global_step):
-                logger.log_metrics({"optimum/loss": report["loss"]}, step=step)
-            logger.log_metrics({"gap/loss": report["loss_gap"], "gap/params": report["param_gap"]}, trainer.global_step)
-    return report
+def resumed_config(cfg: DictConfig, ckpt_path: Path) -> tuple[DictConfig, int]:
+    """The config the checkpoint was trained with, plus this command line's value overrides (epochs=3000
+    extends a run), and the epoch it stopped at."""
+    checkpoint = read_checkpoint(ckpt_path, key="resume")
+    resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])
+    for key, value in _command_line_values():
+        OmegaConf.update(resumed, key, value, merge=False)
+    resumed.resume = cfg.resume
+    resumed.paths.run_dir = cfg.paths.run_dir
+    return resumed, int(checkpoint["global_step"])
 
 
-def _report(run_dir: Path, cfg: DictConfig, stages: dict, optimum: dict | None) -> None:
+def _command_line_values() -> list[tuple[str, object]]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not HydraConfig.initialized():
+        return []
+    hydra_cfg = HydraConfig.get()
+    groups = set(hydra_cfg.runtime.choices)
+    values = []
+    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+        key = override.key_or_group
+        if key in ("resume", "experiment") or override.is_hydra_override():
+            continue
+        if key in groups:
+            raise ConfigError(f"{key}={override.value()} cannot change on resume; start a new run instead")
+        values.append((key, override.value()))
+    return values
+
+
+def _already_finished(cfg: DictConfig, run_dir: Path, step: int) -> float:
+    print(f"{run_dir} already finished its {step} epochs; pass epochs=<more> with resume to train further")
+    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    return float(metrics.get("monitor", {}).get("value", float("nan")))
+
+
+def _report(cfg: DictConfig, stages: dict, optimum: dict | None, run_dir: Path) -> None:
     from rich.console import Console
 
     console = Console()
