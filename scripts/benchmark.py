@@ -1,0 +1,128 @@
+"""How much deepbasics costs over the plain tutorial loop, on the make_blobs NeuralNet recipe
+(experiment=blobs_mlp: 2000 full-batch epochs), with one CPU thread on both sides.
+
+    .venv/bin/python scripts/benchmark.py [--repeats 5] [--epochs 2000]
+
+- fit: the plain PyTorch loop against `trainer.fit` with metrics, TensorBoard and checkpoints on
+  (deepbasics' defaults: log every 100 epochs, validate and checkpoint every 500), in one process,
+  alternating, median of the repeats;
+- process: `python scripts/tutorial_blobs.py` against `deepbasics-train`, whole processes (imports,
+  data, training, test, files written), alternating, median of the repeats;
+- answers: `deepbasics-train --help` and a mistyped key, whole processes.
+Ratios are only meaningful within one run of this script: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def plain_fit(epochs: int) -> float:
+    """The tutorial's loop on deepbasics' own blobs data and init, timed from the first step to the last."""
+    import torch
+
+    from deepbasics.data import BlobsDataModule
+    from deepbasics.nets import NeuralNet
+
+    dm = BlobsDataModule(centers=[[1, 1], [-1, -1], [1, -1], [-1, 1]], n_val=20, labels=[0, 0, 1, 1], seed=42)
+    dm.setup()
+    x, y = dm.splits["train"]
+    torch.manual_seed(42)
+    model = NeuralNet(2, 5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.03)
+    criterion = torch.nn.BCEWithLogitsLoss()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        cost = criterion(model(x), y)
+        cost.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def project_fit(epochs: int) -> float:
+    """deepbasics' trainer.fit for the default experiment, everything on, timed around fit alone."""
+    from hydra import compose, initialize_config_dir
+
+    from deepbasics.config import CONF_DIR, register_resolvers
+    from deepbasics.training import build_datamodule, build_model, build_trainer, schedule_of
+
+    register_resolvers()
+    with tempfile.TemporaryDirectory() as run_dir:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=[f"epochs={epochs}", f"paths.run_dir={run_dir}"])
+        import lightning as L
+
+        L.seed_everything(cfg.seed, verbose=False)
+        schedule = schedule_of(cfg)
+        datamodule = build_datamodule(cfg)
+        model = build_model(cfg, schedule, datamodule)
+        trainer = build_trainer(cfg, schedule, Path(run_dir))
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule)
+        elapsed = time.perf_counter() - start
+        assert trainer.global_step == epochs and (Path(run_dir) / "checkpoints" / "last.ckpt").is_file()
+        return elapsed
+
+
+def wall(command: list[str], cwd: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def alternate(a, b, repeats: int) -> tuple[float, float]:
+    """Median of each side, the two interleaved so that load on the machine hits both alike."""
+    first, second = [], []
+    for _ in range(repeats):
+        first.append(a())
+        second.append(b())
+    return statistics.median(first), statistics.median(second)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=2000)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    plain_fit(50), project_fit(100)  # warm both paths (lazy imports, allocator) before timing
+    fit_plain, fit_ours = alternate(lambda: plain_fit(args.epochs), lambda: project_fit(args.epochs), args.repeats)
+
+    with tempfile.TemporaryDirectory() as cwd:
+        tutorial = [sys.executable, str(REPO / "scripts" / "tutorial_blobs.py"), f"--epochs={args.epochs}"]
+        ours = [str(BIN / "deepbasics-train"), f"epochs={args.epochs}"]
+        proc_plain, proc_ours = alternate(lambda: wall(tutorial, cwd), lambda: wall(ours, cwd), args.repeats)
+        help_time, error_time = alternate(
+            lambda: wall([str(BIN / "deepbasics-train"), "--help"], cwd),
+            lambda: wall([str(BIN / "deepbasics-train"), "epoks=10"], cwd),
+            args.repeats,
+        )
+
+    rows = [
+        ("fit (2000 epochs)", fit_plain, fit_ours),
+        ("whole process", proc_plain, proc_ours),
+    ]
+    print(f"make_blobs NeuralNet, {args.epochs} full-batch epochs, 1 thread, median of {args.repeats}")
+    print(f"{'':22}{'plain PyTorch':>15}{'deepbasics':>12}{'ratio':>8}")
+    for name, plain, ours in rows:
+        print(f"{name:22}{plain:>14.3f}s{ours:>11.3f}s{ours / plain:>7.2f}x")
+    print(f"{'--help':22}{'':>15}{help_time:>11.3f}s")
+    print(f"{'config error':22}{'':>15}{error_time:>11.3f}s")
+    print(f"per epoch: plain {fit_plain / args.epochs * 1e3:.3f} ms, deepbasics fit {fit_ours / args.epochs * 1e3:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
