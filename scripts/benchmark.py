@@ -121,7 +121,9 @@ def main() -> None:
         print(f"{name:22}{plain:>14.3f}s{ours:>11.3f}s{ours / plain:>7.2f}x")
     print(f"{'--help':22}{'':>15}{help_time:>11.3f}s")
     print(f"{'config error':22}{'':>15}{error_time:>11.3f}s")
-    print(f"per epoch: plain {fit_plain / args.epochs * 1e3:.3f} ms, deepbasics fit {fit_ours / args.epochs * 1e3:.3f} ms")
+    print(
+        f"per epoch: plain {fit_plain / args.epochs * 1e3:.3f} ms, deepbasics fit {fit_ours / args.epochs * 1e3:.3f} ms"
+    )
 
 
 if __name__ == "__main__":

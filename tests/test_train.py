@@ -85,3 +85,32 @@ def test_train_command_end_to_end(tmp_path):
     assert [e.step for e in events.Scalars("val/acc")] == [500, 1000, 1500, 2000]
     assert events.Scalars("test/acc")[-1].value == 1.0
     assert events.Scalars("train/loss")[-1].value == pytest.approx(metrics["train"]["loss"])
+
+
+def test_fast_path_logs_the_same_numbers_as_one_step_per_lightning_epoch(tmp_path):
+    """Many steps per Lightning epoch (the default) against Lightning's plain shape, one step per epoch."""
+    results = {}
+    for val_every in (1, 100):
+        run_dir = tmp_path / str(val_every)
+        overrides = ["epochs=200", "log_every=1" if val_every == 1 else "log_every=10"]
+        train(
+            compose_train(
+                *overrides,
+                f"val_every={val_every}",
+                "ckpt_every=100" if val_every == 100 else "ckpt_every=1",
+                run_dir=run_dir,
+            )
+        )
+        events = EventAccumulator(str(run_dir / "tensorboard"))
+        events.Reload()
+        results[val_every] = (
+            {e.step: e.value for e in events.Scalars("train/loss")},
+            {e.step: e.value for e in events.Scalars("val/loss")},
+            read_metrics(run_dir),
+        )
+    (train_one, val_one, metrics_one), (train_fast, val_fast, metrics_fast) = results[1], results[100]
+    assert set(train_fast) == set(range(0, 201, 10)) and set(val_fast) == {100, 200}
+    assert {step: train_one[step] for step in train_fast} == train_fast
+    assert {step: val_one[step] for step in val_fast} == val_fast
+    for stage in ("train", "val", "test"):
+        assert metrics_one[stage] == metrics_fast[stage]

@@ -9,32 +9,29 @@ from deepbasics.rng import rng_states, set_rng_states
 
 
 class ConsoleLog(L.Callback):
-    """One line every ``every`` full-batch epochs and at the end, like the tutorials' print of the cost."""
-
-    def __init__(self, every: int, epochs: int):
-        self.every, self.epochs = every, epochs
+    """One line per validation interval and at the end, like the tutorials' print of the cost."""
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        step = trainer.global_step
-        if step % self.every and step != self.epochs:
-            return
         metrics = trainer.callback_metrics
         shown = "  ".join(f"{k} {float(v):.6g}" for k, v in sorted(metrics.items()) if k.endswith(("/loss", "/acc")))
-        print(f"epoch {step:>{len(str(self.epochs))}}/{self.epochs}  {shown}", flush=True)
+        width = len(str(trainer.max_steps))
+        print(f"epoch {trainer.global_step:>{width}}/{trainer.max_steps}  {shown}", flush=True)
 
 
 class ScheduledCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, also saving at the final epoch, which ``every_n_epochs`` may miss
-    (301 epochs checkpointed every 100): last.ckpt must always hold the finished model."""
+    """Lightning's ModelCheckpoint on the tutorial-epoch clock: saves (best by monitor, and last) when
+    ``global_step`` reaches a multiple of ``every_n_steps`` and at the final step, after that step's
+    validation, so "best" is always chosen on fresh metrics and last.ckpt always holds the finished model."""
+
+    def __init__(self, *args, every_n_steps: int = 1, **kwargs):
+        # Lightning's own triggers off: this class decides when.
+        super().__init__(*args, every_n_epochs=0, every_n_train_steps=0, save_on_train_epoch_end=True, **kwargs)
+        self.every_n_steps = every_n_steps
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        final = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
-        if (
-            final
-            and self._last_global_step_saved != trainer.global_step
-            and not self._should_skip_saving_checkpoint(trainer)
-        ):
+        step = trainer.global_step
+        due = step % self.every_n_steps == 0 or step >= trainer.max_steps
+        if due and not self._should_skip_saving_checkpoint(trainer):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)

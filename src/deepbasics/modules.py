@@ -2,8 +2,10 @@
 gradient step per tutorial "epoch".
 
 Lightning's per-batch machinery costs more than a whole step of these tiny nets, so one Lightning epoch
-runs ``log_every`` full-batch steps in a plain PyTorch loop, and ``global_step`` counts those steps:
-checkpoints, TensorBoard x-axes and resume all speak in the tutorial's epochs.
+runs the full-batch steps up to the next validation (``val_every``) in a plain PyTorch loop, and
+``global_step`` counts those steps: checkpoints, TensorBoard x-axes and resume all speak in the
+tutorial's epochs. Every logged point is the state after x steps (the tutorials print the cost of
+epoch x before its update, which is the same number).
 """
 
 from __future__ import annotations
@@ -39,18 +41,21 @@ def build_optimizer(params, spec: dict) -> torch.optim.Optimizer:
 class FullBatchModule(L.LightningModule):
     """Shared loop and bookkeeping; subclasses choose the loss, the metrics and what a prediction is."""
 
-    loss_fn: nn.Module
     is_classifier = False
     eval_split = "test"  # the stage name trainer.test records under; evaluate may point it at another split
 
-    def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1):
+    def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1, val_every: int = 1):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_net(net)
+        self.loss_fn = self.make_loss()
         self.automatic_optimization = False
         # One metric object per stage (keys avoid clashing with nn.Module.train).
         self.stage_metrics = nn.ModuleDict({f"{s}_metrics": self.make_metrics().clone(prefix=f"{s}/") for s in STAGES})
         self.stage_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+
+    def make_loss(self) -> nn.Module:
+        raise NotImplementedError
 
     def make_metrics(self) -> MetricCollection:
         raise NotImplementedError
@@ -67,21 +72,26 @@ class FullBatchModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        hp = self.hparams
         # The raw optimizer: Lightning's wrapper roughly doubles the cost of a step this small.
         opt = self.optimizers().optimizer
         start = self.global_step
-        stop = min(start + self.hparams.log_every, self.hparams.epochs)
+        stop = min((start // hp.val_every + 1) * hp.val_every, hp.epochs)
+        net, loss_fn, log_every = self.net, self.loss_fn, hp.log_every  # no module lookups inside the loop
         if start == 0:
             with torch.no_grad():
-                self.record("train", self.net(x), y)
-        for _ in range(start, stop):
-            loss = self.loss_fn(self.net(x), y)
+                self.record("train", net(x), y, step=0)
+        for step in range(start, stop):
+            out = net(x)
+            loss = loss_fn(out, y)
+            if step != start and step % log_every == 0:
+                self.record("train", out.detach(), y, step=step, callbacks=False)
             opt.zero_grad()
             loss.backward()
             opt.step()
         self._count_steps(stop - start)
         with torch.no_grad():
-            self.record("train", self.net(x), y)
+            self.record("train", net(x), y, step=stop)
 
     def validation_step(self, batch, batch_idx):
         self.record("val", self.net(batch[0]), batch[1])
@@ -93,8 +103,11 @@ class FullBatchModule(L.LightningModule):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.predictions(self.net(x))
 
-    def record(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Metrics of one full batch, logged at x = full-batch steps taken so far."""
+    def record(
+        self, stage: str, out: torch.Tensor, y: torch.Tensor, step: int | None = None, callbacks: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Metrics of one full batch, logged at x = ``step`` (default: full-batch steps taken so far);
+        ``callbacks`` also hands them to Lightning (checkpoint monitor, results), which costs more."""
         metrics, loss = self.stage_metrics[f"{stage}_metrics"], self.stage_losses[f"{stage}_loss"]
         metrics.update(self.predictions(out), y.int() if self.is_classifier else y)
         loss.update(self.loss_fn(out, y), weight=len(y))
@@ -103,10 +116,11 @@ class FullBatchModule(L.LightningModule):
         loss.reset()
         # Lightning's own logging would put the x-axis at its epochs; the loggers get tutorial epochs instead,
         # and self.log feeds callbacks (checkpoint monitor) and the results.
-        self.log_dict(values, logger=False)
+        if callbacks:
+            self.log_dict(values, logger=False)
         scalars = {k: float(v) for k, v in values.items()}
         for logger in self.loggers:
-            logger.log_metrics(scalars, step=self.global_step)
+            logger.log_metrics(scalars, step=self.global_step if step is None else step)
         return values
 
     def _count_steps(self, n: int) -> None:
@@ -119,9 +133,8 @@ class FullBatchModule(L.LightningModule):
 class RegressionModule(FullBatchModule):
     """MSE loss; MSE, MAE and R² metrics."""
 
-    def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1):
-        super().__init__(net, optimizer, epochs, log_every)
-        self.loss_fn = nn.MSELoss()
+    def make_loss(self) -> nn.Module:
+        return nn.MSELoss()
 
     def make_metrics(self) -> MetricCollection:
         return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
@@ -132,9 +145,8 @@ class BinaryClassifier(FullBatchModule):
 
     is_classifier = True
 
-    def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1):
-        super().__init__(net, optimizer, epochs, log_every)
-        self.loss_fn = nn.BCEWithLogitsLoss()
+    def make_loss(self) -> nn.Module:
+        return nn.BCEWithLogitsLoss()
 
     def make_metrics(self) -> MetricCollection:
         return MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC()})

@@ -1,9 +1,10 @@
-"""The user speaks in tutorial epochs (full-batch steps); Lightning counts its own epochs, each of which
-runs ``log_every`` of those steps. This is the one place that converts between them."""
+"""The user speaks in tutorial epochs (full-batch steps), and so does everything here: Lightning's
+``global_step`` counts those steps and training stops at ``max_steps``. One Lightning epoch runs up to the
+next multiple of ``val_every``, so validation, checkpoints and the console line fall on the same steps
+whether or not the run was interrupted and resumed in between."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from deepbasics.errors import ConfigError
@@ -21,20 +22,14 @@ class Schedule:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{key}={value!r} must be a positive integer (counted in full-batch epochs)")
-        for key in ("val_every", "ckpt_every"):
-            if getattr(self, key) % self.log_every:
-                raise ConfigError(
-                    f"{key}={getattr(self, key)} must be a multiple of log_every={self.log_every}"
-                    f" (training runs log_every epochs between logs)"
-                )
+        if self.val_every % self.log_every:
+            raise ConfigError(f"val_every={self.val_every} must be a multiple of log_every={self.log_every}")
+        if self.ckpt_every % self.val_every:
+            raise ConfigError(
+                f"ckpt_every={self.ckpt_every} must be a multiple of val_every={self.val_every}"
+                " (the best checkpoint is chosen on fresh validation metrics)"
+            )
 
-    @property
-    def lightning_epochs(self) -> int:
-        return math.ceil(self.epochs / self.log_every)
-
-    def lightning_interval(self, every: int) -> int:
-        return every // self.log_every
-
-    def validates_at_end(self) -> bool:
-        """Whether Lightning's own validation schedule already lands on the final epoch."""
-        return self.lightning_epochs % self.lightning_interval(self.val_every) == 0
+    def trainer_kwargs(self) -> dict:
+        """Lightning's loop limits: stop on the step count; validate at the end of each (chunk) epoch."""
+        return {"max_steps": self.epochs, "max_epochs": -1, "check_val_every_n_epoch": 1}
