@@ -54,7 +54,8 @@ def project_fit(epochs: int) -> float:
     from hydra import compose, initialize_config_dir
 
     from deepbasics.config import CONF_DIR, register_resolvers
-    from deepbasics.training import build_datamodule, build_model, build_trainer, schedule_of
+    from deepbasics.schema import Schedule
+    from deepbasics.training import build_datamodule, build_model, build_trainer
 
     register_resolvers()
     with tempfile.TemporaryDirectory() as run_dir:
@@ -63,7 +64,7 @@ def project_fit(epochs: int) -> float:
         import lightning as L
 
         L.seed_everything(cfg.seed, verbose=False)
-        schedule = schedule_of(cfg)
+        schedule = Schedule.of(cfg)
         datamodule = build_datamodule(cfg)
         model = build_model(cfg, schedule, datamodule)
         trainer = build_trainer(cfg, schedule, Path(run_dir))

@@ -144,7 +144,7 @@ def test_resume_targets(tmp_path):
     )
     for run in (older, newer):
         (run / "checkpoints").mkdir(parents=True)
-        (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        torch.save({}, run / "checkpoints" / "last.ckpt")
     empty.mkdir()
     assert resumed_run_dir(str(root), "exp", "auto") == newer
     assert resumed_run_dir(str(root), "exp", str(older)) == older
@@ -180,3 +180,61 @@ def test_truncated_checkpoint_is_reported(full_run, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(ConfigError, match="is not a readable checkpoint"):
         read_checkpoint(cut)
+
+
+def _signal_after_next_checkpoint(args: list[str], cwd: Path, signum: int) -> subprocess.CompletedProcess:
+    """Start deepbasics-train, wait for it to write a checkpoint, then send it a signal mid-training."""
+    import time
+
+    from conftest import BIN
+
+    def saved(path: Path) -> int:
+        return path.stat().st_mtime_ns if path.exists() else 0
+
+    runs = cwd / "outputs" / "runs" / "blobs_mlp"
+    before = {p: saved(p) for p in runs.glob("*/checkpoints/last.ckpt")}
+    command = [str(BIN / "deepbasics-train"), *args]
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(saved(p) != before.get(p, 0) for p in runs.glob("*/checkpoints/last.ckpt")):
+            proc.send_signal(signum)
+            break
+        time.sleep(0.005)
+    out, err = proc.communicate()
+    assert proc.poll() is not None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path):
+    import signal as signals
+
+    recipe = ["epochs=1200", "log_every=50", "val_every=100", "ckpt_every=100"]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    run_cli("deepbasics-train", *recipe, cwd=whole)
+    (reference,) = run_dirs(whole, "blobs_mlp")
+
+    first = _signal_after_next_checkpoint(recipe, tmp_path, signals.SIGINT)
+    assert first.returncode == 130, first.stderr
+    (run_dir,) = run_dirs(tmp_path, "blobs_mlp")
+    stopped = read_metrics(run_dir)
+    assert stopped["status"] == "interrupted" and 0 < stopped["epochs"] < 1200
+    assert first.stdout.strip().splitlines()[-1] == (
+        f"SIGINT: stopped at epoch {stopped['epochs']}/1200 and saved {run_dir / 'checkpoints' / 'last.ckpt'};"
+        " continue with: deepbasics-train experiment=blobs_mlp resume=auto"
+    )
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stopped["epochs"]
+
+    second = _signal_after_next_checkpoint([*recipe, "resume=auto"], tmp_path, signals.SIGTERM)
+    assert second.returncode == 143, second.stderr
+    assert "SIGTERM: stopped at epoch" in second.stdout
+
+    run_cli("deepbasics-train", *recipe, "resume=auto", cwd=tmp_path)
+    assert run_dirs(tmp_path, "blobs_mlp") == [run_dir]
+    a = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_metrics(run_dir)["test"] == read_metrics(reference)["test"]
+    for tag in ("train/loss", "val/loss"):
+        assert scalars(run_dir, tag) == scalars(reference, tag), tag

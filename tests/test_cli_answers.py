@@ -20,6 +20,6 @@ def test_help_does_not_import_torch():
 
 def test_config_mistake_does_not_import_torch(tmp_path):
     proc, names = imported_modules("epoks=10", f"paths.output_dir={tmp_path}")
-    assert proc.returncode == 1 and "Could not override 'epoks'" in proc.stderr
+    assert proc.returncode == 2 and "error: unknown config key 'epoks'" in proc.stderr
     assert "torch" not in names
     assert not (tmp_path / "runs").exists(), "a rejected command leaves no run directory behind"

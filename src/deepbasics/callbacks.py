@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -11,11 +14,19 @@ from deepbasics.rng import rng_states, set_rng_states
 class ConsoleLog(L.Callback):
     """One line per validation interval and at the end, like the tutorials' print of the cost."""
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step = trainer.global_step
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if step == self._start_step:  # a resumed run replays the restored epoch's end first
+            return
+        if step % pl_module.hparams.val_every and step < trainer.max_steps:  # interrupted: it says so itself
+            return
         metrics = trainer.callback_metrics
         shown = "  ".join(f"{k} {float(v):.6g}" for k, v in sorted(metrics.items()) if k.endswith(("/loss", "/acc")))
         width = len(str(trainer.max_steps))
-        print(f"epoch {trainer.global_step:>{width}}/{trainer.max_steps}  {shown}", flush=True)
+        print(f"epoch {step:>{width}}/{trainer.max_steps}  {shown}", flush=True)
 
 
 class ScheduledCheckpoint(ModelCheckpoint):
@@ -28,13 +39,58 @@ class ScheduledCheckpoint(ModelCheckpoint):
         super().__init__(*args, every_n_epochs=0, every_n_train_steps=0, save_on_train_epoch_end=True, **kwargs)
         self.every_n_steps = every_n_steps
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # A resumed run starts from a saved step; Lightning replays that epoch's end, which must not save again.
+        self._last_global_step_saved = trainer.global_step
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
-        due = step % self.every_n_steps == 0 or step >= trainer.max_steps
-        if due and not self._should_skip_saving_checkpoint(trainer):
-            candidates = self._monitor_candidates(trainer)
+        scheduled = step % self.every_n_steps == 0 or step >= trainer.max_steps
+        if not (scheduled or trainer.should_stop) or self._should_skip_saving_checkpoint(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        if scheduled:
             self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+        # A stop between scheduled epochs (Ctrl-C, SIGTERM) saves last.ckpt only: resume=auto continues from it.
+        self._save_last_checkpoint(trainer, candidates)
+
+
+class GracefulStop(L.Callback):
+    """Ctrl-C or SIGTERM while training: finish the current step, save last.ckpt, stop (``received`` says
+    which signal came). A second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Installed after Lightning's own SIGTERM handler (which would raise mid-epoch) and instead of it;
+        # Lightning restores the original handlers at teardown, on_train_end does it for SIGINT too.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._trainer = trainer
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        self._trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
 
 class RunState(L.Callback):

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from deepbasics.errors import ConfigError
+from deepbasics.resume import looks_like_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -41,6 +42,8 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{key}={path}: no such file; pass a .ckpt from a run's checkpoints/ directory")
+    if not looks_like_checkpoint(path):
+        raise ConfigError(f"{key}={path} is not a readable checkpoint (not a torch archive, or a truncated one)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as err:

@@ -16,9 +16,10 @@ _SOURCE_CONF = Path(__file__).resolve().parents[2] / "conf"
 CONF_DIR = str(_SOURCE_CONF if _SOURCE_CONF.is_dir() else Path(__file__).resolve().parent / "conf")
 
 
-def _run_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> str:
+def _run_dir(output_dir: str, name: str, resume: str | None, fresh: str, overrides=()) -> str:
     try:
-        resumed = resumed_run_dir(output_dir, name, resume)
+        groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
+        resumed = resumed_run_dir(output_dir, name, resume, list(overrides), groups)
     except ConfigError as err:
         exit_with(err)
     return str(resumed) if resumed else f"{output_dir}/runs/{name}/{fresh}"

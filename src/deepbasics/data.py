@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import lightning as L
@@ -49,6 +50,14 @@ class FullBatchDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{name}: x has {len(x)} rows but y has {len(y)}; give one target per row")
             if len(x) == 0:
                 raise ConfigError(f"data.{name} is empty; give it at least one row")
+            for part, values in (("x", x), ("y", y)):
+                bad = torch.nonzero(~torch.isfinite(values))
+                if len(bad):
+                    row, col = bad[0].tolist()
+                    raise ConfigError(
+                        f"data.{name} {part} row {row}, column {col} is {values[row, col].item()};"
+                        " every value must be a finite number: fix or drop that row"
+                    )
             self.splits[name] = (x, y)
 
     @property
@@ -153,11 +162,19 @@ class CSVDataModule(FullBatchDataModule):
         if not os.path.isfile(hp.path):
             raise ConfigError(f"data.path: no file at {hp.path}; pass data.path=<csv file>")
         try:
-            table = np.loadtxt(hp.path, delimiter=hp.delimiter, skiprows=int(hp.header), dtype=np.float32, ndmin=2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # numpy warns about an empty file; the check below says it
+                table = np.loadtxt(hp.path, delimiter=hp.delimiter, skiprows=int(hp.header), dtype=np.float32, ndmin=2)
         except ValueError as err:
-            raise ConfigError(f"data.path {hp.path}: {err}") from None
+            # numpy's text ends in advice about its own arguments ("use usecols ..."): keep the diagnosis
+            reason = str(err).split(";")[0].rstrip(".")
+            raise ConfigError(
+                f"data.path {hp.path}: {reason}; every cell must be a number, every row as wide"
+            ) from None
         if table.size == 0:
-            raise ConfigError(f"data.path {hp.path} has no rows")
+            raise ConfigError(f"data.path {hp.path} has no rows; give a CSV with data (header={hp.header})")
+        if table.shape[1] < 2:
+            raise ConfigError(f"data.path {hp.path} has one column; it needs features and a label column")
         y = table[:, hp.label_column]
         x = np.delete(table, hp.label_column % table.shape[1], axis=1)
         n = len(table)

@@ -1,19 +1,60 @@
-"""The one exception type a user's mistake turns into, and the one way it reaches the user."""
+"""How failures reach the user: one line on stderr and an exit status, never a traceback for a mistake."""
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import NoReturn
 
-EXIT_USAGE = 2
+EXIT_FAILED = 1  # the run itself failed (the loss diverged)
+EXIT_USAGE = 2  # bad config or input
 
 
 class ConfigError(ValueError):
     """Bad input from the user: the message says what is wrong and how to fix it."""
 
 
-def exit_with(err: Exception) -> NoReturn:
-    """One line on stderr and exit status 2. SystemExit, unlike an Exception, passes through Hydra's and
-    OmegaConf's error wrapping, so the user sees our line instead of a traceback."""
-    print(f"error: {err}", file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_USAGE)
+class RunFailed(RuntimeError):
+    """Training could not go on (the loss became NaN or infinite) at ``epoch``."""
+
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped training after a checkpoint; ``code`` is the conventional exit status."""
+
+    def __init__(self, message: str, code: int, epoch: int):
+        super().__init__(message)
+        self.code, self.epoch = code, epoch
+
+
+def exit_with(err: Exception | str, code: int = EXIT_USAGE) -> NoReturn:
+    """One line on stderr and exit. SystemExit, unlike an Exception, passes through Hydra's and OmegaConf's
+    error wrapping (config resolvers call this too)."""
+    print(f"error: {err if isinstance(err, str) else one_line(err)}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def one_line(err: BaseException) -> str:
+    """A Hydra or OmegaConf error (several lines, a cause, a search path) as one readable line."""
+    override = getattr(err, "override", None)  # Hydra's OverrideParseException
+    if override is not None:
+        return f"cannot parse override '{override}': {str(err).splitlines()[0]}"
+    cause = err.__cause__
+    key = re.search(r"Could not override '([^']+)'", str(err))
+    if key and cause is not None and "not in struct" in str(cause):
+        name = key.group(1)
+        return f"unknown config key '{name}': check the spelling (--help shows the config), or +{name}=... adds a key"
+    lines = []
+    for line in str(err).splitlines():
+        line = line.strip()
+        if line.startswith(("Config search path", "full_key:", "object_type=", "reference_type=")):
+            break
+        if line:
+            lines.append(line)
+    options = next((i for i, line in enumerate(lines) if line.startswith("Available options in")), None)
+    if options is not None:  # Hydra lists a group's options one per line
+        return f"{' '.join(lines[:options])}; {lines[options]} {', '.join(lines[options + 1 :])}"
+    return " ".join(lines) or type(err).__name__

@@ -1,26 +1,19 @@
 """`deepbasics-evaluate ckpt_path=<.ckpt>` (also `python -m deepbasics.evaluate`): a checkpoint's metrics
 on its run's test split (train for runs without one), printed and written to outputs/evaluations/."""
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from deepbasics.config import CONF_DIR, register_resolvers
-from deepbasics.errors import ConfigError, exit_with
-
-register_resolvers()
+from deepbasics.app import hydra_app
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def _evaluate(cfg):
+    from deepbasics.schema import require_values
+
+    require_values(cfg)
     from deepbasics.inference import evaluate
 
-    try:
-        evaluate(cfg)
-    except ConfigError as err:
-        exit_with(err)
+    return evaluate(cfg)
 
+
+main = hydra_app("evaluate", _evaluate)
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,8 @@ epoch x before its update, which is the same number).
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from torch import nn
@@ -17,23 +19,19 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from deepbasics.errors import ConfigError
+from deepbasics.errors import ConfigError, RunFailed
 from deepbasics.nets import build_net
+from deepbasics.schema import OPTIMIZER_NAMES, OptimizerSpec
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 STAGES = ("train", "val", "test")
+assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
 
 
 def build_optimizer(params, spec: dict) -> torch.optim.Optimizer:
-    kwargs = dict(spec)
-    name = kwargs.pop("name", "sgd")
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer '{name}': model.optimizer.name must be one of {', '.join(OPTIMIZERS)}")
-    lr = kwargs.get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ConfigError(f"model.optimizer.lr={lr!r} must be a positive number")
+    checked = OptimizerSpec.of(spec)
     try:
-        return OPTIMIZERS[name](params, **kwargs)
+        return OPTIMIZERS[checked.name](params, lr=checked.lr, **checked.options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model.optimizer: {err}") from None
 
@@ -47,6 +45,7 @@ class FullBatchModule(L.LightningModule):
     def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1, val_every: int = 1):
         super().__init__()
         self.save_hyperparameters()
+        OptimizerSpec.of(optimizer)  # a bad optimizer fails here, before any file of the run is written
         self.net = build_net(net)
         self.loss_fn = self.make_loss()
         self.automatic_optimization = False
@@ -77,24 +76,33 @@ class FullBatchModule(L.LightningModule):
         opt = self.optimizers().optimizer
         start = self.global_step
         stop = min((start // hp.val_every + 1) * hp.val_every, hp.epochs)
-        net, loss_fn, log_every = self.net, self.loss_fn, hp.log_every  # no module lookups inside the loop
+        net, loss_fn, log_every, trainer = self.net, self.loss_fn, hp.log_every, self.trainer  # hoisted lookups
         if start == 0:
             with torch.no_grad():
                 self.record("train", net(x), y, step=0)
+        done = start
         for step in range(start, stop):
             out = net(x)
             loss = loss_fn(out, y)
+            if not math.isfinite(loss.item()):  # a host sync, free on CPU; the bad step is never applied
+                raise RunFailed(f"the loss became {loss.item()} at epoch {step}", epoch=step)
             if step != start and step % log_every == 0:
                 self.record("train", out.detach(), y, step=step, callbacks=False)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        self._count_steps(stop - start)
-        with torch.no_grad():
-            self.record("train", net(x), y, step=stop)
+            done = step + 1
+            if trainer.should_stop:  # Ctrl-C / SIGTERM (deepbasics.callbacks.GracefulStop): stop at a whole step
+                break
+        self._count_steps(done - start)
+        if done % log_every == 0 or done == hp.epochs:  # not at an interrupted step: the curve keeps its grid
+            with torch.no_grad():
+                self.record("train", net(x), y, step=done)
 
     def validation_step(self, batch, batch_idx):
-        self.record("val", self.net(batch[0]), batch[1])
+        step = self.global_step
+        if step % self.hparams.val_every == 0 or step >= self.hparams.epochs:  # not at an interrupted step
+            self.record("val", self.net(batch[0]), batch[1])
 
     def test_step(self, batch, batch_idx):
         self.record(self.eval_split, self.net(batch[0]), batch[1])

@@ -3,13 +3,13 @@ the sigmoid belongs to the loss and to whoever shows a probability."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from deepbasics.errors import ConfigError
+from deepbasics.schema import NET_NAMES, NetSpec
 
 
 class LinearRegression(nn.Module):
@@ -52,53 +52,18 @@ NETS: dict[str, type[nn.Module]] = {
     "LogisticRegression": LogisticRegression,
     "NeuralNet": NeuralNet,
 }
-
-
-@dataclass(frozen=True)
-class NetSpec:
-    """A net as plain values, the form saved in checkpoints.
-
-    ``init`` is ``"default"`` (PyTorch's init), ``"zeros"``, or a mapping from parameter name to values;
-    the single-layer nets also accept ``weight``/``bias`` for ``linear.weight``/``linear.bias``.
-    """
-
-    name: str
-    in_features: int
-    hidden_size: int | None = None
-    init: Any = field(default="default")
-
-    def __post_init__(self) -> None:
-        if self.name not in NETS:
-            raise ConfigError(f"unknown net '{self.name}': model.net.name must be one of {', '.join(NETS)}")
-        _require_positive_int("model.net.in_features", self.in_features)
-        if self.name == "NeuralNet":
-            _require_positive_int("model.net.hidden_size", self.hidden_size)
-        elif self.hidden_size is not None:
-            raise ConfigError(f"model.net.hidden_size is only for NeuralNet, not {self.name}: remove it")
-        if not (self.init in ("default", "zeros") or isinstance(self.init, dict)):
-            raise ConfigError(
-                f"model.net.init={self.init!r}: use default, zeros, or a mapping like {{weight: [[4.0]], bias: [1.0]}}"
-            )
-
-    def build(self) -> nn.Module:
-        kwargs = {"in_features": self.in_features}
-        if self.hidden_size is not None:
-            kwargs["hidden_size"] = self.hidden_size
-        net = NETS[self.name](**kwargs)
-        _initialise(net, self.init)
-        return net
+assert tuple(NETS) == NET_NAMES
 
 
 def build_net(spec: dict) -> nn.Module:
-    try:
-        return NetSpec(**spec).build()
-    except TypeError as err:  # an unknown or missing field
-        raise ConfigError(f"model.net: {err}") from None
-
-
-def _require_positive_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}={value!r} must be a positive integer")
+    """The net a spec describes (validated by ``schema.NetSpec``), initialised as it asks."""
+    checked = NetSpec.of(spec)
+    kwargs = {"in_features": checked.in_features}
+    if checked.hidden_size is not None:
+        kwargs["hidden_size"] = checked.hidden_size
+    net = NETS[checked.name](**kwargs)
+    _initialise(net, checked.init)
+    return net
 
 
 @torch.no_grad()

@@ -39,13 +39,19 @@ def optimum(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module
 
 
 def gap(report: dict, net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> dict:
-    """How far the trained net is from the optimum: in loss, and as the distance between (W, b) vectors."""
-    best = _linear(np.asarray(report["weight"]), report["bias"])
+    """How far the trained net is from the optimum: in loss, and as the distance between (W, b) vectors.
+    Both sides are evaluated in float64, so rounding cannot put SGD below the optimum."""
+    weight, bias = net.linear.weight.detach().double().cpu(), net.linear.bias.detach().double().cpu()
+    trained, best = (
+        _linear(weight.flatten().numpy(), float(bias)),
+        _linear(np.asarray(report["weight"]), report["bias"]),
+    )
     with torch.no_grad():
-        trained = float(loss_fn(net(x).double(), y.double()))
-        theta = torch.cat([p.detach().double().flatten() for p in (net.linear.weight, net.linear.bias)])
-        best_theta = torch.cat([best.weight.flatten(), best.bias])
-    return {"loss_gap": trained - report["loss"], "param_gap": float(torch.linalg.vector_norm(theta - best_theta))}
+        loss = float(loss_fn(trained(x.double().cpu()), y.double().cpu()))
+        distance = torch.linalg.vector_norm(
+            torch.cat([trained.weight.flatten() - best.weight.flatten(), trained.bias - best.bias])
+        )
+    return {"loss_gap": loss - report["loss"], "param_gap": float(distance)}
 
 
 class OptimumGap(L.Callback):

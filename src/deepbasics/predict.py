@@ -1,26 +1,19 @@
 """`deepbasics-predict ckpt_path=<.ckpt> 'inputs=[[2,2],[5,4]]'` (or inputs=<csv>; also
 `python -m deepbasics.predict`): one line of JSON, {"predictions": [...]}."""
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from deepbasics.config import CONF_DIR, register_resolvers
-from deepbasics.errors import ConfigError, exit_with
-
-register_resolvers()
+from deepbasics.app import hydra_app
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
-def main(cfg: DictConfig) -> None:
+def _predict(cfg):
+    from deepbasics.schema import require_values
+
+    require_values(cfg)
     from deepbasics.inference import predict
 
-    try:
-        predict(cfg)
-    except ConfigError as err:
-        exit_with(err)
+    return predict(cfg)
 
+
+main = hydra_app("predict", _predict)
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@ composes the config, before torch loads."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from deepbasics.errors import ConfigError
@@ -10,10 +11,47 @@ from deepbasics.errors import ConfigError
 LAST = Path("checkpoints") / "last.ckpt"
 
 
-def resumed_run_dir(output_dir: str, name: str, resume: str | None) -> Path | None:
-    """The directory a resumed run keeps writing into; None for a fresh run (or a loose .ckpt file)."""
+def resumed_run_dir(
+    output_dir: str, name: str, resume: str | None, overrides: list[str] = (), groups: set[str] = frozenset()
+) -> Path | None:
+    """The directory a resumed run keeps writing into; None for a fresh run (or a loose .ckpt file).
+    Everything that can be checked without torch is checked here, before Hydra writes into that directory."""
     if resume in (None, ""):
         return None
+    refuse_group_changes(overrides, groups)
+    run_dir = _run_dir_of(output_dir, name, resume)
+    if run_dir is not None:
+        _check_looks_like_checkpoint(resumed_checkpoint(run_dir, resume), resume)
+        saved = run_dir / ".hydra" / "config.yaml"
+        if saved.is_file():
+            from omegaconf import OmegaConf
+
+            check_same_experiment(resume, OmegaConf.load(saved).get("name"), asked_experiment(overrides))
+    return run_dir
+
+
+def asked_experiment(overrides) -> str | None:
+    """The experiment named on the command line, if one was."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
+    return given[-1] if given else None
+
+
+def refuse_group_changes(overrides, groups) -> None:
+    """A resumed run keeps its model, data and trainer; only plain values (epochs=...) may change."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") in set(groups) - {"experiment"}:
+            raise ConfigError(f"{override} cannot change on resume; start a new run instead")
+
+
+def check_same_experiment(resume: str, found: str | None, asked: str | None) -> None:
+    if asked is not None and found is not None and asked != found:
+        raise ConfigError(
+            f"resume={resume} is a run of {found}, not experiment={asked}; drop experiment= or resume a {asked} run"
+        )
+
+
+def _run_dir_of(output_dir: str, name: str, resume: str) -> Path | None:
     if resume == "auto":
         root = Path(output_dir) / "runs" / name
         runs = sorted(d for d in root.glob("*") if (d / LAST).is_file()) if root.is_dir() else []
@@ -28,6 +66,18 @@ def resumed_run_dir(output_dir: str, name: str, resume: str | None) -> Path | No
     if path.is_file():
         return path.parent.parent if path.parent.name == "checkpoints" else None
     raise ConfigError(f"resume={resume}: no such run directory or checkpoint file; pass resume=auto or a real path")
+
+
+def _check_looks_like_checkpoint(path: Path, resume: str) -> None:
+    # Checking here, before Hydra writes into the run directory, leaves a run untouched when its checkpoint
+    # is unusable.
+    if not looks_like_checkpoint(path):
+        raise ConfigError(f"resume={resume}: {path} is not a checkpoint, or a truncated one; pass another run or .ckpt")
+
+
+def looks_like_checkpoint(path: Path) -> bool:
+    """torch.save writes a zip archive; a truncated one has lost its central directory (read without torch)."""
+    return zipfile.is_zipfile(path)
 
 
 def resumed_checkpoint(run_dir: Path, resume: str) -> Path:

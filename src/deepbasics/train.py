@@ -1,25 +1,21 @@
 """`deepbasics-train` (also `python -m deepbasics.train`): train one experiment, or sweep with `-m`."""
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from deepbasics.config import CONF_DIR, register_resolvers
-from deepbasics.errors import ConfigError, exit_with
-
-register_resolvers()
+from deepbasics.app import hydra_app
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def _train(cfg):
+    from deepbasics.schema import validate_train_config
+
+    # A mistake answers before torch loads (training.train checks the effective config again: it is also
+    # called in-process, and a resumed run's config is the one stored in its checkpoint).
+    if not cfg.get("resume"):
+        validate_train_config(cfg)
     from deepbasics.training import train  # torch and Lightning load only once a run needs them
 
-    try:
-        return train(cfg)
-    except ConfigError as err:
-        exit_with(err)
+    return train(cfg)
 
+
+main = hydra_app("train", _train)
 
 if __name__ == "__main__":
     main()

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from deepbasics.callbacks import ConsoleLog, RunState
+from deepbasics.callbacks import ConsoleLog, GracefulStop, RunState
 from deepbasics.checkpoint_io import AtomicCheckpointIO, read_checkpoint
-from deepbasics.errors import ConfigError
+from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
 from deepbasics.optimum import OptimumGap
 from deepbasics.results import by_stage, optimum_line, read_json, results_table, write_json
-from deepbasics.resume import resumed_checkpoint
-from deepbasics.schedule import Schedule
+from deepbasics.resume import asked_experiment, check_same_experiment, refuse_group_changes, resumed_checkpoint
+from deepbasics.schema import Schedule, validate_train_config
 
 # Lightning's advice for DataLoader-fed training does not apply to one in-memory batch per epoch.
 for _message in (
@@ -35,14 +37,24 @@ for _handler in logging.getLogger("lightning").handlers:
     _handler.setLevel(logging.WARNING)
 
 
+def _instantiate(conf: DictConfig, **kwargs):
+    """hydra's instantiate, with our ConfigError (or Hydra's complaint) surfacing as a ConfigError."""
+    try:
+        return instantiate(conf, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        raise (cause if isinstance(cause, ConfigError) else ConfigError(one_line(err))) from None
+
+
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = _instantiate(cfg.data, _convert_="all")
     datamodule.setup()
     return datamodule
 
 
 def build_model(cfg: DictConfig, schedule: Schedule, datamodule) -> L.LightningModule:
-    model = instantiate(
+    """The configured module, checked against the data it is about to train on."""
+    model = _instantiate(
         cfg.model,
         _convert_="all",
         epochs=schedule.epochs,
@@ -55,25 +67,40 @@ def build_model(cfg: DictConfig, schedule: Schedule, datamodule) -> L.LightningM
             f"model.net.in_features={wanted} but the data has {datamodule.in_features} features;"
             f" set model.net.in_features={datamodule.in_features}"
         )
+    if model.is_classifier:
+        _check_binary_labels(datamodule)
     return model
 
 
+def _check_binary_labels(datamodule) -> None:
+    for split, (_, y) in datamodule.splits.items():
+        wrong = y[(y != 0) & (y != 1)]
+        if len(wrong):
+            raise ConfigError(
+                f"data.{split} has label {wrong[0].item():g}; a binary classifier needs labels 0 and 1"
+                " (map them in the data, or use a regression model)"
+            )
+    labels = datamodule.splits["train"][1].unique().tolist()
+    if len(labels) < 2:
+        raise ConfigError(f"data.train labels are all {labels[0]:g}; a classifier needs examples of both 0 and 1")
+
+
 def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step: int = 0) -> L.Trainer:
-    callbacks = [ConsoleLog(), OptimumGap()]
+    callbacks = [ConsoleLog(), OptimumGap(), GracefulStop()]
     callbacks.append(RunState(OmegaConf.to_container(cfg, resolve=True)))
     # Directories come from run_dir here, not from the config: the config travels inside checkpoints, and a
     # resumed or evaluated run must never write into the directory of the run it was copied from.
     checkpointing = {"dirpath": str(run_dir / "checkpoints"), "every_n_steps": schedule.ckpt_every}
     for name, conf in (cfg.get("callbacks") or {}).items():
-        callbacks.append(instantiate(conf, **(checkpointing if name == "model_checkpoint" else {})))
+        callbacks.append(_instantiate(conf, **(checkpointing if name == "model_checkpoint" else {})))
     loggers = []
     for conf in (cfg.get("logger") or {}).values():
         extra = {"save_dir": str(run_dir)}
         if start_step and conf._target_.endswith("TensorBoardLogger"):
             # A resumed run hides what the interrupted one logged after its checkpoint: no doubled points.
             extra["purge_step"] = start_step + 1
-        loggers.append(instantiate(conf, **extra))
-    trainer = instantiate(
+        loggers.append(_instantiate(conf, **extra))
+    trainer = _instantiate(
         cfg.trainer,
         **schedule.trainer_kwargs(),
         callbacks=callbacks,
@@ -88,21 +115,34 @@ def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step
     return trainer
 
 
-def schedule_of(cfg: DictConfig) -> Schedule:
-    return Schedule(epochs=cfg.epochs, log_every=cfg.log_every, val_every=cfg.val_every, ckpt_every=cfg.ckpt_every)
-
-
 def train(cfg: DictConfig) -> float:
-    """Fit (or continue), test, write metrics.json; return the final value of ``cfg.monitor.metric``."""
+    """Fit (or continue), test, write metrics.json; return the final value of ``cfg.monitor.metric``.
+    A failure is recorded in metrics.json too (never over an existing one) and re-raised for the caller."""
     run_dir = Path(cfg.paths.run_dir)
+    try:
+        return _train(cfg, run_dir)
+    except Interrupted as err:
+        _record_status(run_dir, cfg, "interrupted", str(err), epochs=err.epoch)
+        raise
+    except RunFailed as err:
+        _record_status(run_dir, cfg, "failed", str(err), failed_at_epoch=err.epoch)
+        raise
+    except Exception as err:
+        _record_status(run_dir, cfg, "failed", one_line(err))
+        raise
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> float:
     ckpt_path, start_step = None, 0
     if cfg.get("resume"):
         ckpt_path = resumed_checkpoint(run_dir, cfg.resume)
         cfg, start_step = resumed_config(cfg, ckpt_path)
+    validate_train_config(cfg)  # the effective config: a resumed run's is the one stored in its checkpoint
+    if ckpt_path is not None:
         if start_step >= cfg.epochs:
             return _already_finished(cfg, run_dir, start_step)
         print(f"resuming {ckpt_path} at epoch {start_step}/{cfg.epochs}", flush=True)
-    schedule = schedule_of(cfg)
+    schedule = Schedule.of(cfg)
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, verbose=False)
 
@@ -114,7 +154,21 @@ def train(cfg: DictConfig) -> float:
         )
     trainer = build_trainer(cfg, schedule, run_dir, start_step)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except RunFailed as err:
+        raise RunFailed(
+            f"{err}; {_last_good(run_dir)}; a smaller model.optimizer.lr usually helps", err.epoch
+        ) from None
+    stop = next(c for c in trainer.callbacks if isinstance(c, GracefulStop))
+    if stop.received is not None:
+        name = signal.Signals(stop.received).name
+        raise Interrupted(
+            f"{name}: stopped at epoch {trainer.global_step}/{cfg.epochs} and saved {run_dir / 'checkpoints'}"
+            f"/last.ckpt; continue with: deepbasics-train experiment={cfg.name} resume=auto",
+            code=128 + stop.received,
+            epoch=trainer.global_step,
+        )
     final = dict(trainer.callback_metrics)
     if datamodule.has("test"):
         trainer.test(model, datamodule=datamodule, verbose=False)
@@ -129,19 +183,36 @@ def train(cfg: DictConfig) -> float:
     write_json(
         run_dir / "metrics.json",
         {
-            "experiment": cfg.name,
-            "seed": cfg.seed,
-            "status": "completed",
+            **_identity(cfg, run_dir, "completed"),
             "epochs": trainer.global_step,
             "monitor": {"metric": cfg.monitor.metric, "value": monitored},
             **stages,
             "optimum": optimum,
             "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
-            "run_dir": str(run_dir),
         },
     )
     _report(cfg, stages, optimum, run_dir)
     return monitored if math.isfinite(monitored) else float("nan")
+
+
+def _last_good(run_dir: Path) -> str:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return "no checkpoint had been saved yet"
+    return f"kept the last good checkpoint, {last} (epoch {read_checkpoint(last)['global_step']})"
+
+
+def _identity(cfg: DictConfig, run_dir: Path, status: str) -> dict:
+    return {"experiment": cfg.get("name"), "seed": cfg.get("seed"), "status": status, "run_dir": str(run_dir)}
+
+
+def _record_status(run_dir: Path, cfg: DictConfig, status: str, message: str, **extra) -> None:
+    """metrics.json for a run that did not complete, never over a completed one: a failed resume or
+    extension must not erase what the run had finished before."""
+    path = run_dir / "metrics.json"
+    if not run_dir.is_dir() or (path.exists() and read_json(path).get("status") == "completed"):
+        return
+    write_json(path, {**_identity(cfg, run_dir, status), "error": message, **extra})
 
 
 def resumed_config(cfg: DictConfig, ckpt_path: Path) -> tuple[DictConfig, int]:
@@ -149,11 +220,18 @@ def resumed_config(cfg: DictConfig, ckpt_path: Path) -> tuple[DictConfig, int]:
     extends a run), and the epoch it stopped at."""
     checkpoint = read_checkpoint(ckpt_path, key="resume")
     resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])
+    check_same_experiment(cfg.resume, resumed.name, asked_experiment(_task_overrides()))
     for key, value in _command_line_values():
         OmegaConf.update(resumed, key, value, merge=False)
     resumed.resume = cfg.resume
     resumed.paths.run_dir = cfg.paths.run_dir
     return resumed, int(checkpoint["global_step"])
+
+
+def _task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _command_line_values() -> list[tuple[str, object]]:
@@ -162,16 +240,13 @@ def _command_line_values() -> list[tuple[str, object]]:
 
     if not HydraConfig.initialized():
         return []
-    hydra_cfg = HydraConfig.get()
-    groups = set(hydra_cfg.runtime.choices)
+    groups = set(HydraConfig.get().runtime.choices)
+    refuse_group_changes(_task_overrides(), groups)
     values = []
-    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+    for override in OverridesParser.create().parse_overrides(_task_overrides()):
         key = override.key_or_group
-        if key in ("resume", "experiment") or override.is_hydra_override():
-            continue
-        if key in groups:
-            raise ConfigError(f"{key}={override.value()} cannot change on resume; start a new run instead")
-        values.append((key, override.value()))
+        if key not in groups | {"resume"} and not override.is_hydra_override():
+            values.append((key, override.value()))
     return values
 
 

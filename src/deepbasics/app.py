@@ -1,0 +1,67 @@
+"""The console entry points: a Hydra app around a task, with deepbasics' error policy.
+
+- A config mistake Hydra finds (unknown key, unknown group option, bad override) or one the task finds
+  (ConfigError): one line on stderr, exit 2.
+- A failed run (RunFailed): one line, exit 1. Ctrl-C / SIGTERM after a checkpoint: one line, exit 130/143.
+- In a multirun, a job's failure is recorded in its metrics.json and the sweep goes on with the next job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from deepbasics.config import CONF_DIR, register_resolvers
+from deepbasics.errors import EXIT_FAILED, ConfigError, Interrupted, RunFailed, exit_with, one_line
+
+log = logging.getLogger(__name__)
+
+
+def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+    register_resolvers()
+
+    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
+    def run(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except Interrupted as err:
+            print(str(err), flush=True)
+            raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
+        except (ConfigError, RunFailed) as err:
+            if not _in_multirun():
+                exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else 2)
+            log.error("job failed: %s", one_line(err))
+            return math.nan
+        except Exception:
+            if not _in_multirun():
+                raise
+            log.exception("job failed")
+            return math.nan
+
+    def main() -> Any:
+        # Let Hydra's own errors reach us unformatted, so they can become one line.
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+        try:
+            return run()
+        except (HydraException, OmegaConfBaseException) as err:
+            exit_with(err)
+        except OSError as err:  # Hydra making the run directory, or a file of the run
+            where = f"{err.strerror}: {err.filename}"
+            exit_with(f"cannot write outputs ({where}); pass paths.output_dir=<a writable directory>")
+
+    return main
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

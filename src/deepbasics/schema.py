@@ -1,0 +1,125 @@
+"""The typed schema of a training config, checked before torch or Lightning load, so a mistake answers
+in well under a second with one line that names the key and the fix.
+
+The user speaks in tutorial epochs (full-batch steps), and so does ``Schedule``: Lightning's
+``global_step`` counts those steps and training stops at ``max_steps``. One Lightning epoch runs up to the
+next multiple of ``val_every``, so validation, checkpoints and the console line fall on the same steps
+whether or not the run was interrupted and resumed in between."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from deepbasics.errors import ConfigError
+
+NET_NAMES = ("LinearRegression", "LogisticRegression", "NeuralNet")
+OPTIMIZER_NAMES = ("sgd", "adam")
+
+
+def _positive_int(key: str, value: Any, unit: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be a positive integer{unit}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    epochs: int
+    log_every: int
+    val_every: int
+    ckpt_every: int
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _positive_int(f.name, getattr(self, f.name), " (counted in full-batch epochs)")
+        if self.val_every % self.log_every:
+            raise ConfigError(f"val_every={self.val_every} must be a multiple of log_every={self.log_every}")
+        if self.ckpt_every % self.val_every:
+            raise ConfigError(
+                f"ckpt_every={self.ckpt_every} must be a multiple of val_every={self.val_every}"
+                " (the best checkpoint is chosen on fresh validation metrics)"
+            )
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> Schedule:
+        return cls(epochs=cfg.epochs, log_every=cfg.log_every, val_every=cfg.val_every, ckpt_every=cfg.ckpt_every)
+
+    def trainer_kwargs(self) -> dict:
+        """Lightning's loop limits: stop on the step count; validate at the end of each (chunk) epoch."""
+        return {"max_steps": self.epochs, "max_epochs": -1, "check_val_every_n_epoch": 1}
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A net as plain values, the form saved in checkpoints.
+
+    ``init`` is ``"default"`` (PyTorch's init), ``"zeros"``, or a mapping from parameter name to values;
+    the single-layer nets also accept ``weight``/``bias`` for ``linear.weight``/``linear.bias``.
+    """
+
+    name: str
+    in_features: int
+    hidden_size: int | None = None
+    init: Any = field(default="default")
+
+    def __post_init__(self) -> None:
+        if self.name not in NET_NAMES:
+            raise ConfigError(f"unknown net '{self.name}': model.net.name must be one of {', '.join(NET_NAMES)}")
+        _positive_int("model.net.in_features", self.in_features)
+        if self.name == "NeuralNet":
+            _positive_int("model.net.hidden_size", self.hidden_size)
+        elif self.hidden_size is not None:
+            raise ConfigError(f"model.net.hidden_size is only for NeuralNet, not {self.name}: remove it")
+        if not (self.init in ("default", "zeros") or isinstance(self.init, dict)):
+            raise ConfigError(
+                f"model.net.init={self.init!r}: use default, zeros, or a mapping like {{weight: [[4.0]], bias: [1.0]}}"
+            )
+
+    @classmethod
+    def of(cls, spec: dict) -> NetSpec:
+        try:
+            return cls(**spec)
+        except TypeError as err:  # an unknown or missing field
+            raise ConfigError(f"model.net: {err}") from None
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """``name`` and ``lr``; any other key goes to the torch optimizer as it is (momentum, betas, ...)."""
+
+    name: str = "sgd"
+    lr: float = 0.01
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZER_NAMES:
+            raise ConfigError(
+                f"unknown optimizer '{self.name}': model.optimizer.name must be one of {', '.join(OPTIMIZER_NAMES)}"
+            )
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ConfigError(f"model.optimizer.lr={self.lr!r} must be a positive number")
+
+    @classmethod
+    def of(cls, spec: dict) -> OptimizerSpec:
+        options = dict(spec)
+        return cls(name=options.pop("name", "sgd"), lr=options.pop("lr", None), options=options)
+
+
+def require_values(cfg: DictConfig) -> None:
+    """Keys left as ??? in the config must come from the command line."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be set: pass {missing[0]}=<value> on the command line")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Every check that needs no data and no torch."""
+    require_values(cfg)
+    Schedule.of(cfg)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    NetSpec.of(model.get("net", {}))
+    OptimizerSpec.of(model.get("optimizer", {}))
+    if not isinstance(cfg.threads, int) or cfg.threads <= 0:
+        raise ConfigError(f"threads={cfg.threads!r} must be a positive integer")

@@ -1,0 +1,116 @@
+"""Bad input through the real commands: exit status, one line on stderr that says what is wrong and how to
+fix it, and an earlier run's directory left byte for byte as it was."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import DIABETES, read_metrics, run_cli, run_dirs
+
+SHORT = ["epochs=20", "log_every=10", "val_every=10", "ckpt_every=10"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A working directory holding one finished run and the broken inputs the cases point at."""
+    cwd = tmp_path_factory.mktemp("errors")
+    run_cli("deepbasics-train", "experiment=linear_scores", *SHORT, cwd=cwd)
+    files = {
+        "nonnumeric.csv": "1,2,0\n3,abc,1\n",
+        "nan.csv": "1,2,0\n3,nan,1\n",
+        "ragged.csv": "1,2,0\n3,1\n",
+        "empty.csv": "",
+        "labels.csv": "1,2,0\n3,1,2\n",
+        "oneclass.csv": "1,2,1\n3,1,1\n",
+        "notackpt.ckpt": "just text\n",
+    }
+    for name, text in files.items():
+        (cwd / name).write_text(text)
+    (run,) = run_dirs(cwd, "linear_scores")
+    (cwd / "earlier_run").write_text(str(run))
+    last = (run / "checkpoints" / "last.ckpt").read_bytes()
+    (cwd / "cut.ckpt").write_bytes(last[: len(last) // 2])
+    (cwd / "cut_run" / "checkpoints").mkdir(parents=True)
+    (cwd / "cut_run" / "checkpoints" / "last.ckpt").write_bytes(last[: len(last) // 3])
+    return cwd
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+CSV = ["experiment=logistic_diabetes", "model.net.in_features=2"]
+TRAIN = "deepbasics-train"
+CASES = {
+    "unknown key": (TRAIN, ["epoks=10"], 2, "unknown config key 'epoks'"),
+    "unknown group option": (TRAIN, ["data=foo"], 2, "Could not find 'data/foo'; Available options in 'data': blobs, csv, toy"),
+    "bad override syntax": (TRAIN, ["epochs=["], 2, "cannot parse override 'epochs=['"),
+    "missing required value": (TRAIN, ["experiment=logistic_diabetes"], 2, "data.path must be set: pass data.path=<value>"),
+    "zero lr": (TRAIN, ["model.optimizer.lr=0"], 2, "model.optimizer.lr=0 must be a positive number"),
+    "negative lr": (TRAIN, ["model.optimizer.lr=-0.1"], 2, "model.optimizer.lr=-0.1 must be a positive number"),
+    "zero epochs": (TRAIN, ["epochs=0"], 2, "epochs=0 must be a positive integer"),
+    "negative hidden size": (TRAIN, ["model.net.hidden_size=-3"], 2, "model.net.hidden_size=-3 must be a positive integer"),
+    "input width": (TRAIN, ["model.net.in_features=3"], 2, "model.net.in_features=3 but the data has 2 features; set model.net.in_features=2"),
+    "csv missing": (TRAIN, [*CSV, "data.path=nope.csv"], 2, "nope.csv; pass data.path=<csv file>"),
+    "csv empty": (TRAIN, [*CSV, "data.path=empty.csv"], 2, "empty.csv has no rows"),
+    "csv non-numeric": (TRAIN, [*CSV, "data.path=nonnumeric.csv"], 2, "could not convert string 'abc' to float32 at row 1, column 2"),
+    "csv nan": (TRAIN, [*CSV, "data.path=nan.csv"], 2, "data.train x row 1, column 1 is nan"),
+    "csv column count": (TRAIN, [*CSV, "data.path=ragged.csv"], 2, "the number of columns changed from 3 to 2 at row 2"),
+    "labels not 0/1": (TRAIN, [*CSV, "data.path=labels.csv"], 2, "data.train has label 2; a binary classifier needs labels 0 and 1"),
+    "single class": (TRAIN, [*CSV, "data.path=oneclass.csv"], 2, "data.train labels are all 1; a classifier needs examples of both 0 and 1"),
+    "toy lengths": (TRAIN, ["experiment=linear_scores", "data.train.y=[1,2,3]"], 2, "data.train: x has 4 rows but y has 3"),
+    "resume at nothing": (TRAIN, ["resume=nowhere"], 2, "resume=nowhere: no such run directory or checkpoint file"),
+    "resume at a non-checkpoint": (TRAIN, ["resume=notackpt.ckpt"], 2, "notackpt.ckpt is not a readable checkpoint"),
+    "resume at a truncated checkpoint": (TRAIN, ["resume=cut.ckpt"], 2, "cut.ckpt is not a readable checkpoint"),
+    "resume a run with a truncated checkpoint": (TRAIN, ["resume=cut_run"], 2, "is not a checkpoint, or a truncated one"),
+    "resume another model's run": (TRAIN, ["experiment=blobs_mlp", "resume={run}"], 2, "is a run of linear_scores, not experiment=blobs_mlp"),
+    "resume changing the model": (TRAIN, ["resume={run}", "epochs=40", "model=neuralnet"], 2, "model=neuralnet cannot change on resume"),
+    "unwritable output directory": (TRAIN, ["paths.output_dir=empty.csv/outputs"], 2, "cannot write outputs (Not a directory"),
+    "evaluate nothing": ("deepbasics-evaluate", ["ckpt_path=nope.ckpt"], 2, "ckpt_path=nope.ckpt: no such file"),
+    "evaluate a non-checkpoint": ("deepbasics-evaluate", ["ckpt_path=notackpt.ckpt"], 2, "notackpt.ckpt is not a readable checkpoint"),
+    "predict without inputs": ("deepbasics-predict", ["ckpt_path={run}/checkpoints/last.ckpt"], 2, "inputs must be set"),
+    "predict wrong width": ("deepbasics-predict", ["ckpt_path={run}/checkpoints/last.ckpt", "inputs=[[1,2]]"], 2, "inputs have shape 1x2, the model takes rows of 1 features"),
+    "predict a truncated checkpoint": ("deepbasics-predict", ["ckpt_path=cut.ckpt", "inputs=[1]"], 2, "cut.ckpt is not a readable checkpoint"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gets_one_clear_line(workdir, case):
+    command, args, code, message = CASES[case]
+    run = Path((workdir / "earlier_run").read_text())
+    before = snapshot(run)
+    proc = run_cli(command, *(a.format(run=run) for a in args), cwd=workdir, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == code, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert snapshot(run) == before, "an earlier run must be left exactly as it was"
+
+
+def test_divergence_names_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path):
+    args = ["experiment=linear_scores", "model.optimizer.lr=0.2", "log_every=10", "val_every=10", "ckpt_every=10"]
+    proc = run_cli("deepbasics-train", *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    (run,) = run_dirs(tmp_path, "linear_scores")
+    line = proc.stderr.strip()
+    assert line.startswith("error: the loss became inf at epoch 47;")
+    assert f"kept the last good checkpoint, {run / 'checkpoints' / 'last.ckpt'} (epoch 40)" in line
+    import torch
+
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 40
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+    metrics = read_metrics(run)
+    assert metrics["status"] == "failed" and metrics["failed_at_epoch"] == 47
+    assert "the loss became inf at epoch 47" in metrics["error"]
+    json.dumps(metrics)  # valid JSON, no NaN
+
+
+def test_diabetes_csv_is_fine(workdir):
+    """The control case: the real table passes the same checks."""
+    assert DIABETES.is_file()
