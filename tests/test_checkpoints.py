@@ -12,7 +12,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import read_metrics, run_cli, run_dirs
-from deepbasics.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from deepbasics.checkpoint_io import AtomicCheckpointIO
+from deepbasics.checkpoints import read_checkpoint
 from deepbasics.errors import ConfigError
 from deepbasics.modules import BinaryClassifier
 from deepbasics.nets import NeuralNet

@@ -68,7 +68,7 @@ CASES = {
     "resume at nothing": (TRAIN, ["resume=nowhere"], 2, "resume=nowhere: no such run directory or checkpoint file"),
     "resume at a non-checkpoint": (TRAIN, ["resume=notackpt.ckpt"], 2, "notackpt.ckpt is not a readable checkpoint"),
     "resume at a truncated checkpoint": (TRAIN, ["resume=cut.ckpt"], 2, "cut.ckpt is not a readable checkpoint"),
-    "resume a run with a truncated checkpoint": (TRAIN, ["resume=cut_run"], 2, "is not a checkpoint, or a truncated one"),
+    "resume a run with a truncated checkpoint": (TRAIN, ["resume=cut_run"], 2, "last.ckpt is not a readable checkpoint (not a torch archive, or a truncated one)"),
     "resume another model's run": (TRAIN, ["experiment=blobs_mlp", "resume={run}"], 2, "is a run of linear_scores, not experiment=blobs_mlp"),
     "resume changing the model": (TRAIN, ["resume={run}", "epochs=40", "model=neuralnet"], 2, "model=neuralnet cannot change on resume"),
     "unwritable output directory": (TRAIN, ["paths.output_dir=empty.csv/outputs"], 2, "cannot write outputs (Not a directory"),

@@ -95,13 +95,13 @@ class GracefulStop(L.Callback):
 
 class RunState(L.Callback):
     """Puts the run's resolved config into every checkpoint (evaluate, predict and resume rebuild the run
-    from it) and carries the random generators' state across a resume."""
+    from it, predict without Lightning) and carries the random generators' state across a resume."""
 
     def __init__(self, config: dict):
         self.config = config
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["deepbasics"] = {"config": self.config}
+        checkpoint["deepbasics"] = {"config": self.config, "classifier": pl_module.is_classifier}
 
     def state_dict(self) -> dict:
         return {"rng": rng_states()}

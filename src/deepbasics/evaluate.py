@@ -5,10 +5,12 @@ from deepbasics.app import hydra_app
 
 
 def _evaluate(cfg):
+    from deepbasics.checkpoints import check_checkpoint_path
     from deepbasics.schema import require_values
 
     require_values(cfg)
-    from deepbasics.inference import evaluate
+    check_checkpoint_path(cfg.ckpt_path)  # a wrong path answers before torch loads
+    from deepbasics.evaluation import evaluate
 
     return evaluate(cfg)
 

@@ -20,7 +20,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from deepbasics.errors import ConfigError, RunFailed
-from deepbasics.nets import build_net
+from deepbasics.nets import build_net, predictions
 from deepbasics.schema import OPTIMIZER_NAMES, OptimizerSpec
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
@@ -60,8 +60,7 @@ class FullBatchModule(L.LightningModule):
         raise NotImplementedError
 
     def predictions(self, out: torch.Tensor) -> torch.Tensor:
-        """What a user sees: values for regression, probabilities for classifiers."""
-        return out
+        return predictions(out, self.is_classifier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -158,6 +157,3 @@ class BinaryClassifier(FullBatchModule):
 
     def make_metrics(self) -> MetricCollection:
         return MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC()})
-
-    def predictions(self, out: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(out)

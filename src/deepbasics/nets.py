@@ -55,6 +55,11 @@ NETS: dict[str, type[nn.Module]] = {
 assert tuple(NETS) == NET_NAMES
 
 
+def predictions(out: torch.Tensor, classifier: bool) -> torch.Tensor:
+    """What a user sees: probabilities (the sigmoid of the logits) for classifiers, values for regression."""
+    return torch.sigmoid(out) if classifier else out
+
+
 def build_net(spec: dict) -> nn.Module:
     """The net a spec describes (validated by ``schema.NetSpec``), initialised as it asks."""
     checked = NetSpec.of(spec)

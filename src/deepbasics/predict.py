@@ -5,10 +5,12 @@ from deepbasics.app import hydra_app
 
 
 def _predict(cfg):
+    from deepbasics.checkpoints import check_checkpoint_path
     from deepbasics.schema import require_values
 
     require_values(cfg)
-    from deepbasics.inference import predict
+    check_checkpoint_path(cfg.ckpt_path)  # a wrong path answers before torch loads
+    from deepbasics.prediction import predict
 
     return predict(cfg)
 

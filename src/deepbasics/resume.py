@@ -3,9 +3,9 @@ composes the config, before torch loads."""
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
+from deepbasics.checkpoints import check_checkpoint_path
 from deepbasics.errors import ConfigError
 
 LAST = Path("checkpoints") / "last.ckpt"
@@ -20,8 +20,9 @@ def resumed_run_dir(
         return None
     refuse_group_changes(overrides, groups)
     run_dir = _run_dir_of(output_dir, name, resume)
+    # Checked here, before Hydra writes into the run directory: a run stays untouched when its checkpoint is bad.
+    check_checkpoint_path(resumed_checkpoint(run_dir, resume) if run_dir else resume, key="resume")
     if run_dir is not None:
-        _check_looks_like_checkpoint(resumed_checkpoint(run_dir, resume), resume)
         saved = run_dir / ".hydra" / "config.yaml"
         if saved.is_file():
             from omegaconf import OmegaConf
@@ -66,18 +67,6 @@ def _run_dir_of(output_dir: str, name: str, resume: str) -> Path | None:
     if path.is_file():
         return path.parent.parent if path.parent.name == "checkpoints" else None
     raise ConfigError(f"resume={resume}: no such run directory or checkpoint file; pass resume=auto or a real path")
-
-
-def _check_looks_like_checkpoint(path: Path, resume: str) -> None:
-    # Checking here, before Hydra writes into the run directory, leaves a run untouched when its checkpoint
-    # is unusable.
-    if not looks_like_checkpoint(path):
-        raise ConfigError(f"resume={resume}: {path} is not a checkpoint, or a truncated one; pass another run or .ckpt")
-
-
-def looks_like_checkpoint(path: Path) -> bool:
-    """torch.save writes a zip archive; a truncated one has lost its central directory (read without torch)."""
-    return zipfile.is_zipfile(path)
 
 
 def resumed_checkpoint(run_dir: Path, resume: str) -> Path:

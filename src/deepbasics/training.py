@@ -16,7 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.callbacks import ConsoleLog, GracefulStop, RunState
-from deepbasics.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from deepbasics.checkpoint_io import AtomicCheckpointIO
+from deepbasics.checkpoints import read_checkpoint
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
 from deepbasics.optimum import OptimumGap
 from deepbasics.results import by_stage, optimum_line, read_json, results_table, write_json
