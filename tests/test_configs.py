@@ -8,7 +8,8 @@ from hydra.utils import instantiate
 from conftest import compose_experiment, compose_train
 from deepbasics.config import CONF_DIR
 
-GROUPS = ["data", "model", "trainer", "logger", "callbacks", "paths", "hydra", "experiment"]
+GROUPS = ["data", "model", "trainer", "logger", "callbacks", "paths", "hydra", "experiment", "hparams_search"]
+GROUPS += ["hydra/launcher"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]
 EXPERIMENTS = [name for group, name in OPTIONS if group == "experiment"]
 
@@ -37,3 +38,25 @@ def test_experiment_builds_data_and_model(experiment, diabetes_csv, tmp_path):
     assert model.hparams.net["in_features"] == datamodule.in_features
     assert cfg.name == experiment
     assert instantiate(cfg.logger.tensorboard, save_dir=str(tmp_path)).log_dir.startswith(str(tmp_path))
+
+
+@pytest.mark.parametrize("config_name", ["evaluate", "predict"])
+def test_entry_point_configs_compose(config_name):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=["ckpt_path=x.ckpt"])
+    assert cfg.ckpt_path == "x.ckpt" and cfg.threads == 1
+
+
+def test_launchers_and_searches_reach_hydra():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        parallel = compose("train", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
+        slurm = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+        optuna = compose("train", overrides=["hparams_search=blobs_optuna"], return_hydra_config=True)
+    assert parallel.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.cpus_per_task == 1
+    assert optuna.hydra.sweeper._target_.endswith("OptunaSweeper") and optuna.hydra.mode.name == "MULTIRUN"
+    assert optuna.hydra.sweeper.direction == "minimize" and optuna.monitor.mode == "min"

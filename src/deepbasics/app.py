@@ -3,7 +3,8 @@
 - A config mistake Hydra finds (unknown key, unknown group option, bad override) or one the task finds
   (ConfigError): one line on stderr, exit 2.
 - A failed run (RunFailed): one line, exit 1. Ctrl-C / SIGTERM after a checkpoint: one line, exit 130/143.
-- In a multirun, a job's failure is recorded in its metrics.json and the sweep goes on with the next job.
+- In a multirun, a job's failure is recorded in its metrics.json, the job returns the worst value of the
+  monitored metric, and the sweep goes on with the next job; the sweep report lists it as failed.
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[
             if not _in_multirun():
                 exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else 2)
             log.error("job failed: %s", one_line(err))
-            return math.nan
+            return _worst(cfg)
         except Exception:
             if not _in_multirun():
                 raise
             log.exception("job failed")
-            return math.nan
+            return _worst(cfg)
 
     def main() -> Any:
         # Let Hydra's own errors reach us unformatted, so they can become one line.
@@ -58,6 +59,13 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[
             exit_with(f"cannot write outputs ({where}); pass paths.output_dir=<a writable directory>")
 
     return main
+
+
+def _worst(cfg: DictConfig) -> float:
+    """What a failed job returns to its sweeper: the worst possible value of the monitored metric (Optuna
+    records the trial and goes on; a NaN would end its sweep). The sweep report reads the real status."""
+    mode = (cfg.get("monitor") or {}).get("mode", "min")
+    return -math.inf if mode == "max" else math.inf
 
 
 def _in_multirun() -> bool:

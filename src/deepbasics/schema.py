@@ -117,7 +117,10 @@ def require_values(cfg: DictConfig) -> None:
 def validate_train_config(cfg: DictConfig) -> None:
     """Every check that needs no data and no torch."""
     require_values(cfg)
-    Schedule.of(cfg)
+    schedule = Schedule.of(cfg)
+    every = cfg.get("figure_every", 0)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0 or every % schedule.val_every:
+        raise ConfigError(f"figure_every={every!r} must be 0 (off) or a multiple of val_every={schedule.val_every}")
     model = OmegaConf.to_container(cfg.model, resolve=True)
     NetSpec.of(model.get("net", {}))
     OptimizerSpec.of(model.get("optimizer", {}))

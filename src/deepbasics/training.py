@@ -19,6 +19,7 @@ from deepbasics.callbacks import ConsoleLog, GracefulStop, RunState
 from deepbasics.checkpoint_io import AtomicCheckpointIO
 from deepbasics.checkpoints import read_checkpoint
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
+from deepbasics.figures import Figures, save_pngs
 from deepbasics.optimum import OptimumGap
 from deepbasics.results import by_stage, optimum_line, read_json, results_table, write_json
 from deepbasics.resume import asked_experiment, check_same_experiment, refuse_group_changes, resumed_checkpoint
@@ -87,7 +88,8 @@ def _check_binary_labels(datamodule) -> None:
 
 
 def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step: int = 0) -> L.Trainer:
-    callbacks = [ConsoleLog(), OptimumGap(), GracefulStop()]
+    gap = OptimumGap()
+    callbacks = [ConsoleLog(), gap, Figures(cfg.figure_every, gap), GracefulStop()]
     callbacks.append(RunState(OmegaConf.to_container(cfg, resolve=True)))
     # Directories come from run_dir here, not from the config: the config travels inside checkpoints, and a
     # resumed or evaluated run must never write into the directory of the run it was copied from.
@@ -161,7 +163,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         raise RunFailed(
             f"{err}; {_last_good(run_dir)}; a smaller model.optimizer.lr usually helps", err.epoch
         ) from None
-    stop = next(c for c in trainer.callbacks if isinstance(c, GracefulStop))
+    stop = _callback(trainer, GracefulStop)
     if stop.received is not None:
         name = signal.Signals(stop.received).name
         raise Interrupted(
@@ -177,8 +179,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     # The tutorials' model.pt: the plain net's state_dict, loadable into a fresh nets.<Class>.
     torch.save(model.net.state_dict(), run_dir / "model.pt")
 
-    optimum = next(c for c in trainer.callbacks if isinstance(c, OptimumGap)).report
+    optimum = _callback(trainer, OptimumGap).report
     stages = by_stage(final)
+    tensorboard = _log_hparams(trainer, cfg, stages)
+    save_pngs(run_dir, _callback(trainer, Figures), tensorboard)
     monitored = float(final[cfg.monitor.metric])
     checkpoint = trainer.checkpoint_callback
     write_json(
@@ -194,6 +198,35 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     )
     _report(cfg, stages, optimum, run_dir)
     return monitored if math.isfinite(monitored) else float("nan")
+
+
+def _callback(trainer: L.Trainer, kind: type):
+    return next(c for c in trainer.callbacks if isinstance(c, kind))
+
+
+def _log_hparams(trainer: L.Trainer, cfg: DictConfig, stages: dict) -> Path | None:
+    """The TensorBoard hparams tab: this run's settings beside its real final metrics (hp/<stage>_<name>,
+    also as scalars at the final epoch). Returns the TensorBoard directory, if there is one."""
+    from torch.utils.tensorboard.summary import hparams
+
+    settings = {"experiment": cfg.name, "seed": cfg.seed, "epochs": cfg.epochs}
+    for group in ("net", "optimizer"):
+        for key, value in cfg.model[group].items():
+            if isinstance(value, (int, float, str, bool)):
+                settings[f"{group}.{key}"] = value
+    for key, value in cfg.data.items():
+        if key != "_target_" and isinstance(value, (int, float, str, bool)):
+            settings[f"data.{key}"] = value
+    metrics = {f"hp/{stage}_{name}": value for stage, values in stages.items() for name, value in values.items()}
+    directory = None
+    for logger in trainer.loggers:
+        if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
+            logger.log_metrics(metrics, step=trainer.global_step)
+            for summary in hparams(settings, metrics):
+                logger.experiment.file_writer.add_summary(summary)
+            logger.experiment.flush()
+            directory = Path(logger.log_dir)
+    return directory
 
 
 def _last_good(run_dir: Path) -> str:
