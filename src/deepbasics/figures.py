@@ -1,5 +1,7 @@
-"""Pictures of a run: the fitted model over its training data, and the loss curve. Drawn every
-``figure_every`` epochs into TensorBoard and once more as PNG files in ``<run dir>/figures/`` at the end."""
+"""Pictures of a run: the fitted model over its training data, and the loss curve. The fit goes into
+TensorBoard every ``figure_every`` epochs (0: never during training) and, after training, at the last
+epoch, which is also written with the loss curve as PNG files to ``<run dir>/figures/``. Each figure is
+rasterised once (the expensive part) and that image goes to both places."""
 
 from __future__ import annotations
 
@@ -20,17 +22,17 @@ def fit_figure(net, x: torch.Tensor, y: torch.Tensor, classifier: bool, step: in
     width = x.shape[1]
     if width > 2 or (width == 2 and not classifier):
         return None
-    fig = Figure(figsize=(5.5, 4.2), layout="constrained")
+    fig = _figure()
     ax = fig.subplots()
     with torch.no_grad():
         if width == 2:
             lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
-            g0, g1 = torch.meshgrid(torch.linspace(lo[0], hi[0], 200), torch.linspace(lo[1], hi[1], 200), indexing="ij")
+            g0, g1 = torch.meshgrid(torch.linspace(lo[0], hi[0], 120), torch.linspace(lo[1], hi[1], 120), indexing="ij")
             grid = torch.stack([g0.flatten(), g1.flatten()], 1)
             p = predictions(net(grid), True).reshape(g0.shape)
-            shade = ax.contourf(
-                g0.numpy(), g1.numpy(), p.numpy(), levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.6
-            )
+            extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+            shade = ax.imshow(p.T.numpy(), origin="lower", extent=extent, aspect="auto", cmap="RdBu_r", vmin=0, vmax=1,
+                              alpha=0.6)  # fmt: skip
             ax.contour(g0.numpy(), g1.numpy(), p.numpy(), levels=[0.5], colors="k", linewidths=1.5)
             fig.colorbar(shade, ax=ax, label="P(y = 1)")
             for label, marker in ((0, "o"), (1, "s")):
@@ -49,8 +51,7 @@ def fit_figure(net, x: torch.Tensor, y: torch.Tensor, classifier: bool, step: in
             ax.scatter(x[:, 0], y, c="tab:red", edgecolors="k", zorder=3, label="data")
             ax.set_xlabel("x")
             ax.set_ylabel("P(y = 1)" if classifier else "y")
-    ax.set_title(f"epoch {step}")
-    ax.legend(loc="best", fontsize="small")
+    _heading(ax, f"epoch {step}")
     return fig
 
 
@@ -61,7 +62,7 @@ def loss_figure(tensorboard_dir: Path):
     events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    fig = Figure(figsize=(5.5, 4.2), layout="constrained")
+    fig = _figure()
     ax = fig.subplots()
     for tag, style in (("train/loss", "-"), ("val/loss", "o--"), ("optimum/loss", "g:")):
         if tag in tags:
@@ -71,44 +72,69 @@ def loss_figure(tensorboard_dir: Path):
     ax.set_ylabel("loss")
     if all(p.value > 0 for p in events.Scalars("train/loss")):
         ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("loss")
+    _heading(ax, "loss")
     return fig
 
 
+def _heading(ax, title: str) -> None:
+    # Title left, legend right, both above the axes: nothing covers the data, and no "best" placement search.
+    ax.set_title(title, loc="left")
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, fontsize="small", frameon=False, borderaxespad=0.2)
+
+
+def _figure() -> Figure:
+    # Fixed margins: a layout engine would cost more than the drawing.
+    fig = Figure(figsize=(5.5, 4.2), dpi=100)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.9)
+    return fig
+
+
+def rasterise(fig: Figure) -> np.ndarray:
+    """The figure as an RGBA image (height, width, 4), rendered once."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
 class Figures(L.Callback):
-    """The fit figure into TensorBoard every ``every`` epochs and at the last one (never every epoch)."""
+    """The fit figure into TensorBoard every ``every`` epochs during training (0: none); the last epoch's
+    figure is drawn after training by ``save_figures``."""
 
     def __init__(self, every: int, gap=None):
-        self.every, self.gap, self.last = every, gap, None  # gap: the OptimumGap callback, for the optimum line
+        self.every, self.gap = every, gap  # gap: the OptimumGap callback, for the optimum line
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         self._start_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         step = trainer.global_step
-        if not self.every or step == self._start_step or (step % self.every and step < trainer.max_steps):
-            return
-        x, y = trainer.datamodule.splits["train"]
-        optimum = self.gap.report if self.gap is not None else None
-        fig = fit_figure(pl_module.net, x.to(pl_module.device), y, pl_module.is_classifier, step, optimum)
-        if fig is None:
-            return
-        for logger in trainer.loggers:
-            if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
-                logger.experiment.add_figure("fit", fig, global_step=step, close=False)
-        self.last = fig
+        if self.every and step % self.every == 0 and self._start_step < step < trainer.max_steps:
+            draw_fit(trainer, pl_module, self.gap.report if self.gap is not None else None)
 
 
-def save_pngs(run_dir: Path, figures: Figures | None, tensorboard_dir: Path | None) -> list[Path]:
-    """figures/fit.png (the last fit figure) and figures/loss.png, for a look without TensorBoard."""
+def draw_fit(trainer: L.Trainer, module, optimum: dict | None) -> np.ndarray | None:
+    """The fit figure at the current epoch, into every TensorBoard logger; the image, or None."""
+    x, y = trainer.datamodule.splits["train"]
+    fig = fit_figure(module.net, x.to(module.device), y, module.is_classifier, trainer.global_step, optimum)
+    if fig is None:
+        return None
+    image = rasterise(fig)
+    for logger in trainer.loggers:
+        if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
+            logger.experiment.add_image("fit", image[..., :3], global_step=trainer.global_step, dataformats="HWC")
+    return image
+
+
+def save_figures(run_dir: Path, trainer: L.Trainer, module, optimum: dict | None, tensorboard: Path | None) -> None:
+    """After training: the last epoch's fit (TensorBoard and figures/fit.png) and figures/loss.png."""
+    from matplotlib.image import imsave
+
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)
-    written = []
-    if figures is not None and figures.last is not None:
-        figures.last.savefig(out / "fit.png", dpi=110)
-        written.append(out / "fit.png")
-    if tensorboard_dir is not None and tensorboard_dir.is_dir():
-        loss_figure(tensorboard_dir).savefig(out / "loss.png", dpi=110)
-        written.append(out / "loss.png")
-    return written
+    image = draw_fit(trainer, module, optimum)
+    if image is not None:
+        imsave(out / "fit.png", image)
+    if tensorboard is not None and tensorboard.is_dir():
+        imsave(out / "loss.png", rasterise(loss_figure(tensorboard)))

@@ -19,7 +19,7 @@ from deepbasics.callbacks import ConsoleLog, GracefulStop, RunState
 from deepbasics.checkpoint_io import AtomicCheckpointIO
 from deepbasics.checkpoints import read_checkpoint
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
-from deepbasics.figures import Figures, save_pngs
+from deepbasics.figures import Figures, save_figures
 from deepbasics.optimum import OptimumGap
 from deepbasics.results import by_stage, optimum_line, read_json, results_table, write_json
 from deepbasics.resume import asked_experiment, check_same_experiment, refuse_group_changes, resumed_checkpoint
@@ -181,8 +181,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
 
     optimum = _callback(trainer, OptimumGap).report
     stages = by_stage(final)
-    tensorboard = _log_hparams(trainer, cfg, stages)
-    save_pngs(run_dir, _callback(trainer, Figures), tensorboard)
+    save_figures(run_dir, trainer, model, optimum, _log_hparams(trainer, cfg, stages))
     monitored = float(final[cfg.monitor.metric])
     checkpoint = trainer.checkpoint_callback
     write_json(
