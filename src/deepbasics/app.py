@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -59,6 +60,20 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[
             exit_with(f"cannot write outputs ({where}); pass paths.output_dir=<a writable directory>")
 
     return main
+
+
+def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[], Any]:
+    """An entry point whose task starts from ``ckpt_path``: the path is checked before torch loads."""
+
+    def task(cfg: DictConfig) -> Any:
+        from deepbasics.checkpoints import check_checkpoint_path
+        from deepbasics.schema import require_values
+
+        require_values(cfg)
+        check_checkpoint_path(cfg.ckpt_path)
+        return getattr(importlib.import_module(module), function)(cfg)
+
+    return hydra_app(config_name, task)
 
 
 def _worst(cfg: DictConfig) -> float:

@@ -1,21 +1,9 @@
 """`deepbasics-evaluate ckpt_path=<.ckpt>` (also `python -m deepbasics.evaluate`): a checkpoint's metrics
 on its run's test split (train for runs without one), printed and written to outputs/evaluations/."""
 
-from deepbasics.app import hydra_app
+from deepbasics.app import checkpoint_app
 
-
-def _evaluate(cfg):
-    from deepbasics.checkpoints import check_checkpoint_path
-    from deepbasics.schema import require_values
-
-    require_values(cfg)
-    check_checkpoint_path(cfg.ckpt_path)  # a wrong path answers before torch loads
-    from deepbasics.evaluation import evaluate
-
-    return evaluate(cfg)
-
-
-main = hydra_app("evaluate", _evaluate)
+main = checkpoint_app("evaluate", "deepbasics.evaluation", "evaluate")
 
 if __name__ == "__main__":
     main()
