@@ -69,17 +69,18 @@ class FullBatchDataModule(L.LightningDataModule):
         self.setup()
         return split in self.splits
 
-    def _loader(self, split: str):
+    def loader(self, split: str):
+        """The one-batch iterable of a split ([] when the data has no such split)."""
         return FullBatch(*self.splits[split]) if self.has(split) else []
 
     def train_dataloader(self):
-        return self._loader("train")
+        return self.loader("train")
 
     def val_dataloader(self):
-        return self._loader("val")
+        return self.loader("val")
 
     def test_dataloader(self):
-        return self._loader("test")
+        return self.loader("test")
 
 
 class ToyDataModule(FullBatchDataModule):

@@ -37,7 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.test(module, dataloaders=datamodule._loader(split), verbose=False)
+    trainer.test(module, dataloaders=datamodule.loader(split), verbose=False)
     metrics = by_stage(trainer.callback_metrics)[split]
     out_dir = Path(cfg.paths.run_dir)
     write_json(

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import warnings
 from pathlib import Path
@@ -196,7 +195,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         },
     )
     _report(cfg, stages, optimum, run_dir)
-    return monitored if math.isfinite(monitored) else float("nan")
+    return monitored
 
 
 def _callback(trainer: L.Trainer, kind: type):
