@@ -23,6 +23,8 @@ class ConsoleLog(L.Callback):
             return
         if step % pl_module.hparams.val_every and step < trainer.max_steps:  # interrupted: it says so itself
             return
+        if not trainer.is_global_zero:
+            return
         metrics = trainer.callback_metrics
         shown = "  ".join(f"{k} {float(v):.6g}" for k, v in sorted(metrics.items()) if k.endswith(("/loss", "/acc")))
         width = len(str(trainer.max_steps))

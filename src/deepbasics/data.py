@@ -70,8 +70,25 @@ class FullBatchDataModule(L.LightningDataModule):
         return split in self.splits
 
     def loader(self, split: str):
-        """The one-batch iterable of a split ([] when the data has no such split)."""
-        return FullBatch(*self.splits[split]) if self.has(split) else []
+        """The one-batch iterable of a split ([] when the data has no such split). In training, the tensors
+        go to the device once; under DDP each rank gets every world_size-th row of it."""
+        if not self.has(split):
+            return []
+        x, y = self.splits[split]
+        trainer = self.trainer
+        if trainer is not None:
+            device = trainer.strategy.root_device
+            x, y = x.to(device), y.to(device)
+            if trainer.world_size > 1:
+                rank, world = trainer.global_rank, trainer.world_size
+                # Equal shards make the mean of the ranks' mean gradients the full-batch mean gradient.
+                if split == "train" and len(x) % world:
+                    raise ConfigError(
+                        f"data.train has {len(x)} rows, which {world} processes cannot share equally;"
+                        f" use a number of devices that divides {len(x)}"
+                    )
+                x, y = x[rank::world], y[rank::world]
+        return FullBatch(x, y)
 
     def train_dataloader(self):
         return self.loader("train")

@@ -68,6 +68,13 @@ class FullBatchModule(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(self.net.parameters(), self.hparams.optimizer)
 
+    def on_train_start(self) -> None:
+        # Under DDP the loop below runs many backward passes per wrapped forward; DDP's own reducer would sync
+        # only the first, so it stands aside and the loop averages the gradients of every step itself
+        # (through Lightning's strategy.reduce). With equal shards that average is the full-batch gradient.
+        if self.trainer.world_size > 1:
+            self.trainer.strategy.model.require_backward_grad_sync = False
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         hp = self.hparams
@@ -76,6 +83,7 @@ class FullBatchModule(L.LightningModule):
         start = self.global_step
         stop = min((start // hp.val_every + 1) * hp.val_every, hp.epochs)
         net, loss_fn, log_every, trainer = self.net, self.loss_fn, hp.log_every, self.trainer  # hoisted lookups
+        distributed = trainer.world_size > 1
         if start == 0:
             with torch.no_grad():
                 self.record("train", net(x), y, step=0)
@@ -83,20 +91,39 @@ class FullBatchModule(L.LightningModule):
         for step in range(start, stop):
             out = net(x)
             loss = loss_fn(out, y)
-            if not math.isfinite(loss.item()):  # a host sync, free on CPU; the bad step is never applied
-                raise RunFailed(f"the loss became {loss.item()} at epoch {step}", epoch=step)
+            value = self._all_mean(loss.detach()).item() if distributed else loss.item()  # a host sync, cheap on CPU
+            if not math.isfinite(value):  # the bad step is never applied
+                raise RunFailed(f"the loss became {value} at epoch {step}", epoch=step)
             if step != start and step % log_every == 0:
                 self.record("train", out.detach(), y, step=step, callbacks=False)
             opt.zero_grad()
             loss.backward()
+            if distributed:
+                self._average_gradients()
             opt.step()
             done = step + 1
-            if trainer.should_stop:  # Ctrl-C / SIGTERM (deepbasics.callbacks.GracefulStop): stop at a whole step
+            # Ctrl-C / SIGTERM (deepbasics.callbacks.GracefulStop): stop at a whole step, all ranks at the same one
+            stopping = trainer.should_stop
+            if distributed:
+                stopping = self._all_mean(torch.tensor(float(stopping))).item() > 0
+            if stopping:
+                trainer.should_stop = True
                 break
         self._count_steps(done - start)
         if done % log_every == 0 or done == hp.epochs:  # not at an interrupted step: the curve keeps its grid
             with torch.no_grad():
                 self.record("train", net(x), y, step=done)
+
+    def _all_mean(self, value: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(value.to(self.device), reduce_op="mean")
+
+    def _average_gradients(self) -> None:
+        grads = [p.grad for p in self.net.parameters()]
+        mean = self._all_mean(torch.cat([g.flatten() for g in grads]))  # one collective for all parameters
+        offset = 0
+        for g in grads:
+            g.copy_(mean[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     def validation_step(self, batch, batch_idx):
         step = self.global_step

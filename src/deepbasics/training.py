@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.callbacks import ConsoleLog, GracefulStop, RunState
@@ -31,6 +32,7 @@ for _message in (
     ".*LeafSpec.*",
     ".*length of `list` across ranks is zero.*",
     ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run writes where it left off
+    ".*sync_dist=True.*",  # the values logged are torchmetrics results, already synced across ranks
 ):
     warnings.filterwarnings("ignore", message=_message)
 # Lightning's own console handler repeats its start-up notes (accelerators, tips); the run's log file keeps them.
@@ -162,26 +164,26 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         raise RunFailed(
             f"{err}; {_last_good(run_dir)}; a smaller model.optimizer.lr usually helps", err.epoch
         ) from None
-    stop = _callback(trainer, GracefulStop)
-    if stop.received is not None:
-        name = signal.Signals(stop.received).name
+    if trainer.should_stop and trainer.global_step < cfg.epochs:  # every rank agrees (the loop syncs the flag)
+        received = _callback(trainer, GracefulStop).received or signal.SIGINT
         raise Interrupted(
-            f"{name}: stopped at epoch {trainer.global_step}/{cfg.epochs} and saved {run_dir / 'checkpoints'}"
-            f"/last.ckpt; continue with: deepbasics-train experiment={cfg.name} resume=auto",
-            code=128 + stop.received,
+            f"{signal.Signals(received).name}: stopped at epoch {trainer.global_step}/{cfg.epochs} and saved"
+            f" {run_dir / 'checkpoints'}/last.ckpt; continue with: deepbasics-train experiment={cfg.name} resume=auto",
+            code=128 + received,
             epoch=trainer.global_step,
         )
     final = dict(trainer.callback_metrics)
     if datamodule.has("test"):
         trainer.test(model, datamodule=datamodule, verbose=False)
         final.update(trainer.callback_metrics)
-    # The tutorials' model.pt: the plain net's state_dict, loadable into a fresh nets.<Class>.
-    torch.save(model.net.state_dict(), run_dir / "model.pt")
-
     optimum = _callback(trainer, OptimumGap).report
     stages = by_stage(final)
-    save_figures(run_dir, trainer, model, optimum, _log_hparams(trainer, cfg, stages))
     monitored = float(final[cfg.monitor.metric])
+    if not trainer.is_global_zero:  # under DDP, the files are rank 0's to write
+        return monitored
+    # The tutorials' model.pt: the plain net's state_dict, loadable into a fresh nets.<Class>.
+    torch.save(model.net.state_dict(), run_dir / "model.pt")
+    save_figures(run_dir, trainer, model, optimum, _log_hparams(trainer, cfg, stages))
     checkpoint = trainer.checkpoint_callback
     write_json(
         run_dir / "metrics.json",
@@ -242,7 +244,9 @@ def _record_status(run_dir: Path, cfg: DictConfig, status: str, message: str, **
     """metrics.json for a run that did not complete, never over a completed one: a failed resume or
     extension must not erase what the run had finished before."""
     path = run_dir / "metrics.json"
-    if not run_dir.is_dir() or (path.exists() and read_json(path).get("status") == "completed"):
+    if rank_zero_only.rank != 0 or not run_dir.is_dir():
+        return
+    if path.exists() and read_json(path).get("status") == "completed":
         return
     write_json(path, {**_identity(cfg, run_dir, status), "error": message, **extra})
 
