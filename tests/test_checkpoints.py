@@ -210,11 +210,12 @@ def _signal_after_next_checkpoint(args: list[str], cwd: Path, signum: int) -> su
 def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path):
     import signal as signals
 
+    from conftest import compose_train
+    from deepbasics.training import train
+
     recipe = ["epochs=1200", "log_every=50", "val_every=100", "ckpt_every=100"]
-    whole = tmp_path / "whole"
-    whole.mkdir()
-    run_cli("deepbasics-train", *recipe, cwd=whole)
-    (reference,) = run_dirs(whole, "blobs_mlp")
+    reference = tmp_path / "whole"
+    train(compose_train(*recipe, run_dir=reference))  # uninterrupted, in this process
 
     first = _signal_after_next_checkpoint(recipe, tmp_path, signals.SIGINT)
     assert first.returncode == 130, first.stderr

@@ -19,12 +19,12 @@ def net_state(run_dir):
 
 
 def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
-    (tmp_path / "one").mkdir()
-    (tmp_path / "ddp").mkdir()
-    run_cli("deepbasics-train", *RECIPE, cwd=tmp_path / "one")
-    run_cli("deepbasics-train", *RECIPE, "trainer=ddp_cpu", cwd=tmp_path / "ddp")
-    (single,) = run_dirs(tmp_path / "one", "blobs_mlp")
-    runs = run_dirs(tmp_path / "ddp", "blobs_mlp")
+    from deepbasics.training import train
+
+    single = tmp_path / "one"
+    train(compose_train(*RECIPE, run_dir=single))  # the reference, in this process
+    run_cli("deepbasics-train", *RECIPE, "trainer=ddp_cpu", cwd=tmp_path)
+    runs = run_dirs(tmp_path, "blobs_mlp")
     assert len(runs) == 1, "the child process must write into the parent's run directory, not a new one"
     (ddp,) = runs
     assert (ddp / "train_ddp_process_1.log").is_file() and (ddp / "metrics.json").is_file()
