@@ -56,7 +56,11 @@ def test_launchers_and_searches_reach_hydra():
         parallel = compose("train", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
         slurm = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
         optuna = compose("train", overrides=["hparams_search=blobs_optuna"], return_hydra_config=True)
+        cluster = ["hydra/launcher=slurm", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4", "trainer=ddp"]
+        multinode = compose("train", overrides=[*cluster, "trainer.num_nodes=2"], return_hydra_config=True)
     assert parallel.hydra.launcher._target_.endswith("JoblibLauncher")
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.cpus_per_task == 1
     assert optuna.hydra.sweeper._target_.endswith("OptunaSweeper") and optuna.hydra.mode.name == "MULTIRUN"
     assert optuna.hydra.sweeper.direction == "minimize" and optuna.monitor.mode == "min"
+    assert multinode.hydra.launcher.gpus_per_node == 4 and multinode.hydra.launcher.nodes == 2
+    assert multinode.trainer.strategy == "ddp" and multinode.trainer.num_nodes == 2
