@@ -7,7 +7,7 @@ ARGS   ?=
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deepbasics-installed
 
-.PHONY: train test test-all lint bench setup clean-venv
+.PHONY: train test test-fast lint setup clean-venv
 
 setup: $(STAMP)
 
@@ -22,10 +22,12 @@ $(STAMP): pyproject.toml Makefile
 train: $(STAMP)
 	$(BIN)/deepbasics-train $(ARGS)
 
+# everything, slow tests included (what CI runs)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -n auto -m "slow or not slow" $(ARGS)
 
-test-all: $(STAMP)
+# the default suite: leaves out tests marked slow
+test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n auto $(ARGS)
 
 lint: $(STAMP)

@@ -207,6 +207,7 @@ def _signal_after_next_checkpoint(args: list[str], cwd: Path, signum: int) -> su
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path):
     import signal as signals
 

@@ -18,6 +18,7 @@ def net_state(run_dir):
     return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
     from deepbasics.training import train
 

@@ -28,6 +28,7 @@ def sweep_dir(cwd: Path, experiment: str) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path):
     grid = ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "experiment=linear_scores", *SHORT,
             "model.optimizer.lr=0.01,0.05,0.3", "seed=1,2"]  # fmt: skip
@@ -67,6 +68,7 @@ def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path):
     assert (sweep / "summary.csv").read_text() == before
 
 
+@pytest.mark.slow
 def test_optuna_study_continues_where_it_stopped(tmp_path):
     import optuna
 

@@ -37,7 +37,7 @@ def build_optimizer(params, spec: dict) -> torch.optim.Optimizer:
 
 
 class FullBatchModule(L.LightningModule):
-    """Shared loop and bookkeeping; subclasses choose the loss, the metrics and what a prediction is."""
+    """Shared loop and bookkeeping; subclasses choose the loss, the metrics and whether outputs are logits."""
 
     is_classifier = False
     eval_split = "test"  # the stage name trainer.test records under; evaluate may point it at another split
