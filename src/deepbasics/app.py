@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from deepbasics.config import CONF_DIR, register_resolvers
-from deepbasics.errors import EXIT_FAILED, ConfigError, Interrupted, RunFailed, exit_with, one_line
+from deepbasics.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, Interrupted, RunFailed, exit_with, one_line
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[
             raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
         except (ConfigError, RunFailed) as err:
             if not _in_multirun():
-                exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else 2)
+                exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
             log.error("job failed: %s", one_line(err))
             return _worst(cfg)
         except Exception:

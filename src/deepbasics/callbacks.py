@@ -11,15 +11,23 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from deepbasics.rng import rng_states, set_rng_states
 
 
-class ConsoleLog(L.Callback):
-    """One line per validation interval and at the end, like the tutorials' print of the cost."""
+class EpochEndCallback(L.Callback):
+    """For work at the end of training epochs: a resumed run first replays the restored epoch's end,
+    when nothing has trained yet; ``replayed`` tells that epoch end apart."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start_step = trainer.global_step
 
+    def replayed(self, trainer: L.Trainer) -> bool:
+        return trainer.global_step == self._start_step
+
+
+class ConsoleLog(EpochEndCallback):
+    """One line per validation interval and at the end, like the tutorials' print of the cost."""
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
-        if step == self._start_step:  # a resumed run replays the restored epoch's end first
+        if self.replayed(trainer):
             return
         if step % pl_module.hparams.val_every and step < trainer.max_steps:  # interrupted: it says so itself
             return

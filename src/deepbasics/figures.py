@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from deepbasics.callbacks import EpochEndCallback
 from deepbasics.nets import predictions
 
 
@@ -98,19 +99,16 @@ def rasterise(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba()).copy()
 
 
-class Figures(L.Callback):
+class Figures(EpochEndCallback):
     """The fit figure into TensorBoard every ``every`` epochs during training (0: none); the last epoch's
     figure is drawn after training by ``save_figures``."""
 
     def __init__(self, every: int, gap=None):
         self.every, self.gap = every, gap  # gap: the OptimumGap callback, for the optimum line
 
-    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
-        self._start_step = trainer.global_step
-
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         step = trainer.global_step
-        if self.every and step % self.every == 0 and self._start_step < step < trainer.max_steps:
+        if self.every and step % self.every == 0 and step < trainer.max_steps and not self.replayed(trainer):
             draw_fit(trainer, pl_module, self.gap.report if self.gap is not None else None)
 
 

@@ -6,7 +6,6 @@ Light on purpose: Hydra loads this module for every run."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 from collections import defaultdict
@@ -15,6 +14,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from deepbasics.results import read_json
 
 IGNORED = ("hydra.", "paths.")  # overrides that say where, not what
 
@@ -30,17 +31,18 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             if not key.startswith(IGNORED):
                 overrides[key.lstrip("+~")] = value
         path = job / "metrics.json"
-        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        metrics = read_json(path) if path.is_file() else {}
+        configured, mode = _config_monitor(job)
         monitor = metrics.get("monitor") or {}
         row = {"job": job.name, **overrides, "status": metrics.get("status", "failed (no metrics.json)")}
-        row["metric"] = monitor.get("metric") or _config_monitor(job)[0]
+        row["metric"] = monitor.get("metric") or configured
         row["value"] = monitor.get("value") if row["status"] == "completed" else None
         for stage in ("train", "val", "test"):
             for name, value in (metrics.get(stage) or {}).items():
                 row[f"{stage}/{name}"] = value
         row["error"] = metrics.get("error", "")
         row["run_dir"] = str(job)
-        row["_mode"] = _config_monitor(job)[1]
+        row["_mode"] = mode
         rows.append(row)
     return rows
 
