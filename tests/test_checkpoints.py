@@ -143,9 +143,10 @@ def test_resume_targets(tmp_path):
         root / "runs" / "exp" / name
         for name in ("2026-01-01_00-00-00_a", "2026-01-02_00-00-00_b", "2026-01-03_00-00-00_c")
     )
-    for run in (older, newer):
+    for age, run in enumerate((older, newer)):
         (run / "checkpoints").mkdir(parents=True)
         torch.save({}, run / "checkpoints" / "last.ckpt")
+        os.utime(run / "checkpoints" / "last.ckpt", ns=(10**18 + age, 10**18 + age))
     empty.mkdir()
     assert resumed_run_dir(str(root), "exp", "auto") == newer
     assert resumed_run_dir(str(root), "exp", str(older)) == older

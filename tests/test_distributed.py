@@ -84,3 +84,32 @@ def test_gpu_data_is_placed_on_the_device_once(tmp_path):
     )
     loader = dm.loader("train")
     assert isinstance(loader, FullBatch) and loader.x.is_cuda and loader.y.is_cuda
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_one_run_directory(tmp_path):
+    """torchrun starts both ranks itself; each runs Hydra, and both must land in one run directory."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from deepbasics.training import train
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "deepbasics.train",
+        *RECIPE,
+        "trainer=ddp_cpu",
+    ]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = run_dirs(tmp_path, "blobs_mlp")
+    assert run.name.startswith("torchrun-") and proc.stdout.count("run directory:") == 1
+    train(compose_train(*RECIPE, run_dir=tmp_path / "one"))
+    a, b = net_state(tmp_path / "one"), net_state(run)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5)

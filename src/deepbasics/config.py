@@ -3,6 +3,7 @@ must answer before torch or Lightning would even load."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -22,6 +23,10 @@ def _run_dir(output_dir: str, name: str, resume: str | None, fresh: str, overrid
         resumed = resumed_run_dir(output_dir, name, resume, list(overrides), groups)
     except ConfigError as err:
         exit_with(err)
+    # Under torchrun every rank runs Hydra itself; the rendezvous id they share names the one directory.
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if resumed is None and run_id != "none":
+        fresh = f"torchrun-{run_id}"
     return str(resumed) if resumed else f"{output_dir}/runs/{name}/{fresh}"
 
 

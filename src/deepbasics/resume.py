@@ -55,10 +55,10 @@ def check_same_experiment(resume: str, found: str | None, asked: str | None) -> 
 def _run_dir_of(output_dir: str, name: str, resume: str) -> Path | None:
     if resume == "auto":
         root = Path(output_dir) / "runs" / name
-        runs = sorted(d for d in root.glob("*") if (d / LAST).is_file()) if root.is_dir() else []
+        runs = [d for d in root.glob("*") if (d / LAST).is_file()] if root.is_dir() else []
         if not runs:
             raise ConfigError(f"resume=auto: no run of {name} with {LAST} under {root}; train one without resume first")
-        return runs[-1].resolve()  # names start with the start time, so the last one is the latest
+        return max(runs, key=lambda d: (d / LAST).stat().st_mtime_ns).resolve()  # the latest checkpointed run
     path = Path(resume).expanduser().resolve()
     if path.is_dir():
         if not (path / LAST).is_file():
