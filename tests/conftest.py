@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from deepbasics.config import CONF_DIR, register_resolvers
+from deepbasics.results import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 DIABETES = REPO.parent / "shared" / "data" / "diabetes.csv"
@@ -50,7 +50,7 @@ def run_dirs(root: Path, experiment: str) -> list[Path]:
 
 
 def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
+    return read_json(run_dir / "metrics.json")
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from deepbasics.errors import ConfigError
-
-SPLITS = ("train", "val", "test")
+from deepbasics.schema import SPLITS
 
 
 class FullBatch:

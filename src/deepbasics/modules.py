@@ -21,10 +21,9 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from deepbasics.errors import ConfigError, RunFailed
 from deepbasics.nets import build_net, predictions
-from deepbasics.schema import OPTIMIZER_NAMES, OptimizerSpec
+from deepbasics.schema import OPTIMIZER_NAMES, SPLITS, OptimizerSpec
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
-STAGES = ("train", "val", "test")
 assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
 
 
@@ -50,8 +49,8 @@ class FullBatchModule(L.LightningModule):
         self.loss_fn = self.make_loss()
         self.automatic_optimization = False
         # One metric object per stage (keys avoid clashing with nn.Module.train).
-        self.stage_metrics = nn.ModuleDict({f"{s}_metrics": self.make_metrics().clone(prefix=f"{s}/") for s in STAGES})
-        self.stage_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+        self.stage_metrics = nn.ModuleDict({f"{s}_metrics": self.make_metrics().clone(prefix=f"{s}/") for s in SPLITS})
+        self.stage_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in SPLITS})
 
     def make_loss(self) -> nn.Module:
         raise NotImplementedError

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-STAGE_ORDER = ("train", "val", "test")
+from deepbasics.atomic import atomic_write
+from deepbasics.schema import SPLITS
 
 
 def by_stage(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -17,18 +16,15 @@ def by_stage(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     grouped: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         stage, sep, name = key.partition("/")
-        if sep and stage in STAGE_ORDER:
+        if sep and stage in SPLITS:
             grouped.setdefault(stage, {})[name] = float(value)
-    return {stage: dict(sorted(grouped[stage].items())) for stage in STAGE_ORDER if stage in grouped}
+    return {stage: dict(sorted(grouped[stage].items())) for stage in SPLITS if stage in grouped}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic, so a reader never sees half a file; NaN/inf become null to stay valid JSON."""
     text = json.dumps(_finite(payload), indent=2, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def read_json(path: Path) -> dict[str, Any]:

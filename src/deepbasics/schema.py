@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.errors import ConfigError
 
+SPLITS = ("train", "val", "test")  # data splits, and the metric stages named after them
 NET_NAMES = ("LinearRegression", "LogisticRegression", "NeuralNet")
 OPTIMIZER_NAMES = ("sgd", "adam")
 

@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.results import read_json
+from deepbasics.schema import SPLITS
 
 IGNORED = ("hydra.", "paths.")  # overrides that say where, not what
 
@@ -37,7 +38,7 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         row = {"job": job.name, **overrides, "status": metrics.get("status", "failed (no metrics.json)")}
         row["metric"] = monitor.get("metric") or configured
         row["value"] = monitor.get("value") if row["status"] == "completed" else None
-        for stage in ("train", "val", "test"):
+        for stage in SPLITS:
             for name, value in (metrics.get(stage) or {}).items():
                 row[f"{stage}/{name}"] = value
         row["error"] = metrics.get("error", "")
