@@ -31,7 +31,7 @@ def plain_fit(epochs: int) -> float:
     import torch
 
     from deepbasics.data import BlobsDataModule
-    from deepbasics.nets import NeuralNet
+    from deepbasics.models.nets import NeuralNet
 
     dm = BlobsDataModule(centers=[[1, 1], [-1, -1], [1, -1], [-1, 1]], n_val=20, labels=[0, 0, 1, 1], seed=42)
     dm.setup()
@@ -53,9 +53,10 @@ def project_fit(epochs: int) -> float:
     """deepbasics' trainer.fit for the default experiment, everything on, timed around fit alone."""
     from hydra import compose, initialize_config_dir
 
-    from deepbasics.config import CONF_DIR, register_resolvers
-    from deepbasics.schema import Schedule
-    from deepbasics.training import build_datamodule, build_model, build_trainer
+    from deepbasics.config.paths import CONF_DIR
+    from deepbasics.config.resolvers import register_resolvers
+    from deepbasics.config.schema import Schedule
+    from deepbasics.run.build import build_datamodule, build_model, build_trainer
 
     register_resolvers()
     with tempfile.TemporaryDirectory() as run_dir:

@@ -6,7 +6,7 @@
 import sys
 from pathlib import Path
 
-from deepbasics.sweep_report import write_report
+from deepbasics.reports.sweep import write_report
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():

@@ -11,8 +11,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from deepbasics.config import CONF_DIR, register_resolvers
-from deepbasics.results import read_json
+from deepbasics.config.paths import CONF_DIR
+from deepbasics.config.resolvers import register_resolvers
+from deepbasics.reports.metrics import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 DIABETES = REPO.parent / "shared" / "data" / "diabetes.csv"

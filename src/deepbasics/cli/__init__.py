@@ -1,0 +1,1 @@
+"""The console scripts (``commands``) and the Hydra app around them with one error policy (``app``)."""

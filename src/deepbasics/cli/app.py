@@ -1,0 +1,91 @@
+"""The console entry points: a Hydra app around a task, with deepbasics' error policy.
+
+- A config mistake Hydra finds (unknown key, unknown group option, bad override) or one the task finds
+  (ConfigError): one line on stderr, exit 2.
+- A failed run (RunFailed): one line, exit 1. Ctrl-C / SIGTERM after a checkpoint: one line, exit 130/143.
+- In a multirun, a job's failure is recorded in its metrics.json, the job returns the worst value of the
+  monitored metric, and the sweep goes on with the next job; the sweep report lists it as failed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from deepbasics.config.paths import CONF_DIR
+from deepbasics.config.resolvers import register_resolvers
+from deepbasics.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, Interrupted, RunFailed, exit_with, one_line
+
+log = logging.getLogger(__name__)
+
+
+def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+    register_resolvers()
+
+    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
+    def run(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except Interrupted as err:
+            print(str(err), flush=True)
+            raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
+        except (ConfigError, RunFailed) as err:
+            if not _in_multirun():
+                exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
+            log.error("job failed: %s", one_line(err))
+            return _worst(cfg)
+        except Exception:
+            if not _in_multirun():
+                raise
+            log.exception("job failed")
+            return _worst(cfg)
+
+    def main() -> Any:
+        # Let Hydra's own errors reach us unformatted, so they can become one line.
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+        try:
+            return run()
+        except (HydraException, OmegaConfBaseException) as err:
+            exit_with(err)
+        except OSError as err:  # Hydra making the run directory, or a file of the run
+            where = f"{err.strerror}: {err.filename}"
+            exit_with(f"cannot write outputs ({where}); pass paths.output_dir=<a writable directory>")
+
+    return main
+
+
+def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[], Any]:
+    """An entry point whose task starts from ``ckpt_path``: the path is checked before torch loads."""
+
+    def task(cfg: DictConfig) -> Any:
+        from deepbasics.config.paths import check_checkpoint_path
+        from deepbasics.config.schema import require_values
+
+        require_values(cfg)
+        check_checkpoint_path(cfg.ckpt_path)
+        return getattr(importlib.import_module(module), function)(cfg)
+
+    return hydra_app(config_name, task)
+
+
+def _worst(cfg: DictConfig) -> float:
+    """What a failed job returns to its sweeper: the worst possible value of the monitored metric (Optuna
+    records the trial and goes on; a NaN would end its sweep). The sweep report reads the real status."""
+    mode = (cfg.get("monitor") or {}).get("mode", "min")
+    return -math.inf if mode == "max" else math.inf
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -1,0 +1,30 @@
+"""The console scripts: `deepbasics-train`, `deepbasics-evaluate`, `deepbasics-predict`. Each composes its
+config (conf/train.yaml, evaluate.yaml, predict.yaml) and hands it to its task in ``deepbasics.run``; torch
+and Lightning load only once a task needs them, so `--help` and config mistakes answer at once."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from deepbasics.cli.app import checkpoint_app, hydra_app
+
+
+def _train(cfg: DictConfig):
+    from deepbasics.config.schema import validate_train_config
+
+    # A mistake answers before torch loads (run.training.train checks the effective config again: it is also
+    # called in-process, and a resumed run's config is the one stored in its checkpoint).
+    if not cfg.get("resume"):
+        validate_train_config(cfg)
+    from deepbasics.run.training import train
+
+    return train(cfg)
+
+
+# `deepbasics-train experiment=<name> [key=value ...]`: train one experiment, or sweep with -m.
+train = hydra_app("train", _train)
+# `deepbasics-evaluate ckpt_path=<.ckpt>`: a checkpoint's metrics on its run's test split (train for runs
+# without one), printed and written to outputs/evaluations/.
+evaluate = checkpoint_app("evaluate", "deepbasics.run.evaluate", "evaluate")
+# `deepbasics-predict ckpt_path=<.ckpt> 'inputs=[[2,2],[5,4]]'` (or inputs=<csv>): one line of JSON.
+predict = checkpoint_app("predict", "deepbasics.run.predict", "predict")

@@ -1,0 +1,40 @@
+"""The resolvers the configs use: the run directory (fresh, or the resumed run's) and the unique token."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from deepbasics.config.paths import CONF_DIR
+from deepbasics.config.run_dir import resumed_run_dir
+from deepbasics.errors import ConfigError, exit_with
+
+
+def _run_dir(output_dir: str, name: str, resume: str | None, fresh: str, overrides=()) -> str:
+    try:
+        groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
+        resumed = resumed_run_dir(output_dir, name, resume, list(overrides), groups)
+    except ConfigError as err:
+        exit_with(err)
+    # Under torchrun every rank runs Hydra itself; the rendezvous id they share names the one directory.
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if resumed is None and run_id != "none":
+        fresh = f"torchrun-{run_id}"
+    return str(resumed) if resumed else f"{output_dir}/runs/{name}/{fresh}"
+
+
+def _output_subdir(resume: str | None, stamp: str) -> str:
+    # A resumed run keeps the first run's .hydra/ and files its own beside it.
+    return ".hydra" if resume in (None, "") else f".hydra/resume_{stamp}"
+
+
+def register_resolvers() -> None:
+    # uniq is cached: every interpolation in one process sees the same token, so a run has exactly one
+    # directory, and two runs started in the same second still get two.
+    resolvers = {"uniq": lambda: secrets.token_hex(3), "run_dir": _run_dir, "output_subdir": _output_subdir}
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=True)

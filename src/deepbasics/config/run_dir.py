@@ -1,0 +1,75 @@
+"""Which directory a run writes into: for `resume=`, the run it continues. Light on purpose: the run
+directory is chosen while Hydra composes the config, before torch loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepbasics.config.paths import check_checkpoint_path
+from deepbasics.errors import ConfigError
+
+LAST = Path("checkpoints") / "last.ckpt"
+
+
+def resumed_run_dir(
+    output_dir: str, name: str, resume: str | None, overrides: list[str] = (), groups: set[str] = frozenset()
+) -> Path | None:
+    """The directory a resumed run keeps writing into; None for a fresh run (or a loose .ckpt file).
+    Everything that can be checked without torch is checked here, before Hydra writes into that directory."""
+    if resume in (None, ""):
+        return None
+    refuse_group_changes(overrides, groups)
+    run_dir = _run_dir_of(output_dir, name, resume)
+    # Checked here, before Hydra writes into the run directory: a run stays untouched when its checkpoint is bad.
+    check_checkpoint_path(resumed_checkpoint(run_dir, resume) if run_dir else resume, key="resume")
+    if run_dir is not None:
+        saved = run_dir / ".hydra" / "config.yaml"
+        if saved.is_file():
+            from omegaconf import OmegaConf
+
+            check_same_experiment(resume, OmegaConf.load(saved).get("name"), asked_experiment(overrides))
+    return run_dir
+
+
+def asked_experiment(overrides) -> str | None:
+    """The experiment named on the command line, if one was."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
+    return given[-1] if given else None
+
+
+def refuse_group_changes(overrides, groups) -> None:
+    """A resumed run keeps its model, data and trainer; only plain values (epochs=...) may change."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") in set(groups) - {"experiment"}:
+            raise ConfigError(f"{override} cannot change on resume; start a new run instead")
+
+
+def check_same_experiment(resume: str, found: str | None, asked: str | None) -> None:
+    if asked is not None and found is not None and asked != found:
+        raise ConfigError(
+            f"resume={resume} is a run of {found}, not experiment={asked}; drop experiment= or resume a {asked} run"
+        )
+
+
+def _run_dir_of(output_dir: str, name: str, resume: str) -> Path | None:
+    if resume == "auto":
+        root = Path(output_dir) / "runs" / name
+        runs = [d for d in root.glob("*") if (d / LAST).is_file()] if root.is_dir() else []
+        if not runs:
+            raise ConfigError(f"resume=auto: no run of {name} with {LAST} under {root}; train one without resume first")
+        return max(runs, key=lambda d: (d / LAST).stat().st_mtime_ns).resolve()  # the latest checkpointed run
+    path = Path(resume).expanduser().resolve()
+    if path.is_dir():
+        if not (path / LAST).is_file():
+            raise ConfigError(f"resume={resume}: {path} has no {LAST}; pass a run directory that saved a checkpoint")
+        return path
+    if path.is_file():
+        return path.parent.parent if path.parent.name == "checkpoints" else None
+    raise ConfigError(f"resume={resume}: no such run directory or checkpoint file; pass resume=auto or a real path")
+
+
+def resumed_checkpoint(run_dir: Path, resume: str) -> Path:
+    """The checkpoint to continue from: the one named, or the run directory's last.ckpt."""
+    path = Path(resume).expanduser()
+    return path.resolve() if path.is_file() else run_dir / LAST

@@ -1,0 +1,97 @@
+"""The base of every DataModule here: splits held in memory as tensors and served as one full batch, the
+tutorials' full-batch training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from deepbasics.errors import ConfigError
+
+
+class FullBatch:
+    """An iterable of exactly one batch. Lightning takes any iterable; a DataLoader over a TensorDataset
+    would cost more per epoch than the gradient step itself."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __iter__(self):
+        yield self.x, self.y
+
+    def __len__(self) -> int:
+        return 1
+
+
+class FullBatchDataModule(L.LightningDataModule):
+    """Subclasses return their splits as arrays; this class turns them into float32 tensors, targets (N, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def make_splits(self) -> dict[str, tuple[Any, Any]]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        for name, (x, y) in self.make_splits().items():
+            x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+            x = x.reshape(-1, 1) if x.ndim == 1 else x
+            y = torch.as_tensor(np.asarray(y, dtype=np.float32)).reshape(-1, 1)
+            if len(x) != len(y):
+                raise ConfigError(f"data.{name}: x has {len(x)} rows but y has {len(y)}; give one target per row")
+            if len(x) == 0:
+                raise ConfigError(f"data.{name} is empty; give it at least one row")
+            for part, values in (("x", x), ("y", y)):
+                bad = torch.nonzero(~torch.isfinite(values))
+                if len(bad):
+                    row, col = bad[0].tolist()
+                    raise ConfigError(
+                        f"data.{name} {part} row {row}, column {col} is {values[row, col].item()};"
+                        " every value must be a finite number: fix or drop that row"
+                    )
+            self.splits[name] = (x, y)
+
+    @property
+    def in_features(self) -> int:
+        self.setup()
+        return self.splits["train"][0].shape[1]
+
+    def has(self, split: str) -> bool:
+        self.setup()
+        return split in self.splits
+
+    def loader(self, split: str):
+        """The one-batch iterable of a split ([] when the data has no such split). In training, the tensors
+        go to the device once; under DDP each rank gets every world_size-th row of it."""
+        if not self.has(split):
+            return []
+        x, y = self.splits[split]
+        trainer = self.trainer
+        if trainer is not None:
+            device = trainer.strategy.root_device
+            x, y = x.to(device), y.to(device)
+            if trainer.world_size > 1:
+                rank, world = trainer.global_rank, trainer.world_size
+                # Equal shards make the mean of the ranks' mean gradients the full-batch mean gradient.
+                if split == "train" and len(x) % world:
+                    raise ConfigError(
+                        f"data.train has {len(x)} rows, which {world} processes cannot share equally;"
+                        f" use a number of devices that divides {len(x)}"
+                    )
+                x, y = x[rank::world], y[rank::world]
+        return FullBatch(x, y)
+
+    def train_dataloader(self):
+        return self.loader("train")
+
+    def val_dataloader(self):
+        return self.loader("val")
+
+    def test_dataloader(self):
+        return self.loader("test")

@@ -1,0 +1,26 @@
+"""Data written inline in the config, as the tutorials write their tensors."""
+
+from __future__ import annotations
+
+from deepbasics.config.schema import SPLITS
+from deepbasics.data.in_memory import FullBatchDataModule
+from deepbasics.errors import ConfigError
+
+
+class ToyDataModule(FullBatchDataModule):
+    """x and y written inline in the config; ``val`` and ``test`` are optional splits of the same form."""
+
+    def __init__(self, train: dict, val: dict | None = None, test: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+
+    def make_splits(self):
+        splits = {}
+        for name in SPLITS:
+            split = self.hparams[name]
+            if split is None:
+                continue
+            if not isinstance(split, dict) or set(split) != {"x", "y"}:
+                raise ConfigError(f"data.{name} must be a mapping with x and y lists, got {split!r}")
+            splits[name] = (split["x"], split["y"])
+        return splits

@@ -1,0 +1,185 @@
+"""LightningModules that train any net of ``deepbasics.models.nets`` the way the tutorials do: one full-batch
+gradient step per tutorial "epoch".
+
+Lightning's per-batch machinery costs more than a whole step of these tiny nets, so one Lightning epoch
+runs the full-batch steps up to the next validation (``val_every``) in a plain PyTorch loop, and
+``global_step`` counts those steps: checkpoints, TensorBoard x-axes and resume all speak in the
+tutorial's epochs. Every logged point is the state after x steps (the tutorials print the cost of
+epoch x before its update, which is the same number).
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
+from deepbasics.config.schema import OPTIMIZER_NAMES, SPLITS, OptimizerSpec
+from deepbasics.errors import ConfigError, RunFailed
+from deepbasics.models.nets import build_net, predictions
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
+
+
+def build_optimizer(params, spec: dict) -> torch.optim.Optimizer:
+    checked = OptimizerSpec.of(spec)
+    try:
+        return OPTIMIZERS[checked.name](params, lr=checked.lr, **checked.options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model.optimizer: {err}") from None
+
+
+class FullBatchModule(L.LightningModule):
+    """Shared loop and bookkeeping; subclasses choose the loss, the metrics and whether outputs are logits."""
+
+    is_classifier = False
+    eval_split = "test"  # the stage name trainer.test records under; evaluate may point it at another split
+
+    def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1, val_every: int = 1):
+        super().__init__()
+        self.save_hyperparameters()
+        OptimizerSpec.of(optimizer)  # a bad optimizer fails here, before any file of the run is written
+        self.net = build_net(net)
+        self.loss_fn = self.make_loss()
+        self.automatic_optimization = False
+        # One metric object per stage (keys avoid clashing with nn.Module.train).
+        self.stage_metrics = nn.ModuleDict({f"{s}_metrics": self.make_metrics().clone(prefix=f"{s}/") for s in SPLITS})
+        self.stage_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in SPLITS})
+
+    def make_loss(self) -> nn.Module:
+        raise NotImplementedError
+
+    def make_metrics(self) -> MetricCollection:
+        raise NotImplementedError
+
+    def predictions(self, out: torch.Tensor) -> torch.Tensor:
+        return predictions(out, self.is_classifier)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.net.parameters(), self.hparams.optimizer)
+
+    def on_train_start(self) -> None:
+        # Under DDP the loop below runs many backward passes per wrapped forward; DDP's own reducer would sync
+        # only the first, so it stands aside and the loop averages the gradients of every step itself
+        # (through Lightning's strategy.reduce). With equal shards that average is the full-batch gradient.
+        if self.trainer.world_size > 1:
+            self.trainer.strategy.model.require_backward_grad_sync = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        hp = self.hparams
+        # The raw optimizer: Lightning's wrapper roughly doubles the cost of a step this small.
+        opt = self.optimizers().optimizer
+        start = self.global_step
+        stop = min((start // hp.val_every + 1) * hp.val_every, hp.epochs)
+        net, loss_fn, log_every, trainer = self.net, self.loss_fn, hp.log_every, self.trainer  # hoisted lookups
+        distributed = trainer.world_size > 1
+        if start == 0:
+            with torch.no_grad():
+                self.record("train", net(x), y, step=0)
+        done = start
+        for step in range(start, stop):
+            out = net(x)
+            loss = loss_fn(out, y)
+            value = self._all_mean(loss.detach()).item() if distributed else loss.item()  # a host sync, cheap on CPU
+            if not math.isfinite(value):  # the bad step is never applied
+                raise RunFailed(f"the loss became {value} at epoch {step}", epoch=step)
+            if step != start and step % log_every == 0:
+                self.record("train", out.detach(), y, step=step, callbacks=False)
+            opt.zero_grad()
+            loss.backward()
+            if distributed:
+                self._average_gradients()
+            opt.step()
+            done = step + 1
+            # Ctrl-C / SIGTERM (deepbasics.run.callbacks.GracefulStop): stop at a whole step, all ranks at the same one
+            stopping = trainer.should_stop
+            if distributed:
+                stopping = self._all_mean(torch.tensor(float(stopping))).item() > 0
+            if stopping:
+                trainer.should_stop = True
+                break
+        self._count_steps(done - start)
+        if done % log_every == 0 or done == hp.epochs:  # not at an interrupted step: the curve keeps its grid
+            with torch.no_grad():
+                self.record("train", net(x), y, step=done)
+
+    def _all_mean(self, value: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(value.to(self.device), reduce_op="mean")
+
+    def _average_gradients(self) -> None:
+        grads = [p.grad for p in self.net.parameters()]
+        mean = self._all_mean(torch.cat([g.flatten() for g in grads]))  # one collective for all parameters
+        offset = 0
+        for g in grads:
+            g.copy_(mean[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def validation_step(self, batch, batch_idx):
+        step = self.global_step
+        if step % self.hparams.val_every == 0 or step >= self.hparams.epochs:  # not at an interrupted step
+            self.record("val", self.net(batch[0]), batch[1])
+
+    def test_step(self, batch, batch_idx):
+        self.record(self.eval_split, self.net(batch[0]), batch[1])
+
+    def predict_step(self, batch, batch_idx):
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.predictions(self.net(x))
+
+    def record(
+        self, stage: str, out: torch.Tensor, y: torch.Tensor, step: int | None = None, callbacks: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Metrics of one full batch, logged at x = ``step`` (default: full-batch steps taken so far);
+        ``callbacks`` also hands them to Lightning (checkpoint monitor, results), which costs more."""
+        metrics, loss = self.stage_metrics[f"{stage}_metrics"], self.stage_losses[f"{stage}_loss"]
+        metrics.update(self.predictions(out), y.int() if self.is_classifier else y)
+        loss.update(self.loss_fn(out, y), weight=len(y))
+        values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
+        metrics.reset()
+        loss.reset()
+        # Lightning's own logging would put the x-axis at its epochs; the loggers get tutorial epochs instead,
+        # and self.log feeds callbacks (checkpoint monitor) and the results.
+        if callbacks:
+            self.log_dict(values, logger=False)
+        scalars = {k: float(v) for k, v in values.items()}
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=self.global_step if step is None else step)
+        return values
+
+    def _count_steps(self, n: int) -> None:
+        # global_step counts optimizer steps taken through Lightning's wrapper, which the loop above skips.
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.total.increment_by(n)
+        progress.current.increment_by(n)
+
+
+class RegressionModule(FullBatchModule):
+    """MSE loss; MSE, MAE and R² metrics."""
+
+    def make_loss(self) -> nn.Module:
+        return nn.MSELoss()
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
+
+
+class BinaryClassifier(FullBatchModule):
+    """BCE on logits (the stable form of sigmoid + BCELoss); accuracy at 0.5 and AUROC on probabilities."""
+
+    is_classifier = True
+
+    def make_loss(self) -> nn.Module:
+        return nn.BCEWithLogitsLoss()
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC()})

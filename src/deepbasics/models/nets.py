@@ -1,0 +1,93 @@
+"""The tutorials' plain models. They return raw values (regression) or logits (classifiers):
+the sigmoid belongs to the loss and to whoever shows a probability."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from deepbasics.config.schema import NET_NAMES, NetSpec
+from deepbasics.errors import ConfigError
+
+
+class LinearRegression(nn.Module):
+    """H(x) = Wx + b, the study-hours regression."""
+
+    def __init__(self, in_features: int = 1):
+        super().__init__()
+        self.linear = nn.Linear(in_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class LogisticRegression(nn.Module):
+    """Wx + b as a logit; sigmoid(Wx + b) is the pass probability."""
+
+    def __init__(self, in_features: int = 1):
+        super().__init__()
+        self.linear = nn.Linear(in_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class NeuralNet(nn.Module):
+    """layer1 -> ReLU -> layer2, the make_blobs XOR classifier (its sigmoid moved into the loss)."""
+
+    def __init__(self, in_features: int = 2, hidden_size: int = 5):
+        super().__init__()
+        self.layer1 = nn.Linear(in_features, hidden_size)
+        self.relu = nn.ReLU()
+        self.layer2 = nn.Linear(hidden_size, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer2(self.relu(self.layer1(x)))
+
+
+NETS: dict[str, type[nn.Module]] = {
+    "LinearRegression": LinearRegression,
+    "LogisticRegression": LogisticRegression,
+    "NeuralNet": NeuralNet,
+}
+assert tuple(NETS) == NET_NAMES
+
+
+def predictions(out: torch.Tensor, classifier: bool) -> torch.Tensor:
+    """What a user sees: probabilities (the sigmoid of the logits) for classifiers, values for regression."""
+    return torch.sigmoid(out) if classifier else out
+
+
+def build_net(spec: dict) -> nn.Module:
+    """The net a spec describes (validated by ``schema.NetSpec``), initialised as it asks."""
+    checked = NetSpec.of(spec)
+    kwargs = {"in_features": checked.in_features}
+    if checked.hidden_size is not None:
+        kwargs["hidden_size"] = checked.hidden_size
+    net = NETS[checked.name](**kwargs)
+    _initialise(net, checked.init)
+    return net
+
+
+@torch.no_grad()
+def _initialise(net: nn.Module, init: Any) -> None:
+    if init == "default":
+        return
+    params = dict(net.named_parameters())
+    if init == "zeros":
+        for p in params.values():
+            p.zero_()
+        return
+    for key, values in init.items():
+        name = key if key in params else f"linear.{key}"
+        if name not in params:
+            raise ConfigError(f"model.net.init has '{key}', but the net's parameters are {', '.join(params)}")
+        value = torch.as_tensor(values, dtype=params[name].dtype)
+        if value.numel() != params[name].numel():
+            raise ConfigError(
+                f"model.net.init.{key} has {value.numel()} values, the parameter needs {params[name].numel()}"
+                f" (shape {list(params[name].shape)})"
+            )
+        params[name].copy_(value.reshape(params[name].shape))

@@ -1,0 +1,112 @@
+"""The best answer a linear model class can give on the training data, to set beside what SGD reached:
+closed-form least squares for linear regression, unpenalised maximum likelihood for logistic regression."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from deepbasics.models.nets import LinearRegression, LogisticRegression
+
+LOGISTIC = "unpenalised logistic regression"
+
+
+def optimum(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> dict | None:
+    """{"method", "loss", "weight", "bias"} for the net's class on (x, y); for linearly separable logistic
+    data no finite optimum exists and the report says so. None for nets without a known optimum."""
+    if isinstance(net, LinearRegression):
+        method, (weight, bias) = "least squares", _least_squares(x, y)
+    elif isinstance(net, LogisticRegression):
+        fit = _max_likelihood(x, y)
+        if fit is None:
+            return {
+                "method": LOGISTIC,
+                "separable": True,
+                "note": "the classes are linearly separable: the loss approaches 0 as |W| grows, no finite optimum",
+            }
+        method, (weight, bias) = LOGISTIC, fit
+    else:
+        return None
+    best = _linear(weight, bias)
+    with torch.no_grad():
+        loss = float(loss_fn(best(x.double()), y.double()))
+    report = {"method": method, "loss": loss, "weight": weight.tolist(), "bias": bias}
+    if method == LOGISTIC:
+        report["separable"] = False
+    return report
+
+
+def gap(report: dict, net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> dict:
+    """How far the trained net is from the optimum: in loss, and as the distance between (W, b) vectors.
+    Both sides are evaluated in float64, so rounding cannot put SGD below the optimum."""
+    weight, bias = net.linear.weight.detach().double().cpu(), net.linear.bias.detach().double().cpu()
+    trained, best = (
+        _linear(weight.flatten().numpy(), float(bias)),
+        _linear(np.asarray(report["weight"]), report["bias"]),
+    )
+    with torch.no_grad():
+        loss = float(loss_fn(trained(x.double().cpu()), y.double().cpu()))
+        distance = torch.linalg.vector_norm(
+            torch.cat([trained.weight.flatten() - best.weight.flatten(), trained.bias - best.bias])
+        )
+    return {"loss_gap": loss - report["loss"], "param_gap": float(distance)}
+
+
+class OptimumGap(L.Callback):
+    """Logs the optimum's loss as a flat line (at epoch 0 and at the end) beside train/loss, and the gap
+    SGD left, in TensorBoard and in ``self.report`` for metrics.json."""
+
+    def __init__(self) -> None:
+        self.report: dict | None = None
+
+    def _train_data(self, trainer: L.Trainer, pl_module):
+        x, y = trainer.datamodule.splits["train"]
+        return pl_module.net, x.to(pl_module.device), y.to(pl_module.device), pl_module.loss_fn
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.report = optimum(*self._train_data(trainer, pl_module))
+        if self.report and "loss" in self.report and trainer.global_step == 0:
+            _log(trainer, {"optimum/loss": self.report["loss"]})
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if self.report and "loss" in self.report:
+            self.report.update(gap(self.report, *self._train_data(trainer, pl_module)))
+            report = self.report
+            _log(
+                trainer,
+                {"optimum/loss": report["loss"], "gap/loss": report["loss_gap"], "gap/params": report["param_gap"]},
+            )
+
+
+def _log(trainer: L.Trainer, metrics: dict) -> None:
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def _linear(weight: np.ndarray, bias: float) -> nn.Linear:
+    layer = nn.Linear(len(weight), 1).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight).reshape(1, -1))
+        layer.bias.fill_(bias)
+    return layer
+
+
+def _least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, float]:
+    design = np.hstack([x.double().cpu().numpy(), np.ones((len(x), 1))])
+    solution, *_ = np.linalg.lstsq(design, y.double().cpu().numpy()[:, 0], rcond=None)
+    return solution[:-1], float(solution[-1])
+
+
+def _max_likelihood(x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, float] | None:
+    """sklearn's unpenalised fit, or None when a hyperplane separates the classes (the fit then
+    classifies every training point right, which only a separable set allows)."""
+    from sklearn.linear_model import LogisticRegression as SkLogistic
+
+    features, labels = x.double().cpu().numpy(), y.cpu().numpy()[:, 0].astype(int)
+    # C = inf: no penalty, the plain maximum-likelihood fit.
+    model = SkLogistic(C=np.inf, tol=1e-10, max_iter=10_000).fit(features, labels)
+    if model.score(features, labels) == 1.0:
+        return None
+    return model.coef_[0], float(model.intercept_[0])

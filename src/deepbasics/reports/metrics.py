@@ -1,0 +1,70 @@
+"""metrics.json and the end-of-run table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from deepbasics.config.schema import SPLITS
+from deepbasics.files import atomic_write
+
+
+def by_stage(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{"train/loss": t, ...} -> {"train": {"loss": t}, ...}, values as plain floats."""
+    grouped: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        stage, sep, name = key.partition("/")
+        if sep and stage in SPLITS:
+            grouped.setdefault(stage, {})[name] = float(value)
+    return {stage: dict(sorted(grouped[stage].items())) for stage in SPLITS if stage in grouped}
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic, so a reader never sees half a file; NaN/inf become null to stay valid JSON."""
+    text = json.dumps(_finite(payload), indent=2, sort_keys=False) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def results_table(stages: dict[str, dict[str, float]]):
+    """A rich Table: one row per metric, one column per stage."""
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("metric")
+    for stage in stages:
+        table.add_column(stage, justify="right")
+    names = sorted({name for values in stages.values() for name in values})
+    for name in names:
+        table.add_row(name, *(_fmt(values.get(name)) for values in stages.values()))
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def optimum_line(optimum: dict) -> str:
+    """One line for the end of a run: the best the model class can do, and the gap SGD left."""
+    if optimum.get("separable"):
+        return f"optimum ({optimum['method']}): none, {optimum['note']}"
+    weight = ", ".join(f"{w:.4g}" for w in optimum["weight"])
+    return (
+        f"optimum ({optimum['method']}): loss {optimum['loss']:.6g} at W [{weight}], b {optimum['bias']:.4g};"
+        f" SGD is {optimum['loss_gap']:.4g} above it in loss, {optimum['param_gap']:.4g} away in parameters"
+    )

@@ -1,0 +1,183 @@
+"""The report of a multirun: summary.csv, summary.md (one row per job, best row marked) and summary.png
+(the monitored metric against the swept parameters), written into the multirun directory by a Hydra
+callback at the end of every sweep; ``scripts/sweep_report.py <dir>`` rebuilds it for any multirun.
+Light on purpose: Hydra loads this module for every run."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from deepbasics.config.schema import SPLITS
+from deepbasics.reports.metrics import read_json
+
+IGNORED = ("hydra.", "paths.")  # overrides that say where, not what
+
+
+def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job directory (the ones holding .hydra/overrides.yaml), in job order."""
+    jobs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()]
+    rows = []
+    for job in sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name)):
+        overrides = {}
+        for text in OmegaConf.load(job / ".hydra" / "overrides.yaml"):
+            key, _, value = str(text).partition("=")
+            if not key.startswith(IGNORED):
+                overrides[key.lstrip("+~")] = value
+        path = job / "metrics.json"
+        metrics = read_json(path) if path.is_file() else {}
+        configured, mode = _config_monitor(job)
+        monitor = metrics.get("monitor") or {}
+        row = {"job": job.name, **overrides, "status": metrics.get("status", "failed (no metrics.json)")}
+        row["metric"] = monitor.get("metric") or configured
+        row["value"] = monitor.get("value") if row["status"] == "completed" else None
+        for stage in SPLITS:
+            for name, value in (metrics.get(stage) or {}).items():
+                row[f"{stage}/{name}"] = value
+        row["error"] = metrics.get("error", "")
+        row["run_dir"] = str(job)
+        row["_mode"] = mode
+        rows.append(row)
+    return rows
+
+
+def _config_monitor(job: Path) -> tuple[str, str]:
+    config = OmegaConf.load(job / ".hydra" / "config.yaml")
+    monitor = config.get("monitor") or {}
+    return str(monitor.get("metric", "")), str(monitor.get("mode", "min"))
+
+
+def best_index(rows: list[dict]) -> int | None:
+    scored = [
+        (i, r["value"])
+        for i, r in enumerate(rows)
+        if isinstance(r["value"], (int, float)) and math.isfinite(r["value"])
+    ]
+    if not scored:
+        return None
+    pick = max if rows[scored[0][0]]["_mode"] == "max" else min
+    return pick(scored, key=lambda item: item[1])[0]
+
+
+def swept(rows: list[dict]) -> list[str]:
+    """Override keys whose value differs between jobs."""
+    keys = [k for k in rows[0] if k not in ("job", "status", "metric", "value", "error", "run_dir", "_mode")]
+    keys = [k for k in keys if "/" not in k]
+    return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
+
+
+def write_report(sweep_dir: str | Path) -> dict[str, Any]:
+    """Write summary.csv, summary.md and summary.png into sweep_dir; returns counts and the best row."""
+    sweep_dir = Path(sweep_dir)
+    rows = job_rows(sweep_dir)
+    if not rows:
+        raise FileNotFoundError(f"{sweep_dir} holds no job directories (with .hydra/overrides.yaml)")
+    best = best_index(rows)
+    columns = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "_mode"]
+    columns = ["best"] + [c for c in columns if c not in ("error", "run_dir")] + ["error", "run_dir"]
+    table = [{"best": "*" if i == best else "", **r} for i, r in enumerate(rows)]
+
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(table)
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        return "" if value is None else str(value).replace("|", "\\|")
+
+    metric = rows[0]["metric"]
+    lines = [f"# Sweep {sweep_dir}", ""]
+    failed = [r for r in rows if r["status"] != "completed"]
+    lines.append(f"{len(rows)} jobs, {len(rows) - len(failed)} completed, {len(failed)} not; monitored: {metric}.")
+    if best is not None:
+        lines.append(f"Best (marked *): job {rows[best]['job']}, {metric} = {cell(rows[best]['value'])}.")
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in table]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+
+    plotted = _plot(rows, swept(rows), metric, sweep_dir / "summary.png")
+    return {"jobs": len(rows), "failed": len(failed), "best": rows[best] if best is not None else None, "plot": plotted}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _number(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _plot(rows: list[dict], params: list[str], metric: str, path: Path) -> Path | None:
+    """The metric against the first swept numeric parameter (seeds averaged, one line per value of the
+    other swept parameters); a bar per job when nothing numeric was swept."""
+    from matplotlib.figure import Figure
+
+    done = [r for r in rows if _finite(r["value"])]
+    if not done:
+        return None
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    numeric = [p for p in params if p != "seed" and all(_number(r.get(p)) is not None for r in rows)]
+    if numeric:
+        x_key, others = numeric[0], [p for p in params if p not in (numeric[0], "seed")]
+        groups: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for r in done:
+            label = ", ".join(f"{k}={r.get(k)}" for k in others) or metric
+            groups[label][_number(r[x_key])].append(r["value"])
+        for label, points in sorted(groups.items()):
+            xs = sorted(points)
+            means = [sum(points[x]) / len(points[x]) for x in xs]
+            ax.plot(xs, means, "o-", label=label)
+            for x in xs:
+                if len(points[x]) > 1:
+                    ax.scatter([x] * len(points[x]), points[x], s=12, alpha=0.5, color="gray")
+        lost = sorted({_number(r[x_key]) for r in rows if not _finite(r["value"])})
+        if lost:  # failed jobs: marked where they would have been
+            top = max(r["value"] for r in done)
+            ax.scatter(lost, [top] * len(lost), marker="x", s=60, color="red", label="failed", zorder=3)
+        values = [_number(r[x_key]) for r in rows]
+        if min(values) > 0 and max(values) / min(values) >= 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(x_key)
+        ax.legend(fontsize="small", title=("mean over seeds" if "seed" in params else None))
+    else:
+        ax.bar([r["job"] for r in done], [r["value"] for r in done])
+        ax.set_xlabel("job")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} ({len(done)} of {len(rows)} jobs completed)")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+class SweepReport(Callback):
+    """Hydra callback: the sweep report at the end of every multirun, and a non-zero exit if a job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Sweepers may keep state under the output directory before any job creates it (Optuna's sqlite).
+        Path(config.paths.output_dir).mkdir(parents=True, exist_ok=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        if not sweep_dir.is_dir():
+            return
+        report = write_report(sweep_dir)
+        best = report["best"]
+        line = f"sweep report: {sweep_dir / 'summary.md'} ({report['jobs']} jobs"
+        line += f", best job {best['job']}: {best['metric']} {best['value']:.6g})" if best else ")"
+        print(line, flush=True)
+        if report["failed"]:
+            where = sweep_dir / "summary.md"
+            print(f"error: {report['failed']} of {report['jobs']} jobs did not complete; see {where}", file=sys.stderr)
+            raise SystemExit(1)

@@ -1,0 +1,113 @@
+"""Config -> the run's parts: the DataModule, the LightningModule checked against its data, and the Trainer
+with its callbacks, loggers and atomic checkpoint writes."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from deepbasics.config.schema import Schedule
+from deepbasics.errors import ConfigError, one_line
+from deepbasics.models.optimum import OptimumGap
+from deepbasics.run.callbacks import ConsoleLog, Figures, GracefulStop, RunState
+from deepbasics.run.checkpoints import AtomicCheckpointIO
+
+# Lightning's advice for DataLoader-fed training does not apply to one in-memory batch per epoch.
+for _message in (
+    ".*does not have many workers.*",
+    ".*smaller than the logging interval.*",
+    ".*LeafSpec.*",
+    ".*length of `list` across ranks is zero.*",
+    ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run writes where it left off
+    ".*sync_dist=True.*",  # the values logged are torchmetrics results, already synced across ranks
+):
+    warnings.filterwarnings("ignore", message=_message)
+# Lightning's own console handler repeats its start-up notes (accelerators, tips); the run's log file keeps them.
+for _handler in logging.getLogger("lightning").handlers:
+    _handler.setLevel(logging.WARNING)
+
+
+def _instantiate(conf: DictConfig, **kwargs):
+    """hydra's instantiate, with our ConfigError (or Hydra's complaint) surfacing as a ConfigError."""
+    try:
+        return instantiate(conf, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        raise (cause if isinstance(cause, ConfigError) else ConfigError(one_line(err))) from None
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    datamodule = _instantiate(cfg.data, _convert_="all")
+    datamodule.setup()
+    return datamodule
+
+
+def build_model(cfg: DictConfig, schedule: Schedule, datamodule) -> L.LightningModule:
+    """The configured module, checked against the data it is about to train on."""
+    model = _instantiate(
+        cfg.model,
+        _convert_="all",
+        epochs=schedule.epochs,
+        log_every=schedule.log_every,
+        val_every=schedule.val_every,
+    )
+    wanted = model.hparams.net["in_features"]
+    if wanted != datamodule.in_features:
+        raise ConfigError(
+            f"model.net.in_features={wanted} but the data has {datamodule.in_features} features;"
+            f" set model.net.in_features={datamodule.in_features}"
+        )
+    if model.is_classifier:
+        _check_binary_labels(datamodule)
+    return model
+
+
+def _check_binary_labels(datamodule) -> None:
+    for split, (_, y) in datamodule.splits.items():
+        wrong = y[(y != 0) & (y != 1)]
+        if len(wrong):
+            raise ConfigError(
+                f"data.{split} has label {wrong[0].item():g}; a binary classifier needs labels 0 and 1"
+                " (map them in the data, or use a regression model)"
+            )
+    labels = datamodule.splits["train"][1].unique().tolist()
+    if len(labels) < 2:
+        raise ConfigError(f"data.train labels are all {labels[0]:g}; a classifier needs examples of both 0 and 1")
+
+
+def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step: int = 0) -> L.Trainer:
+    gap = OptimumGap()
+    callbacks = [ConsoleLog(), gap, Figures(cfg.figure_every, gap), GracefulStop()]
+    callbacks.append(RunState(OmegaConf.to_container(cfg, resolve=True)))
+    # Directories come from run_dir here, not from the config: the config travels inside checkpoints, and a
+    # resumed or evaluated run must never write into the directory of the run it was copied from.
+    checkpointing = {"dirpath": str(run_dir / "checkpoints"), "every_n_steps": schedule.ckpt_every}
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        callbacks.append(_instantiate(conf, **(checkpointing if name == "model_checkpoint" else {})))
+    loggers = []
+    for conf in (cfg.get("logger") or {}).values():
+        extra = {"save_dir": str(run_dir)}
+        if start_step and conf._target_.endswith("TensorBoardLogger"):
+            # A resumed run hides what the interrupted one logged after its checkpoint: no doubled points.
+            extra["purge_step"] = start_step + 1
+        loggers.append(_instantiate(conf, **extra))
+    trainer = _instantiate(
+        cfg.trainer,
+        **schedule.trainer_kwargs(),
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
+    )
+    # deterministic=True also fills every new tensor with NaN to expose reads of uninitialised memory,
+    # which costs these tiny nets a quarter of their step time; the algorithms stay deterministic.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    return trainer

@@ -1,0 +1,134 @@
+"""Callbacks of our own; everything else comes from Lightning."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from deepbasics.reports.figures import draw_fit
+from deepbasics.run.rng import rng_states, set_rng_states
+
+
+class EpochEndCallback(L.Callback):
+    """For work at the end of training epochs: a resumed run first replays the restored epoch's end,
+    when nothing has trained yet; ``replayed`` tells that epoch end apart."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step = trainer.global_step
+
+    def replayed(self, trainer: L.Trainer) -> bool:
+        return trainer.global_step == self._start_step
+
+
+class ConsoleLog(EpochEndCallback):
+    """One line per validation interval and at the end, like the tutorials' print of the cost."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if self.replayed(trainer):
+            return
+        if step % pl_module.hparams.val_every and step < trainer.max_steps:  # interrupted: it says so itself
+            return
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        shown = "  ".join(f"{k} {float(v):.6g}" for k, v in sorted(metrics.items()) if k.endswith(("/loss", "/acc")))
+        width = len(str(trainer.max_steps))
+        print(f"epoch {step:>{width}}/{trainer.max_steps}  {shown}", flush=True)
+
+
+class Figures(EpochEndCallback):
+    """The fit figure into TensorBoard every ``every`` epochs during training (0: none); the last epoch's
+    figure is drawn after training by ``save_figures``."""
+
+    def __init__(self, every: int, gap=None):
+        self.every, self.gap = every, gap  # gap: the OptimumGap callback, for the optimum line
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        step = trainer.global_step
+        if self.every and step % self.every == 0 and step < trainer.max_steps and not self.replayed(trainer):
+            draw_fit(trainer, pl_module, self.gap.report if self.gap is not None else None)
+
+
+class ScheduledCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint on the tutorial-epoch clock: saves (best by monitor, and last) when
+    ``global_step`` reaches a multiple of ``every_n_steps`` and at the final step, after that step's
+    validation, so "best" is always chosen on fresh metrics and last.ckpt always holds the finished model."""
+
+    def __init__(self, *args, every_n_steps: int = 1, **kwargs):
+        # Lightning's own triggers off: this class decides when.
+        super().__init__(*args, every_n_epochs=0, every_n_train_steps=0, save_on_train_epoch_end=True, **kwargs)
+        self.every_n_steps = every_n_steps
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # A resumed run starts from a saved step; Lightning replays that epoch's end, which must not save again.
+        self._last_global_step_saved = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        scheduled = step % self.every_n_steps == 0 or step >= trainer.max_steps
+        if not (scheduled or trainer.should_stop) or self._should_skip_saving_checkpoint(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        if scheduled:
+            self._save_topk_checkpoint(trainer, candidates)
+        # A stop between scheduled epochs (Ctrl-C, SIGTERM) saves last.ckpt only: resume=auto continues from it.
+        self._save_last_checkpoint(trainer, candidates)
+
+
+class GracefulStop(L.Callback):
+    """Ctrl-C or SIGTERM while training: finish the current step, save last.ckpt, stop (``received`` says
+    which signal came). A second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Installed after Lightning's own SIGTERM handler (which would raise mid-epoch) and instead of it;
+        # Lightning restores the original handlers at teardown, on_train_end does it for SIGINT too.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._trainer = trainer
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        self._trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+class RunState(L.Callback):
+    """Puts the run's resolved config into every checkpoint (evaluate, predict and resume rebuild the run
+    from it, predict without Lightning) and carries the random generators' state across a resume."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["deepbasics"] = {"config": self.config, "classifier": pl_module.is_classifier}
+
+    def state_dict(self) -> dict:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        set_rng_states(state_dict["rng"])

@@ -1,0 +1,53 @@
+"""`deepbasics-evaluate`: a checkpoint's metrics, with the model and data rebuilt from the config stored in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from deepbasics.errors import ConfigError
+from deepbasics.reports.metrics import by_stage, results_table, write_json
+from deepbasics.run.build import build_datamodule
+from deepbasics.run.checkpoints import read_checkpoint
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Metrics of one split (test when the run has one, else train) with the checkpoint's weights."""
+    torch.set_num_threads(cfg.threads)
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    config = OmegaConf.create(checkpoint["deepbasics"]["config"])
+    module = get_class(config.model._target_).load_from_checkpoint(
+        Path(cfg.ckpt_path).expanduser(), map_location="cpu", weights_only=True
+    )
+    epochs = int(checkpoint["global_step"])
+    datamodule = build_datamodule(config)
+    split = cfg.split if cfg.split != "auto" else ("test" if datamodule.has("test") else "train")
+    if not datamodule.has(split):
+        raise ConfigError(f"split={split}: this run's data has only {', '.join(datamodule.splits)}; pick one")
+    module.eval_split = split
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.test(module, dataloaders=datamodule.loader(split), verbose=False)
+    metrics = by_stage(trainer.callback_metrics)[split]
+    out_dir = Path(cfg.paths.run_dir)
+    write_json(
+        out_dir / "metrics.json",
+        {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "experiment": config.name, "epochs": epochs, split: metrics},
+    )
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"{config.name} at epoch {epochs}: {cfg.ckpt_path}", soft_wrap=True)
+    console.print(results_table({split: metrics}))
+    console.print(f"written to {out_dir / 'metrics.json'}", soft_wrap=True)
+    return metrics

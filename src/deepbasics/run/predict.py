@@ -1,0 +1,56 @@
+"""`deepbasics-predict`: the plain net rebuilt from a checkpoint with torch alone (no Lightning), the way
+the tutorials reload model.pt, and one line of JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from deepbasics.errors import ConfigError
+from deepbasics.models.nets import build_net, predictions
+from deepbasics.run.checkpoints import read_checkpoint
+
+
+def predict(cfg: DictConfig) -> list[float]:
+    """Probabilities (classifiers) or values (regression) for each input row, as one line of JSON."""
+    torch.set_num_threads(cfg.threads)
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    spec = checkpoint["hyper_parameters"]["net"]
+    net = build_net(spec)
+    net.load_state_dict(
+        {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    )
+    x = read_inputs(cfg.inputs, spec["in_features"])
+    with torch.no_grad():
+        values = predictions(net.eval()(x), checkpoint["deepbasics"]["classifier"])[:, 0].tolist()
+    print(json.dumps({"predictions": values}), flush=True)
+    return values
+
+
+def read_inputs(inputs, width: int) -> torch.Tensor:
+    """Rows of features from an inline list (``[[2, 2], [5, 4]]``; ``[1, 2, 3]`` for one feature) or a
+    numeric CSV file with one row per input and no label column."""
+    if isinstance(inputs, str):
+        path = Path(inputs).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"inputs={inputs}: no such file; pass a CSV path or a list like [[2,2],[5,4]]")
+        try:
+            rows = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+        except ValueError as err:
+            raise ConfigError(f"inputs={inputs}: {err}") from None
+    else:
+        values = OmegaConf.to_container(inputs) if OmegaConf.is_config(inputs) else inputs
+        try:
+            rows = np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ConfigError(f"inputs={values!r}: give numbers, one list per row, e.g. [[2,2],[5,4]]") from None
+        if rows.ndim == 1:
+            rows = rows.reshape(-1, 1) if width == 1 else rows.reshape(1, -1)
+    if rows.ndim != 2 or rows.shape[1] != width or len(rows) == 0:
+        shape = "x".join(map(str, rows.shape))
+        raise ConfigError(f"inputs have shape {shape}, the model takes rows of {width} features; give N x {width}")
+    return torch.from_numpy(rows)

@@ -1,0 +1,46 @@
+"""A resumed run's effective config: the one stored in its checkpoint, plus this command line's values
+(epochs=3000 extends a run); group changes (another model or data) are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from deepbasics.config.run_dir import asked_experiment, check_same_experiment, refuse_group_changes
+from deepbasics.run.checkpoints import read_checkpoint
+
+
+def resumed_config(cfg: DictConfig, ckpt_path: Path) -> tuple[DictConfig, int]:
+    """The config the checkpoint was trained with, plus this command line's value overrides (epochs=3000
+    extends a run), and the epoch it stopped at."""
+    checkpoint = read_checkpoint(ckpt_path, key="resume")
+    resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])
+    check_same_experiment(cfg.resume, resumed.name, asked_experiment(_task_overrides()))
+    for key, value in _command_line_values():
+        OmegaConf.update(resumed, key, value, merge=False)
+    resumed.resume = cfg.resume
+    resumed.paths.run_dir = cfg.paths.run_dir
+    return resumed, int(checkpoint["global_step"])
+
+
+def _task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _command_line_values() -> list[tuple[str, object]]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not HydraConfig.initialized():
+        return []
+    groups = set(HydraConfig.get().runtime.choices)
+    refuse_group_changes(_task_overrides(), groups)
+    values = []
+    for override in OverridesParser.create().parse_overrides(_task_overrides()):
+        key = override.key_or_group
+        if key not in groups | {"resume"} and not override.is_hydra_override():
+            values.append((key, override.value()))
+    return values

@@ -1,0 +1,122 @@
+"""Each deterministic tutorial recipe, run through deepbasics, against the tutorial's own plain loop."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import DIABETES, compose_experiment, compose_train, read_metrics
+from deepbasics.run.training import train
+
+
+def plain_linear(x, y, w0, b0, lr, steps):
+    """The regression tutorials: W, b as leaf tensors, H(x) = xW + b, MSE, SGD."""
+    W = torch.full((x.shape[1], 1), float(w0), requires_grad=True)
+    b = torch.full((1,), float(b0), requires_grad=True)
+    optimizer = torch.optim.SGD([W, b], lr=lr)
+    for _ in range(steps):
+        hypothesis = x.matmul(W) + b
+        cost = torch.mean((hypothesis - y) ** 2)
+        optimizer.zero_grad()
+        cost.backward()
+        optimizer.step()
+    return W.detach(), b.detach(), (x.matmul(W) + b).detach()
+
+
+def plain_logistic(x, y, lr, steps):
+    """The logistic tutorials: W, b from zero, hypothesis = sigmoid(xW + b), binary cross-entropy, SGD."""
+    W = torch.zeros((x.shape[1], 1), requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([W, b], lr=lr)
+    for _ in range(steps):
+        hypothesis = torch.sigmoid(x.matmul(W) + b)
+        cost = F.binary_cross_entropy(hypothesis, y)
+        optimizer.zero_grad()
+        cost.backward()
+        optimizer.step()
+    return W.detach(), b.detach(), torch.sigmoid(x.matmul(W) + b).detach()
+
+
+def column(values):
+    return torch.tensor(values, dtype=torch.float32).reshape(len(values), -1)
+
+
+def diabetes():
+    table = torch.tensor(np.loadtxt(DIABETES, delimiter=",", dtype=np.float32))
+    return table[:, :-1], table[:, -1:]
+
+
+RECIPES = {
+    "linear_scores": lambda: plain_linear(column([1, 2, 3, 4]), column([50, 70, 90, 85]), 0, 0, 0.01, 2000),
+    "linear_study_hours": lambda: plain_linear(
+        column(range(1, 10)), column([11, 22, 33, 44, 53, 66, 77, 87, 95]), 4.0, 1.0, 0.01, 301
+    ),
+    "logistic_pass_fail": lambda: plain_logistic(
+        column([[1, 2], [2, 3], [3, 1], [4, 3], [5, 3], [6, 2]]), column([0, 0, 0, 1, 1, 1]), 0.01, 1000
+    ),
+    "logistic_diabetes": lambda: plain_logistic(*diabetes(), 1.0, 101),
+}
+
+
+@pytest.mark.parametrize("experiment", RECIPES)
+def test_recipe_equals_the_tutorial_loop(experiment, tmp_path, diabetes_csv):
+    cfg = compose_experiment(experiment, run_dir=tmp_path)
+    train(cfg)
+    W, b, predictions = RECIPES[experiment]()
+
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    state = checkpoint["state_dict"]
+    assert checkpoint["global_step"] == cfg.epochs
+    torch.testing.assert_close(state["net.linear.weight"], W.T, rtol=0, atol=1e-5)
+    torch.testing.assert_close(state["net.linear.bias"], b, rtol=0, atol=1e-5)
+
+    from deepbasics.models.lightning_modules import BinaryClassifier, RegressionModule
+
+    module_cls = BinaryClassifier if experiment.startswith("logistic") else RegressionModule
+    module = module_cls.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    x = {"logistic_diabetes": lambda: diabetes()[0]}.get(experiment, lambda: None)()
+    if x is None:
+        x = column(cfg.data.train.x)
+    with torch.no_grad():
+        torch.testing.assert_close(module.predictions(module(x)), predictions, rtol=0, atol=1e-5)
+
+
+def test_least_squares_gap_is_reported(tmp_path):
+    train(compose_train("experiment=linear_study_hours", run_dir=tmp_path))
+    optimum = read_metrics(tmp_path)["optimum"]
+    x = np.arange(1, 10, dtype=float)
+    y = np.array([11, 22, 33, 44, 53, 66, 77, 87, 95], dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    assert optimum["method"] == "least squares"
+    assert optimum["weight"] == [pytest.approx(slope)] and optimum["bias"] == pytest.approx(intercept)
+    best = np.mean((slope * x + intercept - y) ** 2)
+    assert optimum["loss"] == pytest.approx(best)
+    assert optimum["loss_gap"] == pytest.approx(read_metrics(tmp_path)["train"]["loss"] - best, rel=1e-4)
+    assert optimum["loss_gap"] > 0 and optimum["param_gap"] > 0
+
+
+def test_separable_logistic_data_says_so(tmp_path):
+    train(compose_train("experiment=logistic_pass_fail", run_dir=tmp_path))
+    optimum = read_metrics(tmp_path)["optimum"]
+    assert optimum["separable"] is True and "loss" not in optimum
+
+
+def test_diabetes_gap_against_sklearn(tmp_path, diabetes_csv):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_train("experiment=logistic_diabetes", f"data.path={diabetes_csv}", run_dir=tmp_path)
+    train(cfg)
+    metrics = read_metrics(tmp_path)
+    x, y = (t.numpy().astype(float) for t in diabetes())
+    reference = LogisticRegression(C=np.inf, max_iter=10_000, tol=1e-10).fit(x, y[:, 0])
+    best = log_loss(y[:, 0], reference.predict_proba(x)[:, 1])
+    assert metrics["optimum"]["loss"] == pytest.approx(best, abs=1e-6)
+    assert metrics["optimum"]["loss_gap"] == pytest.approx(metrics["train"]["loss"] - best, abs=1e-6)
+    assert metrics["train"]["acc"] == pytest.approx(0.7668, abs=1e-4)  # the lecture's 76.68%
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("optimum/loss")] == [0, 101]
+    assert events.Scalars("gap/loss")[0].value == pytest.approx(metrics["optimum"]["loss_gap"], rel=1e-5)

@@ -1,0 +1,127 @@
+"""Sweeps and dashboards: multirun grids on the parallel launcher, Optuna studies that continue, the sweep
+report, the TensorBoard hparams tab and figures."""
+
+import csv
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from conftest import REPO, compose_experiment, read_metrics, run_cli
+from deepbasics.run.training import train
+
+SHORT = ["epochs=100", "log_every=50", "val_every=50", "ckpt_every=50", "figure_every=0"]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def sweep_dir(cwd: Path, experiment: str) -> Path:
+    (directory,) = (cwd / "outputs" / "multiruns" / experiment).iterdir()
+    return directory
+
+
+@pytest.mark.slow
+def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path):
+    grid = ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "experiment=linear_scores", *SHORT,
+            "model.optimizer.lr=0.01,0.05,0.3", "seed=1,2"]  # fmt: skip
+    proc = run_cli("deepbasics-train", *grid, cwd=tmp_path, check=False)
+    sweep = sweep_dir(tmp_path, "linear_scores")
+    assert proc.returncode == 1, proc.stderr  # two jobs diverged: the sweep says so in its exit status
+    assert proc.stderr.strip().splitlines()[-1] == f"error: 2 of 6 jobs did not complete; see {sweep / 'summary.md'}"
+    assert f"sweep report: {sweep / 'summary.md'} (6 jobs, best job 2: train/loss" in proc.stdout
+
+    jobs = sorted((d for d in sweep.iterdir() if d.is_dir()), key=lambda d: int(d.name))
+    assert [d.name for d in jobs] == [str(i) for i in range(6)]
+    for job in jobs:
+        assert (job / ".hydra" / "overrides.yaml").is_file() and (job / "metrics.json").is_file()
+
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model.optimizer.lr"], r["seed"]) for r in rows] == [
+        ("0.01", "1"), ("0.01", "2"), ("0.05", "1"), ("0.05", "2"), ("0.3", "1"), ("0.3", "2")
+    ]  # fmt: skip
+    assert [r["status"] for r in rows] == ["completed"] * 4 + ["failed"] * 2
+    assert all("the loss became inf at epoch" in r["error"] for r in rows[4:])
+    for row, job in zip(rows, jobs, strict=True):
+        if row["status"] == "completed":
+            assert float(row["value"]) == pytest.approx(read_metrics(job)["train"]["loss"])
+    best = [r for r in rows if r["best"] == "*"]
+    assert len(best) == 1 and best[0]["model.optimizer.lr"] == "0.05"
+    assert float(best[0]["value"]) == min(float(r["value"]) for r in rows[:4])
+    markdown = (sweep / "summary.md").read_text()
+    assert "6 jobs, 4 completed, 2 not; monitored: train/loss." in markdown and "| * |" in markdown
+    width, height = png_size(sweep / "summary.png")
+    assert width > 400 and height > 300 and (sweep / "summary.png").stat().st_size > 10_000
+
+    # the script rebuilds the same report for any multirun directory
+    before = (sweep / "summary.csv").read_text()
+    (sweep / "summary.csv").unlink()
+    subprocess.run([sys.executable, str(REPO / "scripts" / "sweep_report.py"), str(sweep)], check=True)
+    assert (sweep / "summary.csv").read_text() == before
+
+
+@pytest.mark.slow
+def test_optuna_study_continues_where_it_stopped(tmp_path):
+    import optuna
+
+    search = ["hparams_search=linear_scores_optuna", *SHORT]
+    run_cli("deepbasics-train", *search, "hydra.sweeper.n_trials=3", cwd=tmp_path)
+    run_cli("deepbasics-train", *search, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    study = optuna.load_study(study_name="linear_scores_lr", storage=f"sqlite:///{tmp_path}/outputs/optuna.db")
+    assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
+    sweeps = sorted((tmp_path / "outputs" / "multiruns" / "linear_scores").iterdir())
+    assert len(sweeps) == 2
+    rows = [row for s in sweeps for row in csv.DictReader(open(s / "summary.csv"))]
+    # every trial's returned value is the final train/loss its run wrote
+    finished = sorted(float(r["value"]) for r in rows if r["status"] == "completed")
+    assert finished == sorted(t.value for t in study.trials if t.value != float("inf"))
+    lrs = sorted(float(r["model.optimizer.lr"]) for r in rows)
+    assert lrs == sorted(t.params["model.optimizer.lr"] for t in study.trials)
+
+
+def hparams_of(tensorboard_dir: Path) -> tuple[dict, list[str], EventAccumulator]:
+    events = EventAccumulator(str(tensorboard_dir))
+    events.Reload()
+    settings, metric_tags = {}, []
+    for raw in events.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.HasField("session_start_info"):
+            settings = {k: v.string_value or v.number_value for k, v in data.session_start_info.hparams.items()}
+        if data.HasField("experiment"):
+            metric_tags = [m.name.tag for m in data.experiment.metric_infos]
+    return settings, metric_tags, events
+
+
+def test_hparams_tab_holds_real_final_metrics_and_figures_are_drawn(tmp_path):
+    cfg = compose_experiment("blobs_mlp", "epochs=1000", "figure_every=500", run_dir=tmp_path)
+    train(cfg)
+    metrics = read_metrics(tmp_path)
+    settings, tags, events = hparams_of(tmp_path / "tensorboard")
+    assert (
+        settings["optimizer.lr"] == 0.03 and settings["net.hidden_size"] == 5 and settings["experiment"] == "blobs_mlp"
+    )
+    assert {"hp/test_acc", "hp/val_loss", "hp/train_loss"} <= set(tags)
+    for stage in ("train", "val", "test"):
+        for name, value in metrics[stage].items():
+            (point,) = events.Scalars(f"hp/{stage}_{name}")
+            assert point.step == 1000 and point.value == pytest.approx(value)
+    assert [image.step for image in events.Images("fit")] == [500, 1000]
+    for name in ("fit.png", "loss.png"):
+        width, height = png_size(tmp_path / "figures" / name)
+        assert width > 400 and height > 300 and (tmp_path / "figures" / name).stat().st_size > 15_000
+
+
+@pytest.mark.parametrize(
+    "experiment, figures", [("linear_study_hours", {"fit.png", "loss.png"}), ("logistic_diabetes", {"loss.png"})]
+)
+def test_figures_by_model_kind(tmp_path, experiment, figures):
+    train(compose_experiment(experiment, run_dir=tmp_path))
+    assert {p.name for p in (tmp_path / "figures").iterdir()} == figures

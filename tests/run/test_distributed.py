@@ -1,0 +1,115 @@
+"""Scaling out on Lightning's own machinery: DDP (gloo, 2 CPU processes) against one process, the data
+sharding behind it, and the GPU paths (skipped without CUDA)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import compose_train, read_metrics, run_cli, run_dirs
+from deepbasics.data import BlobsDataModule
+from deepbasics.errors import ConfigError
+
+RECIPE = ["experiment=blobs_mlp", "epochs=300", "log_every=50", "val_every=100", "ckpt_every=100"]
+
+
+def net_state(run_dir):
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
+    from deepbasics.run.training import train
+
+    single = tmp_path / "one"
+    train(compose_train(*RECIPE, run_dir=single))  # the reference, in this process
+    run_cli("deepbasics-train", *RECIPE, "trainer=ddp_cpu", cwd=tmp_path)
+    runs = run_dirs(tmp_path, "blobs_mlp")
+    assert len(runs) == 1, "the child process must write into the parent's run directory, not a new one"
+    (ddp,) = runs
+    assert (ddp / "train_ddp_process_1.log").is_file() and (ddp / "metrics.json").is_file()
+
+    a, b = net_state(single), net_state(ddp)
+    for key in a:  # the mean of two equal shards' mean gradients is the full-batch gradient, up to rounding
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5)
+    one, two = read_metrics(single), read_metrics(ddp)
+    assert two["epochs"] == 300
+    for stage in ("train", "val", "test"):  # metrics are synced over both shards
+        assert two[stage]["acc"] == one[stage]["acc"]
+        assert two[stage]["loss"] == pytest.approx(one[stage]["loss"], abs=1e-5)
+
+
+def test_ranks_get_equal_disjoint_shards():
+    dm = BlobsDataModule(centers=[[1, 1], [-1, -1]], n_train=6, n_val=3, n_test=0, seed=0)
+    dm.setup()
+    shards = []
+    for rank in range(2):
+        dm.trainer = SimpleNamespace(
+            world_size=2, global_rank=rank, strategy=SimpleNamespace(root_device=torch.device("cpu"))
+        )
+        shards.append(next(iter(dm.loader("train")))[0])
+    assert [len(s) for s in shards] == [3, 3]
+    assert torch.equal(torch.cat(shards).sort(0).values, dm.splits["train"][0].sort(0).values)
+    odd = BlobsDataModule(centers=[[1, 1], [-1, -1]], n_train=5, n_val=0, n_test=0, seed=0)
+    odd.setup()
+    odd.trainer = dm.trainer
+    with pytest.raises(ConfigError, match="5 rows, which 2 processes cannot share equally"):
+        odd.loader("train")
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+
+
+@cuda
+def test_gpu_run_matches_the_cpu_run(tmp_path):
+    from deepbasics.run.training import train
+
+    train(compose_train(*RECIPE, run_dir=tmp_path / "cpu"))
+    train(compose_train(*RECIPE, "trainer=gpu", run_dir=tmp_path / "gpu"))
+    a, b = net_state(tmp_path / "cpu"), net_state(tmp_path / "gpu")
+    for key in a:
+        torch.testing.assert_close(b[key].cpu(), a[key], rtol=0, atol=1e-4)
+    assert read_metrics(tmp_path / "gpu")["test"]["acc"] == read_metrics(tmp_path / "cpu")["test"]["acc"]
+
+
+@cuda
+def test_gpu_data_is_placed_on_the_device_once(tmp_path):
+    from deepbasics.data import FullBatch
+
+    dm = BlobsDataModule(centers=[[1, 1], [-1, -1]], n_train=8, n_val=0, n_test=0, seed=0)
+    dm.setup()
+    dm.trainer = SimpleNamespace(
+        world_size=1, global_rank=0, strategy=SimpleNamespace(root_device=torch.device("cuda", 0))
+    )
+    loader = dm.loader("train")
+    assert isinstance(loader, FullBatch) and loader.x.is_cuda and loader.y.is_cuda
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_one_run_directory(tmp_path):
+    """torchrun starts both ranks itself; each runs Hydra, and both must land in one run directory."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from deepbasics.run.training import train
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "deepbasics.train",
+        *RECIPE,
+        "trainer=ddp_cpu",
+    ]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = run_dirs(tmp_path, "blobs_mlp")
+    assert run.name.startswith("torchrun-") and proc.stdout.count("run directory:") == 1
+    train(compose_train(*RECIPE, run_dir=tmp_path / "one"))
+    a, b = net_state(tmp_path / "one"), net_state(run)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5)

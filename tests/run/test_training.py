@@ -1,0 +1,116 @@
+"""`deepbasics-train` end to end: the real command, its run directory, and parity with a plain PyTorch loop."""
+
+import subprocess
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import BIN, compose_train, read_metrics, run_dirs
+from deepbasics.data import BlobsDataModule
+from deepbasics.models.nets import NeuralNet
+from deepbasics.run.training import train
+
+
+def plain_blobs_loop(epochs: int, seed: int = 42, lr: float = 0.03) -> NeuralNet:
+    """The tutorial's loop on the same data: seed, build, then one full-batch SGD step per epoch."""
+    dm = BlobsDataModule(centers=[[1, 1], [-1, -1], [1, -1], [-1, 1]], n_val=20, labels=[0, 0, 1, 1], seed=seed)
+    dm.setup()
+    x, y = dm.splits["train"]
+    torch.manual_seed(seed)
+    model = NeuralNet(2, 5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    criterion = torch.nn.BCEWithLogitsLoss()
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        cost = criterion(model(x), y)
+        cost.backward()
+        optimizer.step()
+    return model
+
+
+@pytest.mark.parametrize("epochs, log_every", [(300, 100), (301, 100), (7, 1)])
+def test_training_equals_the_plain_loop(tmp_path, epochs, log_every):
+    cfg = compose_train(
+        f"epochs={epochs}",
+        f"log_every={log_every}",
+        f"val_every={log_every}",
+        f"ckpt_every={log_every}",
+        run_dir=tmp_path,
+    )
+    train(cfg)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == epochs
+    trained = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    reference = plain_blobs_loop(epochs).state_dict()
+    assert trained.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(trained[name], reference[name], rtol=0, atol=0)
+
+
+def test_train_command_end_to_end(tmp_path):
+    """The default experiment as a user runs it, next to a short run started in the same second."""
+    command = str(BIN / "deepbasics-train")
+    runs = [
+        subprocess.Popen([command, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for args in ([], ["epochs=100"])
+    ]
+    outputs = [proc.communicate() for proc in runs]
+    for proc, (_, err) in zip(runs, outputs, strict=True):
+        assert proc.returncode == 0, err
+
+    dirs = run_dirs(tmp_path, "blobs_mlp")
+    assert len(dirs) == 2, "two runs must never share a directory"
+    full = next(d for d in dirs if read_metrics(d)["epochs"] == 2000)
+    stdout = outputs[0][0]
+    assert f"run directory: {full}" in stdout.replace("\n", "")
+    assert "epoch 2000/2000" in stdout and "test" in stdout
+
+    metrics = read_metrics(full)
+    assert metrics["experiment"] == "blobs_mlp" and metrics["seed"] == 42 and metrics["status"] == "completed"
+    assert metrics["test"]["acc"] == 1.0  # the tutorial's result on the XOR blobs
+    assert metrics["train"]["acc"] == 1.0 and metrics["train"]["loss"] < 0.1
+    assert metrics["monitor"] == {"metric": "val/loss", "value": metrics["val"]["loss"]}
+
+    assert (full / ".hydra" / "config.yaml").is_file()
+    checkpoints = sorted(p.name for p in (full / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
+    assert metrics["best_checkpoint"].startswith(str(full / "checkpoints" / "best-epoch"))
+
+    events = EventAccumulator(str(full / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"} <= tags
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(0, 2001, 100))
+    assert [e.step for e in events.Scalars("val/acc")] == [500, 1000, 1500, 2000]
+    assert events.Scalars("test/acc")[-1].value == 1.0
+    assert events.Scalars("train/loss")[-1].value == pytest.approx(metrics["train"]["loss"])
+
+
+def test_fast_path_logs_the_same_numbers_as_one_step_per_lightning_epoch(tmp_path):
+    """Many steps per Lightning epoch (the default) against Lightning's plain shape, one step per epoch."""
+    results = {}
+    for val_every in (1, 100):
+        run_dir = tmp_path / str(val_every)
+        overrides = ["epochs=200", "log_every=1" if val_every == 1 else "log_every=10"]
+        train(
+            compose_train(
+                *overrides,
+                f"val_every={val_every}",
+                "ckpt_every=100" if val_every == 100 else "ckpt_every=1",
+                run_dir=run_dir,
+            )
+        )
+        events = EventAccumulator(str(run_dir / "tensorboard"))
+        events.Reload()
+        results[val_every] = (
+            {e.step: e.value for e in events.Scalars("train/loss")},
+            {e.step: e.value for e in events.Scalars("val/loss")},
+            read_metrics(run_dir),
+        )
+    (train_one, val_one, metrics_one), (train_fast, val_fast, metrics_fast) = results[1], results[100]
+    assert set(train_fast) == set(range(0, 201, 10)) and set(val_fast) == {100, 200}
+    assert {step: train_one[step] for step in train_fast} == train_fast
+    assert {step: val_one[step] for step in val_fast} == val_fast
+    for stage in ("train", "val", "test"):
+        assert metrics_one[stage] == metrics_fast[stage]
