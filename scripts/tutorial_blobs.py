@@ -38,12 +38,12 @@ y_train, y_test = torch.FloatTensor(y_train).unsqueeze(1), torch.FloatTensor(y_t
 class NeuralNet(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()
-        self.layer1 = nn.Linear(input_size, hidden_size)
+        self.linear_1 = nn.Linear(input_size, hidden_size)
         self.relu = nn.ReLU()
-        self.layer2 = nn.Linear(hidden_size, 1)
+        self.linear_2 = nn.Linear(hidden_size, 1)
 
     def forward(self, x):
-        return self.layer2(self.relu(self.layer1(x)))
+        return self.linear_2(self.relu(self.linear_1(x)))
 
 
 model = NeuralNet(2, 5)

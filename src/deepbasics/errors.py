@@ -41,7 +41,12 @@ def one_line(err: BaseException) -> str:
     """A Hydra or OmegaConf error (several lines, a cause, a search path) as one readable line."""
     override = getattr(err, "override", None)  # Hydra's OverrideParseException
     if override is not None:
-        return f"cannot parse override '{override}': {str(err).splitlines()[0]}"
+        line = f"cannot parse override '{override}': {str(err).splitlines()[0]}"
+        key, sep, value = str(override).partition("=")
+        if sep and "LexerNoViableAlt" in line and '"' not in value:
+            # Hydra's grammar takes spaces, letters beyond ASCII and ;[]{}(), unquoted only in part.
+            line += f"; quote the value for Hydra inside the shell's quotes: '{key}=\"{value}\"'"
+        return line
     cause = err.__cause__
     key = re.search(r"Could not override '([^']+)'", str(err))
     if key and cause is not None and "not in struct" in str(cause):

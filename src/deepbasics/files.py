@@ -1,12 +1,28 @@
-"""Files that a crash cannot half-write."""
+"""Files of a run: written so that a crash cannot half-write them, readable as the user's umask says, and
+one writer per run directory."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from deepbasics.errors import ConfigError
+
+LOCK_NAME = ".lock"
+_held: dict[Path, int] = {}  # run directory -> the open descriptor holding its lock
+
+
+def file_mode() -> int:
+    """The mode a plain open() would give a new file under the current umask (0644 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
@@ -16,6 +32,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
+        # mkstemp creates 0600 and the rename keeps that mode: give the file what open() would have.
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -25,3 +43,41 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _rank() -> int:
+    """This process's global rank from the launcher's environment (torchrun, Lightning's DDP launcher,
+    SLURM), read the way Lightning reads it; 0 outside distributed runs."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
+def lock_run_dir(run_dir: str | Path) -> None:
+    """Make this process the one writer of ``run_dir`` until ``unlock_run_dir`` or exit: another process
+    gets a ConfigError naming the holder. The kernel's flock is released when its holder dies, however it
+    dies, so a lock left by a killed run is simply taken. DDP ranks other than 0 share rank 0's lock."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held or _rank() != 0:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ConfigError(
+            f"{run_dir} is in use by {holder}; one run writes to a directory at a time: wait for it to end"
+        ) from None
+    os.ftruncate(fd, 0)
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
+    _held[run_dir] = fd
+
+
+def unlock_run_dir(run_dir: str | Path) -> None:
+    fd = _held.pop(Path(run_dir).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock

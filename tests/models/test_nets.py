@@ -8,7 +8,7 @@ from deepbasics.models.nets import LinearRegression, NeuralNet, build_net
 
 
 def test_nets_keep_the_tutorials_parameter_names():
-    assert set(NeuralNet(2, 5).state_dict()) == {"layer1.weight", "layer1.bias", "layer2.weight", "layer2.bias"}
+    assert set(NeuralNet(2, 5).state_dict()) == {"linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"}
     assert set(LinearRegression(1).state_dict()) == {"linear.weight", "linear.bias"}
     assert NeuralNet(2, 5)(torch.zeros(7, 2)).shape == (7, 1)
 

@@ -11,12 +11,15 @@ from omegaconf import OmegaConf
 from deepbasics.config.paths import CONF_DIR
 from deepbasics.config.run_dir import resumed_run_dir
 from deepbasics.errors import ConfigError, exit_with
+from deepbasics.files import lock_run_dir
 
 
 def _run_dir(output_dir: str, name: str, resume: str | None, fresh: str, overrides=()) -> str:
     try:
         groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
         resumed = resumed_run_dir(output_dir, name, resume, list(overrides), groups)
+        if resumed is not None:  # before Hydra writes into it: a second writer leaves no trace
+            lock_run_dir(resumed)
     except ConfigError as err:
         exit_with(err)
     # Under torchrun every rank runs Hydra itself; the rendezvous id they share names the one directory.

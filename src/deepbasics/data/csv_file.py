@@ -37,7 +37,15 @@ class CSVDataModule(FullBatchDataModule):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # numpy warns about an empty file; the check below says it
-                table = np.loadtxt(hp.path, delimiter=hp.delimiter, skiprows=int(hp.header), dtype=np.float32, ndmin=2)
+                # utf-8-sig: a spreadsheet export may start with a byte-order mark, not part of the first number.
+                table = np.loadtxt(
+                    hp.path,
+                    delimiter=hp.delimiter,
+                    skiprows=int(hp.header),
+                    dtype=np.float32,
+                    ndmin=2,
+                    encoding="utf-8-sig",
+                )
         except ValueError as err:
             # numpy's text ends in advice about its own arguments ("use usecols ..."): keep the diagnosis
             reason = str(err).split(";")[0].rstrip(".")

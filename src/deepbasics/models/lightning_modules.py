@@ -21,7 +21,7 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from deepbasics.config.schema import OPTIMIZER_NAMES, SPLITS, OptimizerSpec
 from deepbasics.errors import ConfigError, RunFailed
-from deepbasics.models.nets import build_net, predictions
+from deepbasics.models.nets import build_net, predictions, upgrade_state_dict
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
@@ -136,17 +136,22 @@ class FullBatchModule(L.LightningModule):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.predictions(self.net(x))
 
-    def record(
-        self, stage: str, out: torch.Tensor, y: torch.Tensor, step: int | None = None, callbacks: bool = True
-    ) -> dict[str, torch.Tensor]:
-        """Metrics of one full batch, logged at x = ``step`` (default: full-batch steps taken so far);
-        ``callbacks`` also hands them to Lightning (checkpoint monitor, results), which costs more."""
+    def measure(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``stage``'s metrics of one full batch of outputs (synced across DDP ranks by torchmetrics)."""
         metrics, loss = self.stage_metrics[f"{stage}_metrics"], self.stage_losses[f"{stage}_loss"]
         metrics.update(self.predictions(out), y.int() if self.is_classifier else y)
         loss.update(self.loss_fn(out, y), weight=len(y))
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
         metrics.reset()
         loss.reset()
+        return values
+
+    def record(
+        self, stage: str, out: torch.Tensor, y: torch.Tensor, step: int | None = None, callbacks: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """``measure``, logged at x = ``step`` (default: full-batch steps taken so far); ``callbacks`` also
+        hands them to Lightning (checkpoint monitor, early stopping, results), which costs more."""
+        values = self.measure(stage, out, y)
         # Lightning's own logging would put the x-axis at its epochs; the loggers get tutorial epochs instead,
         # and self.log feeds callbacks (checkpoint monitor) and the results.
         if callbacks:
@@ -155,6 +160,10 @@ class FullBatchModule(L.LightningModule):
         for logger in self.loggers:
             logger.log_metrics(scalars, step=self.global_step if step is None else step)
         return values
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Called by Lightning before it loads the weights: parameters saved under earlier names still load.
+        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
 
     def _count_steps(self, n: int) -> None:
         # global_step counts optimizer steps taken through Lightning's wrapper, which the loop above skips.

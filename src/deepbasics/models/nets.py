@@ -35,16 +35,19 @@ class LogisticRegression(nn.Module):
 
 
 class NeuralNet(nn.Module):
-    """layer1 -> ReLU -> layer2, the make_blobs XOR classifier (its sigmoid moved into the loss)."""
+    """linear_1 -> ReLU -> linear_2, the make_blobs XOR classifier, with the tutorial's attribute names so
+    its own reload code takes our model.pt. The tutorial ends forward() in ``self.sigmoid``; here the
+    loss applies it (BCE on logits) and so does ``predictions``: forward returns the logit."""
 
     def __init__(self, in_features: int = 2, hidden_size: int = 5):
         super().__init__()
-        self.layer1 = nn.Linear(in_features, hidden_size)
+        self.linear_1 = nn.Linear(in_features, hidden_size)
         self.relu = nn.ReLU()
-        self.layer2 = nn.Linear(hidden_size, 1)
+        self.linear_2 = nn.Linear(hidden_size, 1)
+        self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer2(self.relu(self.layer1(x)))
+        return self.linear_2(self.relu(self.linear_1(x)))
 
 
 NETS: dict[str, type[nn.Module]] = {
@@ -53,6 +56,22 @@ NETS: dict[str, type[nn.Module]] = {
     "NeuralNet": NeuralNet,
 }
 assert tuple(NETS) == NET_NAMES
+
+
+# Parameter names of earlier releases -> today's (the NeuralNet's layers took the tutorial's names).
+RENAMED_PARAMETERS = {"layer1.": "linear_1.", "layer2.": "linear_2."}
+
+
+def upgrade_state_dict(state: dict, prefix: str = "") -> dict:
+    """``state`` with parameter names of earlier releases renamed (keys under ``prefix``), so an older
+    checkpoint or model.pt keeps loading."""
+    renamed = {}
+    for key, value in state.items():
+        for old, new in RENAMED_PARAMETERS.items():
+            if key.startswith(prefix + old):
+                key = prefix + new + key[len(prefix + old) :]
+        renamed[key] = value
+    return renamed
 
 
 def predictions(out: torch.Tensor, classifier: bool) -> torch.Tensor:

@@ -54,35 +54,28 @@ def gap(report: dict, net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
     return {"loss_gap": loss - report["loss"], "param_gap": float(distance)}
 
 
+def final_report(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, report: dict | None = None):
+    """The optimum (``report`` when it is known already) with the gap the trained net left, for the end of
+    a run; None for nets without a known optimum."""
+    report = optimum(net, x, y, loss_fn) if report is None else dict(report)
+    if report and "loss" in report:
+        report.update(gap(report, net, x, y, loss_fn))
+    return report
+
+
 class OptimumGap(L.Callback):
-    """Logs the optimum's loss as a flat line (at epoch 0 and at the end) beside train/loss, and the gap
-    SGD left, in TensorBoard and in ``self.report`` for metrics.json."""
+    """Logs the optimum's loss as a flat line from epoch 0 beside train/loss (the end of the run logs it
+    again with the gap SGD left); ``report`` serves the figures drawn while training."""
 
     def __init__(self) -> None:
         self.report: dict | None = None
 
-    def _train_data(self, trainer: L.Trainer, pl_module):
-        x, y = trainer.datamodule.splits["train"]
-        return pl_module.net, x.to(pl_module.device), y.to(pl_module.device), pl_module.loss_fn
-
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
-        self.report = optimum(*self._train_data(trainer, pl_module))
+        x, y = trainer.datamodule.splits["train"]
+        self.report = optimum(pl_module.net, x.to(pl_module.device), y.to(pl_module.device), pl_module.loss_fn)
         if self.report and "loss" in self.report and trainer.global_step == 0:
-            _log(trainer, {"optimum/loss": self.report["loss"]})
-
-    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        if self.report and "loss" in self.report:
-            self.report.update(gap(self.report, *self._train_data(trainer, pl_module)))
-            report = self.report
-            _log(
-                trainer,
-                {"optimum/loss": report["loss"], "gap/loss": report["loss_gap"], "gap/params": report["param_gap"]},
-            )
-
-
-def _log(trainer: L.Trainer, metrics: dict) -> None:
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=trainer.global_step)
+            for logger in trainer.loggers:
+                logger.log_metrics({"optimum/loss": self.report["loss"]}, step=0)
 
 
 def _linear(weight: np.ndarray, bias: float) -> nn.Linear:

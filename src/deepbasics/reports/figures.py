@@ -99,26 +99,26 @@ def rasterise(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba()).copy()
 
 
-def draw_fit(trainer: L.Trainer, module, optimum: dict | None) -> np.ndarray | None:
-    """The fit figure at the current epoch, into every TensorBoard logger; the image, or None."""
-    x, y = trainer.datamodule.splits["train"]
-    fig = fit_figure(module, x.to(module.device), y, trainer.global_step, optimum)
+def draw_fit(module, x: torch.Tensor, y: torch.Tensor, step: int, loggers, optimum: dict | None) -> np.ndarray | None:
+    """The fit figure at ``step`` over the training data (x, y), into every TensorBoard logger; the image,
+    or None for data no figure shows."""
+    fig = fit_figure(module, x.to(module.device), y, step, optimum)
     if fig is None:
         return None
     image = rasterise(fig)
-    for logger in trainer.loggers:
+    for logger in loggers:
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
-            logger.experiment.add_image("fit", image[..., :3], global_step=trainer.global_step, dataformats="HWC")
+            logger.experiment.add_image("fit", image[..., :3], global_step=step, dataformats="HWC")
     return image
 
 
-def save_figures(run_dir: Path, trainer: L.Trainer, module, optimum: dict | None, tensorboard: Path | None) -> None:
+def save_figures(run_dir: Path, module, x, y, step: int, loggers, optimum: dict | None, tensorboard: Path | None):
     """After training: the last epoch's fit (TensorBoard and figures/fit.png) and figures/loss.png."""
     from matplotlib.image import imsave
 
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)
-    image = draw_fit(trainer, module, optimum)
+    image = draw_fit(module, x, y, step, loggers, optimum)
     if image is not None:
         imsave(out / "fit.png", image)
     if tensorboard is not None and tensorboard.is_dir():

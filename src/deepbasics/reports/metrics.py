@@ -10,6 +10,9 @@ from typing import Any
 from deepbasics.config.schema import SPLITS
 from deepbasics.files import atomic_write
 
+# metrics.json statuses of runs whose end phase is done (the others: interrupted, failed)
+FINISHED = ("completed", "stopped_early")
+
 
 def by_stage(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     """{"train/loss": t, ...} -> {"train": {"loss": t}, ...}, values as plain floats."""

@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.schema import SPLITS
-from deepbasics.reports.metrics import read_json
+from deepbasics.reports.metrics import FINISHED, read_json
 
 IGNORED = ("hydra.", "paths.")  # overrides that say where, not what
 
@@ -37,7 +37,7 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         monitor = metrics.get("monitor") or {}
         row = {"job": job.name, **overrides, "status": metrics.get("status", "failed (no metrics.json)")}
         row["metric"] = monitor.get("metric") or configured
-        row["value"] = monitor.get("value") if row["status"] == "completed" else None
+        row["value"] = monitor.get("value") if row["status"] in FINISHED else None
         for stage in SPLITS:
             for name, value in (metrics.get(stage) or {}).items():
                 row[f"{stage}/{name}"] = value
@@ -96,7 +96,7 @@ def write_report(sweep_dir: str | Path) -> dict[str, Any]:
 
     metric = rows[0]["metric"]
     lines = [f"# Sweep {sweep_dir}", ""]
-    failed = [r for r in rows if r["status"] != "completed"]
+    failed = [r for r in rows if r["status"] not in FINISHED]
     lines.append(f"{len(rows)} jobs, {len(rows) - len(failed)} completed, {len(failed)} not; monitored: {metric}.")
     if best is not None:
         lines.append(f"Best (marked *): job {rows[best]['job']}, {metric} = {cell(rows[best]['value'])}.")

@@ -50,7 +50,8 @@ class Figures(EpochEndCallback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         step = trainer.global_step
         if self.every and step % self.every == 0 and step < trainer.max_steps and not self.replayed(trainer):
-            draw_fit(trainer, pl_module, self.gap.report if self.gap is not None else None)
+            x, y = trainer.datamodule.splits["train"]
+            draw_fit(pl_module, x, y, step, trainer.loggers, self.gap.report if self.gap is not None else None)
 
 
 class ScheduledCheckpoint(ModelCheckpoint):
@@ -126,9 +127,23 @@ class RunState(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["deepbasics"] = {"config": self.config, "classifier": pl_module.is_classifier}
+        stopped = stopped_early(trainer)
+        if stopped:  # a resume of this checkpoint finishes the run instead of training on
+            checkpoint["deepbasics"]["stopped"] = stopped
 
     def state_dict(self) -> dict:
         return {"rng": rng_states()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         set_rng_states(state_dict["rng"])
+
+
+def stopped_early(trainer: L.Trainer) -> dict | None:
+    """{"epoch", "reason"} when a callback (EarlyStopping, a user's) ended training before ``epochs``; None
+    when training runs on, ran to the end, or a signal stopped it (that is an interruption, not a finish)."""
+    signalled = any(isinstance(c, GracefulStop) and c.received is not None for c in trainer.callbacks)
+    if not trainer.should_stop or signalled or trainer.global_step >= trainer.max_steps:
+        return None
+    reasons = [getattr(c, "stopping_reason_message", None) for c in trainer.callbacks]
+    reason = next((r for r in reasons if r), "a callback set trainer.should_stop")
+    return {"epoch": trainer.global_step, "reason": reason.removesuffix(" Signaling Trainer to stop.")}

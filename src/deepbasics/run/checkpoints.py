@@ -13,6 +13,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from deepbasics.config.paths import check_checkpoint_path
 from deepbasics.errors import ConfigError
 from deepbasics.files import atomic_write
+from deepbasics.models.nets import upgrade_state_dict
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -23,14 +24,50 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
+# Class paths of earlier releases -> today's: a checkpoint stores the config it was trained with.
+RENAMED_TARGETS = {
+    "deepbasics.modules.": "deepbasics.models.lightning_modules.",
+    "deepbasics.callbacks.": "deepbasics.run.callbacks.",
+}
+
+
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """A deepbasics checkpoint, loaded with weights_only=True; a ConfigError naming the problem otherwise."""
+    """A deepbasics checkpoint, loaded with weights_only=True and brought to today's names; a ConfigError
+    naming the problem otherwise."""
     path = check_checkpoint_path(path, key)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{key}={path} is not a readable checkpoint ({reason}); it may be truncated") from None
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" not in str(err).lower():
+            raise ConfigError(f"{key}={path} is corrupt ({_first_line(err)}); pass another checkpoint") from None
+        raise ConfigError(
+            f"{key}={path} holds objects other than tensors and plain values, so it was not loaded (loading it"
+            " could run code). deepbasics never writes such files; never disable this check for a file you did"
+            " not make"
+        ) from None
+    except (OSError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        raise ConfigError(
+            f"{key}={path} is truncated or corrupt ({_first_line(err)}); pass another checkpoint"
+        ) from None
     if not isinstance(checkpoint, dict) or "deepbasics" not in checkpoint:
         raise ConfigError(f"{key}={path} was not written by deepbasics-train; pass one of its checkpoints")
+    # Names of earlier releases, brought to today's (Lightning's own loads go through on_load_checkpoint).
+    if "config" in checkpoint["deepbasics"]:
+        checkpoint["deepbasics"]["config"] = _renamed_targets(checkpoint["deepbasics"]["config"])
+    if "state_dict" in checkpoint:
+        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
     return checkpoint
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _renamed_targets(config: Any) -> Any:
+    if isinstance(config, dict):
+        return {k: _renamed_targets(v) for k, v in config.items()}
+    if isinstance(config, str):
+        for old, new in RENAMED_TARGETS.items():
+            if config.startswith(old):
+                return new + config[len(old) :]
+    return config

@@ -39,7 +39,7 @@ def read_inputs(inputs, width: int) -> torch.Tensor:
         if not path.is_file():
             raise ConfigError(f"inputs={inputs}: no such file; pass a CSV path or a list like [[2,2],[5,4]]")
         try:
-            rows = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+            rows = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, encoding="utf-8-sig")
         except ValueError as err:
             raise ConfigError(f"inputs={inputs}: {err}") from None
     else:

@@ -11,9 +11,9 @@ from deepbasics.config.run_dir import asked_experiment, check_same_experiment, r
 from deepbasics.run.checkpoints import read_checkpoint
 
 
-def resumed_config(cfg: DictConfig, ckpt_path: Path) -> tuple[DictConfig, int]:
+def resumed_config(cfg: DictConfig, ckpt_path: Path) -> tuple[DictConfig, dict]:
     """The config the checkpoint was trained with, plus this command line's value overrides (epochs=3000
-    extends a run), and the epoch it stopped at."""
+    extends a run), and the checkpoint itself."""
     checkpoint = read_checkpoint(ckpt_path, key="resume")
     resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])
     check_same_experiment(cfg.resume, resumed.name, asked_experiment(_task_overrides()))
@@ -21,7 +21,7 @@ def resumed_config(cfg: DictConfig, ckpt_path: Path) -> tuple[DictConfig, int]:
         OmegaConf.update(resumed, key, value, merge=False)
     resumed.resume = cfg.resume
     resumed.paths.run_dir = cfg.paths.run_dir
-    return resumed, int(checkpoint["global_step"])
+    return resumed, checkpoint
 
 
 def _task_overrides() -> list[str]:

@@ -1,0 +1,113 @@
+"""The end of a run: final metrics of every split, model.pt, figures, the hparams tab and, last, metrics.json.
+
+metrics.json is the commit mark: a run without a finished one is not done. Everything here depends only on
+the final weights, the data and the config, so it runs the same after the fit and when a resumed run finds
+its training done but its end cut short (a kill after the final checkpoint): a repaired run ends with the
+files an uninterrupted one has, with the same numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from deepbasics.files import atomic_write
+from deepbasics.models.optimum import final_report
+from deepbasics.reports.figures import save_figures
+from deepbasics.reports.metrics import by_stage, optimum_line, results_table, write_json
+
+
+def finish(
+    cfg: DictConfig,
+    run_dir: Path,
+    module: L.LightningModule,
+    datamodule,
+    loggers: list,
+    step: int,
+    is_global_zero: bool = True,
+    stopped: dict | None = None,
+    best_checkpoint: str | None = None,
+    optimum: dict | None = None,
+) -> float:
+    """Measure the final weights on every split, write the run's files (rank 0), return the monitored value.
+    Under DDP every rank measures its shard (torchmetrics syncs), so every rank calls this."""
+    module.eval()
+    values = {}
+    with torch.no_grad():
+        for split in datamodule.splits:
+            for x, y in datamodule.loader(split):
+                values.update(module.measure(split, module(x), y))
+    stages = by_stage(values)
+    monitored = float(values[cfg.monitor.metric])
+    if not is_global_zero:  # under DDP, the files are rank 0's to write
+        return monitored
+    if "test" in stages:  # train and val were logged at this step while training
+        for logger in loggers:
+            logger.log_metrics({f"test/{k}": v for k, v in stages["test"].items()}, step=step)
+    x, y = datamodule.splits["train"]
+    optimum = final_report(module.net, x.to(module.device), y.to(module.device), module.loss_fn, optimum)
+    if optimum and "loss" in optimum:
+        gaps = {"optimum/loss": optimum["loss"], "gap/loss": optimum["loss_gap"], "gap/params": optimum["param_gap"]}
+        for logger in loggers:
+            logger.log_metrics(gaps, step=step)
+    # The tutorials' model.pt: the plain net's state_dict, loadable into the tutorial's own class.
+    atomic_write(run_dir / "model.pt", lambda f: torch.save(module.net.state_dict(), f))
+    save_figures(run_dir, module, x, y, step, loggers, optimum, log_hparams(cfg, stages, loggers, step))
+    status = "stopped_early" if stopped else "completed"
+    write_json(
+        run_dir / "metrics.json",
+        {
+            **identity(cfg, run_dir, status),
+            "epochs": step,
+            **({"stopped": stopped} if stopped else {}),
+            "monitor": {"metric": cfg.monitor.metric, "value": monitored},
+            **stages,
+            "optimum": optimum,
+            "best_checkpoint": best_checkpoint,
+        },
+    )
+    _print_report(cfg, stages, optimum, run_dir, step, stopped)
+    return monitored
+
+
+def identity(cfg: DictConfig, run_dir: Path, status: str) -> dict:
+    return {"experiment": cfg.get("name"), "seed": cfg.get("seed"), "status": status, "run_dir": str(run_dir)}
+
+
+def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int) -> Path | None:
+    """The TensorBoard hparams tab: this run's settings beside its real final metrics (hp/<stage>_<name>,
+    also as scalars at the final epoch). Returns the TensorBoard directory, if there is one."""
+    from torch.utils.tensorboard.summary import hparams
+
+    settings = {"experiment": cfg.name, "seed": cfg.seed, "epochs": cfg.epochs}
+    for group in ("net", "optimizer"):
+        for key, value in cfg.model[group].items():
+            if isinstance(value, (int, float, str, bool)):
+                settings[f"{group}.{key}"] = value
+    for key, value in cfg.data.items():
+        if key != "_target_" and isinstance(value, (int, float, str, bool)):
+            settings[f"data.{key}"] = value
+    metrics = {f"hp/{stage}_{name}": value for stage, values in stages.items() for name, value in values.items()}
+    directory = None
+    for logger in loggers:
+        if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
+            logger.log_metrics(metrics, step=step)
+            for summary in hparams(settings, metrics):
+                logger.experiment.file_writer.add_summary(summary)
+            logger.experiment.flush()
+            directory = Path(logger.log_dir)
+    return directory
+
+
+def _print_report(cfg: DictConfig, stages: dict, optimum: dict | None, run_dir: Path, step: int, stopped) -> None:
+    from rich.console import Console
+
+    console = Console()
+    ran = f"stopped early at epoch {step}/{cfg.epochs}: {stopped['reason']}" if stopped else f"{cfg.epochs} epochs"
+    console.print(f"{cfg.name}, seed {cfg.seed}, {ran}", soft_wrap=True)
+    console.print(results_table(stages))
+    if optimum:
+        console.print(optimum_line(optimum), soft_wrap=True)
+    console.print(f"run directory: {run_dir}", soft_wrap=True)
