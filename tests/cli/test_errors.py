@@ -3,9 +3,11 @@ fix it, and an earlier run's directory left byte for byte as it was."""
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import DIABETES, read_metrics, run_cli, run_dirs
 
@@ -34,7 +36,20 @@ def workdir(tmp_path_factory) -> Path:
     (cwd / "cut.ckpt").write_bytes(last[: len(last) // 2])
     (cwd / "cut_run" / "checkpoints").mkdir(parents=True)
     (cwd / "cut_run" / "checkpoints" / "last.ckpt").write_bytes(last[: len(last) // 3])
+    # a checkpoint whose unpickling would run code (create a file), and one with damaged bytes inside
+    torch.save({"deepbasics": {}, "payload": RunsCode(cwd / "code_ran")}, cwd / "unsafe.ckpt")
+    damaged = bytearray(last)
+    damaged[60:120] = bytes(b ^ 0x5A for b in damaged[60:120])  # inside archive/data.pkl, the zip index intact
+    (cwd / "damaged.ckpt").write_bytes(bytes(damaged))
     return cwd
+
+
+class RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 def snapshot(directory: Path) -> dict[str, str]:
@@ -77,6 +92,11 @@ CASES = {
     "predict without inputs": ("deepbasics-predict", ["ckpt_path={run}/checkpoints/last.ckpt"], 2, "inputs must be set"),
     "predict wrong width": ("deepbasics-predict", ["ckpt_path={run}/checkpoints/last.ckpt", "inputs=[[1,2]]"], 2, "inputs have shape 1x2, the model takes rows of 1 features"),
     "predict a truncated checkpoint": ("deepbasics-predict", ["ckpt_path=cut.ckpt", "inputs=[1]"], 2, "cut.ckpt is not a readable checkpoint"),
+    "evaluate an unsafe checkpoint": ("deepbasics-evaluate", ["ckpt_path=unsafe.ckpt"], 2, "unsafe.ckpt holds objects other than tensors and plain values (posix.system), so it was not loaded: loading it could run code. deepbasics never writes such files; never disable this check for a file you did not make"),
+    "resume at an unsafe checkpoint": (TRAIN, ["resume=unsafe.ckpt"], 2, "so it was not loaded"),
+    "predict a damaged checkpoint": ("deepbasics-predict", ["ckpt_path=damaged.ckpt", "inputs=[1]"], 2, "damaged.ckpt is corrupt (its contents do not unpickle); pass another checkpoint"),
+    "unquoted path with a space": (TRAIN, ["experiment=logistic_diabetes", "data.path=my data/당뇨.csv"], 2, """quote the value for Hydra inside the shell's quotes: 'data.path="my data/당뇨.csv"'"""),
+    "unquoted delimiter": (TRAIN, ["experiment=logistic_diabetes", "data.delimiter=;"], 2, """'data.delimiter=";"'"""),
 }  # fmt: skip
 
 
@@ -90,6 +110,8 @@ def test_bad_input_gets_one_clear_line(workdir, case):
     assert proc.returncode == code, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
     assert snapshot(run) == before, "an earlier run must be left exactly as it was"
+    assert not (workdir / "code_ran").exists(), "an unsafe checkpoint must never run its code"
+    assert "weights_only" not in proc.stderr, "never advice that weakens the check"
 
 
 def test_divergence_names_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path):

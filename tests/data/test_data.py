@@ -65,6 +65,17 @@ def test_csv_reads_the_diabetes_table_in_file_order(diabetes_csv):
     assert set(y.unique().tolist()) == {0.0, 1.0}
 
 
+def test_csv_exported_by_a_spreadsheet_with_a_byte_order_mark(diabetes_csv, tmp_path):
+    """Spreadsheets save "CSV UTF-8" with a BOM before the first number; the table reads the same."""
+    exported = tmp_path / "exported.csv"
+    exported.write_bytes(b"\xef\xbb\xbf" + diabetes_csv.read_bytes().replace(b"\n", b"\r\n"))
+    plain, bom = CSVDataModule(path=str(diabetes_csv)), CSVDataModule(path=str(exported))
+    plain.setup()
+    bom.setup()
+    for a, b in zip(plain.splits["train"], bom.splits["train"], strict=True):
+        assert torch.equal(a, b)
+
+
 def test_csv_splits_are_seeded_and_disjoint(diabetes_csv):
     def rows(seed):
         dm = CSVDataModule(path=str(diabetes_csv), val_fraction=0.1, test_fraction=0.2, seed=seed)

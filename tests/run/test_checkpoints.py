@@ -41,8 +41,8 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 def test_kill_9_between_checkpoints_then_resume_is_bit_identical(full_run, tmp_path):
-    killer = Path(__file__).with_name("kill_at.py")
-    crashed = subprocess.run([sys.executable, str(killer), "300", *RECIPE], cwd=tmp_path, capture_output=True)
+    killer = Path(__file__).with_name("stop_at.py")
+    crashed = subprocess.run([sys.executable, str(killer), "kill", "300", *RECIPE], cwd=tmp_path, capture_output=True)
     assert crashed.returncode == -9
     (run_dir,) = run_dirs(tmp_path, "blobs_mlp")
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 200
@@ -241,3 +241,40 @@ def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path):
     assert read_metrics(run_dir)["test"] == read_metrics(reference)["test"]
     for tag in ("train/loss", "val/loss"):
         assert scalars(run_dir, tag) == scalars(reference, tag), tag
+
+
+def _as_previous_layout(value):
+    """A config written by the flat layout: its class paths as they were then."""
+    if isinstance(value, dict):
+        return {k: _as_previous_layout(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return value.replace("deepbasics.models.lightning_modules.", "deepbasics.modules.").replace(
+            "deepbasics.run.callbacks.", "deepbasics.callbacks."
+        )
+    return value
+
+
+def test_checkpoints_of_the_previous_layout_still_evaluate_predict_and_resume(full_run, tmp_path):
+    import json
+
+    checkpoint = torch.load(full_run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["state_dict"] = {
+        k.replace("net.linear_1.", "net.layer1.").replace("net.linear_2.", "net.layer2."): v
+        for k, v in checkpoint["state_dict"].items()
+    }
+    assert "net.layer1.weight" in checkpoint["state_dict"]
+    checkpoint["deepbasics"]["config"] = _as_previous_layout(checkpoint["deepbasics"]["config"])
+    assert checkpoint["deepbasics"]["config"]["model"]["_target_"] == "deepbasics.modules.BinaryClassifier"
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+
+    run_cli("deepbasics-evaluate", f"ckpt_path={old}", cwd=tmp_path)
+    (eval_dir,) = (tmp_path / "outputs" / "evaluations").iterdir()
+    assert read_metrics(eval_dir)["test"] == read_metrics(full_run)["test"]
+    inputs = "inputs=[[1,1],[1,-1]]"
+    then = run_cli("deepbasics-predict", f"ckpt_path={old}", inputs, cwd=tmp_path).stdout
+    now = run_cli("deepbasics-predict", f"ckpt_path={full_run / 'checkpoints' / 'last.ckpt'}", inputs, cwd=tmp_path)
+    assert json.loads(then) == json.loads(now.stdout)
+    run_cli("deepbasics-train", f"resume={old}", "epochs=700", cwd=tmp_path)
+    (resumed,) = run_dirs(tmp_path, "blobs_mlp")
+    assert read_metrics(resumed)["status"] == "completed" and read_metrics(resumed)["epochs"] == 700

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,16 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only load failed" not in str(err).lower():
-            raise ConfigError(f"{key}={path} is corrupt ({_first_line(err)}); pass another checkpoint") from None
+        # torch's safe unpickler names the object it refused as a GLOBAL; other refusals are damaged bytes.
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found is None:
+            raise ConfigError(
+                f"{key}={path} is corrupt (its contents do not unpickle); pass another checkpoint"
+            ) from None
         raise ConfigError(
-            f"{key}={path} holds objects other than tensors and plain values, so it was not loaded (loading it"
-            " could run code). deepbasics never writes such files; never disable this check for a file you did"
-            " not make"
+            f"{key}={path} holds objects other than tensors and plain values ({found.group(1)}), so it was not"
+            " loaded: loading it could run code. deepbasics never writes such files; never disable this check for"
+            " a file you did not make"
         ) from None
     except (OSError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as err:
         raise ConfigError(

@@ -1,0 +1,56 @@
+"""`python tests/run/stop_at.py kill|pause POINT [deepbasics-train args]`: deepbasics-train that stops itself
+at POINT, for the crashes a resume must survive and the second writer a run directory must refuse.
+
+POINT is an epoch (once training has passed it) or a step of the end phase: `before:<name>` or
+`after:<name>` of a function the end phase (deepbasics.run.finish) calls. `kill` is SIGKILL: nothing
+gets to clean up. `pause` writes `paused` into the working directory and sleeps until killed."""
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from deepbasics.models.lightning_modules import FullBatchModule
+from deepbasics.run import finish
+
+
+def install(action: str, point: str) -> None:
+    """From now on, this process stops (``kill`` or ``pause``) at ``point``."""
+
+    def stop() -> None:
+        if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        Path("paused").write_text(str(os.getpid()))
+        while True:
+            time.sleep(1)
+
+    if point.isdigit():
+        step = FullBatchModule.training_step
+
+        def training_step_then_maybe_stop(self, batch, batch_idx):
+            step(self, batch, batch_idx)
+            if self.global_step >= int(point):
+                stop()
+
+        FullBatchModule.training_step = training_step_then_maybe_stop
+        return
+    when, name = point.split(":")
+    original = getattr(finish, name)
+
+    def wrapped(*args, **kwargs):
+        if when == "before":
+            stop()
+        result = original(*args, **kwargs)
+        stop()
+        return result
+
+    setattr(finish, name, wrapped)
+
+
+if __name__ == "__main__":
+    from deepbasics.cli.commands import train
+
+    action, point = sys.argv.pop(1), sys.argv.pop(1)
+    install(action, point)
+    train()
