@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -34,10 +35,35 @@ def _output_subdir(resume: str | None, stamp: str) -> str:
     return ".hydra" if resume in (None, "") else f".hydra/resume_{stamp}"
 
 
+# Overrides that say where or which recipe, not what differs between the jobs of a sweep.
+_NOT_IN_JOB_NAMES = ("hydra.", "hydra/", "paths.", "experiment", "hparams_search", "resume")
+
+
+def _job_dir(num: int, overrides, exclude=()) -> str:
+    """A multirun job's directory name: its number, then its overrides with short keys, e.g.
+    ``03_lr=0.1,seed=3``, so a TensorBoard run selector over the sweep reads as the sweep."""
+    parts = []
+    for override in overrides:
+        key, _, value = str(override).partition("=")
+        key = key.lstrip("+~")
+        if key in set(exclude or ()) or key.startswith(_NOT_IN_JOB_NAMES):
+            continue
+        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    name = f"{int(num):02d}" + ("_" + ",".join(parts) if parts else "")
+    return re.sub(r"[\\/\s]+", "_", name)[:120]  # one path component, within any file system's limit
+
+
 def register_resolvers() -> None:
     # uniq is cached: every interpolation in one process sees the same token, so a run has exactly one
     # directory, and two runs started in the same second still get two.
-    resolvers = {"uniq": lambda: secrets.token_hex(3), "run_dir": _run_dir, "output_subdir": _output_subdir}
+    resolvers = {
+        "uniq": lambda: secrets.token_hex(3),
+        "run_dir": _run_dir,
+        "output_subdir": _output_subdir,
+        "job_dir": _job_dir,
+        "abspath": os.path.abspath,  # a store shared by runs started from other directories
+        "basename": os.path.basename,
+    }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)

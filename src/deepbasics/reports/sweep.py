@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -25,7 +26,7 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job directory (the ones holding .hydra/overrides.yaml), in job order."""
     jobs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()]
     rows = []
-    for job in sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name)):
+    for job in sorted(jobs, key=_job_order):
         overrides = {}
         for text in OmegaConf.load(job / ".hydra" / "overrides.yaml"):
             key, _, value = str(text).partition("=")
@@ -46,6 +47,12 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         row["_mode"] = mode
         rows.append(row)
     return rows
+
+
+def _job_order(job: Path) -> tuple:
+    """By job number (the name's leading digits: ``03_lr=0.1,seed=3``), then by name."""
+    number = re.match(r"\d+", job.name)
+    return (number is None, int(number.group()) if number else 0, job.name)
 
 
 def _config_monitor(job: Path) -> tuple[str, str]:

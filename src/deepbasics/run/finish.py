@@ -55,6 +55,8 @@ def finish(
     # The tutorials' model.pt: the plain net's state_dict, loadable into the tutorial's own class.
     atomic_write(run_dir / "model.pt", lambda f: torch.save(module.net.state_dict(), f))
     save_figures(run_dir, module, x, y, step, loggers, optimum, log_hparams(cfg, stages, loggers, step))
+    for logger in loggers:  # Lightning finalized them when fit ended; the end phase logged more since
+        logger.finalize("success")
     status = "stopped_early" if stopped else "completed"
     write_json(
         run_dir / "metrics.json",
@@ -77,8 +79,9 @@ def identity(cfg: DictConfig, run_dir: Path, status: str) -> dict:
 
 
 def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int) -> Path | None:
-    """The TensorBoard hparams tab: this run's settings beside its real final metrics (hp/<stage>_<name>,
-    also as scalars at the final epoch). Returns the TensorBoard directory, if there is one."""
+    """Every logger gets this run's settings beside its real final metrics (hp/<stage>_<name>, as scalars at
+    the final epoch): TensorBoard's hparams tab, CSV's hparams.yaml, MLflow's params. Returns the
+    TensorBoard directory, if there is one."""
     from torch.utils.tensorboard.summary import hparams
 
     settings = {"experiment": cfg.name, "seed": cfg.seed, "epochs": cfg.epochs}
@@ -92,12 +95,14 @@ def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int) -> Path
     metrics = {f"hp/{stage}_{name}": value for stage, values in stages.items() for name, value in values.items()}
     directory = None
     for logger in loggers:
+        logger.log_metrics(metrics, step=step)
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
-            logger.log_metrics(metrics, step=step)
             for summary in hparams(settings, metrics):
                 logger.experiment.file_writer.add_summary(summary)
-            logger.experiment.flush()
+            logger.experiment.flush()  # figures/loss.png reads these events back
             directory = Path(logger.log_dir)
+        else:  # CSV: hparams.yaml; MLflow: the run's params
+            logger.log_hyperparams(settings)
     return directory
 
 

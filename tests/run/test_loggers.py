@@ -1,0 +1,49 @@
+"""logger=csv / mlflow / many: Lightning's own loggers get the same points as TensorBoard, on the tutorial
+epoch axis, and the end of the run (test metrics, hparams); each read back with its own library."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import read_metrics, run_cli, run_dirs
+
+RECIPE = ["experiment=blobs_mlp", "epochs=300", "log_every=50", "val_every=100", "ckpt_every=100"]
+
+
+@pytest.mark.slow
+def test_logger_many_writes_tensorboard_csv_and_mlflow(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    run_cli("deepbasics-train", *RECIPE, "logger=many", cwd=tmp_path)
+    (run,) = run_dirs(tmp_path, "blobs_mlp")
+    metrics = read_metrics(run)
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tensorboard = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert [step for step, _ in tensorboard] == list(range(0, 301, 50))
+
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    from_csv = [(int(r["step"]), float(r["train/loss"])) for r in rows if r["train/loss"]]
+    assert from_csv == tensorboard
+    (test_row,) = [r for r in rows if r["test/acc"]]
+    assert int(test_row["step"]) == 300 and float(test_row["test/acc"]) == pytest.approx(metrics["test"]["acc"])
+    assert "experiment: blobs_mlp" in (run / "csv" / "hparams.yaml").read_text()
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    (found,) = mlflow.search_runs(experiment_names=["blobs_mlp"], output_format="list")
+    assert found.info.status == "FINISHED" and found.info.run_name == run.name
+    assert found.data.params["experiment"] == "blobs_mlp" and found.data.params["seed"] == "42"
+    assert found.data.metrics["test/loss"] == pytest.approx(metrics["test"]["loss"])
+    history = mlflow.MlflowClient().get_metric_history(found.info.run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == tensorboard
+
+
+def test_logger_csv_alone(tmp_path):
+    run_cli("deepbasics-train", *RECIPE, "logger=csv", cwd=tmp_path)
+    (run,) = run_dirs(tmp_path, "blobs_mlp")
+    assert (run / "csv" / "metrics.csv").is_file() and not (run / "tensorboard").exists()
+    assert (run / "figures" / "fit.png").is_file()  # figures do not need TensorBoard
