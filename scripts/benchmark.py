@@ -7,7 +7,8 @@
   (deepbasics' defaults: log every 100 epochs, validate and checkpoint every 500), in one process;
 - process: `python scripts/tutorial_blobs.py` against `deepbasics-train`, whole processes (imports,
   data, training, test, figures and files written);
-- answers: `deepbasics-train --help` and a mistyped key, whole processes.
+- answers: `deepbasics-train --help` and a mistyped key, whole processes;
+- progress: the fit with the live bar (progress=bar) against the plain lines (progress=lines).
 Each pair alternates, repeated; ratios of the minima (the least disturbed runs) and of the medians.
 Ratios are only meaningful within one run of this script: the machine is shared and noisy.
 """
@@ -49,8 +50,12 @@ def plain_fit(epochs: int) -> float:
     return time.perf_counter() - start
 
 
-def project_fit(epochs: int) -> float:
-    """deepbasics' trainer.fit for the default experiment, everything on, timed around fit alone."""
+def project_fit(epochs: int, progress: str = "lines") -> float:
+    """deepbasics' trainer.fit for the default experiment, everything on, timed around fit alone; the
+    console gets the plain lines or the live bar (``progress``), written into a buffer."""
+    import contextlib
+    import io
+
     from hydra import compose, initialize_config_dir
 
     from deepbasics.config.paths import CONF_DIR
@@ -61,7 +66,7 @@ def project_fit(epochs: int) -> float:
     register_resolvers()
     with tempfile.TemporaryDirectory() as run_dir:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=[f"epochs={epochs}", f"paths.run_dir={run_dir}"])
+            cfg = compose("train", overrides=[f"epochs={epochs}", f"paths.run_dir={run_dir}", f"progress={progress}"])
         import lightning as L
 
         L.seed_everything(cfg.seed, verbose=False)
@@ -69,9 +74,10 @@ def project_fit(epochs: int) -> float:
         datamodule = build_datamodule(cfg)
         model = build_model(cfg, schedule, datamodule)
         trainer = build_trainer(cfg, schedule, Path(run_dir))
-        start = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule)
-        elapsed = time.perf_counter() - start
+        with contextlib.redirect_stdout(io.StringIO()):
+            start = time.perf_counter()
+            trainer.fit(model, datamodule=datamodule)
+            elapsed = time.perf_counter() - start
         assert trainer.global_step == epochs and (Path(run_dir) / "checkpoints" / "last.ckpt").is_file()
         return elapsed
 
@@ -102,6 +108,9 @@ def main() -> None:
     torch.set_num_threads(1)
     plain_fit(50), project_fit(100)  # warm both paths (lazy imports, allocator) before timing
     fit_plain, fit_ours = alternate(lambda: plain_fit(args.epochs), lambda: project_fit(args.epochs), args.repeats)
+    fit_lines, fit_bar = alternate(
+        lambda: project_fit(args.epochs, "lines"), lambda: project_fit(args.epochs, "bar"), args.repeats
+    )
 
     with tempfile.TemporaryDirectory() as cwd:
         tutorial = [sys.executable, str(REPO / "scripts" / "tutorial_blobs.py"), f"--epochs={args.epochs}"]
@@ -125,6 +134,8 @@ def main() -> None:
         print(f"{name:20}{min(plain):>13.3f}s{min(ours):>11.3f}s{ratio_min:>12.2f}x{ratio_median:>15.2f}x")
     print(f"{'--help':20}{'':>14}{statistics.median(help_time):>11.3f}s  (median)")
     print(f"{'config error':20}{'':>14}{statistics.median(error_time):>11.3f}s  (median)")
+    bar_min, bar_median = min(fit_bar) / min(fit_lines), statistics.median(fit_bar) / statistics.median(fit_lines)
+    print(f"live progress bar over plain lines, fit: {bar_min:.3f}x (min), {bar_median:.3f}x (median)")
     per_epoch = (min(fit_plain) / args.epochs * 1e3, min(fit_ours) / args.epochs * 1e3)
     print(f"per epoch (min): plain {per_epoch[0]:.3f} ms, deepbasics fit {per_epoch[1]:.3f} ms")
 

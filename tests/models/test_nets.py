@@ -87,5 +87,6 @@ def test_hyperparameters_are_plain_values():
         "epochs": 10,
         "log_every": 5,
         "val_every": 5,
+        "scheduler": None,
     }
     assert isinstance(module.loss_fn, nn.BCEWithLogitsLoss)

@@ -255,8 +255,6 @@ def _as_previous_layout(value):
 
 
 def test_checkpoints_of_the_previous_layout_still_evaluate_predict_and_resume(full_run, tmp_path):
-    import json
-
     checkpoint = torch.load(full_run / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["state_dict"] = {
         k.replace("net.linear_1.", "net.layer1.").replace("net.linear_2.", "net.layer2."): v
@@ -271,10 +269,14 @@ def test_checkpoints_of_the_previous_layout_still_evaluate_predict_and_resume(fu
     run_cli("deepbasics-evaluate", f"ckpt_path={old}", cwd=tmp_path)
     (eval_dir,) = (tmp_path / "outputs" / "evaluations").iterdir()
     assert read_metrics(eval_dir)["test"] == read_metrics(full_run)["test"]
-    inputs = "inputs=[[1,1],[1,-1]]"
-    then = run_cli("deepbasics-predict", f"ckpt_path={old}", inputs, cwd=tmp_path).stdout
-    now = run_cli("deepbasics-predict", f"ckpt_path={full_run / 'checkpoints' / 'last.ckpt'}", inputs, cwd=tmp_path)
-    assert json.loads(then) == json.loads(now.stdout)
+    from omegaconf import OmegaConf
+
+    from deepbasics.run.predict import predict
+
+    def predicted(path):
+        return predict(OmegaConf.create({"ckpt_path": str(path), "inputs": [[1, 1], [1, -1]], "threads": 1}))
+
+    assert predicted(old) == predicted(full_run / "checkpoints" / "last.ckpt")
     run_cli("deepbasics-train", f"resume={old}", "epochs=700", cwd=tmp_path)
     (resumed,) = run_dirs(tmp_path, "blobs_mlp")
     assert read_metrics(resumed)["status"] == "completed" and read_metrics(resumed)["epochs"] == 700

@@ -43,7 +43,10 @@ def test_logger_many_writes_tensorboard_csv_and_mlflow(tmp_path):
 
 
 def test_logger_csv_alone(tmp_path):
-    run_cli("deepbasics-train", *RECIPE, "logger=csv", cwd=tmp_path)
-    (run,) = run_dirs(tmp_path, "blobs_mlp")
+    from conftest import compose_train
+    from deepbasics.run.training import train
+
+    run = tmp_path / "run"
+    train(compose_train(*RECIPE, "logger=csv", run_dir=run))
     assert (run / "csv" / "metrics.csv").is_file() and not (run / "tensorboard").exists()
     assert (run / "figures" / "fit.png").is_file()  # figures do not need TensorBoard

@@ -58,9 +58,11 @@ def test_early_stopping_is_a_normal_finish(tmp_path):
     for name in ("model.pt", "figures/fit.png", "figures/loss.png", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == epoch
-    # resuming it finds it finished (no more training), exit 0
-    again = run_cli("deepbasics-train", f"resume={run}", cwd=tmp_path)
-    assert f"stopped early at epoch {epoch}" in again.stdout
+    # resuming it finds it finished (no more training)
+    from conftest import compose_train
+    from deepbasics.run.training import train
+
+    assert train(compose_train(*args, f"resume={run}", run_dir=run)) == metrics["monitor"]["value"]
     assert read_metrics(run) == metrics
 
 
@@ -169,8 +171,8 @@ def test_one_writer_per_run_directory(tmp_path):
     assert read_metrics(run)["status"] == "completed" and read_metrics(run)["epochs"] == 300
 
 
-@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
-def test_outputs_honour_the_umask(tmp_path, umask, mode):
+def test_outputs_honour_the_umask(tmp_path, umask=0o027, mode=0o640):
+    """027, not the common 022: a mode fixed at 0644 (or mkstemp's 0600) would fail here."""
     args = ["experiment=blobs_mlp", "epochs=100", "log_every=50", "val_every=50", "ckpt_every=50"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     subprocess.run(
@@ -240,3 +242,24 @@ def test_the_tutorials_reload_code_takes_model_pt(tmp_path, diabetes_csv, experi
     x = torch.tensor(inputs)
     with torch.no_grad():
         torch.testing.assert_close(new_model(x), predictions(ours(x), cfg.model._target_.endswith("Classifier")))
+
+
+@pytest.mark.parametrize("scheduler", ["step", "plateau"])
+def test_a_learning_rate_schedule_resumes_exactly(tmp_path, scheduler):
+    """The scheduler's state travels in the checkpoint: killed and resumed, the run ends where it would."""
+    from conftest import compose_train
+    from deepbasics.run.training import train
+
+    recipe = [*RECIPE, f"model/scheduler={scheduler}"]
+    recipe += (
+        ["model.scheduler.step_size=70"]
+        if scheduler == "step"
+        else ["model.scheduler.threshold=0.2", "model.scheduler.patience=5"]
+    )
+    train(compose_train(*recipe, run_dir=tmp_path / "whole"))
+    run = tmp_path / "killed"
+    assert _killed_in_a_child("170", *recipe, run_dir=run) == signal.SIGKILL
+    train(compose_train(*recipe, f"resume={run}", run_dir=run))
+    _same_run(tmp_path / "whole", run)
+    lr = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]["param_groups"]
+    assert lr[0]["lr"] < 0.01  # the schedule did lower it

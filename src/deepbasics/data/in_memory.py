@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from deepbasics.config.schema import SPLITS
 from deepbasics.errors import ConfigError
 
 
@@ -56,6 +57,14 @@ class FullBatchDataModule(L.LightningDataModule):
                         " every value must be a finite number: fix or drop that row"
                     )
             self.splits[name] = (x, y)
+
+    def overfit(self, rows: int) -> None:
+        """Keep the first ``rows`` training rows and validate and test on them too (debug=overfit): a
+        model that cannot drive that loss toward 0 has a bug, not too little data."""
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows <= 0:
+            raise ConfigError(f"overfit_rows={rows!r} must be a positive integer")
+        x, y = self.splits["train"]
+        self.splits = {split: (x[:rows], y[:rows]) for split in SPLITS}
 
     @property
     def in_features(self) -> int:

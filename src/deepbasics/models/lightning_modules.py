@@ -35,13 +35,32 @@ def build_optimizer(params, spec: dict) -> torch.optim.Optimizer:
         raise ConfigError(f"model.optimizer: {err}") from None
 
 
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: dict):
+    """A torch learning-rate scheduler from ``{_target_: torch.optim.lr_scheduler.<Class>, ...}``."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(spec, optimizer=optimizer)
+    except Exception as err:  # Hydra wraps the scheduler's own complaint
+        cause = err.__cause__ or err
+        raise ConfigError(f"model.scheduler: {str(cause).splitlines()[0]}") from None
+
+
 class FullBatchModule(L.LightningModule):
     """Shared loop and bookkeeping; subclasses choose the loss, the metrics and whether outputs are logits."""
 
     is_classifier = False
     eval_split = "test"  # the stage name trainer.test records under; evaluate may point it at another split
 
-    def __init__(self, net: dict, optimizer: dict, epochs: int = 1, log_every: int = 1, val_every: int = 1):
+    def __init__(
+        self,
+        net: dict,
+        optimizer: dict,
+        epochs: int = 1,
+        log_every: int = 1,
+        val_every: int = 1,
+        scheduler: dict | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters()
         OptimizerSpec.of(optimizer)  # a bad optimizer fails here, before any file of the run is written
@@ -64,8 +83,13 @@ class FullBatchModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.net.parameters(), self.hparams.optimizer)
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.net.parameters(), self.hparams.optimizer)
+        spec = self.hparams.get("scheduler")
+        if not spec:
+            return optimizer
+        # Handed to Lightning so checkpoints carry its state; the loop below steps it once per epoch.
+        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, spec)}
 
     def on_train_start(self) -> None:
         # Under DDP the loop below runs many backward passes per wrapped forward; DDP's own reducer would sync
@@ -79,6 +103,8 @@ class FullBatchModule(L.LightningModule):
         hp = self.hparams
         # The raw optimizer: Lightning's wrapper roughly doubles the cost of a step this small.
         opt = self.optimizers().optimizer
+        scheduler = self.lr_schedulers()
+        on_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         start = self.global_step
         stop = min((start // hp.val_every + 1) * hp.val_every, hp.epochs)
         net, loss_fn, log_every, trainer = self.net, self.loss_fn, hp.log_every, self.trainer  # hoisted lookups
@@ -100,6 +126,8 @@ class FullBatchModule(L.LightningModule):
             if distributed:
                 self._average_gradients()
             opt.step()
+            if scheduler is not None:  # the tutorial-epoch clock: one scheduler step per gradient step
+                scheduler.step(value) if on_plateau else scheduler.step()
             done = step + 1
             # Ctrl-C / SIGTERM (deepbasics.run.callbacks.GracefulStop): stop at a whole step, all ranks at the same one
             stopping = trainer.should_stop
@@ -157,8 +185,12 @@ class FullBatchModule(L.LightningModule):
         if callbacks:
             self.log_dict(values, logger=False)
         scalars = {k: float(v) for k, v in values.items()}
+        step = self.global_step if step is None else step
         for logger in self.loggers:
-            logger.log_metrics(scalars, step=self.global_step if step is None else step)
+            logger.log_metrics(scalars, step=step)
+        bar = self._trainer.progress_bar_callback if self._trainer is not None else None
+        if stage == "train" and hasattr(bar, "show_epoch"):  # a live bar on a terminal (run.callbacks)
+            bar.show_epoch(step, scalars)
         return values
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -4,6 +4,7 @@ with its callbacks, loggers and atomic checkpoint writes."""
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepbasics.config.schema import Schedule
 from deepbasics.errors import ConfigError, one_line
 from deepbasics.models.optimum import OptimumGap
-from deepbasics.run.callbacks import ConsoleLog, Figures, GracefulStop, RunState
+from deepbasics.run.callbacks import ConsoleLog, EpochClockLRMonitor, EpochProgressBar, Figures, GracefulStop, RunState
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 
 # Lightning's advice for DataLoader-fed training does not apply to one in-memory batch per epoch.
@@ -46,6 +47,8 @@ def _instantiate(conf: DictConfig, **kwargs):
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     datamodule = _instantiate(cfg.data, _convert_="all")
     datamodule.setup()
+    if cfg.get("overfit_rows"):
+        datamodule.overfit(cfg.overfit_rows)
     return datamodule
 
 
@@ -54,6 +57,7 @@ def build_model(cfg: DictConfig, schedule: Schedule, datamodule) -> L.LightningM
     model = _instantiate(
         cfg.model,
         _convert_="all",
+        _recursive_=False,  # model.scheduler's _target_ is built later, around the optimizer
         epochs=schedule.epochs,
         log_every=schedule.log_every,
         val_every=schedule.val_every,
@@ -82,9 +86,18 @@ def _check_binary_labels(datamodule) -> None:
         raise ConfigError(f"data.train labels are all {labels[0]:g}; a classifier needs examples of both 0 and 1")
 
 
+def live_progress(progress: str) -> bool:
+    """``progress=auto``: a live bar when stdout is a terminal, the plain lines otherwise (CI, pipes, logs)."""
+    if progress not in ("auto", "bar", "lines"):
+        raise ConfigError(f"progress={progress!r}: use auto (a bar on a terminal, lines otherwise), bar or lines")
+    return progress == "bar" or (progress == "auto" and sys.stdout.isatty())
+
+
 def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step: int = 0) -> L.Trainer:
     gap = OptimumGap()
-    callbacks = [ConsoleLog(), gap, Figures(cfg.figure_every, gap), GracefulStop()]
+    bar = live_progress(cfg.get("progress", "auto"))
+    progress = EpochProgressBar(cfg.name) if bar else ConsoleLog()
+    callbacks = [progress, gap, Figures(cfg.figure_every, gap), GracefulStop()]
     callbacks.append(RunState(OmegaConf.to_container(cfg, resolve=True)))
     # Directories come from run_dir here, not from the config: the config travels inside checkpoints, and a
     # resumed or evaluated run must never write into the directory of the run it was copied from.
@@ -98,9 +111,16 @@ def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step
             # A resumed run hides what the interrupted one logged after its checkpoint: no doubled points.
             extra["purge_step"] = start_step + 1
         loggers.append(_instantiate(conf, **extra))
+    if cfg.model.get("scheduler") and loggers:
+        callbacks.append(EpochClockLRMonitor())
+    extra = {}
+    if cfg.trainer.get("profiler"):  # its report goes into this run's directory (debug=profiler)
+        extra["profiler"] = _instantiate(cfg.trainer.profiler, dirpath=str(run_dir))
     trainer = _instantiate(
         cfg.trainer,
         **schedule.trainer_kwargs(),
+        **extra,
+        enable_progress_bar=bar,
         callbacks=callbacks,
         logger=loggers or False,
         enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),

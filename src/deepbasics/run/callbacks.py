@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
 from deepbasics.reports.figures import draw_fit
 from deepbasics.run.rng import rng_states, set_rng_states
@@ -147,3 +148,74 @@ def stopped_early(trainer: L.Trainer) -> dict | None:
     reasons = [getattr(c, "stopping_reason_message", None) for c in trainer.callbacks]
     reason = next((r for r in reasons if r), "a callback set trainer.should_stop")
     return {"epoch": trainer.global_step, "reason": reason.removesuffix(" Signaling Trainer to stop.")}
+
+
+class EpochClockLRMonitor(LearningRateMonitor):
+    """Lightning's LearningRateMonitor with its points on the tutorial-epoch axis (Lightning's own x here
+    would count validation chunks): the learning rate at the start of every chunk and at the end."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        pass
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        self._log_at(trainer, trainer.global_step)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log_at(trainer, trainer.global_step)
+
+    def _log_at(self, trainer: L.Trainer, step: int) -> None:
+        stats = self._extract_stats(trainer, "any")
+        for logger in trainer.loggers:
+            logger.log_metrics(stats, step=step)
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's TQDM bar counting the run's epochs (full-batch steps), with rate, ETA and the current
+    train loss; the module moves it at every logged point (``show_epoch``). Lightning's per-batch and
+    validation bars stay hidden: a Lightning epoch here is a chunk of ``val_every`` epochs."""
+
+    def __init__(self, name: str = "train") -> None:
+        super().__init__()
+        self.name = name
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            total=trainer.max_steps, initial=trainer.global_step, unit="epoch", dynamic_ncols=True,
+            desc=self.name, file=sys.stdout, smoothing=0.1,
+        )  # fmt: skip
+
+    def show_epoch(self, step: int, scalars: dict[str, float]) -> None:
+        bar = getattr(self, "_bar", None)
+        if bar is None or step < bar.n:
+            return
+        bar.update(step - bar.n)
+        bar.set_postfix({k.split("/", 1)[1]: f"{v:.4g}" for k, v in scalars.items() if k == "train/loss"})
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(self, "_bar", None) is not None:
+            self._bar.close()
+            self._bar = None
+
+    # the bars Lightning would draw per batch and per validation: none
+    def on_train_epoch_start(self, *args, **kwargs) -> None:
+        pass
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        pass
+
+    def on_train_epoch_end(self, *args, **kwargs) -> None:
+        pass
+
+    def on_validation_start(self, *args, **kwargs) -> None:
+        pass
+
+    def on_validation_batch_start(self, *args, **kwargs) -> None:
+        pass
+
+    def on_validation_batch_end(self, *args, **kwargs) -> None:
+        pass
+
+    def on_validation_end(self, *args, **kwargs) -> None:
+        pass

@@ -1,0 +1,45 @@
+"""debug=fast | overfit | profiler | anomaly: short runs for finding bugs, kept out of the real outputs."""
+
+from __future__ import annotations
+
+from conftest import compose_train, read_metrics, run_cli
+
+
+def test_debug_fast_runs_end_to_end_under_outputs_debug(tmp_path):
+    run_cli("deepbasics-train", "debug=fast", cwd=tmp_path)
+    assert not (tmp_path / "outputs" / "runs").exists(), "real runs stay clean"
+    (run,) = (tmp_path / "outputs" / "debug" / "runs" / "blobs_mlp").iterdir()
+    metrics = read_metrics(run)
+    assert metrics["status"] == "completed" and metrics["epochs"] == 10
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.ckpt", "best-epoch10.ckpt"}
+    assert (run / "model.pt").is_file() and (run / "figures" / "fit.png").is_file()
+
+
+def test_debug_overfit_trains_and_checks_on_a_handful_of_rows(tmp_path):
+    from deepbasics.run.build import build_datamodule
+    from deepbasics.run.training import train
+
+    cfg = compose_train("debug=overfit", "overfit_rows=6", "epochs=1500", run_dir=tmp_path)
+    datamodule = build_datamodule(cfg)
+    assert {split: len(x) for split, (x, _) in datamodule.splits.items()} == {"train": 6, "val": 6, "test": 6}
+    assert cfg.paths.output_dir == "outputs/debug"
+    train(cfg)
+    metrics = read_metrics(tmp_path)
+    assert metrics["train"] == metrics["val"] == metrics["test"] and metrics["train"]["acc"] == 1.0
+
+
+def test_debug_profiler_writes_lightnings_report_into_the_run(tmp_path):
+    from deepbasics.run.training import train
+
+    train(compose_train("debug=profiler", "epochs=200", "val_every=100", "ckpt_every=100", run_dir=tmp_path))
+    report = (tmp_path / "fit-profile.txt").read_text()
+    assert "run_training_epoch" in report and "[Strategy]SingleDeviceStrategy.training_step" in report
+
+
+def test_debug_anomaly_turns_on_autograd_anomaly_detection(tmp_path):
+    from deepbasics.config.schema import Schedule
+    from deepbasics.run.build import build_trainer
+
+    cfg = compose_train("debug=anomaly", run_dir=tmp_path)
+    assert build_trainer(cfg, Schedule.of(cfg), tmp_path)._detect_anomaly is True
+    assert build_trainer(compose_train(run_dir=tmp_path), Schedule.of(cfg), tmp_path)._detect_anomaly is False

@@ -1,0 +1,78 @@
+"""The run's own callbacks as a user meets them: a live bar on a terminal and plain lines elsewhere,
+callbacks=early_stopping, and the learning-rate monitor on the tutorial-epoch axis."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import termios
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import BIN, compose_train, read_metrics, run_cli
+
+RECIPE = ["epochs=2000"]
+
+
+def _on_a_terminal(args: list[str], cwd) -> str:
+    """What deepbasics-train shows in a 120-column terminal."""
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([str(BIN / "deepbasics-train"), *args], stdout=child, stderr=child, cwd=cwd, env=env)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(parent, 65536)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait() == 0
+    os.close(parent)
+    return b"".join(chunks).decode(errors="replace").replace("\r", "\n")
+
+
+def test_a_terminal_gets_a_live_bar_and_a_pipe_the_plain_lines(tmp_path):
+    shown = _on_a_terminal(RECIPE, tmp_path)
+    bars = [line for line in shown.splitlines() if "epoch/s" in line]
+    assert len(bars) >= 5, shown  # it moves while training
+    assert "blobs_mlp: 100%" in bars[-1] and "2000/2000" in bars[-1] and "loss=0.0235" in bars[-1]
+    assert "epoch  500/2000" not in shown
+
+    piped = run_cli("deepbasics-train", *RECIPE, cwd=tmp_path).stdout
+    assert "epoch/s" not in piped
+    assert [line.split()[1] for line in piped.splitlines() if line.startswith("epoch ")] == [
+        "500/2000", "1000/2000", "1500/2000", "2000/2000",
+    ]  # fmt: skip
+
+
+def test_callbacks_early_stopping_counts_validations(tmp_path):
+    from deepbasics.run.training import train
+
+    cfg = compose_train(
+        "callbacks=early_stopping", "callbacks.early_stopping.patience=2", "callbacks.early_stopping.min_delta=0.02",
+        "epochs=5000", "val_every=100", "log_every=100", "ckpt_every=100", run_dir=tmp_path,
+    )  # fmt: skip
+    train(cfg)
+    metrics = read_metrics(tmp_path)
+    assert metrics["status"] == "stopped_early" and metrics["epochs"] < 5000
+    # two validations in a row without a 0.02 improvement in val/loss: the stop comes at a validation
+    assert metrics["epochs"] % 100 == 0 and "did not improve in the last 2 records" in metrics["stopped"]["reason"]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and "test" in metrics
+
+
+def test_learning_rate_monitor_on_the_epoch_axis(tmp_path):
+    from deepbasics.run.training import train
+
+    train(compose_train("model/scheduler=step", "model.scheduler.step_size=300", "epochs=1000", run_dir=tmp_path))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    points = [(e.step, round(e.value, 8)) for e in events.Scalars("lr-SGD")]
+    # the rate at the start of each 500-epoch chunk and at the end: halved at 300, 600 and 900
+    assert points == [(0, 0.03), (500, 0.015), (1000, 0.00375)]
