@@ -1,33 +1,31 @@
-"""The resolvers the configs use: the run directory (fresh, or the resumed run's) and the unique token."""
+"""The resolvers the configs use: the run directory (fresh, or the resumed run's) and job directory names."""
 
 from __future__ import annotations
 
 import os
 import re
-import secrets
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from deepbasics.config.paths import CONF_DIR
-from deepbasics.config.run_dir import resumed_run_dir
+from deepbasics.config.run_dir import choose_run_dir, fresh_stem
 from deepbasics.errors import ConfigError, exit_with
 from deepbasics.files import lock_run_dir
 
 
+def config_groups() -> set[str]:
+    return {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
+
+
 def _run_dir(output_dir: str, name: str, resume: str | None, fresh: str, overrides=()) -> str:
     try:
-        groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
-        resumed = resumed_run_dir(output_dir, name, resume, list(overrides), groups)
-        if resumed is not None:  # before Hydra writes into it: a second writer leaves no trace
-            lock_run_dir(resumed)
+        run_dir = choose_run_dir(output_dir, name, resume, fresh, overrides, config_groups())
+        if resume not in (None, ""):  # before Hydra writes into it: a second writer leaves no trace
+            lock_run_dir(run_dir)
     except ConfigError as err:
         exit_with(err)
-    # Under torchrun every rank runs Hydra itself; the rendezvous id they share names the one directory.
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-    if resumed is None and run_id != "none":
-        fresh = f"torchrun-{run_id}"
-    return str(resumed) if resumed else f"{output_dir}/runs/{name}/{fresh}"
+    return str(run_dir)
 
 
 def _output_subdir(resume: str | None, stamp: str) -> str:
@@ -54,10 +52,10 @@ def _job_dir(num: int, overrides, exclude=()) -> str:
 
 
 def register_resolvers() -> None:
-    # uniq is cached: every interpolation in one process sees the same token, so a run has exactly one
-    # directory, and two runs started in the same second still get two.
+    # Cached: every interpolation in one process sees the same fresh_stem, so a run has exactly one
+    # directory (the Python API asks fresh_stem itself, once per run).
     resolvers = {
-        "uniq": lambda: secrets.token_hex(3),
+        "fresh_stem": fresh_stem,
         "run_dir": _run_dir,
         "output_subdir": _output_subdir,
         "job_dir": _job_dir,

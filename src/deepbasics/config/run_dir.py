@@ -3,12 +3,33 @@ directory is chosen while Hydra composes the config, before torch loads."""
 
 from __future__ import annotations
 
+import os
+import secrets
+import time
 from pathlib import Path
 
 from deepbasics.config.paths import check_checkpoint_path
 from deepbasics.errors import ConfigError
 
 LAST = Path("checkpoints") / "last.ckpt"
+
+
+def fresh_stem() -> str:
+    """A new run directory's name: its start time and a random token, so two runs started in the same
+    second still get two directories."""
+    return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+
+
+def choose_run_dir(
+    output_dir: str, name: str, resume: str | None, fresh: str, overrides=(), groups=frozenset()
+) -> Path:
+    """The directory a run writes into: the resumed run's, or ``<output_dir>/runs/<name>/<fresh>``."""
+    resumed = resumed_run_dir(output_dir, name, resume, list(overrides), groups)
+    if resumed is not None:
+        return resumed
+    # Under torchrun every rank runs Hydra itself; the rendezvous id they share names the one directory.
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    return Path(output_dir) / "runs" / name / (f"torchrun-{run_id}" if run_id != "none" else fresh)
 
 
 def resumed_run_dir(

@@ -19,16 +19,21 @@ def predict(cfg: DictConfig) -> list[float]:
     """Probabilities (classifiers) or values (regression) for each input row, as one line of JSON."""
     torch.set_num_threads(cfg.threads)
     checkpoint = read_checkpoint(cfg.ckpt_path)
-    spec = checkpoint["hyper_parameters"]["net"]
-    net = build_net(spec)
+    net = net_of(checkpoint)
+    x = read_inputs(cfg.inputs, checkpoint["hyper_parameters"]["net"]["in_features"])
+    with torch.no_grad():
+        values = predictions(net(x), checkpoint["deepbasics"]["classifier"])[:, 0].tolist()
+    print(json.dumps({"predictions": values}), flush=True)
+    return values
+
+
+def net_of(checkpoint: dict) -> torch.nn.Module:
+    """The plain trained net inside a checkpoint (read by ``read_checkpoint``), in eval mode."""
+    net = build_net(checkpoint["hyper_parameters"]["net"])
     net.load_state_dict(
         {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     )
-    x = read_inputs(cfg.inputs, spec["in_features"])
-    with torch.no_grad():
-        values = predictions(net.eval()(x), checkpoint["deepbasics"]["classifier"])[:, 0].tolist()
-    print(json.dumps({"predictions": values}), flush=True)
-    return values
+    return net.eval()
 
 
 def read_inputs(inputs, width: int) -> torch.Tensor:

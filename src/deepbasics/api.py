@@ -1,0 +1,101 @@
+"""The Python API, for notebooks and scripts: train an experiment in this process and get its results back.
+
+    import deepbasics
+    result = deepbasics.fit("blobs_mlp", overrides=["epochs=500", "seed=3"])
+    result.metrics["test"], result.model, result.run_dir
+    net = deepbasics.load_model(result.run_dir)      # or a .ckpt, or a model.pt
+
+Safe to call again and again in one process: Hydra's global state is set up and torn down around each
+composition, the working directory never changes, logging is left as it is, and each run gets its own
+directory. A mistake raises one exception (ConfigError, RunFailed) whose message is the line the
+command line prints; nothing calls sys.exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepbasics.config.paths import CONF_DIR
+from deepbasics.config.resolvers import config_groups, register_resolvers
+from deepbasics.config.run_dir import LAST, choose_run_dir, fresh_stem
+from deepbasics.errors import ConfigError, one_line
+
+
+@dataclass(frozen=True)
+class Result:
+    """One finished run: its directory, its metrics.json, its trained plain net (eval mode) and its last
+    checkpoint (None when the run kept none, e.g. callbacks=none)."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    model: Any
+    checkpoint: Path | None
+
+
+def compose_run(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs"):
+    """The training config `deepbasics-train experiment=<experiment> <overrides>` would run, with its run
+    directory chosen (a fresh one, or the resumed run's)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_resolvers()
+    overrides = [f"experiment={experiment}", f"paths.output_dir={output_dir}", *overrides]
+    try:
+        # The context manager clears Hydra's global state on the way out, also when compose fails.
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="train"):
+            cfg = compose("train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(one_line(err)) from None
+    run_dir = choose_run_dir(str(output_dir), cfg.name, cfg.resume, fresh_stem(), overrides, config_groups())
+    cfg.paths.run_dir = str(Path(run_dir).resolve())
+    return cfg
+
+
+def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs") -> Result:
+    """Train ``experiment`` (a name in conf/experiment) with Hydra-style ``overrides`` as in a
+    `deepbasics-train` command line, in this process; the run goes under ``output_dir``."""
+    from omegaconf import OmegaConf
+
+    from deepbasics.reports.metrics import read_json
+    from deepbasics.run.training import train
+
+    cfg = compose_run(experiment, overrides, output_dir)
+    hydra_dir = Path(cfg.paths.run_dir) / ".hydra"
+    if not cfg.resume:  # what the command line keeps of a run's config, so tools read both alike
+        hydra_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, hydra_dir / "config.yaml")
+        OmegaConf.save(OmegaConf.create([f"experiment={experiment}", *overrides]), hydra_dir / "overrides.yaml")
+    train(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    last = run_dir / LAST
+    return Result(run_dir, read_json(run_dir / "metrics.json"), load_model(run_dir), last if last.is_file() else None)
+
+
+def load_model(path: str | Path):
+    """The trained plain net (eval mode) of a run directory, a checkpoint (.ckpt) or a model.pt that lies
+    in its run directory."""
+    import torch
+
+    from deepbasics.models.nets import build_net, upgrade_state_dict
+    from deepbasics.run.checkpoints import read_checkpoint
+    from deepbasics.run.predict import net_of
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / LAST if (path / LAST).is_file() else path / "model.pt"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; pass a run directory, a .ckpt or a model.pt")
+    if path.suffix == ".ckpt":
+        return net_of(read_checkpoint(path))
+    config = path.parent / ".hydra" / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{path} alone does not say which net it holds; pass its run directory or a .ckpt")
+    from omegaconf import OmegaConf
+
+    net = build_net(OmegaConf.to_container(OmegaConf.load(config).model.net, resolve=True))
+    net.load_state_dict(upgrade_state_dict(torch.load(path, map_location="cpu", weights_only=True)))
+    return net.eval()
