@@ -63,6 +63,7 @@ class NetSpec:
     name: str
     in_features: int
     hidden_size: int | None = None
+    out_features: int = 1  # one logit per class for a multi-class classifier
     init: Any = field(default="default")
 
     def __post_init__(self) -> None:
@@ -73,6 +74,9 @@ class NetSpec:
             _positive_int("model.net.hidden_size", self.hidden_size)
         elif self.hidden_size is not None:
             raise ConfigError(f"model.net.hidden_size is only for NeuralNet, not {self.name}: remove it")
+        _positive_int("model.net.out_features", self.out_features)
+        if self.name == "LinearRegression" and self.out_features != 1:
+            raise ConfigError("model.net.out_features is 1 for LinearRegression (one target value): remove it")
         if not (self.init in ("default", "zeros") or isinstance(self.init, dict)):
             raise ConfigError(
                 f"model.net.init={self.init!r}: use default, zeros, or a mapping like {{weight: [[4.0]], bias: [1.0]}}"

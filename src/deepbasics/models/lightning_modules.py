@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from deepbasics.config.schema import OPTIMIZER_NAMES, SPLITS, OptimizerSpec
@@ -79,6 +79,10 @@ class FullBatchModule(L.LightningModule):
 
     def predictions(self, out: torch.Tensor) -> torch.Tensor:
         return predictions(out, self.is_classifier)
+
+    def metric_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """The targets as torchmetrics takes them (the data keep every target as an (N, 1) float column)."""
+        return y.int() if self.is_classifier else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -167,7 +171,7 @@ class FullBatchModule(L.LightningModule):
     def measure(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """``stage``'s metrics of one full batch of outputs (synced across DDP ranks by torchmetrics)."""
         metrics, loss = self.stage_metrics[f"{stage}_metrics"], self.stage_losses[f"{stage}_loss"]
-        metrics.update(self.predictions(out), y.int() if self.is_classifier else y)
+        metrics.update(self.predictions(out), self.metric_targets(y))
         loss.update(self.loss_fn(out, y), weight=len(y))
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
         metrics.reset()
@@ -224,3 +228,32 @@ class BinaryClassifier(FullBatchModule):
 
     def make_metrics(self) -> MetricCollection:
         return MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC()})
+
+
+class ClassColumnCrossEntropy(nn.Module):
+    """Cross-entropy of class logits (N, C) against the data's class column (N, 1) of 0..C-1."""
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(out, y[:, 0].long())
+
+
+class MulticlassClassifier(FullBatchModule):
+    """``num_classes`` logits, cross-entropy on them; accuracy and macro F1 on the softmax probabilities."""
+
+    is_classifier = True
+
+    def __init__(self, net: dict, optimizer: dict, num_classes: int = 2, **kwargs):
+        self.num_classes = num_classes  # make_metrics, called by the base __init__, needs it
+        super().__init__(net, optimizer, **kwargs)
+
+    def make_loss(self) -> nn.Module:
+        return ClassColumnCrossEntropy()
+
+    def make_metrics(self) -> MetricCollection:
+        classes = self.num_classes
+        return MetricCollection(
+            {"acc": MulticlassAccuracy(classes, average="micro"), "f1": MulticlassF1Score(classes, average="macro")}
+        )
+
+    def metric_targets(self, y: torch.Tensor) -> torch.Tensor:
+        return y[:, 0].long()

@@ -24,11 +24,12 @@ class LinearRegression(nn.Module):
 
 
 class LogisticRegression(nn.Module):
-    """Wx + b as a logit; sigmoid(Wx + b) is the pass probability."""
+    """Wx + b as a logit; sigmoid(Wx + b) is the pass probability (softmax over ``out_features`` logits for
+    several classes)."""
 
-    def __init__(self, in_features: int = 1):
+    def __init__(self, in_features: int = 1, out_features: int = 1):
         super().__init__()
-        self.linear = nn.Linear(in_features, 1)
+        self.linear = nn.Linear(in_features, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
@@ -39,11 +40,11 @@ class NeuralNet(nn.Module):
     its own reload code takes our model.pt. The tutorial ends forward() in ``self.sigmoid``; here the
     loss applies it (BCE on logits) and so does ``predictions``: forward returns the logit."""
 
-    def __init__(self, in_features: int = 2, hidden_size: int = 5):
+    def __init__(self, in_features: int = 2, hidden_size: int = 5, out_features: int = 1):
         super().__init__()
         self.linear_1 = nn.Linear(in_features, hidden_size)
         self.relu = nn.ReLU()
-        self.linear_2 = nn.Linear(hidden_size, 1)
+        self.linear_2 = nn.Linear(hidden_size, out_features)
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,8 +76,11 @@ def upgrade_state_dict(state: dict, prefix: str = "") -> dict:
 
 
 def predictions(out: torch.Tensor, classifier: bool) -> torch.Tensor:
-    """What a user sees: probabilities (the sigmoid of the logits) for classifiers, values for regression."""
-    return torch.sigmoid(out) if classifier else out
+    """What a user sees: probabilities for classifiers (the sigmoid of one logit, the softmax of one logit per
+    class), values for regression."""
+    if not classifier:
+        return out
+    return torch.softmax(out, dim=1) if out.shape[1] > 1 else torch.sigmoid(out)
 
 
 def build_net(spec: dict) -> nn.Module:
@@ -85,6 +89,8 @@ def build_net(spec: dict) -> nn.Module:
     kwargs = {"in_features": checked.in_features}
     if checked.hidden_size is not None:
         kwargs["hidden_size"] = checked.hidden_size
+    if checked.out_features != 1:
+        kwargs["out_features"] = checked.out_features
     net = NETS[checked.name](**kwargs)
     _initialise(net, checked.init)
     return net

@@ -16,9 +16,9 @@ LOGISTIC = "unpenalised logistic regression"
 def optimum(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> dict | None:
     """{"method", "loss", "weight", "bias"} for the net's class on (x, y); for linearly separable logistic
     data no finite optimum exists and the report says so. None for nets without a known optimum."""
-    if isinstance(net, LinearRegression):
+    if isinstance(net, LinearRegression):  # one output; several-class logistic models have no report here
         method, (weight, bias) = "least squares", _least_squares(x, y)
-    elif isinstance(net, LogisticRegression):
+    elif isinstance(net, LogisticRegression) and net.linear.out_features == 1:
         fit = _max_likelihood(x, y)
         if fit is None:
             return {

@@ -30,8 +30,13 @@ def fit_figure(module, x: torch.Tensor, y: torch.Tensor, step: int, optimum: dic
             lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
             g0, g1 = torch.meshgrid(torch.linspace(lo[0], hi[0], 120), torch.linspace(lo[1], hi[1], 120), indexing="ij")
             grid = torch.stack([g0.flatten(), g1.flatten()], 1)
-            p = module.predictions(module(grid)).reshape(g0.shape)
+            probabilities = module.predictions(module(grid))
             extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+            if probabilities.shape[1] > 1:  # several classes: each point of the plane coloured by its class
+                _class_regions(fig, ax, probabilities, g0.shape, extent, x, y)
+                _heading(ax, f"epoch {step}")
+                return fig
+            p = probabilities.reshape(g0.shape)
             shade = ax.imshow(p.T.numpy(), origin="lower", extent=extent, aspect="auto", cmap="RdBu_r", vmin=0, vmax=1,
                               alpha=0.6)  # fmt: skip
             ax.contour(g0.numpy(), g1.numpy(), p.numpy(), levels=[0.5], colors="k", linewidths=1.5)
@@ -53,6 +58,51 @@ def fit_figure(module, x: torch.Tensor, y: torch.Tensor, step: int, optimum: dic
             ax.set_xlabel("x")
             ax.set_ylabel("P(y = 1)" if classifier else "y")
     _heading(ax, f"epoch {step}")
+    return fig
+
+
+def _class_regions(fig, ax, probabilities, shape, extent, x, y) -> None:
+    """Decision regions of a multi-class classifier (the most probable class, shaded by how sure it is)
+    with the training points in their class colours."""
+    from matplotlib.colors import ListedColormap
+
+    classes = probabilities.shape[1]
+    colours = [f"C{i}" for i in range(classes)]
+    best, which = probabilities.max(dim=1)
+    regions = ListedColormap(colours)
+    ax.imshow(which.reshape(shape).T.numpy(), origin="lower", extent=extent, aspect="auto", cmap=regions,
+              vmin=-0.5, vmax=classes - 0.5, alpha=0.35, interpolation="nearest")  # fmt: skip
+    g0, g1 = torch.meshgrid(
+        torch.linspace(extent[0], extent[1], shape[0]), torch.linspace(extent[2], extent[3], shape[1]), indexing="ij"
+    )
+    # how sure it is: the 0.5 and 0.9 lines of the winning class's probability
+    ax.contour(g0.numpy(), g1.numpy(), best.reshape(shape).numpy(), levels=[0.5, 0.9], colors="k", linewidths=0.6,
+               alpha=0.5)  # fmt: skip
+    for label in range(classes):
+        points = x[y == label]
+        ax.scatter(points[:, 0], points[:, 1], c=colours[label], edgecolors="k", label=f"class {label}")
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+
+
+def confusion_figure(module, x: torch.Tensor, y: torch.Tensor, split: str):
+    """The confusion matrix of a multi-class classifier on one split: counts, true class by row."""
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    with torch.no_grad():
+        predicted = module.predictions(module(x.to(module.device))).argmax(dim=1).cpu()
+    classes = module.num_classes
+    matrix = multiclass_confusion_matrix(predicted, y[:, 0].long().cpu(), num_classes=classes).numpy()
+    fig = _figure()
+    ax = fig.subplots()
+    ax.imshow(matrix, cmap="Blues")
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "k")
+    ax.set_xticks(range(classes))
+    ax.set_yticks(range(classes))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"confusion matrix, {split} ({len(y)} rows)", loc="left")
     return fig
 
 
@@ -112,8 +162,12 @@ def draw_fit(module, x: torch.Tensor, y: torch.Tensor, step: int, loggers, optim
     return image
 
 
-def save_figures(run_dir: Path, module, x, y, step: int, loggers, optimum: dict | None, tensorboard: Path | None):
-    """After training: the last epoch's fit (TensorBoard and figures/fit.png) and figures/loss.png."""
+def save_figures(
+    run_dir: Path, module, x, y, step: int, loggers, optimum: dict | None, tensorboard: Path | None, evaluated=None
+):
+    """After training: the last epoch's fit (TensorBoard and figures/fit.png), figures/loss.png and, for a
+    multi-class classifier, the confusion matrix on ``evaluated`` = (split, x, y) (TensorBoard and
+    figures/confusion.png)."""
     from matplotlib.image import imsave
 
     out = run_dir / "figures"
@@ -123,3 +177,9 @@ def save_figures(run_dir: Path, module, x, y, step: int, loggers, optimum: dict 
         imsave(out / "fit.png", image)
     if tensorboard is not None and tensorboard.is_dir():
         imsave(out / "loss.png", rasterise(loss_figure(tensorboard)))
+    if evaluated is not None and getattr(module, "num_classes", None):
+        image = rasterise(confusion_figure(module, evaluated[1], evaluated[2], evaluated[0]))
+        imsave(out / "confusion.png", image)
+        for logger in loggers:
+            if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
+                logger.experiment.add_image("confusion", image[..., :3], global_step=step, dataformats="HWC")

@@ -68,22 +68,32 @@ def build_model(cfg: DictConfig, schedule: Schedule, datamodule) -> L.LightningM
             f"model.net.in_features={wanted} but the data has {datamodule.in_features} features;"
             f" set model.net.in_features={datamodule.in_features}"
         )
+    classes = model.hparams.get("num_classes")
+    outputs = model.hparams.net.get("out_features", 1)
+    if classes is not None and outputs != classes:
+        raise ConfigError(f"model.net.out_features={outputs} but model.num_classes={classes}; make them equal")
     if model.is_classifier:
-        _check_binary_labels(datamodule)
+        _check_labels(datamodule, classes)
     return model
 
 
-def _check_binary_labels(datamodule) -> None:
+def _check_labels(datamodule, classes: int | None) -> None:
+    """Binary classifiers need labels 0 and 1; a classifier of ``classes`` classes 0..classes-1."""
+    allowed = torch.arange(classes or 2, dtype=torch.float32)
+    if classes:
+        kind = f"a {classes}-class classifier needs labels 0 to {classes - 1}"
+    else:
+        kind = "a binary classifier needs labels 0 and 1"
     for split, (_, y) in datamodule.splits.items():
-        wrong = y[(y != 0) & (y != 1)]
+        wrong = y[~torch.isin(y, allowed)]
         if len(wrong):
             raise ConfigError(
-                f"data.{split} has label {wrong[0].item():g}; a binary classifier needs labels 0 and 1"
-                " (map them in the data, or use a regression model)"
+                f"data.{split} has label {wrong[0].item():g}; {kind} (map them in the data, or use a regression model)"
             )
     labels = datamodule.splits["train"][1].unique().tolist()
     if len(labels) < 2:
-        raise ConfigError(f"data.train labels are all {labels[0]:g}; a classifier needs examples of both 0 and 1")
+        wanted = "of at least two classes" if classes else "of both 0 and 1"
+        raise ConfigError(f"data.train labels are all {labels[0]:g}; a classifier needs examples {wanted}")
 
 
 def live_progress(progress: str) -> bool:

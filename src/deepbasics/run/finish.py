@@ -54,7 +54,9 @@ def finish(
             logger.log_metrics(gaps, step=step)
     # The tutorials' model.pt: the plain net's state_dict, loadable into the tutorial's own class.
     atomic_write(run_dir / "model.pt", lambda f: torch.save(module.net.state_dict(), f))
-    save_figures(run_dir, module, x, y, step, loggers, optimum, log_hparams(cfg, stages, loggers, step))
+    split = "test" if "test" in datamodule.splits else "train"
+    evaluated = (split, *datamodule.splits[split])
+    save_figures(run_dir, module, x, y, step, loggers, optimum, log_hparams(cfg, stages, loggers, step), evaluated)
     for logger in loggers:  # Lightning finalized them when fit ended; the end phase logged more since
         logger.finalize("success")
     status = "stopped_early" if stopped else "completed"

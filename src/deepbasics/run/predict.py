@@ -15,16 +15,21 @@ from deepbasics.models.nets import build_net, predictions
 from deepbasics.run.checkpoints import read_checkpoint
 
 
-def predict(cfg: DictConfig) -> list[float]:
-    """Probabilities (classifiers) or values (regression) for each input row, as one line of JSON."""
+def predict(cfg: DictConfig) -> list:
+    """Probabilities (binary classifiers) or values (regression) for each input row, as one line of JSON;
+    a multi-class classifier gives each row's class and its probabilities of every class."""
     torch.set_num_threads(cfg.threads)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     net = net_of(checkpoint)
     x = read_inputs(cfg.inputs, checkpoint["hyper_parameters"]["net"]["in_features"])
     with torch.no_grad():
-        values = predictions(net(x), checkpoint["deepbasics"]["classifier"])[:, 0].tolist()
-    print(json.dumps({"predictions": values}), flush=True)
-    return values
+        values = predictions(net(x), checkpoint["deepbasics"]["classifier"])
+    if values.shape[1] > 1:  # one probability per class
+        answer = {"predictions": values.argmax(dim=1).tolist(), "probabilities": values.tolist()}
+    else:
+        answer = {"predictions": values[:, 0].tolist()}
+    print(json.dumps(answer), flush=True)
+    return answer["predictions"]
 
 
 def net_of(checkpoint: dict) -> torch.nn.Module:
