@@ -20,7 +20,7 @@ ALLOWED = {
     "run": {"models", "data", "reports", "config", "errors", "files"},
     "cli": {"run", "config", "errors"},
     "train": {"cli"},
-    "api": {"run", "models", "reports", "config", "errors", "files"},
+    "api": {"run", "models", "data", "reports", "config", "errors", "files"},
     "__init__": {"api"},  # the package re-exports the Python API
 }
 

@@ -91,11 +91,20 @@ def load_model(path: str | Path):
         raise ConfigError(f"{path}: no such file; pass a run directory, a .ckpt or a model.pt")
     if path.suffix == ".ckpt":
         return net_of(read_checkpoint(path))
+    weights = upgrade_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    beside = path.parent / LAST
+    if beside.is_file():  # the run's checkpoint says which net, and any standardization of its inputs
+        checkpoint = read_checkpoint(beside)
+        checkpoint["state_dict"] = {f"net.{k}": v for k, v in weights.items()}
+        return net_of(checkpoint)
     config = path.parent / ".hydra" / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"{path} alone does not say which net it holds; pass its run directory or a .ckpt")
     from omegaconf import OmegaConf
 
-    net = build_net(OmegaConf.to_container(OmegaConf.load(config).model.net, resolve=True))
-    net.load_state_dict(upgrade_state_dict(torch.load(path, map_location="cpu", weights_only=True)))
+    saved = OmegaConf.load(config)
+    if saved.data.get("standardize"):
+        raise ConfigError(f"{path}: its inputs were standardized; load its run's checkpoint, which keeps the scale")
+    net = build_net(OmegaConf.to_container(saved.model.net, resolve=True))
+    net.load_state_dict(weights)
     return net.eval()

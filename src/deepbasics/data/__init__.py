@@ -3,7 +3,7 @@ make_blobs (``blobs``) or a CSV file (``csv_file``). The configs name them here,
 
 from deepbasics.data.blobs import BlobsDataModule
 from deepbasics.data.csv_file import CSVDataModule
-from deepbasics.data.in_memory import FullBatch, FullBatchDataModule
+from deepbasics.data.in_memory import FullBatch, FullBatchDataModule, Standardize
 from deepbasics.data.toy import ToyDataModule
 
-__all__ = ["BlobsDataModule", "CSVDataModule", "FullBatch", "FullBatchDataModule", "ToyDataModule"]
+__all__ = ["BlobsDataModule", "CSVDataModule", "FullBatch", "FullBatchDataModule", "Standardize", "ToyDataModule"]

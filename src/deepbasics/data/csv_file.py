@@ -12,8 +12,11 @@ from deepbasics.errors import ConfigError
 
 
 class CSVDataModule(FullBatchDataModule):
-    """A numeric CSV (no quoting); ``label_column`` holds the target. Without split fractions every row
-    trains, in file order, as in the tutorial; with them a seeded shuffle carves out val and test."""
+    """A numeric CSV (no quoting). ``target`` is the target column and ``features`` the input columns, by
+    name (with ``header``: the first row names the columns) or by position; by default the target is
+    ``label_column`` (the last) and the features are all the others. Without split fractions every row
+    trains, in file order, as in the tutorial; with them a seeded shuffle carves out val and test.
+    ``standardize`` scales each feature by the training split's mean and std (the base class does it)."""
 
     def __init__(
         self,
@@ -24,6 +27,9 @@ class CSVDataModule(FullBatchDataModule):
         val_fraction: float = 0.0,
         test_fraction: float = 0.0,
         seed: int = 0,
+        target: str | int | None = None,
+        features: list | None = None,
+        standardize: bool = False,
     ):
         super().__init__()
         # Absolute, so evaluating a checkpoint later works from any directory.
@@ -49,6 +55,8 @@ class CSVDataModule(FullBatchDataModule):
         except ValueError as err:
             # numpy's text ends in advice about its own arguments ("use usecols ..."): keep the diagnosis
             reason = str(err).split(";")[0].rstrip(".")
+            if not hp.header and " at row 0," in reason:  # words in the first row: most likely column names
+                reason += "; if the first row names the columns, pass data.header=true"
             raise ConfigError(
                 f"data.path {hp.path}: {reason}; every cell must be a number, every row as wide"
             ) from None
@@ -56,8 +64,16 @@ class CSVDataModule(FullBatchDataModule):
             raise ConfigError(f"data.path {hp.path} has no rows; give a CSV with data (header={hp.header})")
         if table.shape[1] < 2:
             raise ConfigError(f"data.path {hp.path} has one column; it needs features and a label column")
-        y = table[:, hp.label_column]
-        x = np.delete(table, hp.label_column % table.shape[1], axis=1)
+        self._width = table.shape[1]
+        names = self._column_names(table.shape[1])
+        target = self._column(hp.label_column if hp.target is None else hp.target, names, "data.target")
+        if hp.features is None:
+            features = [i for i in range(table.shape[1]) if i != target]
+        else:
+            features = [self._column(f, names, "data.features") for f in hp.features]
+            if target in features or len(set(features)) != len(features) or not features:
+                raise ConfigError(f"data.features={list(hp.features)}: name each input column once, and not the target")
+        y, x = table[:, target], table[:, features]
         n = len(table)
         n_test, n_val = round(n * hp.test_fraction), round(n * hp.val_fraction)
         if n_test == 0 and n_val == 0:
@@ -65,3 +81,30 @@ class CSVDataModule(FullBatchDataModule):
         order = np.random.default_rng(hp.seed).permutation(n)
         parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
         return {name: (x[idx], y[idx]) for name, idx in parts.items() if len(idx)}
+
+    def _column_names(self, width: int) -> list[str] | None:
+        """The header's column names (None without a header)."""
+        if not self.hparams.header:
+            return None
+        with open(self.hparams.path, encoding="utf-8-sig") as f:
+            names = [name.strip().strip('"') for name in f.readline().rstrip("\r\n").split(self.hparams.delimiter)]
+        return names if len(names) == width else None
+
+    def _column(self, key, names: list[str] | None, what: str) -> int:
+        """A column's position from its name (needs the header) or its index (negative counts from the end)."""
+        width = len(names) if names else None
+        if isinstance(key, str) and not key.lstrip("-").isdigit():
+            if names is None:
+                raise ConfigError(
+                    f"{what}={key!r} is a name: pass data.header=true when the first row names the columns"
+                )
+            if key not in names:
+                raise ConfigError(
+                    f"{what}={key!r} is not a column of {self.hparams.path}; its columns are: {', '.join(names)}"
+                )
+            return names.index(key)
+        index = int(key)
+        columns = width or self._width
+        if not -columns <= index < columns:
+            raise ConfigError(f"{what}={index} is not a column: the file has {columns} (0 to {columns - 1})")
+        return index % columns

@@ -27,12 +27,27 @@ class FullBatch:
         return 1
 
 
+class Standardize(torch.nn.Module):
+    """(x - mean) / std per feature, with the training split's mean and std (``stats`` as stored in
+    checkpoints: {"mean": [...], "std": [...]}): the data's transform, also put before a net that predicts."""
+
+    def __init__(self, stats: dict):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(stats["mean"], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(stats["std"], dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class FullBatchDataModule(L.LightningDataModule):
     """Subclasses return their splits as arrays; this class turns them into float32 tensors, targets (N, 1)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # {"mean", "std"} when features are standardized: from the training split, or given (a checkpoint's)
+        self.standardization: dict | None = None
 
     def make_splits(self) -> dict[str, tuple[Any, Any]]:
         raise NotImplementedError
@@ -57,6 +72,17 @@ class FullBatchDataModule(L.LightningDataModule):
                         " every value must be a finite number: fix or drop that row"
                     )
             self.splits[name] = (x, y)
+        if self.hparams.get("standardize") or self.standardization is not None:
+            self._standardize()
+
+    def _standardize(self) -> None:
+        if self.standardization is None:  # from the training split only: nothing of val or test leaks in
+            x = self.splits["train"][0].double()
+            std = x.std(0, unbiased=False)
+            std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column is centred, not divided
+            self.standardization = {"mean": x.mean(0).tolist(), "std": std.tolist()}
+        scale = Standardize(self.standardization)
+        self.splits = {name: (scale(x), y) for name, (x, y) in self.splits.items()}
 
     def overfit(self, rows: int) -> None:
         """Keep the first ``rows`` training rows and validate and test on them too (debug=overfit): a

@@ -44,8 +44,10 @@ def _instantiate(conf: DictConfig, **kwargs):
         raise (cause if isinstance(cause, ConfigError) else ConfigError(one_line(err))) from None
 
 
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+def build_datamodule(cfg: DictConfig, standardization: dict | None = None) -> L.LightningDataModule:
+    """The configured data, set up; ``standardization`` (a checkpoint's) replaces statistics of its own."""
     datamodule = _instantiate(cfg.data, _convert_="all")
+    datamodule.standardization = standardization
     datamodule.setup()
     if cfg.get("overfit_rows"):
         datamodule.overfit(cfg.overfit_rows)

@@ -128,6 +128,9 @@ class RunState(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["deepbasics"] = {"config": self.config, "classifier": pl_module.is_classifier}
+        standardization = getattr(trainer.datamodule, "standardization", None)
+        if standardization is not None:  # predict and evaluate apply these, not statistics of their own
+            checkpoint["deepbasics"]["standardization"] = standardization
         stopped = stopped_early(trainer)
         if stopped:  # a resume of this checkpoint finishes the run instead of training on
             checkpoint["deepbasics"]["stopped"] = stopped

@@ -24,7 +24,7 @@ def evaluate(cfg: DictConfig) -> dict:
         Path(cfg.ckpt_path).expanduser(), map_location="cpu", weights_only=True
     )
     epochs = int(checkpoint["global_step"])
-    datamodule = build_datamodule(config)
+    datamodule = build_datamodule(config, checkpoint["deepbasics"].get("standardization"))
     split = cfg.split if cfg.split != "auto" else ("test" if datamodule.has("test") else "train")
     if not datamodule.has(split):
         raise ConfigError(f"split={split}: this run's data has only {', '.join(datamodule.splits)}; pick one")

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from deepbasics.data.in_memory import Standardize
 from deepbasics.errors import ConfigError
 from deepbasics.models.nets import build_net, predictions
 from deepbasics.run.checkpoints import read_checkpoint
@@ -33,11 +34,14 @@ def predict(cfg: DictConfig) -> list:
 
 
 def net_of(checkpoint: dict) -> torch.nn.Module:
-    """The plain trained net inside a checkpoint (read by ``read_checkpoint``), in eval mode."""
+    """The plain trained net inside a checkpoint (read by ``read_checkpoint``), in eval mode; behind the
+    run's standardization when its features were standardized, so it takes raw rows."""
     net = build_net(checkpoint["hyper_parameters"]["net"])
-    net.load_state_dict(
-        {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    )
+    state = checkpoint["state_dict"]
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    standardization = checkpoint["deepbasics"].get("standardization")
+    if standardization is not None:
+        net = torch.nn.Sequential(Standardize(standardization), net)
     return net.eval()
 
 

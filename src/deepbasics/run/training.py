@@ -63,7 +63,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, verbose=False)
 
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg, checkpoint["deepbasics"].get("standardization") if checkpoint else None)
     model = build_model(cfg, schedule, datamodule)
     if not datamodule.has(cfg.monitor.metric.split("/")[0]):
         raise ConfigError(

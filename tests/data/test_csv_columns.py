@@ -1,0 +1,110 @@
+"""CSV columns by name (data.header, data.target, data.features) and data.standardize, from the training
+split only, kept in the checkpoint and applied by evaluate and predict."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import compose_train, read_metrics, run_cli
+from deepbasics.data import CSVDataModule
+from deepbasics.errors import ConfigError
+
+NAMES = ["pregnant", "glucose", "pressure", "skin", "insulin", "bmi", "pedigree", "age", "outcome"]
+
+
+@pytest.fixture
+def named_csv(diabetes_csv, tmp_path):
+    """The diabetes table with a header row, the outcome moved to the middle."""
+    table = np.loadtxt(diabetes_csv, delimiter=",")
+    order = [0, 1, 8, 2, 3, 4, 5, 6, 7]
+    path = tmp_path / "named.csv"
+    np.savetxt(path, table[:, order], delimiter=",", fmt="%g", header=",".join(NAMES[i] for i in order), comments="")
+    return path, table
+
+
+def test_columns_by_name(named_csv):
+    path, table = named_csv
+    dm = CSVDataModule(path=str(path), header=True, target="outcome", features=["glucose", "bmi"])
+    dm.setup()
+    x, y = dm.splits["train"]
+    assert np.array_equal(x.numpy(), table[:, [1, 5]].astype(np.float32))
+    assert np.array_equal(y[:, 0].numpy(), table[:, 8].astype(np.float32))
+    every = CSVDataModule(path=str(path), header=True, target="outcome")  # features: all but the target
+    every.setup()
+    assert every.in_features == 8
+    assert np.array_equal(every.splits["train"][0][:, 1].numpy(), table[:, 1].astype(np.float32))
+    by_index = CSVDataModule(path=str(path), header=True, target=2, features=[1, 6])
+    by_index.setup()
+    assert torch.equal(by_index.splits["train"][0], x)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"target": "outcom"}, "data.target='outcom' is not a column of "),
+        ({"target": "outcome", "features": ["glucose", "outcome"]}, "name each input column once, and not the target"),
+        ({"target": 12}, re.escape("data.target=12 is not a column: the file has 9 (0 to 8)")),
+    ],
+)
+def test_unknown_columns_get_one_line_listing_the_columns(named_csv, kwargs, message):
+    path, _ = named_csv
+    with pytest.raises(ConfigError, match=message) as raised:
+        CSVDataModule(path=str(path), header=True, **kwargs).setup()
+    if "outcom'" in message:
+        assert str(raised.value).endswith(
+            "its columns are: " + ", ".join(NAMES[i] for i in [0, 1, 8, 2, 3, 4, 5, 6, 7])
+        )
+    with pytest.raises(ConfigError, match="pass data.header=true"):
+        CSVDataModule(path=str(path), target="outcome").setup()
+
+
+def test_standardize_uses_the_training_split_only(named_csv):
+    path, _ = named_csv
+    dm = CSVDataModule(path=str(path), header=True, target="outcome", standardize=True, test_fraction=0.2, seed=1)
+    dm.setup()
+    raw = CSVDataModule(path=str(path), header=True, target="outcome", test_fraction=0.2, seed=1)
+    raw.setup()
+    x, test_x = dm.splits["train"][0], dm.splits["test"][0]
+    torch.testing.assert_close(x.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std(0, unbiased=False), torch.ones(8), atol=1e-4, rtol=0)
+    mean, std = torch.tensor(dm.standardization["mean"]), torch.tensor(dm.standardization["std"])
+    torch.testing.assert_close(mean.float(), raw.splits["train"][0].mean(0), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(test_x, ((raw.splits["test"][0] - mean) / std).float())  # the train scale
+
+
+def test_standardized_runs_keep_their_scale_for_evaluate_and_predict(named_csv, tmp_path):
+    import json
+
+    from deepbasics.run.training import train
+
+    path, table = named_csv
+    args = [
+        "experiment=logistic_diabetes", f"data.path={path}", "data.header=true", "data.target=outcome",
+        "data.standardize=true", "data.test_fraction=0.2", "epochs=50", "model.optimizer.lr=0.1",
+    ]  # fmt: skip
+    run = tmp_path / "run"
+    train(compose_train(*args, run_dir=run))
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    stats = checkpoint["deepbasics"]["standardization"]
+    assert len(stats["mean"]) == len(stats["std"]) == 8
+
+    run_cli("deepbasics-evaluate", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
+    (evaluation,) = (tmp_path / "outputs" / "evaluations").iterdir()
+    assert read_metrics(evaluation)["test"] == read_metrics(run)["test"]
+
+    from deepbasics.run.predict import predict
+
+    rows = table[:3, :8].tolist()
+    answer = predict(
+        OmegaConf.create({"ckpt_path": str(run / "checkpoints" / "last.ckpt"), "inputs": rows, "threads": 1})
+    )
+    weight, bias = checkpoint["state_dict"]["net.linear.weight"], checkpoint["state_dict"]["net.linear.bias"]
+    scaled = (torch.tensor(rows, dtype=torch.float64) - torch.tensor(stats["mean"])) / torch.tensor(stats["std"])
+    expected = torch.sigmoid(scaled.float() @ weight.T + bias)[:, 0].tolist()
+    assert answer == pytest.approx(expected, rel=1e-5)
+    json.dumps(answer)
