@@ -40,6 +40,26 @@ def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
         assert two[stage]["loss"] == pytest.approx(one[stage]["loss"], abs=1e-5)
 
 
+@pytest.mark.slow
+def test_ddp_shards_each_minibatch_and_equals_one_process(tmp_path):
+    """25-row batches: ranks hold 13 and 12 rows of each, the last batch (5 rows) 3 and 2; weighted by their
+    shares, the averaged gradient is the one-process gradient of the same global batch."""
+    from deepbasics.run.training import train
+
+    recipe = [*RECIPE, "data.batch_size=25", "epochs=60", "log_every=20", "val_every=20", "ckpt_every=20"]
+    single = tmp_path / "one"
+    train(compose_train(*recipe, run_dir=single))
+    run_cli("deepbasics-train", *recipe, "trainer=ddp_cpu", cwd=tmp_path)
+    (ddp,) = run_dirs(tmp_path, "blobs_mlp")
+    a, b = net_state(single), net_state(ddp)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5)
+    one, two = read_metrics(single), read_metrics(ddp)
+    assert two["epochs"] == 60
+    for stage in ("train", "val", "test"):
+        assert two[stage]["loss"] == pytest.approx(one[stage]["loss"], abs=1e-5)
+
+
 def test_ranks_get_equal_disjoint_shards():
     dm = BlobsDataModule(centers=[[1, 1], [-1, -1]], n_train=6, n_val=3, n_test=0, seed=0)
     dm.setup()

@@ -244,6 +244,20 @@ def test_the_tutorials_reload_code_takes_model_pt(tmp_path, diabetes_csv, experi
         torch.testing.assert_close(new_model(x), predictions(ours(x), cfg.model._target_.endswith("Classifier")))
 
 
+def test_minibatch_runs_resume_exactly_after_a_kill_mid_run(tmp_path):
+    """The batch order is drawn from (seed, epoch): a resumed run repeats the epochs it lost exactly."""
+    from conftest import compose_train
+    from deepbasics.run.training import train
+
+    recipe = [*RECIPE, "data.batch_size=16", "epochs=120", "log_every=10", "val_every=20", "ckpt_every=20"]
+    train(compose_train(*recipe, run_dir=tmp_path / "whole"))
+    run = tmp_path / "killed"
+    assert _killed_in_a_child("53", *recipe, run_dir=run) == signal.SIGKILL
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+    train(compose_train(*recipe, f"resume={run}", run_dir=run))
+    _same_run(tmp_path / "whole", run)
+
+
 @pytest.mark.parametrize("scheduler", ["step", "plateau"])
 def test_a_learning_rate_schedule_resumes_exactly(tmp_path, scheduler):
     """The scheduler's state travels in the checkpoint: killed and resumed, the run ends where it would."""

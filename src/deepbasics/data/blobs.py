@@ -22,6 +22,7 @@ class BlobsDataModule(FullBatchDataModule):
         n_test: int = 20,
         labels: list | None = None,
         seed: int = 0,
+        batch_size: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -30,6 +30,7 @@ class CSVDataModule(FullBatchDataModule):
         target: str | int | None = None,
         features: list | None = None,
         standardize: bool = False,
+        batch_size: int | None = None,
     ):
         super().__init__()
         # Absolute, so evaluating a checkpoint later works from any directory.

@@ -72,6 +72,9 @@ class FullBatchDataModule(L.LightningDataModule):
                         " every value must be a finite number: fix or drop that row"
                     )
             self.splits[name] = (x, y)
+        size = self.batch_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise ConfigError(f"data.batch_size={size!r} must be a positive integer (rows per step) or null")
         if self.hparams.get("standardize") or self.standardization is not None:
             self._standardize()
 
@@ -111,7 +114,8 @@ class FullBatchDataModule(L.LightningDataModule):
         if trainer is not None:
             device = trainer.strategy.root_device
             x, y = x.to(device), y.to(device)
-            if trainer.world_size > 1:
+            # With mini-batches every rank keeps all training rows: it takes its part of each shuffled batch.
+            if trainer.world_size > 1 and not (split == "train" and self.batch_size):
                 rank, world = trainer.global_rank, trainer.world_size
                 # Equal shards make the mean of the ranks' mean gradients the full-batch mean gradient.
                 if split == "train" and len(x) % world:
@@ -121,6 +125,24 @@ class FullBatchDataModule(L.LightningDataModule):
                     )
                 x, y = x[rank::world], y[rank::world]
         return FullBatch(x, y)
+
+    @property
+    def batch_size(self) -> int | None:
+        """data.batch_size: None for the tutorials' one full-batch step per epoch, else rows per step."""
+        return self.hparams.get("batch_size")
+
+    def shuffled_batches(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
+        """One epoch of mini-batches: (this rank's rows of the batch, their targets, the batch's row count).
+        The order is a permutation drawn from the run's seed and the epoch alone, so a resumed run repeats
+        it exactly; under DDP each rank takes every world_size-th row of each batch."""
+        generator = torch.Generator().manual_seed(int(self.hparams.get("seed", 0)) * 1_000_003 + epoch)
+        order = torch.randperm(len(x), generator=generator).to(x.device)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        size = self.batch_size
+        for start in range(0, len(x), size):
+            rows = order[start : start + size]
+            mine = rows[rank::world] if world > 1 else rows
+            yield x[mine], y[mine], len(rows)
 
     def train_dataloader(self):
         return self.loader("train")

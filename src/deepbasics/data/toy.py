@@ -10,7 +10,14 @@ from deepbasics.errors import ConfigError
 class ToyDataModule(FullBatchDataModule):
     """x and y written inline in the config; ``val`` and ``test`` are optional splits of the same form."""
 
-    def __init__(self, train: dict, val: dict | None = None, test: dict | None = None):
+    def __init__(
+        self,
+        train: dict,
+        val: dict | None = None,
+        test: dict | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters()
 

@@ -113,24 +113,31 @@ class FullBatchModule(L.LightningModule):
         stop = min((start // hp.val_every + 1) * hp.val_every, hp.epochs)
         net, loss_fn, log_every, trainer = self.net, self.loss_fn, hp.log_every, self.trainer  # hoisted lookups
         distributed = trainer.world_size > 1
+        data = trainer.datamodule
+        minibatch = getattr(data, "batch_size", None)
         if start == 0:
-            with torch.no_grad():
-                self.record("train", net(x), y, step=0)
+            self.record_batches("train", *self.train_rows(x, y), step=0)
         done = start
         for step in range(start, stop):
-            out = net(x)
-            loss = loss_fn(out, y)
-            value = self._all_mean(loss.detach()).item() if distributed else loss.item()  # a host sync, cheap on CPU
-            if not math.isfinite(value):  # the bad step is never applied
-                raise RunFailed(f"the loss became {value} at epoch {step}", epoch=step)
-            if step != start and step % log_every == 0:
-                self.record("train", out.detach(), y, step=step, callbacks=False)
-            opt.zero_grad()
-            loss.backward()
-            if distributed:
-                self._average_gradients()
-            opt.step()
-            if scheduler is not None:  # the tutorial-epoch clock: one scheduler step per gradient step
+            if minibatch:  # an epoch is a pass over the data in shuffled slices
+                if step != start and step % log_every == 0:
+                    self.record_batches("train", *self.train_rows(x, y), step=step, callbacks=False)
+                for xb, yb, rows in data.shuffled_batches(x, y, step):
+                    value = self._gradient_step(
+                        opt, xb, yb, step, distributed, share=len(yb) * trainer.world_size / rows
+                    )
+            else:  # the tutorials' epoch: one full-batch step, whose outputs also give the logged point
+                out = net(x)
+                loss = loss_fn(out, y)
+                value = self._checked(loss, step, distributed)
+                if step != start and step % log_every == 0:
+                    self.record("train", out.detach(), y, step=step, callbacks=False)
+                opt.zero_grad()
+                loss.backward()
+                if distributed:
+                    self._average_gradients()
+                opt.step()
+            if scheduler is not None:  # the epoch clock: one scheduler step per epoch
                 scheduler.step(value) if on_plateau else scheduler.step()
             done = step + 1
             # Ctrl-C / SIGTERM (deepbasics.run.callbacks.GracefulStop): stop at a whole step, all ranks at the same one
@@ -142,8 +149,35 @@ class FullBatchModule(L.LightningModule):
                 break
         self._count_steps(done - start)
         if done % log_every == 0 or done == hp.epochs:  # not at an interrupted step: the curve keeps its grid
-            with torch.no_grad():
-                self.record("train", net(x), y, step=done)
+            self.record_batches("train", *self.train_rows(x, y), step=done)
+
+    def train_rows(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training rows this rank measures: under DDP with mini-batches every rank holds all rows (it
+        takes its part of each batch), so it measures every world_size-th one, as in full-batch DDP."""
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1 and self._batch_size():
+            return x[trainer.global_rank :: trainer.world_size], y[trainer.global_rank :: trainer.world_size]
+        return x, y
+
+    def _checked(self, loss: torch.Tensor, step: int, distributed: bool) -> float:
+        """The loss as a number (a host sync, cheap on CPU); a RunFailed before a NaN/inf step is applied."""
+        value = self._all_mean(loss.detach()).item() if distributed else loss.item()
+        if not math.isfinite(value):
+            raise RunFailed(f"the loss became {value} at epoch {step}", epoch=step)
+        return value
+
+    def _gradient_step(self, opt, x, y, step: int, distributed: bool, share: float) -> float:
+        """One optimizer step on a mini-batch. Under DDP each rank holds part of the batch: its mean loss,
+        weighted by its share (rows here x world size / rows in the batch), averaged over the ranks, is the
+        batch's mean loss, so uneven last batches still give the one-process gradient."""
+        loss = self.loss_fn(self.net(x), y)
+        value = self._checked(loss, step, distributed)
+        opt.zero_grad()
+        (loss * share if distributed else loss).backward()
+        if distributed:
+            self._average_gradients()
+        opt.step()
+        return value
 
     def _all_mean(self, value: torch.Tensor) -> torch.Tensor:
         return self.trainer.strategy.reduce(value.to(self.device), reduce_op="mean")
@@ -159,10 +193,20 @@ class FullBatchModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         step = self.global_step
         if step % self.hparams.val_every == 0 or step >= self.hparams.epochs:  # not at an interrupted step
-            self.record("val", self.net(batch[0]), batch[1])
+            self.record_batches("val", *batch)
 
     def test_step(self, batch, batch_idx):
-        self.record(self.eval_split, self.net(batch[0]), batch[1])
+        self.record_batches(self.eval_split, *batch)
+
+    def _batch_size(self) -> int | None:
+        """data.batch_size of the attached DataModule: None (the tutorials' full batch) or rows per step."""
+        trainer = self._trainer
+        return getattr(trainer.datamodule, "batch_size", None) if trainer is not None else None
+
+    def record_batches(self, stage: str, x: torch.Tensor, y: torch.Tensor, step: int | None = None, callbacks=True):
+        """``record`` of a whole split, evaluated in slices of data.batch_size rows."""
+        values = self.measure_batches(stage, self.outputs(x, y, self._batch_size()))
+        return self._publish(stage, values, step, callbacks)
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -170,20 +214,34 @@ class FullBatchModule(L.LightningModule):
 
     def measure(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """``stage``'s metrics of one full batch of outputs (synced across DDP ranks by torchmetrics)."""
+        return self.measure_batches(stage, [(out, y)])
+
+    def measure_batches(self, stage: str, batches) -> dict[str, torch.Tensor]:
+        """``stage``'s metrics over (outputs, targets) batches, accumulated, then computed once."""
         metrics, loss = self.stage_metrics[f"{stage}_metrics"], self.stage_losses[f"{stage}_loss"]
-        metrics.update(self.predictions(out), self.metric_targets(y))
-        loss.update(self.loss_fn(out, y), weight=len(y))
+        for out, y in batches:
+            metrics.update(self.predictions(out), self.metric_targets(y))
+            loss.update(self.loss_fn(out, y), weight=len(y))
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
         metrics.reset()
         loss.reset()
         return values
+
+    def outputs(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None):
+        """(outputs, targets) of x in slices of ``batch_size`` rows (all at once for None), without grad."""
+        size = batch_size or len(x)
+        with torch.no_grad():
+            for start in range(0, len(x), size):
+                yield self.net(x[start : start + size]), y[start : start + size]
 
     def record(
         self, stage: str, out: torch.Tensor, y: torch.Tensor, step: int | None = None, callbacks: bool = True
     ) -> dict[str, torch.Tensor]:
         """``measure``, logged at x = ``step`` (default: full-batch steps taken so far); ``callbacks`` also
         hands them to Lightning (checkpoint monitor, early stopping, results), which costs more."""
-        values = self.measure(stage, out, y)
+        return self._publish(stage, self.measure(stage, out, y), step, callbacks)
+
+    def _publish(self, stage: str, values: dict, step: int | None, callbacks: bool) -> dict[str, torch.Tensor]:
         # Lightning's own logging would put the x-axis at its epochs; the loggers get tutorial epochs instead,
         # and self.log feeds callbacks (checkpoint monitor) and the results.
         if callbacks:

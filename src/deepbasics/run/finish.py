@@ -34,11 +34,11 @@ def finish(
     """Measure the final weights on every split, write the run's files (rank 0), return the monitored value.
     Under DDP every rank measures its shard (torchmetrics syncs), so every rank calls this."""
     module.eval()
-    values = {}
-    with torch.no_grad():
-        for split in datamodule.splits:
-            for x, y in datamodule.loader(split):
-                values.update(module.measure(split, module(x), y))
+    values, size = {}, getattr(datamodule, "batch_size", None)
+    for split in datamodule.splits:
+        for x, y in datamodule.loader(split):
+            rows = module.train_rows(x, y) if split == "train" else (x, y)
+            values.update(module.measure_batches(split, module.outputs(*rows, size)))
     stages = by_stage(values)
     monitored = float(values[cfg.monitor.metric])
     if not is_global_zero:  # under DDP, the files are rank 0's to write
