@@ -66,3 +66,38 @@ def test_load_model_needs_to_know_the_net(tmp_path):
     torch.save({"linear.weight": torch.zeros(1, 1), "linear.bias": torch.zeros(1)}, tmp_path / "model.pt")
     with pytest.raises(ConfigError, match="alone does not say which net it holds"):
         deepbasics.load_model(tmp_path / "model.pt")
+
+
+def test_resume_through_the_api_takes_value_overrides(tmp_path):
+    first = deepbasics.fit("linear_scores", overrides=["epochs=40"], output_dir=tmp_path)
+    longer = deepbasics.fit("linear_scores", overrides=[f"resume={first.run_dir}", "epochs=80"], output_dir=tmp_path)
+    assert longer.run_dir == first.run_dir and longer.metrics["epochs"] == 80
+
+
+def test_a_refused_writer_writes_nothing_into_the_holders_directory(tmp_path):
+    from deepbasics.files import lock_run_dir, unlock_run_dir
+
+    run = deepbasics.fit("linear_scores", overrides=["epochs=40"], output_dir=tmp_path).run_dir
+    before = (run / "metrics.json").read_bytes()
+    # another process holds it: a child that takes the lock and waits
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from deepbasics.files import lock_run_dir; lock_run_dir({str(run)!r}); input()"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 30
+        while f"process {holder.pid}" not in (run / ".lock").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(ConfigError, match=f"is in use by process {holder.pid}"):
+            deepbasics.fit("linear_scores", overrides=[f"resume={run}", "epochs=80"], output_dir=tmp_path)
+        assert (run / "metrics.json").read_bytes() == before
+    finally:
+        holder.communicate(b"\n")
+    lock_run_dir(run)  # free again once the holder is gone
+    unlock_run_dir(run)

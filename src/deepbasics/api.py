@@ -69,7 +69,7 @@ def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path =
         hydra_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, hydra_dir / "config.yaml")
         OmegaConf.save(OmegaConf.create([f"experiment={experiment}", *overrides]), hydra_dir / "overrides.yaml")
-    train(cfg)
+    train(cfg, overrides=[f"experiment={experiment}", *overrides])
     run_dir = Path(cfg.paths.run_dir)
     last = run_dir / LAST
     return Result(run_dir, read_json(run_dir / "metrics.json"), load_model(run_dir), last if last.is_file() else None)

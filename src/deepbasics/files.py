@@ -20,9 +20,22 @@ _held: dict[Path, int] = {}  # run directory -> the open descriptor holding its 
 
 def file_mode() -> int:
     """The mode a plain open() would give a new file under the current umask (0644 under umask 022)."""
-    mask = os.umask(0)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # Linux reports the umask without changing it; setting it to read it would open a window in which
+    # other threads (TensorBoard's, MLflow's writers) create world-writable files.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)  # elsewhere: read it by setting it, briefly to the safest value
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:

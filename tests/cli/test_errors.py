@@ -94,7 +94,7 @@ CASES = {
     "predict a truncated checkpoint": ("deepbasics-predict", ["ckpt_path=cut.ckpt", "inputs=[1]"], 2, "cut.ckpt is not a readable checkpoint"),
     "evaluate an unsafe checkpoint": ("deepbasics-evaluate", ["ckpt_path=unsafe.ckpt"], 2, "unsafe.ckpt holds objects other than tensors and plain values (posix.system), so it was not loaded: loading it could run code. deepbasics never writes such files; never disable this check for a file you did not make"),
     "resume at an unsafe checkpoint": (TRAIN, ["resume=unsafe.ckpt"], 2, "so it was not loaded"),
-    "predict a damaged checkpoint": ("deepbasics-predict", ["ckpt_path=damaged.ckpt", "inputs=[1]"], 2, "damaged.ckpt is corrupt (its contents do not unpickle); pass another checkpoint"),
+    "predict a damaged checkpoint": ("deepbasics-predict", ["ckpt_path=damaged.ckpt", "inputs=[1]"], 2, "damaged.ckpt is corrupt or was not written by deepbasics (the safe loader stopped at unsupported operand"),
     "unquoted path with a space": (TRAIN, ["experiment=logistic_diabetes", "data.path=my data/당뇨.csv"], 2, """quote the value for Hydra inside the shell's quotes: 'data.path="my data/당뇨.csv"'"""),
     "unquoted delimiter": (TRAIN, ["experiment=logistic_diabetes", "data.delimiter=;"], 2, """'data.delimiter=";"'"""),
 }  # fmt: skip

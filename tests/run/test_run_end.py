@@ -277,3 +277,24 @@ def test_a_learning_rate_schedule_resumes_exactly(tmp_path, scheduler):
     _same_run(tmp_path / "whole", run)
     lr = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]["param_groups"]
     assert lr[0]["lr"] < 0.01  # the schedule did lower it
+
+
+def test_callbacks_early_stopping_survives_a_kill_and_resume(tmp_path):
+    """The resumed run replays the restored epoch's end before any validation: the stopping check waits
+    for a fresh one, and the run stops where the uninterrupted one did."""
+    from conftest import compose_train
+    from deepbasics.run.training import train
+
+    recipe = [
+        "experiment=blobs_mlp", "epochs=3000", "log_every=100", "val_every=100", "ckpt_every=100",
+        "callbacks=early_stopping", "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=0.01",
+    ]  # fmt: skip
+    train(compose_train(*recipe, run_dir=tmp_path / "whole"))
+    run = tmp_path / "killed"
+    assert _killed_in_a_child("750", *recipe, run_dir=run) == signal.SIGKILL
+    train(compose_train(*recipe, f"resume={run}", run_dir=run))
+    whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(run)
+    assert whole["status"] == resumed["status"] == "stopped_early"
+    assert resumed["stopped"]["epoch"] == whole["stopped"]["epoch"] > 750
+    a, b = torch.load(tmp_path / "whole" / "model.pt"), torch.load(run / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -54,7 +54,7 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[
         os.environ.setdefault("HYDRA_FULL_ERROR", "1")
         try:
             return run()
-        except (HydraException, OmegaConfBaseException) as err:
+        except (HydraException, OmegaConfBaseException, ConfigError) as err:  # ConfigError: a sweeper's
             exit_with(err)
         except OSError as err:  # Hydra making the run directory, or a file of the run
             where = f"{err.strerror}: {err.filename}"

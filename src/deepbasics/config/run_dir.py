@@ -62,7 +62,7 @@ def refuse_group_changes(overrides, groups) -> None:
     """A resumed run keeps its model, data and trainer; only plain values (epochs=...) may change."""
     for override in overrides:
         key, _, value = override.partition("=")
-        if key.lstrip("+~") in set(groups) - {"experiment"}:
+        if key.lstrip("+~").split("/")[0] in set(groups) - {"experiment"}:
             raise ConfigError(f"{override} cannot change on resume; start a new run instead")
 
 

@@ -7,7 +7,7 @@ import sys
 import threading
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
 from deepbasics.reports.figures import draw_fit
 from deepbasics.run.rng import rng_states, set_rng_states
@@ -53,6 +53,28 @@ class Figures(EpochEndCallback):
         if self.every and step % self.every == 0 and step < trainer.max_steps and not self.replayed(trainer):
             x, y = trainer.datamodule.splits["train"]
             draw_fit(pl_module, x, y, step, trainer.loggers, self.gap.report if self.gap is not None else None)
+
+
+class ScheduledEarlyStopping(EarlyStopping):
+    """Lightning's EarlyStopping, checking only fresh validations: not the restored epoch's end that a
+    resumed run replays (its metrics are not there yet), nor an epoch end a signal cut off the val_every
+    grid (no validation ran there: counting the last one again would shift the patience)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step = trainer.global_step
+
+    def _fresh(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        step = trainer.global_step
+        on_grid = step % pl_module.hparams.val_every == 0 or step >= trainer.max_steps
+        return step != self._start_step and on_grid
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._fresh(trainer, pl_module):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._fresh(trainer, pl_module):
+            super().on_validation_end(trainer, pl_module)
 
 
 class ScheduledCheckpoint(ModelCheckpoint):
@@ -186,7 +208,7 @@ class EpochProgressBar(TQDMProgressBar):
 
         self._bar = tqdm(
             total=trainer.max_steps, initial=trainer.global_step, unit="epoch", dynamic_ncols=True,
-            desc=self.name, file=sys.stdout, smoothing=0.1,
+            desc=self.name, file=sys.stdout, smoothing=0.1, disable=self.is_disabled,
         )  # fmt: skip
 
     def show_epoch(self, step: int, scalars: dict[str, float]) -> None:

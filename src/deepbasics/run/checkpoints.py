@@ -41,9 +41,10 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         # torch's safe unpickler names the object it refused as a GLOBAL; other refusals are damaged bytes.
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if found is None:
+        if found is None:  # damaged bytes, or a pickle instruction the safe loader does not take (protocol 4+)
             raise ConfigError(
-                f"{key}={path} is corrupt (its contents do not unpickle); pass another checkpoint"
+                f"{key}={path} is corrupt or was not written by deepbasics (the safe loader stopped at"
+                f" {_operand(err)}); it was not loaded; pass another checkpoint"
             ) from None
         raise ConfigError(
             f"{key}={path} holds objects other than tensors and plain values ({found.group(1)}), so it was not"
@@ -62,6 +63,11 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     if "state_dict" in checkpoint:
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
     return checkpoint
+
+
+def _operand(err: BaseException) -> str:
+    found = re.search(r"Unsupported operand \d+", str(err))
+    return found.group().lower() if found else "an instruction it does not take"
 
 
 def _first_line(err: BaseException) -> str:

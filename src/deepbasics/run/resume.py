@@ -7,17 +7,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from deepbasics.config.resolvers import config_groups
 from deepbasics.config.run_dir import asked_experiment, check_same_experiment, refuse_group_changes
 from deepbasics.run.checkpoints import read_checkpoint
 
 
-def resumed_config(cfg: DictConfig, ckpt_path: Path) -> tuple[DictConfig, dict]:
-    """The config the checkpoint was trained with, plus this command line's value overrides (epochs=3000
-    extends a run), and the checkpoint itself."""
+def resumed_config(cfg: DictConfig, ckpt_path: Path, overrides: list[str] | None = None) -> tuple[DictConfig, dict]:
+    """The config the checkpoint was trained with, plus the value overrides (epochs=3000 extends a run) of
+    this command line (or of ``overrides``, for the Python API), and the checkpoint itself."""
+    overrides = _task_overrides() if overrides is None else list(overrides)
     checkpoint = read_checkpoint(ckpt_path, key="resume")
     resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])
-    check_same_experiment(cfg.resume, resumed.name, asked_experiment(_task_overrides()))
-    for key, value in _command_line_values():
+    check_same_experiment(cfg.resume, resumed.name, asked_experiment(overrides))
+    for key, value in _values(overrides):
         OmegaConf.update(resumed, key, value, merge=False)
     resumed.resume = cfg.resume
     resumed.paths.run_dir = cfg.paths.run_dir
@@ -30,17 +32,15 @@ def _task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def _command_line_values() -> list[tuple[str, object]]:
-    from hydra.core.hydra_config import HydraConfig
+def _values(overrides: list[str]) -> list[tuple[str, object]]:
+    """The plain ``key=value`` overrides; a config group change is refused."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if not HydraConfig.initialized():
-        return []
-    groups = set(HydraConfig.get().runtime.choices)
-    refuse_group_changes(_task_overrides(), groups)
+    groups = config_groups()
+    refuse_group_changes(overrides, groups)
     values = []
-    for override in OverridesParser.create().parse_overrides(_task_overrides()):
+    for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
-        if key not in groups | {"resume"} and not override.is_hydra_override():
+        if key.split("/")[0] not in groups | {"resume"} and not override.is_hydra_override():
             values.append((key, override.value()))
     return values

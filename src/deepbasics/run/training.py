@@ -1,5 +1,6 @@
-"""The training run behind `deepbasics-train`: the run's parts (``build``) -> fit -> test -> metrics.json,
-checkpoints, model.pt, figures and TensorBoard events in the run directory."""
+"""The training run behind `deepbasics-train`: the run's parts (``build``) -> fit -> the end phase
+(``finish``: final metrics of every split, model.pt, figures, metrics.json), with checkpoints and logger
+events written along the way into the run directory."""
 
 from __future__ import annotations
 
@@ -24,17 +25,24 @@ from deepbasics.run.finish import finish, identity
 from deepbasics.run.resume import resumed_config
 
 
-def train(cfg: DictConfig) -> float:
-    """Fit (or continue), test, write metrics.json; return the final value of ``cfg.monitor.metric``.
-    A failure is recorded in metrics.json too (never over an existing one) and re-raised for the caller."""
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
+    """Fit (or continue) and finish the run; return the final value of ``cfg.monitor.metric``. A failure is
+    recorded in metrics.json too (never over a finished run's) and re-raised for the caller. ``overrides``:
+    the command line's, for a resume outside a Hydra app (the Python API)."""
     run_dir = Path(cfg.paths.run_dir)
+    # First: a process that does not hold the directory writes nothing into it, not even a failure.
+    lock_run_dir(run_dir)
     try:
-        return _train(cfg, run_dir)
+        return _train(cfg, run_dir, overrides)
     except Interrupted as err:
         _record_status(run_dir, cfg, "interrupted", str(err), epochs=err.epoch)
         raise
     except RunFailed as err:
         _record_status(run_dir, cfg, "failed", str(err), failed_at_epoch=err.epoch)
+        raise
+    except ConfigError as err:  # bad input: an earlier record of this run (interrupted, say) stays as it was
+        if not (run_dir / "metrics.json").exists():
+            _record_status(run_dir, cfg, "failed", one_line(err))
         raise
     except Exception as err:
         _record_status(run_dir, cfg, "failed", one_line(err))
@@ -43,13 +51,12 @@ def train(cfg: DictConfig) -> float:
         unlock_run_dir(run_dir)
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> float:
+def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float:
     checkpoint = None
     if cfg.get("resume"):
         ckpt_path = resumed_checkpoint(run_dir, cfg.resume)
-        cfg, checkpoint = resumed_config(cfg, ckpt_path)
+        cfg, checkpoint = resumed_config(cfg, ckpt_path, overrides)
     validate_train_config(cfg)  # the effective config: a resumed run's is the one stored in its checkpoint
-    lock_run_dir(run_dir)  # a resumed run took it while Hydra chose the directory; a fresh one takes it here
     start_step = int(checkpoint["global_step"]) if checkpoint else 0
     stopped = checkpoint["deepbasics"].get("stopped") if checkpoint else None
     trained = checkpoint is not None and (start_step >= cfg.epochs or stopped is not None)
@@ -74,8 +81,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         model.on_load_checkpoint(checkpoint)
         model.load_state_dict(checkpoint["state_dict"])
         best = _best_checkpoint(checkpoint)
+        first = rank_zero_only.rank == 0  # under torchrun every rank finishes; rank 0 writes
         return finish(
-            cfg, run_dir, model, datamodule, trainer.loggers, start_step, stopped=stopped, best_checkpoint=best
+            cfg, run_dir, model, datamodule, trainer.loggers, start_step, first, stopped=stopped, best_checkpoint=best
         )
 
     try:
@@ -84,7 +92,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         raise RunFailed(
             f"{err}; {_last_good(run_dir)}; a smaller model.optimizer.lr usually helps", err.epoch
         ) from None
-    received = _callback(trainer, GracefulStop).received
+    graceful = _callback(trainer, GracefulStop)
+    if trainer.world_size > 1:  # a signal may reach one rank only; every rank must take the same path
+        graceful.received = int(trainer.strategy.reduce(torch.tensor(float(graceful.received or 0)), "max")) or None
+    received = graceful.received
     if received is not None and trainer.global_step < cfg.epochs:  # only a real signal is an interruption
         raise Interrupted(
             f"{signal.Signals(received).name}: stopped at epoch {trainer.global_step}/{cfg.epochs} and saved"
@@ -142,4 +153,5 @@ def _already_finished(run_dir: Path, step: int, stopped: dict | None) -> float:
         print(f"{run_dir} stopped early at epoch {step} ({stopped['reason']}); start a new run to train further")
     else:
         print(f"{run_dir} already finished its {step} epochs; pass epochs=<more> with resume to train further")
-    return float(read_json(run_dir / "metrics.json")["monitor"]["value"] or float("nan"))
+    value = read_json(run_dir / "metrics.json")["monitor"]["value"]
+    return float("nan") if value is None else float(value)

@@ -23,6 +23,8 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
+from deepbasics.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +45,7 @@ def distribution(override: Override):
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log_scale)
         return FloatDistribution(value.start, value.end, log=log_scale)
-    raise ValueError(f"{override.input_line}: use choice(...), range(...) or interval(...) to search a value")
+    raise ConfigError(f"{override.input_line}: use choice(...), range(...) or interval(...) to search a value")
 
 
 def _suggest(trial, key: str, dist) -> Any:
@@ -97,34 +99,50 @@ class OptunaSweeper(Sweeper):
         from hydra.utils import get_method, instantiate
         from optuna.trial import TrialState
 
+        if not isinstance(self.n_jobs, int) or self.n_jobs <= 0:
+            raise ConfigError(f"hydra.sweeper.n_jobs={self.n_jobs!r} must be a positive number of trials per batch")
         space, fixed = self._search_space(arguments)
         # Hydra instantiates the sweeper's config recursively, so the sampler usually arrives built.
         sampler = self.sampler_conf
         if isinstance(sampler, (dict, DictConfig)):
             sampler = instantiate(sampler)
         many = OmegaConf.is_list(self.direction) or isinstance(self.direction, list)
-        directions = list(self.direction) if many else [self.direction]
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=self.storage,
-            sampler=sampler,
-            directions=[str(d) for d in directions],
-            load_if_exists=True,
-        )
-        custom = get_method(self.custom_search_space) if self.custom_search_space else None
+        directions = [str(d) for d in (self.direction if many else [self.direction])]
+        mode = (self.config.get("monitor") or {}).get("mode")
+        if mode and directions != [{"min": "minimize", "max": "maximize"}[mode]]:
+            raise ConfigError(
+                f"hydra.sweeper.direction={self.direction} but monitor.mode={mode}: each job returns its one"
+                f" monitored value, so set direction to {'minimize' if mode == 'min' else 'maximize'}"
+            )
+        try:
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=self.storage,
+                sampler=sampler,
+                directions=directions,
+                load_if_exists=True,
+            )
+            custom = get_method(self.custom_search_space) if self.custom_search_space else None
+        except Exception as err:  # another direction than the stored study's, a storage that cannot open...
+            raise ConfigError(f"hydra.sweeper: {str(err).strip().splitlines()[0]}") from None
         log.info(f"Optuna study {study.study_name}: {len(study.trials)} earlier trials; {self.n_trials} more")
         results, done, job_idx = [], 0, 0
         while done < self.n_trials:
             trials = [study.ask() for _ in range(min(self.n_jobs, self.n_trials - done))]
-            batch = []
-            for trial in trials:
-                for key, dist in space.items():
-                    _suggest(trial, key, dist)
-                if custom is not None:  # a function(cfg, trial) that suggests more values itself
-                    custom(self.config, trial)
-                batch.append([*fixed, *(f"{key}={value}" for key, value in trial.params.items())])
-            self.validate_batch_is_legal(batch)
-            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+            try:
+                batch = []
+                for trial in trials:
+                    for key, dist in space.items():
+                        _suggest(trial, key, dist)
+                    if custom is not None:  # a function(cfg, trial) that suggests more values itself
+                        custom(self.config, trial)
+                    batch.append([*fixed, *(f"{key}={value}" for key, value in trial.params.items())])
+                self.validate_batch_is_legal(batch)
+                returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+            except BaseException:  # Ctrl-C or a broken batch: its trials are not left RUNNING in the study
+                for trial in trials:
+                    study.tell(trial, state=TrialState.FAIL)
+                raise
             for trial, job in zip(trials, returns, strict=True):
                 values = _values(job, len(directions))
                 if values is None:
