@@ -8,7 +8,9 @@
 - process: `python scripts/tutorial_blobs.py` against `deepbasics-train`, whole processes (imports,
   data, training, test, figures and files written);
 - answers: `deepbasics-train --help` and a mistyped key, whole processes;
-- progress: the fit with the live bar (progress=bar) against the plain lines (progress=lines).
+- progress: the fit with the live bar (progress=bar) against the plain lines (progress=lines);
+- --minibatch: a 1M-row, 8-feature CSV in batches of 1024 for 3 epochs against scripts/plain_minibatch.py:
+  whole processes, the fit loop alone, and peak memory beyond a 1000-row run.
 Each pair alternates, repeated; ratios of the minima (the least disturbed runs) and of the medians.
 Ratios are only meaningful within one run of this script: the machine is shared and noisy.
 """
@@ -82,6 +84,89 @@ def project_fit(epochs: int, progress: str = "lines") -> float:
         return elapsed
 
 
+def peak_rss_mb(command: list[str], cwd: str) -> float:
+    """The peak resident memory of a whole command, in MB (its own child accounting, so earlier runs of
+    this script do not count)."""
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL,"
+        " stderr=subprocess.DEVNULL, check=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, *command], cwd=cwd, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def minibatch(repeats: int, rows: int = 1_000_000, features: int = 8, batch: int = 1024, epochs: int = 3) -> None:
+    """A 1M-row, 8-feature CSV in mini-batches of 1024 for 3 epochs: deepbasics-train against
+    scripts/plain_minibatch.py (numpy load, randperm batches, SGD), whole processes and peak memory."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as cwd:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((rows, features)).astype(np.float32)
+        y = (x @ rng.standard_normal(features) + 0.5 * rng.standard_normal(rows) > 0).astype(np.float32)
+        big, small = Path(cwd) / "big.csv", Path(cwd) / "small.csv"
+        np.savetxt(big, np.column_stack([x, y]), delimiter=",", fmt="%.6g")
+        np.savetxt(small, np.column_stack([x, y])[:1000], delimiter=",", fmt="%.6g")
+
+        def ours(path):
+            return [
+                str(BIN / "deepbasics-train"), "experiment=logistic_diabetes", f"data.path={path}",
+                f"model.net.in_features={features}", f"data.batch_size={batch}", f"epochs={epochs}",
+                "log_every=1", f"val_every={epochs}", f"ckpt_every={epochs}", "model.optimizer.lr=0.1",
+            ]  # fmt: skip
+
+        plain = [sys.executable, str(REPO / "scripts" / "plain_minibatch.py"), str(big), f"--epochs={epochs}"]
+        proc_plain, proc_ours = alternate(lambda: wall(plain, cwd), lambda: wall(ours(big), cwd), repeats)
+        loop_plain = [
+            float(subprocess.run(plain, cwd=cwd, capture_output=True, text=True, check=True).stdout)
+            for _ in range(repeats)
+        ]
+        loop_ours = [minibatch_fit(big, features, batch, epochs) for _ in range(repeats)]
+        data_mb = rows * (features + 1) * 4 / 2**20
+        peak = peak_rss_mb(ours(big), cwd) - peak_rss_mb(ours(small), cwd)
+        peak_plain = peak_rss_mb(plain, cwd) - peak_rss_mb(plain[:2] + [str(small)] + plain[3:], cwd)
+
+    print(
+        f"\n{rows:,} rows x {features} features CSV, batches of {batch}, {epochs} epochs, 1 thread, {repeats} runs each"
+    )
+    print(f"{'':20}{'plain PyTorch':>14}{'deepbasics':>12}{'ratio (min)':>13}{'ratio (median)':>16}")
+    for name, a, b in (("whole process", proc_plain, proc_ours), ("fit loop", loop_plain, loop_ours)):
+        print(f"{name:20}{min(a):>13.3f}s{min(b):>11.3f}s{min(b) / min(a):>12.2f}x"
+              f"{statistics.median(b) / statistics.median(a):>15.2f}x")  # fmt: skip
+    print(f"peak memory beyond a 1000-row run: deepbasics {peak:.0f} MB, plain {peak_plain:.0f} MB;"
+          f" the float32 data are {data_mb:.0f} MB ({peak / data_mb:.2f}x)")  # fmt: skip
+
+
+def minibatch_fit(path: Path, features: int, batch: int, epochs: int) -> float:
+    """deepbasics' trainer.fit alone for the mini-batch recipe, in this process (loading excluded)."""
+    from hydra import compose, initialize_config_dir
+
+    from deepbasics.config.paths import CONF_DIR
+    from deepbasics.config.resolvers import register_resolvers
+    from deepbasics.config.schema import Schedule
+    from deepbasics.run.build import build_datamodule, build_model, build_trainer
+
+    register_resolvers()
+    overrides = [
+        "experiment=logistic_diabetes", f"data.path={path}", f"model.net.in_features={features}",
+        f"data.batch_size={batch}", f"epochs={epochs}", "log_every=1", f"val_every={epochs}",
+        f"ckpt_every={epochs}", "model.optimizer.lr=0.1", "progress=lines",
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as run_dir:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, f"paths.run_dir={run_dir}"])
+        datamodule = build_datamodule(cfg)
+        model = build_model(cfg, Schedule.of(cfg), datamodule)
+        trainer = build_trainer(cfg, Schedule.of(cfg), Path(run_dir))
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            start = time.perf_counter()
+            trainer.fit(model, datamodule=datamodule)
+            return time.perf_counter() - start
+
+
 def wall(command: list[str], cwd: str) -> float:
     start = time.perf_counter()
     subprocess.run(command, cwd=cwd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -101,7 +186,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=2000)
+    parser.add_argument("--minibatch", action="store_true", help="only the 1M-row mini-batch comparison")
     args = parser.parse_args()
+    if args.minibatch:
+        import torch
+
+        torch.set_num_threads(1)
+        minibatch(args.repeats)
+        return
 
     import torch
 

@@ -94,7 +94,9 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         ) from None
     graceful = _callback(trainer, GracefulStop)
     if trainer.world_size > 1:  # a signal may reach one rank only; every rank must take the same path
-        graceful.received = int(trainer.strategy.reduce(torch.tensor(float(graceful.received or 0)), "max")) or None
+        graceful.received = (
+            int(trainer.strategy.reduce(torch.tensor(float(graceful.received or 0)), reduce_op="max")) or None
+        )
     received = graceful.received
     if received is not None and trainer.global_step < cfg.epochs:  # only a real signal is an interruption
         raise Interrupted(
