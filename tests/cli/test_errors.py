@@ -1,9 +1,11 @@
-"""Bad input through the real commands: exit status, one line on stderr that says what is wrong and how to
+"""Bad input through the console scripts' entry points: exit status, one line on stderr that says what is wrong and how to
 fix it, and an earlier run's directory left byte for byte as it was."""
 
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,12 +102,31 @@ CASES = {
 }  # fmt: skip
 
 
+def run_in_this_process(command: str, args: list[str], cwd: Path, monkeypatch, capfd):
+    """The console script's own entry point, called as the script calls it (sys.argv, working directory),
+    in this process: the same code path as a new process, without paying for Python, torch and Lightning
+    to start again for each of these cases. (Tests elsewhere start the real processes.)"""
+    from deepbasics.cli import commands
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [command, *args])
+    entry = getattr(commands, command.removeprefix("deepbasics-"))
+    capfd.readouterr()
+    try:
+        entry()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess([command, *args], code, out, err)
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_gets_one_clear_line(workdir, case):
+def test_bad_input_gets_one_clear_line(workdir, case, monkeypatch, capfd):
     command, args, code, message = CASES[case]
     run = Path((workdir / "earlier_run").read_text())
     before = snapshot(run)
-    proc = run_cli(command, *(a.format(run=run) for a in args), cwd=workdir, check=False)
+    proc = run_in_this_process(command, [a.format(run=run) for a in args], workdir, monkeypatch, capfd)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == code, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
