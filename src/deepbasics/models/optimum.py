@@ -13,9 +13,15 @@ from deepbasics.models.nets import LinearRegression, LogisticRegression
 LOGISTIC = "unpenalised logistic regression"
 
 
-def optimum(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> dict | None:
+def optimum(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, max_rows: int = 100_000
+) -> dict | None:
     """{"method", "loss", "weight", "bias"} for the net's class on (x, y); for linearly separable logistic
-    data no finite optimum exists and the report says so. None for nets without a known optimum."""
+    data no finite optimum exists and the report says so. None for nets without a known optimum. Above
+    ``max_rows`` training rows the report says it was skipped: the exact fit would cost more than the
+    training (seconds for a million rows) and the comparison is meant for the tutorials' small tables."""
+    if max_rows is not None and len(x) > max_rows and isinstance(net, (LinearRegression, LogisticRegression)):
+        return {"skipped": f"{len(x)} training rows, more than optimum_max_rows={max_rows}"}
     if isinstance(net, LinearRegression):  # one output; several-class logistic models have no report here
         method, (weight, bias) = "least squares", _least_squares(x, y)
     elif isinstance(net, LogisticRegression) and net.linear.out_features == 1:
@@ -54,10 +60,10 @@ def gap(report: dict, net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
     return {"loss_gap": loss - report["loss"], "param_gap": float(distance)}
 
 
-def final_report(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, report: dict | None = None):
+def final_report(net, x, y, loss_fn, report: dict | None = None, max_rows: int = 100_000) -> dict | None:
     """The optimum (``report`` when it is known already) with the gap the trained net left, for the end of
     a run; None for nets without a known optimum."""
-    report = optimum(net, x, y, loss_fn) if report is None else dict(report)
+    report = optimum(net, x, y, loss_fn, max_rows) if report is None else dict(report)
     if report and "loss" in report:
         report.update(gap(report, net, x, y, loss_fn))
     return report
@@ -67,12 +73,14 @@ class OptimumGap(L.Callback):
     """Logs the optimum's loss as a flat line from epoch 0 beside train/loss (the end of the run logs it
     again with the gap SGD left); ``report`` serves the figures drawn while training."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_rows: int = 100_000) -> None:
         self.report: dict | None = None
+        self.max_rows = max_rows
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         x, y = trainer.datamodule.splits["train"]
-        self.report = optimum(pl_module.net, x.to(pl_module.device), y.to(pl_module.device), pl_module.loss_fn)
+        net, loss_fn = pl_module.net, pl_module.loss_fn
+        self.report = optimum(net, x.to(pl_module.device), y.to(pl_module.device), loss_fn, self.max_rows)
         if self.report and "loss" in self.report and trainer.global_step == 0:
             for logger in trainer.loggers:
                 logger.log_metrics({"optimum/loss": self.report["loss"]}, step=0)

@@ -64,6 +64,8 @@ def _fmt(value: float | None) -> str:
 
 def optimum_line(optimum: dict) -> str:
     """One line for the end of a run: the best the model class can do, and the gap SGD left."""
+    if "skipped" in optimum:
+        return f"optimum: not computed ({optimum['skipped']})"
     if optimum.get("separable"):
         return f"optimum ({optimum['method']}): none, {optimum['note']}"
     weight = ", ".join(f"{w:.4g}" for w in optimum["weight"])

@@ -106,7 +106,7 @@ def live_progress(progress: str) -> bool:
 
 
 def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step: int = 0) -> L.Trainer:
-    gap = OptimumGap()
+    gap = OptimumGap(cfg.get("optimum_max_rows", 100_000))
     bar = live_progress(cfg.get("progress", "auto"))
     progress = EpochProgressBar(cfg.name) if bar else ConsoleLog()
     callbacks = [progress, gap, Figures(cfg.figure_every, gap), GracefulStop()]

@@ -47,7 +47,8 @@ def finish(
         for logger in loggers:
             logger.log_metrics({f"test/{k}": v for k, v in stages["test"].items()}, step=step)
     x, y = datamodule.splits["train"]
-    optimum = final_report(module.net, x.to(module.device), y.to(module.device), module.loss_fn, optimum)
+    net, loss_fn, most = module.net, module.loss_fn, cfg.get("optimum_max_rows", 100_000)
+    optimum = final_report(net, x.to(module.device), y.to(module.device), loss_fn, optimum, most)
     if optimum and "loss" in optimum:
         gaps = {"optimum/loss": optimum["loss"], "gap/loss": optimum["loss_gap"], "gap/params": optimum["param_gap"]}
         for logger in loggers:
