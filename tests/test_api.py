@@ -101,3 +101,19 @@ def test_a_refused_writer_writes_nothing_into_the_holders_directory(tmp_path):
         holder.communicate(b"\n")
     lock_run_dir(run)  # free again once the holder is gone
     unlock_run_dir(run)
+
+
+def test_a_command_run_earlier_in_the_process_leaves_no_overrides_behind(tmp_path, monkeypatch):
+    """Hydra keeps the last app's config in a process-wide singleton; a later in-process resume must not
+    read that app's command line (here a group choice, which a resume would refuse)."""
+    import sys
+
+    from deepbasics.cli import commands
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["deepbasics-train", "model=neuralnet", "epochs=20", "val_every=10",
+                                      "log_every=10", "ckpt_every=10"])  # fmt: skip
+    commands.train()
+    first = deepbasics.fit("linear_scores", overrides=["epochs=40"], output_dir=tmp_path)
+    again = deepbasics.fit("linear_scores", overrides=[f"resume={first.run_dir}", "epochs=60"], output_dir=tmp_path)
+    assert again.metrics["epochs"] == 60

@@ -16,9 +16,12 @@ def _train(cfg: DictConfig):
     # called in-process, and a resumed run's config is the one stored in its checkpoint).
     if not cfg.get("resume"):
         validate_train_config(cfg)
+    from hydra.core.hydra_config import HydraConfig
+
     from deepbasics.run.training import train
 
-    return train(cfg)
+    # This command line's overrides: a resume applies its plain values (epochs=...) to the stored config.
+    return train(cfg, overrides=list(HydraConfig.get().overrides.task))
 
 
 # `deepbasics-train experiment=<name> [key=value ...]`: train one experiment, or sweep with -m.

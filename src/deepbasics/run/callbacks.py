@@ -55,18 +55,15 @@ class Figures(EpochEndCallback):
             draw_fit(pl_module, x, y, step, trainer.loggers, self.gap.report if self.gap is not None else None)
 
 
-class ScheduledEarlyStopping(EarlyStopping):
+class ScheduledEarlyStopping(EpochEndCallback, EarlyStopping):
     """Lightning's EarlyStopping, checking only fresh validations: not the restored epoch's end that a
     resumed run replays (its metrics are not there yet), nor an epoch end a signal cut off the val_every
     grid (no validation ran there: counting the last one again would shift the patience)."""
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start_step = trainer.global_step
-
     def _fresh(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
         step = trainer.global_step
         on_grid = step % pl_module.hparams.val_every == 0 or step >= trainer.max_steps
-        return step != self._start_step and on_grid
+        return on_grid and not self.replayed(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._fresh(trainer, pl_module):

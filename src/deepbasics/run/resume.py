@@ -13,9 +13,9 @@ from deepbasics.run.checkpoints import read_checkpoint
 
 
 def resumed_config(cfg: DictConfig, ckpt_path: Path, overrides: list[str] | None = None) -> tuple[DictConfig, dict]:
-    """The config the checkpoint was trained with, plus the value overrides (epochs=3000 extends a run) of
-    this command line (or of ``overrides``, for the Python API), and the checkpoint itself."""
-    overrides = _task_overrides() if overrides is None else list(overrides)
+    """The config the checkpoint was trained with, plus the value ``overrides`` of the command line or the
+    API call (epochs=3000 extends a run), and the checkpoint itself."""
+    overrides = list(overrides or ())
     checkpoint = read_checkpoint(ckpt_path, key="resume")
     resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])
     check_same_experiment(cfg.resume, resumed.name, asked_experiment(overrides))
@@ -24,12 +24,6 @@ def resumed_config(cfg: DictConfig, ckpt_path: Path, overrides: list[str] | None
     resumed.resume = cfg.resume
     resumed.paths.run_dir = cfg.paths.run_dir
     return resumed, checkpoint
-
-
-def _task_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _values(overrides: list[str]) -> list[tuple[str, object]]:

@@ -28,7 +28,7 @@ from deepbasics.run.resume import resumed_config
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     """Fit (or continue) and finish the run; return the final value of ``cfg.monitor.metric``. A failure is
     recorded in metrics.json too (never over a finished run's) and re-raised for the caller. ``overrides``:
-    the command line's, for a resume outside a Hydra app (the Python API)."""
+    the command line's (or the API call's), whose plain values a resume applies to the stored config."""
     run_dir = Path(cfg.paths.run_dir)
     # First: a process that does not hold the directory writes nothing into it, not even a failure.
     lock_run_dir(run_dir)
