@@ -64,13 +64,12 @@ def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path =
     from deepbasics.run.training import train
 
     cfg = compose_run(experiment, overrides, output_dir)
-    hydra_dir = Path(cfg.paths.run_dir) / ".hydra"
+    run_dir, command = Path(cfg.paths.run_dir), [f"experiment={experiment}", *overrides]
     if not cfg.resume:  # what the command line keeps of a run's config, so tools read both alike
-        hydra_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, hydra_dir / "config.yaml")
-        OmegaConf.save(OmegaConf.create([f"experiment={experiment}", *overrides]), hydra_dir / "overrides.yaml")
-    train(cfg, overrides=[f"experiment={experiment}", *overrides])
-    run_dir = Path(cfg.paths.run_dir)
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create(command), run_dir / ".hydra" / "overrides.yaml")
+    train(cfg, overrides=command)
     last = run_dir / LAST
     return Result(run_dir, read_json(run_dir / "metrics.json"), load_model(run_dir), last if last.is_file() else None)
 

@@ -113,8 +113,7 @@ class FullBatchModule(L.LightningModule):
         stop = min((start // hp.val_every + 1) * hp.val_every, hp.epochs)
         net, loss_fn, log_every, trainer = self.net, self.loss_fn, hp.log_every, self.trainer  # hoisted lookups
         distributed = trainer.world_size > 1
-        data = trainer.datamodule
-        minibatch = getattr(data, "batch_size", None)
+        data, minibatch = trainer.datamodule, self._batch_size()
         if start == 0:
             self.record_batches("train", *self.train_rows(x, y), step=0)
         done = start
@@ -204,7 +203,7 @@ class FullBatchModule(L.LightningModule):
         return getattr(trainer.datamodule, "batch_size", None) if trainer is not None else None
 
     def record_batches(self, stage: str, x: torch.Tensor, y: torch.Tensor, step: int | None = None, callbacks=True):
-        """``record`` of a whole split, evaluated in slices of data.batch_size rows."""
+        """``record`` of a whole split, evaluated in slices (``outputs``) when the data come in mini-batches."""
         values = self.measure_batches(stage, self.outputs(x, y, self._batch_size()))
         return self._publish(stage, values, step, callbacks)
 

@@ -10,11 +10,13 @@ from torch import nn
 
 from deepbasics.models.nets import LinearRegression, LogisticRegression
 
+# Above this many training rows the exact fit costs more than the training (optimum_max_rows).
+MAX_ROWS = 100_000
 LOGISTIC = "unpenalised logistic regression"
 
 
 def optimum(
-    net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, max_rows: int = 100_000
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, max_rows: int = MAX_ROWS
 ) -> dict | None:
     """{"method", "loss", "weight", "bias"} for the net's class on (x, y); for linearly separable logistic
     data no finite optimum exists and the report says so. None for nets without a known optimum. Above
@@ -60,7 +62,7 @@ def gap(report: dict, net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
     return {"loss_gap": loss - report["loss"], "param_gap": float(distance)}
 
 
-def final_report(net, x, y, loss_fn, report: dict | None = None, max_rows: int = 100_000) -> dict | None:
+def final_report(net, x, y, loss_fn, report: dict | None = None, max_rows: int = MAX_ROWS) -> dict | None:
     """The optimum (``report`` when it is known already) with the gap the trained net left, for the end of
     a run; None for nets without a known optimum."""
     report = optimum(net, x, y, loss_fn, max_rows) if report is None else dict(report)
@@ -73,7 +75,7 @@ class OptimumGap(L.Callback):
     """Logs the optimum's loss as a flat line from epoch 0 beside train/loss (the end of the run logs it
     again with the gap SGD left); ``report`` serves the figures drawn while training."""
 
-    def __init__(self, max_rows: int = 100_000) -> None:
+    def __init__(self, max_rows: int = MAX_ROWS) -> None:
         self.report: dict | None = None
         self.max_rows = max_rows
 

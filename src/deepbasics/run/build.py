@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.schema import Schedule
 from deepbasics.errors import ConfigError, one_line
-from deepbasics.models.optimum import OptimumGap
+from deepbasics.models.optimum import MAX_ROWS, OptimumGap
 from deepbasics.run.callbacks import ConsoleLog, EpochClockLRMonitor, EpochProgressBar, Figures, GracefulStop, RunState
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 
@@ -106,7 +106,7 @@ def live_progress(progress: str) -> bool:
 
 
 def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step: int = 0) -> L.Trainer:
-    gap = OptimumGap(cfg.get("optimum_max_rows", 100_000))
+    gap = OptimumGap(cfg.get("optimum_max_rows", MAX_ROWS))
     bar = live_progress(cfg.get("progress", "auto"))
     progress = EpochProgressBar(cfg.name) if bar else ConsoleLog()
     callbacks = [progress, gap, Figures(cfg.figure_every, gap), GracefulStop()]
@@ -125,13 +125,13 @@ def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step
         loggers.append(_instantiate(conf, **extra))
     if cfg.model.get("scheduler") and loggers:
         callbacks.append(EpochClockLRMonitor())
-    extra = {}
+    profiler = {}
     if cfg.trainer.get("profiler"):  # its report goes into this run's directory (debug=profiler)
-        extra["profiler"] = _instantiate(cfg.trainer.profiler, dirpath=str(run_dir))
+        profiler["profiler"] = _instantiate(cfg.trainer.profiler, dirpath=str(run_dir))
     trainer = _instantiate(
         cfg.trainer,
         **schedule.trainer_kwargs(),
-        **extra,
+        **profiler,
         enable_progress_bar=bar,
         callbacks=callbacks,
         logger=loggers or False,

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from deepbasics.files import atomic_write
-from deepbasics.models.optimum import final_report
+from deepbasics.models.optimum import MAX_ROWS, final_report
 from deepbasics.reports.figures import save_figures
 from deepbasics.reports.metrics import by_stage, optimum_line, results_table, write_json
 
@@ -47,7 +47,7 @@ def finish(
         for logger in loggers:
             logger.log_metrics({f"test/{k}": v for k, v in stages["test"].items()}, step=step)
     x, y = datamodule.splits["train"]
-    net, loss_fn, most = module.net, module.loss_fn, cfg.get("optimum_max_rows", 100_000)
+    net, loss_fn, most = module.net, module.loss_fn, cfg.get("optimum_max_rows", MAX_ROWS)
     optimum = final_report(net, x.to(module.device), y.to(module.device), loss_fn, optimum, most)
     if optimum and "loss" in optimum:
         gaps = {"optimum/loss": optimum["loss"], "gap/loss": optimum["loss_gap"], "gap/params": optimum["param_gap"]}

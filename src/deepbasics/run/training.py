@@ -78,8 +78,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         )
     trainer = build_trainer(cfg, schedule, run_dir, start_step)
     if trained:  # the end phase of a run whose training is done: from its final checkpoint
-        model.on_load_checkpoint(checkpoint)
-        model.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(checkpoint["state_dict"])  # read_checkpoint already brought older names up to date
         best = _best_checkpoint(checkpoint)
         first = rank_zero_only.rank == 0  # under torchrun every rank finishes; rank 0 writes
         return finish(
