@@ -33,21 +33,7 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     def run(cfg: DictConfig) -> Any:
-        try:
-            return task(cfg)
-        except Interrupted as err:
-            print(str(err), flush=True)
-            raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
-        except (ConfigError, RunFailed) as err:
-            if not _in_multirun():
-                exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
-            log.error("job failed: %s", one_line(err))
-            return _worst(cfg)
-        except Exception:
-            if not _in_multirun():
-                raise
-            log.exception("job failed")
-            return _worst(cfg)
+        return guarded(task, cfg)
 
     def main() -> Any:
         # Let Hydra's own errors reach us unformatted, so they can become one line.
@@ -61,6 +47,25 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[
             exit_with(f"cannot write outputs ({where}); pass paths.output_dir=<a writable directory>")
 
     return main
+
+
+def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """``task(cfg)`` under the error policy above (also what the vectorized launcher's jobs end with)."""
+    try:
+        return task(cfg)
+    except Interrupted as err:
+        print(str(err), flush=True)
+        raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
+    except (ConfigError, RunFailed) as err:
+        if not _in_multirun():
+            exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
+        log.error("job failed: %s", one_line(err))
+        return _worst(cfg)
+    except Exception:
+        if not _in_multirun():
+            raise
+        log.exception("job failed")
+        return _worst(cfg)
 
 
 def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[], Any]:

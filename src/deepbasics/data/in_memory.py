@@ -152,3 +152,33 @@ class FullBatchDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return self.loader("test")
+
+
+class StackedSplits(L.LightningDataModule):
+    """The data of K jobs trained as one stacked model (``models.stacked``): each split as one batch with a
+    leading job axis, x (K, N, features) and y (K, N, 1). Jobs that share one DataModule share its tensors
+    (a view, no copy)."""
+
+    def __init__(self, datamodules: list[FullBatchDataModule]):
+        super().__init__()
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for split in datamodules[0].splits:
+            parts = [dm.splits[split] for dm in datamodules]
+            if all(p is parts[0] for p in parts):
+                x, y = parts[0]
+                self.splits[split] = (x.expand(len(parts), *x.shape), y.expand(len(parts), *y.shape))
+            else:
+                self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
+
+    def loader(self, split: str):
+        if split not in self.splits:
+            return []
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        x, y = self.splits[split]
+        return FullBatch(x.to(device), y.to(device))
+
+    def train_dataloader(self):
+        return self.loader("train")
+
+    def val_dataloader(self):
+        return self.loader("val")

@@ -14,6 +14,8 @@ import math
 
 import lightning as L
 import torch
+import torchmetrics.functional as tmf
+import torchmetrics.functional.classification as tmc
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, MulticlassAccuracy, MulticlassF1Score
@@ -261,10 +263,25 @@ class FullBatchModule(L.LightningModule):
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
 
     def _count_steps(self, n: int) -> None:
-        # global_step counts optimizer steps taken through Lightning's wrapper, which the loop above skips.
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        progress.total.increment_by(n)
-        progress.current.increment_by(n)
+        count_steps(self.trainer, n)
+
+    # Many jobs at once (models.stacked): outputs and targets with a leading job axis, (K, N, outputs) and
+    # (K, N, 1); one value per job, computed together.
+    def job_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each job's mean loss, (K,): the sum of these has each job's own gradient in its own parameters."""
+        raise NotImplementedError
+
+    def job_metrics(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``measure`` for K jobs at once: {"<stage>/<name>": (K,) values}, the same names and numbers."""
+        raise NotImplementedError
+
+
+def count_steps(trainer: L.Trainer, n: int) -> None:
+    """Advance ``global_step`` by ``n``: it counts optimizer steps taken through Lightning's wrapper, which
+    the loops here skip."""
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    progress.total.increment_by(n)
+    progress.current.increment_by(n)
 
 
 class RegressionModule(FullBatchModule):
@@ -275,6 +292,19 @@ class RegressionModule(FullBatchModule):
 
     def make_metrics(self) -> MetricCollection:
         return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
+
+    def job_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(out, y, reduction="none").mean(dim=(1, 2))
+
+    def job_metrics(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        # torchmetrics' several-output form: one output column per job
+        predicted, target, jobs = out[..., 0].T, y[..., 0].T, len(out)
+        return {
+            f"{stage}/loss": self.job_losses(out, y),
+            f"{stage}/mae": tmf.mean_absolute_error(predicted, target, num_outputs=jobs),
+            f"{stage}/mse": tmf.mean_squared_error(predicted, target, num_outputs=jobs),
+            f"{stage}/r2": tmf.r2_score(predicted, target, multioutput="raw_values"),
+        }
 
 
 class BinaryClassifier(FullBatchModule):
@@ -287,6 +317,18 @@ class BinaryClassifier(FullBatchModule):
 
     def make_metrics(self) -> MetricCollection:
         return MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC()})
+
+    def job_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none").mean(dim=(1, 2))
+
+    def job_metrics(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        probabilities, labels = torch.sigmoid(out[..., 0]), y[..., 0].int()
+        return {
+            f"{stage}/acc": tmc.binary_accuracy(probabilities, labels, multidim_average="samplewise"),
+            # each job's AUROC as one label of a multi-label problem: one sort for all jobs
+            f"{stage}/auroc": tmc.multilabel_auroc(probabilities.T, labels.T, num_labels=len(out), average="none"),
+            f"{stage}/loss": self.job_losses(out, y),
+        }
 
 
 class ClassColumnCrossEntropy(nn.Module):
@@ -316,3 +358,18 @@ class MulticlassClassifier(FullBatchModule):
 
     def metric_targets(self, y: torch.Tensor) -> torch.Tensor:
         return y[:, 0].long()
+
+    def job_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        jobs, rows, classes = out.shape
+        each = nn.functional.cross_entropy(out.reshape(-1, classes), y.reshape(-1).long(), reduction="none")
+        return each.reshape(jobs, rows).mean(dim=1)
+
+    def job_metrics(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        # the jobs as torchmetrics' samples, each job's rows as its extra dimension: (K, C, N) against (K, N)
+        probabilities, labels, classes = torch.softmax(out, dim=2).transpose(1, 2), y[..., 0].long(), self.num_classes
+        each = {"multidim_average": "samplewise", "num_classes": classes}
+        return {
+            f"{stage}/acc": tmc.multiclass_accuracy(probabilities, labels, average="micro", **each),
+            f"{stage}/f1": tmc.multiclass_f1_score(probabilities, labels, average="macro", **each),
+            f"{stage}/loss": self.job_losses(out, y),
+        }

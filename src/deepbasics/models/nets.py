@@ -15,6 +15,8 @@ from deepbasics.errors import ConfigError
 class LinearRegression(nn.Module):
     """H(x) = Wx + b, the study-hours regression."""
 
+    LAYERS = ("linear",)  # forward's order of layers, read by models.stacked to train many copies at once
+
     def __init__(self, in_features: int = 1):
         super().__init__()
         self.linear = nn.Linear(in_features, 1)
@@ -26,6 +28,8 @@ class LinearRegression(nn.Module):
 class LogisticRegression(nn.Module):
     """Wx + b as a logit; sigmoid(Wx + b) is the pass probability (softmax over ``out_features`` logits for
     several classes)."""
+
+    LAYERS = ("linear",)
 
     def __init__(self, in_features: int = 1, out_features: int = 1):
         super().__init__()
@@ -39,6 +43,8 @@ class NeuralNet(nn.Module):
     """linear_1 -> ReLU -> linear_2, the make_blobs XOR classifier, with the tutorial's attribute names so
     its own reload code takes our model.pt. The tutorial ends forward() in ``self.sigmoid``; here the
     loss applies it (BCE on logits) and so does ``predictions``: forward returns the logit."""
+
+    LAYERS = ("linear_1", "relu", "linear_2")
 
     def __init__(self, in_features: int = 2, hidden_size: int = 5, out_features: int = 1):
         super().__init__()

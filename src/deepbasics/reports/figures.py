@@ -6,6 +6,8 @@ rasterised once (the expensive part) and that image goes to both places."""
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 
 import lightning as L
@@ -14,75 +16,122 @@ import torch
 from matplotlib.figure import Figure
 
 
-def fit_figure(module, x: torch.Tensor, y: torch.Tensor, step: int, optimum: dict | None = None):
-    """Decision boundary (2 features, classifier), fitted sigmoid (1 feature, classifier) or fitted line
-    (1 feature, regression) over the points; None for wider inputs. ``module`` is the LightningModule: its
-    ``predictions`` are what a user sees (probabilities or values)."""
-    classifier = module.is_classifier
-    x, y = x.detach().cpu(), y.detach().cpu()[:, 0]
-    width = x.shape[1]
-    if width > 2 or (width == 2 and not classifier):
-        return None
-    fig = _figure()
-    ax = fig.subplots()
-    with torch.no_grad():
-        if width == 2:
+class FitPlot:
+    """The fit figure of one run or of a whole group of runs: decision boundary (2 features, classifier),
+    fitted sigmoid (1 feature, classifier) or fitted line (1 feature, regression) over the training points.
+    Axes, colour bar and legend are drawn once for the data of every run given (``xs``, ``ys``); a run's
+    own shading, boundary, points and title are then drawn over that background (matplotlib's blitting),
+    so a group of runs costs one layout, not one per run. ``shown`` is False for data no figure shows."""
+
+    def __init__(self, classifier: bool, classes: int, xs: list[torch.Tensor], ys: list[torch.Tensor]):
+        x = torch.cat([v.detach().cpu() for v in xs])
+        y = torch.cat([v.detach().cpu() for v in ys])[:, 0]
+        self.classifier, self.classes, self.width = classifier, classes, x.shape[1]
+        self.shown = self.width == 1 or (self.width == 2 and classifier)
+        if not self.shown:
+            return
+        self.fig = _figure()
+        ax = self.ax = self.fig.subplots()
+        if self.width == 2:
             lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
-            g0, g1 = torch.meshgrid(torch.linspace(lo[0], hi[0], 120), torch.linspace(lo[1], hi[1], 120), indexing="ij")
-            grid = torch.stack([g0.flatten(), g1.flatten()], 1)
-            probabilities = module.predictions(module(grid))
+            self.g0, self.g1 = torch.meshgrid(
+                torch.linspace(lo[0], hi[0], 120), torch.linspace(lo[1], hi[1], 120), indexing="ij"
+            )
+            self.grid = torch.stack([self.g0.flatten(), self.g1.flatten()], 1)
             extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
-            if probabilities.shape[1] > 1:  # several classes: each point of the plane coloured by its class
-                _class_regions(fig, ax, probabilities, g0.shape, extent, x, y)
-                _heading(ax, f"epoch {step}")
-                return fig
-            p = probabilities.reshape(g0.shape)
-            shade = ax.imshow(p.T.numpy(), origin="lower", extent=extent, aspect="auto", cmap="RdBu_r", vmin=0, vmax=1,
-                              alpha=0.6)  # fmt: skip
-            ax.contour(g0.numpy(), g1.numpy(), p.numpy(), levels=[0.5], colors="k", linewidths=1.5)
-            fig.colorbar(shade, ax=ax, label="P(y = 1)")
-            for label, marker in ((0, "o"), (1, "s")):
-                pts = x[y == label]
-                ax.scatter(pts[:, 0], pts[:, 1], marker=marker, edgecolors="k", label=f"y = {label}",
-                           c="tab:blue" if label == 0 else "tab:red")  # fmt: skip
+            blank = np.zeros(self.g0.shape)
+            if classes > 1:  # several classes: each point of the plane coloured by its most probable class
+                from matplotlib.colors import ListedColormap
+
+                self.colours = [f"C{i}" for i in range(classes)]
+                self.shade = ax.imshow(blank, origin="lower", extent=extent, aspect="auto", animated=True,
+                                       cmap=ListedColormap(self.colours), vmin=-0.5, vmax=classes - 0.5, alpha=0.35,
+                                       interpolation="nearest")  # fmt: skip
+                labels = [(label, "o", self.colours[label], f"class {label}") for label in range(classes)]
+            else:
+                self.shade = ax.imshow(blank, origin="lower", extent=extent, aspect="auto", cmap="RdBu_r", vmin=0,
+                                       vmax=1, alpha=0.6, animated=True)  # fmt: skip
+                self.fig.colorbar(self.shade, ax=ax, label="P(y = 1)")
+                labels = [(0, "o", "tab:blue", "y = 0"), (1, "s", "tab:red", "y = 1")]
+            self.points = [
+                (label, ax.scatter([], [], marker=marker, c=colour, edgecolors="k", label=name, animated=True))
+                for label, marker, colour, name in labels
+            ]
+            ax.set_xlim(extent[0], extent[1])
+            ax.set_ylim(extent[2], extent[3])
             ax.set_xlabel("x1")
             ax.set_ylabel("x2")
+            _heading(ax, "")
         else:
-            span = x.max() - x.min()
-            line = torch.linspace(float(x.min() - 0.1 * span), float(x.max() + 0.1 * span), 300).reshape(-1, 1)
-            ax.plot(line[:, 0], module.predictions(module(line))[:, 0], "k-", label="model")
-            if optimum and "weight" in optimum and not classifier:
-                best = optimum["weight"][0] * line[:, 0] + optimum["bias"]
-                ax.plot(line[:, 0], best, "g--", label=f"least squares ({optimum['loss']:.4g})")
-            ax.scatter(x[:, 0], y, c="tab:red", edgecolors="k", zorder=3, label="data")
+            span = float(x.max() - x.min())
+            self.line = torch.linspace(float(x.min()) - 0.1 * span, float(x.max()) + 0.1 * span, 300).reshape(-1, 1)
+            self.model = ax.plot([], [], "k-", label="model", animated=True)[0]
+            self.best = ax.plot([], [], "g--", animated=True)[0]
+            self.data = ax.scatter([], [], c="tab:red", edgecolors="k", zorder=3, label="data", animated=True)
+            ax.set_xlim(float(self.line[0, 0]), float(self.line[-1, 0]))
+            if classifier:
+                ax.set_ylim(-0.05, 1.05)
+            else:
+                margin = 0.15 * float(y.max() - y.min()) or 1.0
+                ax.set_ylim(float(y.min()) - margin, float(y.max()) + margin)
             ax.set_xlabel("x")
             ax.set_ylabel("P(y = 1)" if classifier else "y")
-    _heading(ax, f"epoch {step}")
-    return fig
+        self.title = ax.set_title("", loc="left", animated=True)
+        self.canvas = _canvas(self.fig)
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(self.fig.bbox)
 
-
-def _class_regions(fig, ax, probabilities, shape, extent, x, y) -> None:
-    """Decision regions of a multi-class classifier (the most probable class, shaded by how sure it is)
-    with the training points in their class colours."""
-    from matplotlib.colors import ListedColormap
-
-    classes = probabilities.shape[1]
-    colours = [f"C{i}" for i in range(classes)]
-    best, which = probabilities.max(dim=1)
-    regions = ListedColormap(colours)
-    ax.imshow(which.reshape(shape).T.numpy(), origin="lower", extent=extent, aspect="auto", cmap=regions,
-              vmin=-0.5, vmax=classes - 0.5, alpha=0.35, interpolation="nearest")  # fmt: skip
-    g0, g1 = torch.meshgrid(
-        torch.linspace(extent[0], extent[1], shape[0]), torch.linspace(extent[2], extent[3], shape[1]), indexing="ij"
-    )
-    # how sure it is: the 0.5 and 0.9 lines of the winning class's probability
-    ax.contour(g0.numpy(), g1.numpy(), best.reshape(shape).numpy(), levels=[0.5, 0.9], colors="k", linewidths=0.6,
-               alpha=0.5)  # fmt: skip
-    for label in range(classes):
-        points = x[y == label]
-        ax.scatter(points[:, 0], points[:, 1], c=colours[label], edgecolors="k", label=f"class {label}")
-    ax.set_xlabel("x1")
-    ax.set_ylabel("x2")
+    def render(self, module, x: torch.Tensor, y: torch.Tensor, step: int, optimum: dict | None = None) -> np.ndarray:
+        """One run's fit at ``step`` as an RGB image; ``module`` is the LightningModule (or anything with its
+        ``predictions`` and ``__call__``): its predictions are what a user sees."""
+        x, y = x.detach().cpu(), y.detach().cpu()[:, 0]
+        ax, device = self.ax, module.device
+        self.canvas.restore_region(self.background)
+        drawn, removed = [], []
+        with torch.no_grad():
+            if self.width == 2:
+                probabilities = module.predictions(module(self.grid.to(device))).cpu()
+                if self.classes > 1:
+                    best, which = probabilities.max(dim=1)
+                    self.shade.set_data(which.reshape(self.g0.shape).T.numpy())
+                    # how sure it is: the 0.5 and 0.9 lines of the winning class's probability
+                    lines = ax.contour(self.g0.numpy(), self.g1.numpy(), best.reshape(self.g0.shape).numpy(),
+                                       levels=[0.5, 0.9], colors="k", linewidths=0.6, alpha=0.5)  # fmt: skip
+                else:
+                    p = probabilities.reshape(self.g0.shape)
+                    self.shade.set_data(p.T.numpy())
+                    lines = ax.contour(self.g0.numpy(), self.g1.numpy(), p.numpy(), levels=[0.5], colors="k",
+                                       linewidths=1.5)  # fmt: skip
+                for label, points in self.points:
+                    points.set_offsets(x[y == label].numpy().reshape(-1, 2))
+                drawn += [self.shade, lines, *(points for _, points in self.points)]
+                removed.append(lines)
+            else:
+                self.model.set_data(
+                    self.line[:, 0].numpy(), module.predictions(module(self.line.to(device)))[:, 0].cpu()
+                )
+                self.data.set_offsets(np.column_stack([x[:, 0].numpy(), y.numpy()]))
+                drawn += [self.model, self.data]
+                if optimum and "weight" in optimum and not self.classifier:
+                    self.best.set_data(
+                        self.line[:, 0].numpy(), optimum["weight"][0] * self.line[:, 0].numpy() + optimum["bias"]
+                    )
+                    self.best.set_label(f"least squares ({optimum['loss']:.4g})")
+                    drawn.append(self.best)
+                else:
+                    self.best.set_label("_hidden")
+                shown = [a for a in (self.model, self.best, self.data) if not a.get_label().startswith("_")]
+                legend = ax.legend(handles=shown, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3,
+                                   fontsize="small", frameon=False, borderaxespad=0.2)  # fmt: skip
+                legend.set_animated(True)
+                drawn.append(legend)
+                removed.append(legend)
+        self.title.set_text(f"epoch {step}")
+        for artist in [*drawn, self.title]:
+            ax.draw_artist(artist)
+        for artist in removed:
+            artist.remove()
+        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
 
 
 def confusion_figure(module, x: torch.Tensor, y: torch.Tensor, split: str):
@@ -106,25 +155,52 @@ def confusion_figure(module, x: torch.Tensor, y: torch.Tensor, split: str):
     return fig
 
 
-def loss_figure(tensorboard_dir: Path):
-    """train/val loss against epochs, read back from the run's own TensorBoard events (resumed parts included)."""
+def curves_from_events(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """The loss curves of a run read back from its own TensorBoard events (resumed parts included)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    fig = _figure()
-    ax = fig.subplots()
-    for tag, style in (("train/loss", "-"), ("val/loss", "o--"), ("optimum/loss", "g:")):
-        if tag in tags:
-            points = events.Scalars(tag)
-            ax.plot([p.step for p in points], [p.value for p in points], style, label=tag)
-    ax.set_xlabel("epoch (full-batch steps)")
-    ax.set_ylabel("loss")
-    if all(p.value > 0 for p in events.Scalars("train/loss")):
-        ax.set_yscale("log")
-    _heading(ax, "loss")
-    return fig
+    return {tag: [(p.step, p.value) for p in events.Scalars(tag)] for tag in LOSS_CURVES if tag in tags}
+
+
+LOSS_CURVES = {"train/loss": "-", "val/loss": "o--", "optimum/loss": "g:"}  # tag -> line style
+
+
+class LossPlot:
+    """train/val loss (and the optimum's) against epochs, for one run or a group of runs drawn on one set of
+    axes (limits from all of ``curves_of_runs``; log scale when every loss is positive), run by run."""
+
+    def __init__(self, curves_of_runs: list[dict[str, list[tuple[int, float]]]]):
+        points = [p for curves in curves_of_runs for line in curves.values() for p in line if math.isfinite(p[1])]
+        self.fig = _figure()
+        ax = self.ax = self.fig.subplots()
+        tags = [tag for tag in LOSS_CURVES if any(tag in curves for curves in curves_of_runs)]
+        self.lines = {tag: ax.plot([], [], LOSS_CURVES[tag], label=tag, animated=True)[0] for tag in tags}
+        if points:
+            steps, values = [p[0] for p in points], [p[1] for p in points]
+            ax.set_xlim(min(steps) - 0.02 * max(steps), 1.02 * max(steps) or 1)
+            if min(values) > 0:
+                ax.set_yscale("log")
+                ax.set_ylim(min(values) / 1.3, max(values) * 1.3)
+            else:
+                margin = 0.05 * (max(values) - min(values)) or 1.0
+                ax.set_ylim(min(values) - margin, max(values) + margin)
+        ax.set_xlabel("epoch (full-batch steps)")
+        ax.set_ylabel("loss")
+        _heading(ax, "loss")
+        self.canvas = _canvas(self.fig)
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(self.fig.bbox)
+
+    def render(self, curves: dict[str, list[tuple[int, float]]]) -> np.ndarray:
+        self.canvas.restore_region(self.background)
+        for tag, line in self.lines.items():
+            points = curves.get(tag, [])
+            line.set_data([p[0] for p in points], [p[1] for p in points])
+            self.ax.draw_artist(line)
+        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
 
 
 def _heading(ax, title: str) -> None:
@@ -140,46 +216,80 @@ def _figure() -> Figure:
     return fig
 
 
-def rasterise(fig: Figure) -> np.ndarray:
-    """The figure as an RGBA image (height, width, 4), rendered once."""
+def _canvas(fig: Figure):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    canvas = FigureCanvasAgg(fig)
+    return FigureCanvasAgg(fig)
+
+
+def rasterise(fig: Figure) -> np.ndarray:
+    """The figure as an RGB image (height, width, 3), rendered once."""
+    canvas = _canvas(fig)
     canvas.draw()
-    return np.asarray(canvas.buffer_rgba()).copy()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def draw_fit(module, x: torch.Tensor, y: torch.Tensor, step: int, loggers, optimum: dict | None) -> np.ndarray | None:
-    """The fit figure at ``step`` over the training data (x, y), into every TensorBoard logger; the image,
-    or None for data no figure shows."""
-    fig = fit_figure(module, x.to(module.device), y, step, optimum)
-    if fig is None:
-        return None
-    image = rasterise(fig)
+def png(image: np.ndarray) -> bytes:
+    """An RGB image as PNG bytes, encoded once for both the file and TensorBoard. The fastest zlib level:
+    these flat-coloured figures compress well at any level, and encoding is most of a figure's cost."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="png", compress_level=1)
+    return out.getvalue()
+
+
+def log_image(loggers, tag: str, image: np.ndarray, encoded: bytes, step: int) -> None:
+    """An encoded image into every TensorBoard logger (the Images tab), without encoding it again."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
     for logger in loggers:
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
-            logger.experiment.add_image("fit", image[..., :3], global_step=step, dataformats="HWC")
-    return image
+            picture = Summary.Image(
+                height=image.shape[0], width=image.shape[1], colorspace=3, encoded_image_string=encoded
+            )
+            summary = Summary(value=[Summary.Value(tag=tag, image=picture)])
+            logger.experiment.file_writer.add_summary(summary, step)
+
+
+def draw_fit(module, x, y, step: int, loggers, optimum: dict | None, plot: FitPlot | None = None) -> bytes | None:
+    """The fit figure at ``step`` over the training data (x, y), into every TensorBoard logger; the PNG, or
+    None for data no figure shows. ``plot``: a FitPlot to draw on (built for these data when None)."""
+    plot = plot or FitPlot(module.is_classifier, getattr(module, "num_classes", 1), [x], [y])
+    if not plot.shown:
+        return None
+    image = plot.render(module, x, y, step, optimum)
+    encoded = png(image)
+    log_image(loggers, "fit", image, encoded, step)
+    return encoded
 
 
 def save_figures(
-    run_dir: Path, module, x, y, step: int, loggers, optimum: dict | None, tensorboard: Path | None, evaluated=None
-):
-    """After training: the last epoch's fit (TensorBoard and figures/fit.png), figures/loss.png and, for a
-    multi-class classifier, the confusion matrix on ``evaluated`` = (split, x, y) (TensorBoard and
-    figures/confusion.png)."""
-    from matplotlib.image import imsave
-
+    run_dir: Path,
+    module,
+    x,
+    y,
+    step: int,
+    loggers,
+    optimum: dict | None,
+    curves: dict | None,
+    evaluated=None,
+    plots: tuple[FitPlot, LossPlot | None] | None = None,
+) -> None:
+    """After training: the last epoch's fit (TensorBoard and figures/fit.png), figures/loss.png of
+    ``curves`` (none for None) and, for a multi-class classifier, the confusion matrix on ``evaluated`` =
+    (split, x, y) (TensorBoard and figures/confusion.png). ``plots``: (fit, loss) plots shared by a group of
+    runs; None draws this run's own."""
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)
-    image = draw_fit(module, x, y, step, loggers, optimum)
-    if image is not None:
-        imsave(out / "fit.png", image)
-    if tensorboard is not None and tensorboard.is_dir():
-        imsave(out / "loss.png", rasterise(loss_figure(tensorboard)))
+    fit, loss = plots or (None, None)
+    encoded = draw_fit(module, x, y, step, loggers, optimum, fit)
+    if encoded is not None:
+        (out / "fit.png").write_bytes(encoded)
+    if curves is not None:
+        (out / "loss.png").write_bytes(png((loss or LossPlot([curves])).render(curves)))
     if evaluated is not None and getattr(module, "num_classes", None):
         image = rasterise(confusion_figure(module, evaluated[1], evaluated[2], evaluated[0]))
-        imsave(out / "confusion.png", image)
-        for logger in loggers:
-            if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
-                logger.experiment.add_image("confusion", image[..., :3], global_step=step, dataformats="HWC")
+        encoded = png(image)
+        (out / "confusion.png").write_bytes(encoded)
+        log_image(loggers, "confusion", image, encoded, step)

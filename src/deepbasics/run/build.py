@@ -105,6 +105,27 @@ def live_progress(progress: str) -> bool:
     return progress == "bar" or (progress == "auto" and sys.stdout.isatty())
 
 
+def build_loggers(cfg: DictConfig, run_dir: Path, start_step: int = 0) -> list:
+    """The configured loggers, writing into ``run_dir`` (never where a copied config points)."""
+    loggers = []
+    for conf in (cfg.get("logger") or {}).values():
+        extra = {"save_dir": str(run_dir)}
+        if start_step and conf._target_.endswith("TensorBoardLogger"):
+            # A resumed run hides what the interrupted one logged after its checkpoint: no doubled points.
+            extra["purge_step"] = start_step + 1
+        loggers.append(_instantiate(conf, **extra))
+    return loggers
+
+
+def build_checkpointing(cfg: DictConfig, schedule: Schedule, run_dir: Path) -> list:
+    """The configured callbacks (cfg.callbacks); the checkpointing one saves into ``run_dir``/checkpoints."""
+    checkpointing = {"dirpath": str(run_dir / "checkpoints"), "every_n_steps": schedule.ckpt_every}
+    return [
+        _instantiate(conf, **(checkpointing if name == "model_checkpoint" else {}))
+        for name, conf in (cfg.get("callbacks") or {}).items()
+    ]
+
+
 def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step: int = 0) -> L.Trainer:
     gap = OptimumGap(cfg.get("optimum_max_rows", MAX_ROWS))
     bar = live_progress(cfg.get("progress", "auto"))
@@ -113,30 +134,30 @@ def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step
     callbacks.append(RunState(OmegaConf.to_container(cfg, resolve=True)))
     # Directories come from run_dir here, not from the config: the config travels inside checkpoints, and a
     # resumed or evaluated run must never write into the directory of the run it was copied from.
-    checkpointing = {"dirpath": str(run_dir / "checkpoints"), "every_n_steps": schedule.ckpt_every}
-    for name, conf in (cfg.get("callbacks") or {}).items():
-        callbacks.append(_instantiate(conf, **(checkpointing if name == "model_checkpoint" else {})))
-    loggers = []
-    for conf in (cfg.get("logger") or {}).values():
-        extra = {"save_dir": str(run_dir)}
-        if start_step and conf._target_.endswith("TensorBoardLogger"):
-            # A resumed run hides what the interrupted one logged after its checkpoint: no doubled points.
-            extra["purge_step"] = start_step + 1
-        loggers.append(_instantiate(conf, **extra))
+    callbacks += build_checkpointing(cfg, schedule, run_dir)
+    loggers = build_loggers(cfg, run_dir, start_step)
     if cfg.model.get("scheduler") and loggers:
         callbacks.append(EpochClockLRMonitor())
     profiler = {}
     if cfg.trainer.get("profiler"):  # its report goes into this run's directory (debug=profiler)
         profiler["profiler"] = _instantiate(cfg.trainer.profiler, dirpath=str(run_dir))
+    return lightning_trainer(cfg, schedule, run_dir, callbacks, loggers, bar, **profiler)
+
+
+def lightning_trainer(
+    cfg: DictConfig, schedule: Schedule, root: Path, callbacks: list, loggers: list, bar: bool = False, **extra
+) -> L.Trainer:
+    """``cfg.trainer`` on the tutorial-epoch schedule with these callbacks and loggers (a run's, or a
+    stacked group's, whose root is its sweep directory)."""
     trainer = _instantiate(
         cfg.trainer,
         **schedule.trainer_kwargs(),
-        **profiler,
+        **extra,
         enable_progress_bar=bar,
         callbacks=callbacks,
         logger=loggers or False,
         enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
-        default_root_dir=str(run_dir),
+        default_root_dir=str(root),
         plugins=[AtomicCheckpointIO()],
     )
     # deterministic=True also fills every new tensor with NaN to expose reads of uninitialised memory,

@@ -9,7 +9,7 @@ import threading
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
-from deepbasics.reports.figures import draw_fit
+from deepbasics.reports.figures import FitPlot, draw_fit
 from deepbasics.run.rng import rng_states, set_rng_states
 
 
@@ -47,12 +47,16 @@ class Figures(EpochEndCallback):
 
     def __init__(self, every: int, gap=None):
         self.every, self.gap = every, gap  # gap: the OptimumGap callback, for the optimum line
+        self.plot: FitPlot | None = None  # laid out once, redrawn at every figure
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         step = trainer.global_step
         if self.every and step % self.every == 0 and step < trainer.max_steps and not self.replayed(trainer):
             x, y = trainer.datamodule.splits["train"]
-            draw_fit(pl_module, x, y, step, trainer.loggers, self.gap.report if self.gap is not None else None)
+            if self.plot is None:
+                self.plot = FitPlot(pl_module.is_classifier, getattr(pl_module, "num_classes", 1), [x], [y])
+            report = self.gap.report if self.gap is not None else None
+            draw_fit(pl_module, x, y, step, trainer.loggers, report, self.plot)
 
 
 class ScheduledEarlyStopping(EpochEndCallback, EarlyStopping):

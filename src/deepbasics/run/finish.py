@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from deepbasics.files import atomic_write
 from deepbasics.models.optimum import MAX_ROWS, final_report
-from deepbasics.reports.figures import save_figures
+from deepbasics.reports.figures import curves_from_events, save_figures
 from deepbasics.reports.metrics import by_stage, optimum_line, results_table, write_json
 
 
@@ -39,10 +39,33 @@ def finish(
         for x, y in datamodule.loader(split):
             rows = module.train_rows(x, y) if split == "train" else (x, y)
             values.update(module.measure_batches(split, module.outputs(*rows, size)))
+    if not is_global_zero:  # under DDP, the files are rank 0's to write
+        return float(values[cfg.monitor.metric])
+    return write_end(cfg, run_dir, module, datamodule, loggers, step, values, stopped, best_checkpoint, optimum)
+
+
+def write_end(
+    cfg: DictConfig,
+    run_dir: Path,
+    module: L.LightningModule,
+    datamodule,
+    loggers: list,
+    step: int,
+    values: dict,
+    stopped: dict | None = None,
+    best_checkpoint: str | None = None,
+    optimum: dict | None = None,
+    curves: dict | None = None,
+    plots=None,
+    report: bool = True,
+) -> float:
+    """The run's end-of-run files from its final metrics ``values`` ({"<split>/<name>": value}): test
+    points and the optimum's gap into the loggers, model.pt, figures, the hparams tab and metrics.json
+    last; the monitored value. ``curves`` (the loss curves, read back from TensorBoard when None) and
+    ``plots`` (shared figure layouts) come from a group of runs trained together, which also prints one
+    report for all instead of ``report``-ing each run."""
     stages = by_stage(values)
     monitored = float(values[cfg.monitor.metric])
-    if not is_global_zero:  # under DDP, the files are rank 0's to write
-        return monitored
     if "test" in stages:  # train and val were logged at this step while training
         for logger in loggers:
             logger.log_metrics({f"test/{k}": v for k, v in stages["test"].items()}, step=step)
@@ -57,7 +80,12 @@ def finish(
     atomic_write(run_dir / "model.pt", lambda f: torch.save(module.net.state_dict(), f))
     split = "test" if "test" in datamodule.splits else "train"
     evaluated = (split, *datamodule.splits[split])
-    save_figures(run_dir, module, x, y, step, loggers, optimum, log_hparams(cfg, stages, loggers, step), evaluated)
+    tensorboard = log_hparams(cfg, stages, loggers, step)
+    if tensorboard is None or not tensorboard.is_dir():
+        curves = None  # loss.png comes from the TensorBoard events, as a run's own loss curve
+    elif curves is None:
+        curves = curves_from_events(tensorboard)
+    save_figures(run_dir, module, x, y, step, loggers, optimum, curves, evaluated, plots)
     for logger in loggers:  # Lightning finalized them when fit ended; the end phase logged more since
         logger.finalize("success")
     status = "stopped_early" if stopped else "completed"
@@ -73,7 +101,8 @@ def finish(
             "best_checkpoint": best_checkpoint,
         },
     )
-    _print_report(cfg, stages, optimum, run_dir, step, stopped)
+    if report:
+        _print_report(cfg, stages, optimum, run_dir, step, stopped)
     return monitored
 
 

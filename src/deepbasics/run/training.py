@@ -35,17 +35,17 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     try:
         return _train(cfg, run_dir, overrides)
     except Interrupted as err:
-        _record_status(run_dir, cfg, "interrupted", str(err), epochs=err.epoch)
+        record_status(run_dir, cfg, "interrupted", str(err), epochs=err.epoch)
         raise
     except RunFailed as err:
-        _record_status(run_dir, cfg, "failed", str(err), failed_at_epoch=err.epoch)
+        record_status(run_dir, cfg, "failed", str(err), failed_at_epoch=err.epoch)
         raise
     except ConfigError as err:  # bad input: an earlier record of this run (interrupted, say) stays as it was
         if not (run_dir / "metrics.json").exists():
-            _record_status(run_dir, cfg, "failed", one_line(err))
+            record_status(run_dir, cfg, "failed", one_line(err))
         raise
     except Exception as err:
-        _record_status(run_dir, cfg, "failed", one_line(err))
+        record_status(run_dir, cfg, "failed", one_line(err))
         raise
     finally:
         unlock_run_dir(run_dir)
@@ -88,9 +88,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path if checkpoint else None, weights_only=True)
     except RunFailed as err:
-        raise RunFailed(
-            f"{err}; {_last_good(run_dir)}; a smaller model.optimizer.lr usually helps", err.epoch
-        ) from None
+        raise diverged(str(err), err.epoch, run_dir) from None
     graceful = _callback(trainer, GracefulStop)
     if trainer.world_size > 1:  # a signal may reach one rank only; every rank must take the same path
         graceful.received = (
@@ -98,12 +96,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         )
     received = graceful.received
     if received is not None and trainer.global_step < cfg.epochs:  # only a real signal is an interruption
-        raise Interrupted(
-            f"{signal.Signals(received).name}: stopped at epoch {trainer.global_step}/{cfg.epochs} and saved"
-            f" {run_dir / 'checkpoints'}/last.ckpt; continue with: deepbasics-train experiment={cfg.name} resume=auto",
-            code=128 + received,
-            epoch=trainer.global_step,
-        )
+        raise interruption(received, trainer.global_step, cfg, run_dir, "resume=auto")
     checkpointing = trainer.checkpoint_callback
     return finish(
         cfg,
@@ -134,14 +127,29 @@ def _finished(run_dir: Path) -> bool:
     return path.is_file() and read_json(path).get("status") in FINISHED
 
 
-def _last_good(run_dir: Path) -> str:
+def diverged(message: str, epoch: int, run_dir: Path) -> RunFailed:
+    """The failure of a run whose loss went non-finite at ``epoch``, with where its last good state is."""
+    return RunFailed(f"{message}; {last_good(run_dir)}; a smaller model.optimizer.lr usually helps", epoch)
+
+
+def interruption(signum: int, step: int, cfg: DictConfig, run_dir: Path, resume: str) -> Interrupted:
+    """A run stopped by a signal after saving last.ckpt, with the command that continues it."""
+    return Interrupted(
+        f"{signal.Signals(signum).name}: stopped at epoch {step}/{cfg.epochs} and saved {run_dir / 'checkpoints'}"
+        f"/last.ckpt; continue with: deepbasics-train experiment={cfg.name} {resume}",
+        code=128 + signum,
+        epoch=step,
+    )
+
+
+def last_good(run_dir: Path) -> str:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return "no checkpoint had been saved yet"
     return f"kept the last good checkpoint, {last} (epoch {read_checkpoint(last)['global_step']})"
 
 
-def _record_status(run_dir: Path, cfg: DictConfig, status: str, message: str, **extra) -> None:
+def record_status(run_dir: Path, cfg: DictConfig, status: str, message: str, **extra) -> None:
     """metrics.json for a run that did not complete, never over a finished one: a failed resume or
     extension must not erase what the run had finished before."""
     if rank_zero_only.rank != 0 or not run_dir.is_dir() or _finished(run_dir):

@@ -1,0 +1,255 @@
+"""K copies of one small net trained as one model: every parameter stacked on a leading job axis, every
+layer one batched matrix product (``torch.baddbmm``), one backward pass and one optimizer step for all K.
+
+The tutorials' nets have 3 to 21 parameters: trained one at a time, a step is all kernel launches and
+Python, no arithmetic. Stacked, K jobs cost about what one does until the products get wide. Jobs never
+mix: the loss is the sum of the jobs' mean losses, so each job's parameters get exactly their own job's
+gradient, and the optimizers below apply each job's own hyperparameters elementwise, as torch's SGD and
+Adam would to that job alone (the sums inside a batched product run in another order, so the numbers
+agree to float32 rounding, not bit for bit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch import nn
+
+from deepbasics.config.schema import OptimizerSpec
+from deepbasics.models.lightning_modules import FullBatchModule, count_steps
+
+# Options the stacked optimizers apply per job; a flag (True/False) must be the same for every job of a group.
+STACKED_OPTIONS = {
+    "sgd": {"momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False, "maximize": False},
+    "adam": {
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "amsgrad": False,
+        "maximize": False,
+        "decoupled_weight_decay": False,
+    },
+}
+
+
+def unstackable_optimizer(spec: dict) -> str | None:
+    """Why this optimizer cannot train stacked (an option the stacked step does not apply), or None."""
+    checked = OptimizerSpec.of(spec)
+    unknown = sorted(set(checked.options) - set(STACKED_OPTIONS[checked.name]))
+    if unknown:
+        return f"model.optimizer.{unknown[0]} is not applied by the stacked {checked.name}"
+    return None
+
+
+def optimizer_kind(spec: dict) -> tuple:
+    """What jobs must share to step together: the optimizer, its flags, and (SGD) whether it has momentum
+    at all (torch skips the momentum buffer for momentum 0, which changes what dampening does)."""
+    checked = OptimizerSpec.of(spec)
+    options = {**STACKED_OPTIONS[checked.name], **checked.options}
+    flags = tuple(sorted((k, v) for k, v in options.items() if isinstance(v, bool)))
+    return (checked.name, flags, bool(options.get("momentum", 0)))
+
+
+class StackedNet(nn.Module):
+    """K nets of one class and size as one module: parameter ``name`` of job k is ``params[i][k]``."""
+
+    def __init__(self, nets: Sequence[nn.Module]):
+        super().__init__()
+        first = nets[0]
+        self.names = [name for name, _ in first.named_parameters()]
+        per_net = [dict(net.named_parameters()) for net in nets]
+        self.params = nn.ParameterList(
+            nn.Parameter(torch.stack([p[name].detach() for p in per_net])) for name in self.names
+        )
+        index = {name: i for i, name in enumerate(self.names)}
+        self._plan: list[tuple[int, int] | None] = []
+        for layer in type(first).LAYERS:
+            module = getattr(first, layer)
+            if isinstance(module, nn.Linear):
+                self._plan.append((index[f"{layer}.weight"], index[f"{layer}.bias"]))
+            elif isinstance(module, nn.ReLU):
+                self._plan.append(None)
+            else:
+                raise TypeError(f"{type(first).__name__}.{layer}: {type(module).__name__} has no stacked form")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, N, in) -> (K, N, out): job k's rows through job k's net."""
+        for layer in self._plan:
+            if layer is None:
+                x = torch.relu(x)
+            else:
+                weight, bias = self.params[layer[0]], self.params[layer[1]]
+                x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        return x
+
+    def job_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Job k's parameters as its own net's state_dict (on the CPU)."""
+        return {name: p[k].detach().cpu().clone() for name, p in zip(self.names, self.params, strict=True)}
+
+
+class StackedOptimizer(torch.optim.Optimizer):
+    """torch's SGD or Adam over stacked parameters, with each job's own hyperparameters: the update of job
+    k's slice is the one ``torch.optim.<SGD|Adam>(lr=..., **options)`` makes for job k alone."""
+
+    def __init__(self, params: Sequence[nn.Parameter], specs: Sequence[dict]):
+        checked = [OptimizerSpec.of(spec) for spec in specs]
+        self.kind = checked[0].name
+        defaults = STACKED_OPTIONS[self.kind]
+        options = [{**defaults, **c.options} for c in checked]
+        device = params[0].device
+        self.flags = {k: options[0][k] for k, v in defaults.items() if isinstance(v, bool)}
+
+        def per_job(values) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float64, device=device)
+
+        self.lr = per_job([c.lr for c in checked])
+        self.hyper = {
+            k: per_job([o[k] for o in options]) for k, v in defaults.items() if not isinstance(v, bool)
+        }  # betas -> (K, 2)
+        self.steps = 0
+        super().__init__(params, {})
+
+    def _view(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(K,) per-job values shaped to broadcast over a stacked parameter, in its dtype."""
+        return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        self.steps += 1
+        for p in self.param_groups[0]["params"]:
+            if p.grad is not None:
+                (self._sgd if self.kind == "sgd" else self._adam)(p, self.state[p])
+
+    def _sgd(self, p: torch.Tensor, state: dict) -> None:
+        h, grad = self.hyper, (-p.grad if self.flags["maximize"] else p.grad)
+        grad = grad + self._view(h["weight_decay"], p) * p
+        if "momentum_buffer" in state or bool(h["momentum"].any()):
+            buf = state.get("momentum_buffer")
+            if buf is None:  # torch's first step: the buffer is the gradient, undamped
+                buf = state["momentum_buffer"] = grad.clone()
+            else:
+                buf.mul_(self._view(h["momentum"], p)).add_(grad * self._view(1 - h["dampening"], p))
+            grad = grad + self._view(h["momentum"], p) * buf if self.flags["nesterov"] else buf
+        p.sub_(self._view(self.lr, p) * grad)
+
+    def _adam(self, p: torch.Tensor, state: dict) -> None:
+        h, grad = self.hyper, (-p.grad if self.flags["maximize"] else p.grad)
+        if not state:
+            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+            if self.flags["amsgrad"]:
+                state["max_exp_avg_sq"] = torch.zeros_like(p)
+        if self.flags["decoupled_weight_decay"]:
+            p.mul_(self._view(1 - self.lr * h["weight_decay"], p))
+        else:
+            grad = grad + self._view(h["weight_decay"], p) * p
+        beta1, beta2 = h["betas"][:, 0], h["betas"][:, 1]
+        state["exp_avg"].lerp_(grad, self._view(1 - beta1, p))
+        state["exp_avg_sq"].mul_(self._view(beta2, p)).addcmul_(grad, grad * self._view(1 - beta2, p))
+        second = state["exp_avg_sq"]
+        if self.flags["amsgrad"]:
+            second = torch.maximum(state["max_exp_avg_sq"], second, out=state["max_exp_avg_sq"])
+        # bias corrections in float64, as torch computes them from Python floats
+        step_size = self.lr / (1 - beta1**self.steps)
+        correction = torch.sqrt(1 - beta2**self.steps)
+        denominator = (second.sqrt() / self._view(correction, p)).add_(self._view(h["eps"], p))
+        p.sub_(self._view(step_size, p) * state["exp_avg"] / denominator)
+
+    def job_state(self, k: int) -> list[dict]:
+        """Job k's optimizer state per parameter, as torch's own optimizer for that job keeps it."""
+        states = []
+        for p in self.param_groups[0]["params"]:
+            state = {name: value[k].detach().cpu().clone() for name, value in self.state[p].items()}
+            if self.kind == "adam" and state:
+                state = {"step": torch.tensor(float(self.steps)), **state}
+            if self.kind == "sgd" and not float(self.hyper["momentum"][k]):
+                state = {}  # torch keeps no buffer for momentum 0
+            states.append(state)
+        return states
+
+
+def _finite_check(losses: torch.Tensor, total: torch.Tensor) -> torch.Tensor | None:
+    """None when every job's loss is finite (one host sync on the sum); else the (K,) mask of bad jobs."""
+    if math.isfinite(total.item()):
+        return None
+    return ~torch.isfinite(losses)
+
+
+class StackedModule(L.LightningModule):
+    """A group of jobs as one LightningModule, driven by one Trainer: the loop of ``FullBatchModule`` for K
+    jobs at once. ``history`` keeps every logged point as (step, {"<stage>/<metric>": (K,) values});
+    ``failed_at``/``failed_value``: the epoch whose loss first went non-finite per job (-1: never)."""
+
+    def __init__(self, jobs: Sequence[FullBatchModule]):
+        super().__init__()
+        self.jobs = tuple(jobs)  # a tuple: the job modules are not submodules (their nets are copied below)
+        self.kind = jobs[0]  # the loss and metric definitions of every job
+        self.net = StackedNet([job.net for job in jobs])
+        hp = jobs[0].hparams
+        self.epochs, self.log_every, self.val_every = hp.epochs, hp.log_every, hp.val_every
+        self.automatic_optimization = False
+        self.history: list[tuple[int, dict[str, torch.Tensor]]] = []
+        self.failed_at = torch.full((len(jobs),), -1, dtype=torch.long)
+        self.failed_value = torch.zeros(len(jobs))
+
+    def configure_optimizers(self):
+        return StackedOptimizer(list(self.net.params), [job.hparams.optimizer for job in self.jobs])
+
+    def record(self, stage: str, out: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        values = {k: v.detach().float().cpu() for k, v in self.kind.job_metrics(stage, out, y).items()}
+        self.history.append((step, values))
+        return values
+
+    def measure(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {k: v.float().cpu() for k, v in self.kind.job_metrics(stage, self.net(x), y).items()}
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        opt, trainer, net = self.optimizers().optimizer, self.trainer, self.net
+        start = self.global_step
+        stop = min((start // self.val_every + 1) * self.val_every, self.epochs)
+        if start == 0:
+            with torch.no_grad():
+                self.record("train", net(x), y, 0)
+        done = start
+        for step in range(start, stop):
+            out = net(x)
+            losses = self.kind.job_losses(out, y)
+            total = losses.sum()
+            bad = _finite_check(losses, total)
+            if bad is not None:
+                self._mark_failed(bad, losses, step)
+            if step != start and step % self.log_every == 0:
+                self.record("train", out.detach(), y, step)
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+            done = step + 1
+            if trainer.should_stop:  # Ctrl-C / SIGTERM (run.callbacks.GracefulStop): stop at a whole step
+                break
+        count_steps(trainer, done - start)
+        if done % self.log_every == 0 or done == self.epochs:
+            with torch.no_grad():
+                self.record("train", net(x), y, done)
+
+    def _mark_failed(self, bad: torch.Tensor, losses: torch.Tensor, step: int) -> None:
+        new = bad.cpu() & (self.failed_at < 0)
+        self.failed_at[new] = step
+        self.failed_value[new] = losses.detach().float().cpu()[new]
+
+    def validation_step(self, batch, batch_idx):
+        step = self.global_step
+        if step % self.val_every == 0 or step >= self.epochs:  # not at an interrupted step
+            with torch.no_grad():
+                self.record("val", self.net(batch[0]), batch[1], step)
+
+    def latest(self, step: int) -> dict[str, torch.Tensor]:
+        """Every metric logged at ``step``, (K,) each."""
+        merged: dict[str, torch.Tensor] = {}
+        for at, values in self.history:
+            if at == step:
+                merged.update(values)
+        return merged

@@ -1,0 +1,354 @@
+"""Jobs of a sweep trained together as one stacked model (``models.stacked``; the launcher is
+``hydra_plugins/deepbasics_vectorized``). Every job ends with what a run of its own leaves in its
+directory: checkpoints that a run of its own resumes (its own ModelCheckpoint decides names and keeps its
+state, driven through a view of the group's trainer that shows that job alone), logger events, model.pt,
+figures and metrics.json; and it returns its monitored value, or the error that ended it. A job whose loss
+goes non-finite fails alone; the others train on."""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from deepbasics.config.schema import Schedule, validate_train_config
+from deepbasics.data.in_memory import StackedSplits
+from deepbasics.errors import ConfigError, one_line
+from deepbasics.files import lock_run_dir, unlock_run_dir
+from deepbasics.models.optimum import MAX_ROWS, optimum
+from deepbasics.models.stacked import StackedModule
+from deepbasics.reports.figures import FitPlot, LossPlot
+from deepbasics.run.build import build_checkpointing, build_datamodule, build_loggers, build_model, lightning_trainer
+from deepbasics.run.callbacks import GracefulStop, RunState
+from deepbasics.run.checkpoints import AtomicCheckpointIO
+from deepbasics.run.finish import write_end
+from deepbasics.run.rng import rng_states
+from deepbasics.run.training import diverged, interruption, record_status
+
+
+@dataclass
+class Job:
+    """One job of a group: its config (resolved), directory, and once built its module, data and own
+    checkpoint callback; ``outcome`` is its monitored value or the error that ended it."""
+
+    cfg: DictConfig
+    label: str
+    run_dir: Path = field(init=False)
+    module: L.LightningModule | None = None
+    datamodule: L.LightningDataModule | None = None
+    checkpoint: L.pytorch.callbacks.ModelCheckpoint | None = None
+    run_state: RunState | None = None
+    rng: dict | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    outcome: float | BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.cfg.paths.run_dir)
+
+    def fail(self, err: BaseException, status: str = "failed", **extra) -> None:
+        self.outcome = err
+        record_status(self.run_dir, self.cfg, status, one_line(err) if status == "failed" else str(err), **extra)
+
+
+def train_group(cfgs: Sequence[DictConfig], labels: Sequence[str]) -> list[float | BaseException]:
+    """Train these jobs' configs (same net shape, optimizer kind and schedule: the launcher groups them) as
+    stacked models; one outcome per job, in order."""
+    jobs = [Job(cfg, label) for cfg, label in zip(cfgs, labels, strict=True)]
+    _allow_open_files(len(jobs))
+    held = []
+    try:
+        for job in jobs:  # first: a job whose directory another process holds writes nothing into it
+            try:
+                lock_run_dir(job.run_dir)
+                held.append(job.run_dir)
+            except ConfigError as err:
+                job.outcome = err
+        shared: dict[str, L.LightningDataModule] = {}
+        built = [job for job in jobs if job.outcome is None and _build(job, shared)]
+        shapes: dict[tuple, list[Job]] = {}
+        for job in built:  # the data may differ per job, their shapes may not
+            shape = tuple((name, tuple(x.shape)) for name, (x, _) in job.datamodule.splits.items())
+            shapes.setdefault(shape, []).append(job)
+        for members in shapes.values():
+            _train_stacked(members)
+    finally:
+        for run_dir in held:
+            unlock_run_dir(run_dir)
+    return [job.outcome for job in jobs]
+
+
+def _allow_open_files(jobs: int) -> None:
+    """Every job holds its directory's lock file open while the group trains: raise the soft limit on open
+    files toward the hard one when a large group needs it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = jobs + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
+def _build(job: Job, shared: dict) -> bool:
+    """The job's data, module (initialised exactly as a run of its own: same seed, same order of random
+    draws) and checkpoint callback; False (the job failed, recorded) on a config error."""
+    cfg = job.cfg
+    try:
+        validate_train_config(cfg)
+        schedule = Schedule.of(cfg)
+        L.seed_everything(cfg.seed, verbose=False)
+        key = json.dumps([OmegaConf.to_container(cfg.data, resolve=True), cfg.get("overfit_rows")], sort_keys=True)
+        if key not in shared:  # data builders draw from their own seeded generators: sharing changes nothing
+            shared[key] = build_datamodule(cfg)
+        job.datamodule = shared[key]
+        job.module = build_model(cfg, schedule, job.datamodule)
+        job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
+        if not job.datamodule.has(cfg.monitor.metric.split("/")[0]):
+            raise ConfigError(
+                f"monitor.metric={cfg.monitor.metric} but the data has no such split; monitor train/loss instead"
+            )
+        checkpointing = build_checkpointing(cfg, schedule, job.run_dir)
+        job.checkpoint = next((c for c in checkpointing if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None)
+        job.run_state = RunState(OmegaConf.to_container(cfg, resolve=True))
+    except ConfigError as err:
+        job.fail(err)
+        return False
+    return True
+
+
+def _train_stacked(jobs: list[Job]) -> None:
+    first = jobs[0].cfg
+    schedule = Schedule.of(first)
+    torch.set_num_threads(first.threads)
+    group = StackedModule([job.module for job in jobs])
+    data = StackedSplits([job.datamodule for job in jobs])
+    graceful = GracefulStop()
+    callbacks = [JobCheckpoints(jobs, group), GroupLog(first, [job.label for job in jobs], group), graceful]
+    trainer = lightning_trainer(first, schedule, jobs[0].run_dir.parent, callbacks, [])
+    _check_device_memory(trainer, group, data)
+    trainer.fit(group, datamodule=data)
+    step = trainer.global_step
+    if graceful.received is not None and step < first.epochs:
+        for k, job in enumerate(jobs):
+            if group.failed_at[k] < 0:
+                job.fail(interruption(graceful.received, step, job.cfg, job.run_dir, f"resume={job.run_dir}"),
+                         "interrupted", epochs=step)  # fmt: skip
+        return
+    device = group.device
+    finals: dict[str, torch.Tensor] = {}
+    for split, (x, y) in data.splits.items():
+        finals.update(group.measure(split, x.to(device), y.to(device)))
+    _end_jobs(jobs, group, finals, step)
+
+
+def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict[str, torch.Tensor], step: int) -> None:
+    """Each job's end: a failure record for a job that diverged, the end-of-run files for the others."""
+    alive = [k for k in range(len(jobs)) if group.failed_at[k] < 0]
+    for k in range(len(jobs)):
+        if group.failed_at[k] >= 0:
+            _end_failed(jobs[k], k, group)
+    if not alive:
+        return
+    optima, curves = {}, {}
+    for k in alive:
+        job = jobs[k]
+        job.module.net.load_state_dict(group.net.job_state(k))
+        x, y = job.datamodule.splits["train"]
+        optima[k] = optimum(job.module.net, x, y, job.module.loss_fn, job.cfg.get("optimum_max_rows", MAX_ROWS))
+        curves[k] = _curves(group, k, optima[k], step)
+    template = jobs[alive[0]].module
+    classes = getattr(template, "num_classes", 1)
+    xs, ys = zip(*(jobs[k].datamodule.splits["train"] for k in alive), strict=True)
+    fit = FitPlot(template.is_classifier, classes, list(xs), list(ys))
+    plots = (fit, LossPlot(list(curves.values())))
+    for k in alive:
+        job = jobs[k]
+        loggers = build_loggers(job.cfg, job.run_dir)
+        _replay(group, k, loggers, optima[k])
+        values = {name: float(v[k]) for name, v in finals.items()}
+        best = job.checkpoint.best_model_path if job.checkpoint else None
+        job.outcome = write_end(job.cfg, job.run_dir, job.module, job.datamodule, loggers, step, values,
+                                best_checkpoint=best, optimum=optima[k], curves=curves[k], plots=plots,
+                                report=False)  # fmt: skip
+
+
+def _end_failed(job: Job, k: int, group: StackedModule) -> None:
+    epoch, value = int(group.failed_at[k]), float(group.failed_value[k])
+    loggers = build_loggers(job.cfg, job.run_dir)
+    _replay(group, k, loggers, None, before=epoch)  # a run of its own logged the points before its failure
+    for logger in loggers:
+        logger.finalize("failed")
+    job.fail(diverged(f"the loss became {value} at epoch {epoch}", epoch, job.run_dir), failed_at_epoch=epoch)
+
+
+def _replay(group: StackedModule, k: int, loggers: list, report: dict | None, before: int | None = None) -> None:
+    """Job k's logged points, as a run of its own logs them while training."""
+    if report and "loss" in report:  # the optimum's flat line from epoch 0 (models.optimum.OptimumGap)
+        for logger in loggers:
+            logger.log_metrics({"optimum/loss": report["loss"]}, step=0)
+    for step, values in group.history:
+        if before is not None and step >= before:
+            continue
+        scalars = {name: float(v[k]) for name, v in values.items()}
+        for logger in loggers:
+            logger.log_metrics(scalars, step=step)
+
+
+def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dict[str, list[tuple[int, float]]]:
+    """Job k's loss curves as its TensorBoard events hold them at the end of its run (figures/loss.png)."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for at, values in group.history:
+        for tag in ("train/loss", "val/loss"):
+            if tag in values:
+                curves.setdefault(tag, []).append((at, float(values[tag][k])))
+    if report and "loss" in report:
+        curves["optimum/loss"] = [(0, report["loss"]), (step, report["loss"])]
+    return curves
+
+
+def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: StackedSplits) -> None:
+    """On a GPU, refuse a group whose K copies would not fit in the device's free memory."""
+    device = trainer.strategy.root_device
+    if device.type != "cuda":
+        return
+    free, _ = torch.cuda.mem_get_info(device)
+    params = sum(p.numel() for p in group.net.params)
+    x, _ = data.splits["train"]
+    widths = sum(p.shape[1] for p in group.net.params if p.dim() == 3)  # every layer's outputs per row
+    rows = max(len(split[0][0]) for split in data.splits.values())
+    # parameters, gradients, two optimizer states; the data; activations and their gradients, twice over
+    need = 4 * (
+        4 * params + sum(s[0].numel() + s[1].numel() for s in data.splits.values()) + 4 * len(x) * rows * widths
+    )
+    if need > 0.9 * free:
+        raise ConfigError(
+            f"{len(group.jobs)} stacked jobs need about {need / 2**30:.1f} GiB on {device}, which has"
+            f" {free / 2**30:.1f} GiB free; launch fewer jobs at a time (an Optuna sweep's n_jobs), or trainer=cpu"
+        )
+
+
+class JobView:
+    """The group's trainer as job k sees it: the group's step, schedule and stop flag, job k's own metrics
+    and data; a checkpoint it saves is job k's. Lightning's ModelCheckpoint, given this view, decides and
+    records job k's checkpoints as it would in a run of job k alone."""
+
+    fast_dev_run = False
+    sanity_checking = False
+    is_global_zero = True
+    loggers = ()
+    ckpt_path = None
+
+    def __init__(self, trainer: L.Trainer, saver: JobCheckpoints, k: int):
+        self._trainer, self._saver, self._k = trainer, saver, k
+        self.datamodule = saver.jobs[k].datamodule
+        self.strategy = self
+
+    def __getattr__(self, name: str):
+        return getattr(self._trainer, name)
+
+    @property
+    def callback_metrics(self) -> dict[str, torch.Tensor]:
+        return {name: v[self._k] for name, v in self._saver.group.latest(self._trainer.global_step).items()}
+
+    def save_checkpoint(self, filepath, weights_only: bool = False, storage_options=None) -> None:
+        AtomicCheckpointIO().save_checkpoint(self._saver.checkpoint_of(self._trainer, self._k, self), filepath)
+
+    # the strategy's part: one process, a local file system
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        return decision
+
+    def broadcast(self, obj, src: int = 0):
+        return obj
+
+    def remove_checkpoint(self, filepath) -> None:
+        Path(filepath).unlink(missing_ok=True)
+
+
+class JobCheckpoints(L.Callback):
+    """Each job's own checkpoint callback (built from its config, as a run of its own builds it), called at
+    the group's epoch ends through that job's JobView; jobs that failed save nothing more."""
+
+    def __init__(self, jobs: list[Job], group: StackedModule):
+        self.jobs, self.group = jobs, group
+        self._common: tuple[int, dict] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for k, job in enumerate(self.jobs):
+            if job.checkpoint is not None:
+                job.checkpoint.on_train_start(JobView(trainer, self, k), job.module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for k, job in enumerate(self.jobs):
+            if job.checkpoint is not None and self.group.failed_at[k] < 0:
+                job.checkpoint.on_train_epoch_end(JobView(trainer, self, k), job.module)
+
+    def checkpoint_of(self, trainer: L.Trainer, k: int, view: JobView) -> dict:
+        """Job k's checkpoint: the group's loop state (the same schedule as a run of its own) with job k's
+        weights, optimizer state, callbacks' state, hyperparameters and config."""
+        if self._common is None or self._common[0] != trainer.global_step:
+            dumped = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            for key in ("state_dict", "optimizer_states", "lr_schedulers", "callbacks"):
+                dumped.pop(key, None)
+            self._common = (trainer.global_step, dumped)
+        job, group = self.jobs[k], self.group
+        checkpoint = dict(self._common[1])
+        checkpoint["state_dict"] = {f"net.{name}": value for name, value in group.net.job_state(k).items()}
+        checkpoint["optimizer_states"] = [self._optimizer_state(job, k)]
+        checkpoint["lr_schedulers"] = []
+        checkpoint["callbacks"] = {
+            job.run_state.state_key: {"rng": job.rng},
+            job.checkpoint.state_key: job.checkpoint.state_dict(),
+        }
+        for owner, prefix in ((job.module, ""), (job.datamodule, "datamodule_")):
+            if owner.hparams:
+                checkpoint[f"{prefix}hparams_name"] = owner._hparams_name
+                checkpoint[f"{prefix}hyper_parameters"] = dict(owner.hparams)
+        job.run_state.on_save_checkpoint(view, job.module, checkpoint)
+        return checkpoint
+
+    def _optimizer_state(self, job: Job, k: int) -> dict:
+        """Job k's slice of the stacked optimizer, in the form torch's own optimizer for job k saves."""
+        from deepbasics.models.lightning_modules import build_optimizer
+
+        if job.optimizer is None:
+            job.optimizer = build_optimizer(job.module.net.parameters(), job.module.hparams.optimizer)
+        stacked = self.group.trainer.optimizers[0]
+        params = list(job.module.net.parameters())
+        job.optimizer.state.clear()
+        for p, state in zip(params, stacked.job_state(k), strict=True):
+            if state:
+                job.optimizer.state[p] = state
+        return job.optimizer.state_dict()
+
+
+class GroupLog(L.Callback):
+    """One console line per validation for the whole group: the monitored metric's best, median and worst
+    job (by job number), and how many jobs failed."""
+
+    def __init__(self, cfg: DictConfig, labels: list[str], group: StackedModule):
+        self.metric, self.mode, self.labels, self.group = cfg.monitor.metric, cfg.monitor.mode, labels, group
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step, last = trainer.global_step, trainer.max_steps
+        if step % self.group.val_every and step < last:
+            return
+        values = self.group.latest(step).get(self.metric)
+        failed = int((self.group.failed_at >= 0).sum())
+        alive = [k for k in range(len(self.labels)) if self.group.failed_at[k] < 0]
+        line = f"epoch {step:>{len(str(last))}}/{last}  {len(self.labels)} jobs"
+        if values is not None and alive:
+            ranked = sorted(alive, key=lambda k: float(values[k]), reverse=self.mode == "max")
+            best, worst = ranked[0], ranked[-1]
+            median = statistics.median(float(values[k]) for k in alive)
+            line += (
+                f"  {self.metric} best {float(values[best]):.6g} (#{self.labels[best]})  median {median:.6g}"
+                f"  worst {float(values[worst]):.6g} (#{self.labels[worst]})"
+            )
+        if failed:
+            line += f"  {failed} failed"
+        print(line, flush=True)
