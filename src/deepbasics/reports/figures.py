@@ -80,6 +80,25 @@ class FitPlot:
         self.canvas = _canvas(self.fig)
         self.canvas.draw()
         self.background = self.canvas.copy_from_bbox(self.fig.bbox)
+        if self.width == 2:
+            # The shading goes straight into the canvas's pixels inside the axes (each pixel takes its grid
+            # cell's colour, as imshow's nearest scaling does): matplotlib's image pipeline would cost more
+            # than everything else in the figure.
+            box = ax.get_window_extent()
+            height = self.canvas.get_width_height()[1]
+            x0, x1 = round(box.x0), round(box.x1)
+            top, bottom = height - round(box.y1), height - round(box.y0)  # rows count from the top
+            cells = self.g0.shape
+            self.box = (slice(top, bottom), slice(x0, x1))
+            self.cols = ((np.arange(x0, x1) + 0.5 - box.x0) / box.width * cells[0]).astype(int).clip(0, cells[0] - 1)
+            self.rows = ((height - np.arange(top, bottom) - 0.5 - box.y0) / box.height * cells[1]).astype(int)
+            self.rows = self.rows.clip(0, cells[1] - 1)
+
+    def _tinted(self, values: np.ndarray) -> np.ndarray:
+        """``values`` through the shading's colour map and translucency, over white, as RGB bytes."""
+        colours = self.shade.to_rgba(values, alpha=self.shade.get_alpha())  # (H, W, 4) floats
+        alpha = colours[..., 3:]
+        return (255 * (alpha * colours[..., :3] + (1 - alpha))).astype(np.uint8)
 
     def render(self, module, x: torch.Tensor, y: torch.Tensor, step: int, optimum: dict | None = None) -> np.ndarray:
         """One run's fit at ``step`` as an RGB image; ``module`` is the LightningModule (or anything with its
@@ -93,18 +112,20 @@ class FitPlot:
                 probabilities = module.predictions(module(self.grid.to(device))).cpu()
                 if self.classes > 1:
                     best, which = probabilities.max(dim=1)
-                    self.shade.set_data(which.reshape(self.g0.shape).T.numpy())
+                    shading = self._tinted(which.reshape(self.g0.shape).T.numpy())
                     # how sure it is: the 0.5 and 0.9 lines of the winning class's probability
                     lines = ax.contour(self.g0.numpy(), self.g1.numpy(), best.reshape(self.g0.shape).numpy(),
                                        levels=[0.5, 0.9], colors="k", linewidths=0.6, alpha=0.5)  # fmt: skip
                 else:
                     p = probabilities.reshape(self.g0.shape)
-                    self.shade.set_data(p.T.numpy())
+                    shading = self._tinted(p.T.numpy())
                     lines = ax.contour(self.g0.numpy(), self.g1.numpy(), p.numpy(), levels=[0.5], colors="k",
                                        linewidths=1.5)  # fmt: skip
                 for label, points in self.points:
                     points.set_offsets(x[y == label].numpy().reshape(-1, 2))
-                drawn += [self.shade, lines, *(points for _, points in self.points)]
+                pixels = np.asarray(self.canvas.buffer_rgba())
+                pixels[self.box[0], self.box[1], :3] = shading[self.rows][:, self.cols]
+                drawn += [*ax.spines.values(), lines, *(points for _, points in self.points)]
                 removed.append(lines)
             else:
                 self.model.set_data(
@@ -159,6 +180,9 @@ def curves_from_events(tensorboard_dir: Path) -> dict[str, list[tuple[int, float
     """The loss curves of a run read back from its own TensorBoard events (resumed parts included)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from deepbasics.reports.events import fast_checksums
+
+    fast_checksums()
     events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])

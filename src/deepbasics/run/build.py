@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepbasics.config.schema import Schedule
 from deepbasics.errors import ConfigError, one_line
 from deepbasics.models.optimum import MAX_ROWS, OptimumGap
+from deepbasics.reports.events import fast_checksums
 from deepbasics.run.callbacks import ConsoleLog, EpochClockLRMonitor, EpochProgressBar, Figures, GracefulStop, RunState
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 
@@ -107,6 +108,7 @@ def live_progress(progress: str) -> bool:
 
 def build_loggers(cfg: DictConfig, run_dir: Path, start_step: int = 0) -> list:
     """The configured loggers, writing into ``run_dir`` (never where a copied config points)."""
+    fast_checksums()
     loggers = []
     for conf in (cfg.get("logger") or {}).values():
         extra = {"save_dir": str(run_dir)}

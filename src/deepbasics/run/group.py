@@ -166,15 +166,47 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict[str, torch.Ten
     xs, ys = zip(*(jobs[k].datamodule.splits["train"] for k in alive), strict=True)
     fit = FitPlot(template.is_classifier, classes, list(xs), list(ys))
     plots = (fit, LossPlot(list(curves.values())))
-    for k in alive:
+
+    def end(k: int) -> float:
         job = jobs[k]
         loggers = build_loggers(job.cfg, job.run_dir)
         _replay(group, k, loggers, optima[k])
         values = {name: float(v[k]) for name, v in finals.items()}
         best = job.checkpoint.best_model_path if job.checkpoint else None
-        job.outcome = write_end(job.cfg, job.run_dir, job.module, job.datamodule, loggers, step, values,
-                                best_checkpoint=best, optimum=optima[k], curves=curves[k], plots=plots,
-                                report=False)  # fmt: skip
+        return write_end(job.cfg, job.run_dir, job.module, job.datamodule, loggers, step, values,
+                         best_checkpoint=best, optimum=optima[k], curves=curves[k], plots=plots,
+                         report=False)  # fmt: skip
+
+    for k, value in zip(alive, _forked_map(end, alive), strict=True):
+        jobs[k].outcome = value
+
+
+_WORK = None  # the function forked workers run (inherited at the fork, so it need not be picklable)
+
+
+def _call(item):
+    return _WORK(item)
+
+
+def _forked_map(work, items: list) -> list:
+    """``[work(i) for i in items]``, spread over forked processes, one per CPU core this process may use:
+    the end-of-run files of many jobs (figures above all) are independent CPU work. Each child inherits
+    the parent's state; only the results (and any error) come back. One process for small groups, where a
+    fork would cost more than it saves, and where fork is missing."""
+    import multiprocessing
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    workers = min(cores, len(items) // 8)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [work(item) for item in items]
+    global _WORK
+    _WORK = work
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_call, items, chunksize=max(1, len(items) // (4 * workers)))
+    finally:
+        _WORK = None
 
 
 def _end_failed(job: Job, k: int, group: StackedModule) -> None:

@@ -7,15 +7,28 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobRuntime,
+    JobStatus,
+    _save_config,
+    configure_log,
+    env_override,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from hydra_plugins.deepbasics_grid.configs import SweepConfigs
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +43,8 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
 
     if cfg.get("resume"):
         return "it resumes a run", ""
+    if OmegaConf.select(cfg, "hydra.job.chdir"):
+        return "hydra.job.chdir is set (stacked jobs share one working directory)", ""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     if model.get("scheduler"):
         return "model.scheduler is set (the stacked step has no learning-rate schedulers)", ""
@@ -48,9 +63,7 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
     reason = unstackable_optimizer(model["optimizer"])
     if reason:
         return reason, ""
-    shared = OmegaConf.to_container(cfg, resolve=False)
-    for key in PER_JOB:
-        shared.pop(key, None)
+    shared = {key: OmegaConf.to_container(cfg, resolve=False)[key] for key in cfg if key not in (*PER_JOB, "hydra")}
     shared["model"] = {k: v for k, v in model.items() if k != "optimizer"}
     shared["model"]["net"] = {k: v for k, v in model["net"].items() if k != "init"}
     shared["optimizer"] = optimizer_kind(model["optimizer"])
@@ -58,57 +71,9 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
     return None, json.dumps(shared, sort_keys=True, default=str)
 
 
-class SweepConfigs:
-    """Each job's config exactly as Hydra's ``load_sweep_config`` makes it, with the composition (config
-    files, defaults lists: about 90 ms a job here) done once per set of config-group choices. Jobs differing
-    only in values (model.optimizer.lr=0.1 seed=3) copy that composition and get their values the way Hydra
-    applies them after composing, with the override lists and override_dirname Hydra records."""
-
-    def __init__(self, loader, master: DictConfig) -> None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        self.loader, self.master, self.parser = loader, master, OverridesParser.create()
-        self.composed: dict[tuple[str, ...], DictConfig] = {}
-
-    def load(self, overrides: list[str]) -> DictConfig:
-        import copy
-
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-
-        parsed = self.parser.parse_overrides(overrides)
-        repo = self.loader.repository
-        values = [o for o in parsed if isinstance(o.value(), dict) or not repo.group_exists(o.key_or_group)]
-        choices = tuple(o.input_line for o in parsed if o not in values)
-        if choices not in self.composed:
-            self.composed[choices] = self.loader.load_sweep_config(self.master, list(choices))
-        cfg = copy.deepcopy(self.composed[choices])
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        hydra, job = cfg.hydra, cfg.hydra.job.config.override_dirname
-        hydra.overrides.hydra = [
-            *self.master.hydra.overrides.hydra,
-            *(o.input_line for o in parsed if o.is_hydra_override()),
-        ]
-        task = [o for o in parsed if not o.is_hydra_override()]
-        hydra.overrides.task = [o.input_line for o in task]
-        hydra.job.override_dirname = get_overrides_dirname(task, job.exclude_keys, job.item_sep, job.kv_sep)
-        OmegaConf.copy_cache(from_config=self.master, to_config=cfg)
-        return cfg
-
-
-class _StartOnly:
-    """Hydra's job callbacks with on_job_end held back: a stacked job ends after its whole group trained."""
-
-    def __init__(self, callbacks) -> None:
-        self._callbacks = callbacks
-
-    def on_job_start(self, **kwargs) -> None:
-        self._callbacks.on_job_start(**kwargs)
-
-    def on_job_end(self, **kwargs) -> None:
-        pass
-
-
 class VectorizedLauncher(Launcher):
+    takes_checked_configs = True  # the grid sweeper's composed configs (deepbasics_grid.configs)
+
     def __init__(self, group_size: int | None = None) -> None:
         super().__init__()
         self.group_size = group_size
@@ -153,15 +118,10 @@ class VectorizedLauncher(Launcher):
         return [returns[idx] for idx in range(initial_job_idx, initial_job_idx + len(job_overrides))]
 
     def _key(self, sweep_config: DictConfig) -> tuple[str | None, str]:
-        previous = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(sweep_config)  # interpolations may read the job's hydra node
         try:
-            task = OmegaConf.masked_copy(sweep_config, [k for k in sweep_config if k != "hydra"])
-            return group_key(task)
+            return group_key(sweep_config)
         except Exception as err:  # the job itself will report it when it runs
             return f"its config does not resolve ({type(err).__name__})", ""
-        finally:
-            HydraConfig.instance().cfg = previous
 
     def _run(self, sweep_config: DictConfig, task: TaskFunction, context: HydraContext) -> JobReturn:
         ret = run_job(hydra_context=context, task_function=task, config=sweep_config,
@@ -173,20 +133,17 @@ class VectorizedLauncher(Launcher):
         from deepbasics.cli.app import guarded
         from deepbasics.run.group import train_group
 
-        # Each job's directory, .hydra/ files, log file and on_job_start, as run_job makes them; the task
-        # here only resolves the job's config (its run directory comes from Hydra's job node).
-        started = HydraContext(
-            config_loader=self.hydra_context.config_loader, callbacks=_StartOnly(self.hydra_context.callbacks)
-        )
-        prepared = [self._run(c, _resolved, started) for c in sweep_configs]
-        ready = [k for k, ret in enumerate(prepared) if ret.status == JobStatus.COMPLETED]
+        started = [self._start(c) for c in sweep_configs]
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        prepared = [ret for ret, _ in started]
+        outcomes: list[Any] = [cfg for _, cfg in started]  # the resolved config, or why it does not resolve
+        ready = [k for k, cfg in enumerate(outcomes) if isinstance(cfg, DictConfig)]
         log.info(f"training {len(ready)} jobs stacked: #{', #'.join(str(indices[k]) for k in ready)}")
-        outcomes: list[Any] = [ret._return_value for ret in prepared]  # a failed preparation: its error
         chatter = logging.getLogger("lightning.pytorch")  # accelerator notes and tips: not once per group
         level = chatter.level
         chatter.setLevel(logging.WARNING)
         try:
-            trained = train_group([prepared[k].return_value for k in ready], [str(indices[k]) for k in ready])
+            trained = train_group([outcomes[k] for k in ready], [str(indices[k]) for k in ready])
         finally:
             chatter.setLevel(level)
         for k, outcome in zip(ready, trained, strict=True):
@@ -195,6 +152,33 @@ class VectorizedLauncher(Launcher):
         for idx, sweep_config, ret, outcome in zip(indices, sweep_configs, prepared, outcomes, strict=True):
             returns[idx] = self._end(sweep_config, ret, outcome, guarded)
         return returns
+
+    def _start(self, config: DictConfig) -> tuple[JobReturn, DictConfig | Exception]:
+        """What Hydra's run_job does before it calls the task (the job's directory with its .hydra/ files,
+        its log file, on_job_start), without run_job's two copies of the whole config (half its cost for
+        these small jobs); and the job's config, resolved as its task would see it."""
+        output_dir = os.path.abspath(os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)))
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = output_dir
+        HydraConfig.instance().set_config(config)
+        hydra_cfg = HydraConfig.instance().cfg  # set_config made it: a copy of the hydra node alone
+        task_cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        overrides = OmegaConf.to_container(config.hydra.overrides.task)
+        ret = JobReturn(overrides=overrides, cfg=task_cfg, hydra_cfg=hydra_cfg, working_dir=os.getcwd())
+        ret.task_name = JobRuntime.instance().get("name")
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        if hydra_cfg.hydra.output_subdir is not None:
+            files = Path(output_dir) / str(hydra_cfg.hydra.output_subdir)
+            _save_config(task_cfg, "config.yaml", files)
+            _save_config(hydra_cfg, "hydra.yaml", files)
+            _save_config(config.hydra.overrides.task, "overrides.yaml", files)
+        configure_log(hydra_cfg.hydra.job_logging, hydra_cfg.hydra.verbose)
+        with env_override(hydra_cfg.hydra.job.env_set):
+            self.hydra_context.callbacks.on_job_start(config=config, task_function=self.task_function)
+        try:
+            return ret, OmegaConf.create(OmegaConf.to_container(task_cfg, resolve=True))
+        except Exception as err:  # the job fails alone, through the error policy
+            return ret, err
 
     def _end(self, sweep_config: DictConfig, ret: JobReturn, outcome: Any, guarded) -> JobReturn:
         """The job's JobReturn as run_job would give it for a task with this outcome, and on_job_end."""
@@ -211,10 +195,6 @@ class VectorizedLauncher(Launcher):
         finally:
             HydraConfig.instance().cfg = previous
         return ret
-
-
-def _resolved(cfg: DictConfig) -> DictConfig:
-    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
 
 
 def _outcome(outcome: Any) -> Any:
