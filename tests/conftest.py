@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -44,6 +47,75 @@ def run_cli(command: str, *args: str, cwd: Path, check: bool = True) -> subproce
     if check and proc.returncode != 0:
         raise AssertionError(f"{command} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_in_this_process(command: str, args: list[str], cwd: Path, monkeypatch, capfd):
+    """The console script's own entry point, called as the script calls it (sys.argv, working directory),
+    in this process: the same code path as a new process, without paying for Python, torch and Lightning
+    to start again for each of these cases. (Tests elsewhere start the real processes.)"""
+    from deepbasics.cli import commands
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [command, *args])
+    entry = getattr(commands, command.removeprefix("deepbasics-"))
+    capfd.readouterr()
+    try:
+        entry()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess([command, *args], code, out, err)
+
+
+# The tutorials' own plain loops, the reference for the deterministic recipes.
+def plain_linear(x, y, w0, b0, lr, steps):
+    """The regression tutorials: W, b as leaf tensors, H(x) = xW + b, MSE, SGD."""
+    W = torch.full((x.shape[1], 1), float(w0), requires_grad=True)
+    b = torch.full((1,), float(b0), requires_grad=True)
+    optimizer = torch.optim.SGD([W, b], lr=lr)
+    for _ in range(steps):
+        hypothesis = x.matmul(W) + b
+        cost = torch.mean((hypothesis - y) ** 2)
+        optimizer.zero_grad()
+        cost.backward()
+        optimizer.step()
+    return W.detach(), b.detach(), (x.matmul(W) + b).detach()
+
+
+def plain_logistic(x, y, lr, steps):
+    """The logistic tutorials: W, b from zero, hypothesis = sigmoid(xW + b), binary cross-entropy, SGD."""
+    W = torch.zeros((x.shape[1], 1), requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([W, b], lr=lr)
+    for _ in range(steps):
+        hypothesis = torch.sigmoid(x.matmul(W) + b)
+        cost = F.binary_cross_entropy(hypothesis, y)
+        optimizer.zero_grad()
+        cost.backward()
+        optimizer.step()
+    return W.detach(), b.detach(), torch.sigmoid(x.matmul(W) + b).detach()
+
+
+def column(values):
+    return torch.tensor(values, dtype=torch.float32).reshape(len(values), -1)
+
+
+def diabetes():
+    table = torch.tensor(np.loadtxt(DIABETES, delimiter=",", dtype=np.float32))
+    return table[:, :-1], table[:, -1:]
+
+
+RECIPES = {
+    "linear_scores": lambda: plain_linear(column([1, 2, 3, 4]), column([50, 70, 90, 85]), 0, 0, 0.01, 2000),
+    "linear_study_hours": lambda: plain_linear(
+        column(range(1, 10)), column([11, 22, 33, 44, 53, 66, 77, 87, 95]), 4.0, 1.0, 0.01, 301
+    ),
+    "logistic_pass_fail": lambda: plain_logistic(
+        column([[1, 2], [2, 3], [3, 1], [4, 3], [5, 3], [6, 2]]), column([0, 0, 0, 1, 1, 1]), 0.01, 1000
+    ),
+    "logistic_diabetes": lambda: plain_logistic(*diabetes(), 1.0, 101),
+}
 
 
 def run_dirs(root: Path, experiment: str) -> list[Path]:

@@ -4,14 +4,12 @@ fix it, and an earlier run's directory left byte for byte as it was."""
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import DIABETES, read_metrics, run_cli, run_dirs
+from conftest import DIABETES, read_metrics, run_cli, run_dirs, run_in_this_process
 
 SHORT = ["epochs=20", "log_every=10", "val_every=10", "ckpt_every=10"]
 
@@ -100,25 +98,6 @@ CASES = {
     "unquoted path with a space": (TRAIN, ["experiment=logistic_diabetes", "data.path=my data/당뇨.csv"], 2, """quote the value for Hydra inside the shell's quotes: 'data.path="my data/당뇨.csv"'"""),
     "unquoted delimiter": (TRAIN, ["experiment=logistic_diabetes", "data.delimiter=;"], 2, """'data.delimiter=";"'"""),
 }  # fmt: skip
-
-
-def run_in_this_process(command: str, args: list[str], cwd: Path, monkeypatch, capfd):
-    """The console script's own entry point, called as the script calls it (sys.argv, working directory),
-    in this process: the same code path as a new process, without paying for Python, torch and Lightning
-    to start again for each of these cases. (Tests elsewhere start the real processes.)"""
-    from deepbasics.cli import commands
-
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [command, *args])
-    entry = getattr(commands, command.removeprefix("deepbasics-"))
-    capfd.readouterr()
-    try:
-        entry()
-        code = 0
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capfd.readouterr()
-    return subprocess.CompletedProcess([command, *args], code, out, err)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -136,7 +136,7 @@ def _train_stacked(jobs: list[Job]) -> None:
     if graceful.received is not None and step < first.epochs:
         for k, job in enumerate(jobs):
             if group.failed_at[k] < 0:
-                job.fail(interruption(graceful.received, step, job.cfg, job.run_dir, f"resume={job.run_dir}"),
+                job.fail(interruption(graceful.received, step, job.cfg, job.run_dir, f"\"resume='{job.run_dir}'\""),
                          "interrupted", epochs=step)  # fmt: skip
         return
     device = group.device
@@ -170,7 +170,7 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict[str, torch.Ten
     def end(k: int) -> float:
         job = jobs[k]
         loggers = build_loggers(job.cfg, job.run_dir)
-        _replay(group, k, loggers, optima[k])
+        _replay(job, k, group, loggers, optima[k])
         values = {name: float(v[k]) for name, v in finals.items()}
         best = job.checkpoint.best_model_path if job.checkpoint else None
         return write_end(job.cfg, job.run_dir, job.module, job.datamodule, loggers, step, values,
@@ -212,14 +212,18 @@ def _forked_map(work, items: list) -> list:
 def _end_failed(job: Job, k: int, group: StackedModule) -> None:
     epoch, value = int(group.failed_at[k]), float(group.failed_value[k])
     loggers = build_loggers(job.cfg, job.run_dir)
-    _replay(group, k, loggers, None, before=epoch)  # a run of its own logged the points before its failure
+    _replay(job, k, group, loggers, None, before=epoch)  # a run of its own logged the points before its failure
     for logger in loggers:
         logger.finalize("failed")
     job.fail(diverged(f"the loss became {value} at epoch {epoch}", epoch, job.run_dir), failed_at_epoch=epoch)
 
 
-def _replay(group: StackedModule, k: int, loggers: list, report: dict | None, before: int | None = None) -> None:
-    """Job k's logged points, as a run of its own logs them while training."""
+def _replay(job: Job, k: int, group: StackedModule, loggers: list, report: dict | None, before: int | None = None):
+    """Job k's hyperparameters and logged points, as a run of its own logs them while training."""
+    hparams = {**job.module.hparams_initial, **job.datamodule.hparams_initial}  # what Lightning logs at fit start
+    for logger in loggers:
+        logger.log_hyperparams(hparams)
+        logger.save()
     if report and "loss" in report:  # the optimum's flat line from epoch 0 (models.optimum.OptimumGap)
         for logger in loggers:
             logger.log_metrics({"optimum/loss": report["loss"]}, step=0)

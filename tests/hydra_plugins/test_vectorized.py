@@ -1,0 +1,235 @@
+"""hydra/launcher=vectorized against the basic launcher on the same sweeps: every job's files, numbers,
+checkpoints (resumable alone), events and .hydra/ files; a job that diverges fails alone; jobs that cannot
+share a model run on their own and say so; Optuna batches train stacked."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import RECIPES, compose_train, read_metrics, run_in_this_process
+
+GRID = ["experiment=blobs_mlp", "epochs=200", "log_every=50", "val_every=100", "ckpt_every=100",
+        "model.optimizer.lr=0.03,0.3", "seed=1,2"]  # fmt: skip
+VECTORIZED = "hydra/launcher=vectorized"
+
+
+def sweep(args: list[str], root: Path, monkeypatch, capfd):
+    """Run `deepbasics-train -m <args>` in root; (exit code, output, the sweep's job directories)."""
+    proc = run_in_this_process("deepbasics-train", ["-m", *args], root, monkeypatch, capfd)
+    sweeps = sorted((root / "outputs" / "multiruns").glob("*/*"))
+    jobs = sorted(p for p in sweeps[-1].iterdir() if p.is_dir() and (p / ".hydra").is_dir())
+    return proc.returncode, proc.stdout + proc.stderr, jobs
+
+
+@pytest.fixture(scope="module")
+def grids(tmp_path_factory):
+    """The same grid under the basic launcher and under the vectorized one, in separate directories."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        capfd = _NoCapture()
+        basic = sweep(GRID, tmp_path_factory.mktemp("basic"), monkeypatch, capfd)
+        vectorized = sweep([*GRID, VECTORIZED], tmp_path_factory.mktemp("vectorized"), monkeypatch, capfd)
+    return basic, vectorized
+
+
+class _NoCapture:
+    def readouterr(self):
+        return "", ""
+
+
+def files(job: Path) -> list[str]:
+    names = (p.relative_to(job).as_posix() for p in job.rglob("*"))
+    return sorted({re.sub(r"events\.out\.tfevents\..*", "events", n) for n in names})  # one file or several
+
+
+def without_paths(value, job: Path):
+    """``value`` with the job's directory (and its sweep's) written as placeholders."""
+    if isinstance(value, dict):
+        return {k.replace(str(job), "<job>"): without_paths(v, job) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(without_paths(v, job) for v in value)
+    if isinstance(value, str):
+        return value.replace(str(job), "<job>").replace(str(job.parent), "<sweep>")
+    return value
+
+
+def close(a, b, job: Path, where: str = "") -> None:
+    """Equal structure and strings (paths aside), tensors and floats equal within float32 rounding."""
+    if isinstance(a, dict):
+        assert set(without_paths(dict.fromkeys(a), job)) == set(without_paths(dict.fromkeys(b), _twin[0])), where
+        for key in a:
+            other = key if key in b else key.replace(str(job), str(_twin[0]))
+            close(a[key], b[other], job, f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            close(x, y, job, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=where)
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-7), where
+    else:
+        assert without_paths(a, job) == without_paths(b, _twin[0]), where
+
+
+_twin: list[Path] = [Path()]  # the other launcher's job directory, while comparing a pair
+
+
+def test_every_job_gets_what_a_basic_launcher_job_gets(grids):
+    (basic_code, _, basic), (code, _, vectorized) = grids
+    assert code == basic_code == 0
+    assert len(basic) == len(vectorized) == 4
+    assert [j.name for j in basic] == [j.name for j in vectorized]
+    for ours, theirs in zip(vectorized, basic, strict=True):
+        _twin[0] = theirs
+        assert files(ours) == files(theirs)
+        close(read_metrics(ours), read_metrics(theirs), ours, "metrics.json")
+        close(torch.load(ours / "model.pt"), torch.load(theirs / "model.pt"), ours, "model.pt")
+        for checkpoint in sorted((theirs / "checkpoints").iterdir()):
+            mine = torch.load(ours / "checkpoints" / checkpoint.name, weights_only=False)
+            close(mine, torch.load(checkpoint, weights_only=False), ours, checkpoint.name)
+        hparams = [yaml.safe_load((j / "tensorboard" / "hparams.yaml").read_text()) for j in (ours, theirs)]
+        assert hparams[0] == hparams[1] and hparams[0]["optimizer"]["lr"] in (0.03, 0.3)
+        for name in ("config.yaml", "overrides.yaml"):
+            assert without_paths((ours / ".hydra" / name).read_text(), ours) == without_paths(
+                (theirs / ".hydra" / name).read_text(), theirs
+            )
+        hydra_ours, hydra_theirs = (yaml.safe_load((j / ".hydra" / "hydra.yaml").read_text()) for j in (ours, theirs))
+        for node in ("launcher", "sweep", "runtime"):  # the launcher chosen, and where and when each ran
+            hydra_ours["hydra"].pop(node), hydra_theirs["hydra"].pop(node)
+        hydra_ours["hydra"]["overrides"]["hydra"].remove(VECTORIZED)
+        assert hydra_ours == hydra_theirs
+        events = [EventAccumulator(str(j / "tensorboard"), size_guidance={"scalars": 0}) for j in (ours, theirs)]
+        for e in events:
+            e.Reload()
+        assert sorted(events[0].Tags()["scalars"]) == sorted(events[1].Tags()["scalars"])
+        assert events[0].Tags()["images"] == events[1].Tags()["images"] == ["fit"]
+        for tag in events[1].Tags()["scalars"]:
+            mine, yours = (sorted((p.step, p.value) for p in e.Scalars(tag)) for e in events)
+            assert [s for s, _ in mine] == [s for s, _ in yours], tag
+            assert [v for _, v in mine] == pytest.approx([v for _, v in yours], rel=1e-4, abs=1e-7), tag
+    reports = [list(csv.DictReader((j[0].parent / "summary.csv").open())) for j in (vectorized, basic)]
+    assert len(reports[0]) == len(reports[1]) == 4
+    for ours, theirs in zip(*reports, strict=True):
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            mine, yours = _number(ours[key]), _number(theirs[key])
+            if isinstance(yours, float):
+                assert mine == pytest.approx(yours, rel=1e-4), key
+            elif key != "run_dir":
+                assert mine == yours, key
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def test_a_stacked_job_resumes_alone_under_the_basic_launcher(grids, tmp_path, monkeypatch, capfd):
+    (_, _, basic), (_, _, vectorized) = grids
+    for job in (basic[2], vectorized[2]):
+        proc = run_in_this_process(
+            "deepbasics-train", ["experiment=blobs_mlp", f"resume='{job}'", "epochs=300"], tmp_path, monkeypatch, capfd
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert read_metrics(job)["epochs"] == 300
+    close(torch.load(vectorized[2] / "model.pt"), torch.load(basic[2] / "model.pt"), vectorized[2], "model.pt")
+    _twin[0] = basic[2]
+    close(read_metrics(vectorized[2])["test"], read_metrics(basic[2])["test"], vectorized[2], "test")
+
+
+def test_a_diverging_job_fails_alone(tmp_path, monkeypatch, capfd):
+    grid = ["experiment=linear_study_hours", "model.optimizer.lr=0.01,0.1"]
+    results = []
+    for launcher in ([], [VECTORIZED]):
+        root = tmp_path / ("vectorized" if launcher else "basic")
+        root.mkdir()
+        code, output, jobs = sweep([*grid, *launcher], root, monkeypatch, capfd)
+        results.append((code, [read_metrics(j) for j in jobs], jobs))
+    (basic_code, basic, basic_jobs), (code, ours, jobs) = results
+    assert code == basic_code
+    assert [m["status"] for m in ours] == [m["status"] for m in basic] == ["completed", "failed"]
+    assert ours[1]["failed_at_epoch"] == basic[1]["failed_at_epoch"]
+    assert without_paths(ours[1]["error"], jobs[1]) == without_paths(basic[1]["error"], basic_jobs[1])
+    assert "the loss became" in ours[1]["error"]
+    _twin[0] = basic_jobs[0]
+    close(ours[0], basic[0], jobs[0], "the job that converged")
+    assert files(jobs[1]) == files(basic_jobs[1])
+
+
+def test_deterministic_recipes_keep_the_tutorial_numbers(tmp_path, monkeypatch, capfd):
+    code, output, jobs = sweep(["experiment=linear_study_hours", "seed=1,2", VECTORIZED], tmp_path, monkeypatch, capfd)
+    assert code == 0 and "training 2 jobs stacked" in output
+    W, b, _ = RECIPES["linear_study_hours"]()
+    for job in jobs:
+        state = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        torch.testing.assert_close(state["net.linear.weight"], W.T, rtol=0, atol=1e-5)
+        torch.testing.assert_close(state["net.linear.bias"], b, rtol=0, atol=1e-5)
+
+
+def test_groups_by_optimizer_kind(tmp_path, monkeypatch, capfd):
+    args = ["experiment=blobs_mlp", "epochs=20", "log_every=10", "val_every=10", "ckpt_every=10",
+            "model.optimizer.name=sgd,adam", "seed=1,2", VECTORIZED]  # fmt: skip
+    code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
+    assert code == 0
+    assert output.count("training 2 jobs stacked") == 2  # sgd and adam: two groups
+    assert [read_metrics(j)["status"] for j in jobs] == ["completed"] * 4
+
+
+@pytest.mark.parametrize(
+    "override, reason",
+    [
+        ("data.batch_size=8", "data.batch_size is set"),
+        ("model/scheduler=step", "model.scheduler is set"),
+        ("callbacks=early_stopping", "callbacks.early_stopping is not run for stacked jobs"),
+        ("figure_every=500", "figure_every is set"),
+        ("resume=auto", "it resumes a run"),
+        ("+model.optimizer.foreach=true", "model.optimizer.foreach is not applied by the stacked sgd"),
+        ("trainer=ddp_cpu", "it trains on several devices"),
+    ],
+)
+def test_a_job_that_cannot_share_a_model_says_why(override, reason):
+    from hydra_plugins.deepbasics_vectorized.launcher import group_key
+
+    assert group_key(compose_train("experiment=blobs_mlp"))[0] is None
+    assert group_key(compose_train("experiment=blobs_mlp", override))[0].startswith(reason)
+
+
+def test_optuna_batches_train_stacked(tmp_path, monkeypatch, capfd):
+    args = ["hparams_search=linear_scores_optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "epochs=20",
+            "log_every=10", "val_every=10", "ckpt_every=10", VECTORIZED]  # fmt: skip
+    code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
+    assert code == 0, output
+    assert output.count("training 2 jobs stacked") == 2
+    results = yaml.safe_load((jobs[0].parent / "optimization_results.yaml").read_text())
+    assert results["best_value"] == min(read_metrics(j)["monitor"]["value"] for j in jobs)
+
+
+def test_sweep_configs_equal_hydras_own(tmp_path):
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from deepbasics.config.paths import CONF_DIR
+    from hydra_plugins.deepbasics_grid.configs import SweepConfigs
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("train", [f"paths.output_dir={tmp_path}"], run_mode=RunMode.MULTIRUN)
+        configs = SweepConfigs(loader, master)
+        for overrides in (
+            ["experiment=blobs_mlp", "model.optimizer.lr=0.1", "seed=3"],
+            ["experiment=linear_scores", "+model.optimizer.momentum=0.9", "epochs=7"],
+            ["model=logistic", "~model.net.init", "data=toy"],
+        ):
+            ours, hydras = configs.load(overrides), loader.load_sweep_config(master, overrides)
+            assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras), overrides

@@ -1,0 +1,131 @@
+"""Stacked training (models.stacked) against each job trained alone with torch's own optimizer: every net
+class, SGD and Adam with their options, different hyperparameters and data per job."""
+
+import pytest
+import torch
+
+from deepbasics.models.lightning_modules import BinaryClassifier, MulticlassClassifier, RegressionModule
+from deepbasics.models.nets import NETS, build_net
+from deepbasics.models.stacked import StackedNet, StackedOptimizer, optimizer_kind, unstackable_optimizer
+
+# (module class, net spec, outputs kind): kind makes the targets
+CASES = {
+    "linear": (RegressionModule, {"name": "LinearRegression", "in_features": 3}, "values"),
+    "logistic": (BinaryClassifier, {"name": "LogisticRegression", "in_features": 2}, "labels"),
+    "neuralnet": (BinaryClassifier, {"name": "NeuralNet", "in_features": 2, "hidden_size": 5}, "labels"),
+    "multiclass": (
+        MulticlassClassifier,
+        {"name": "NeuralNet", "in_features": 2, "hidden_size": 4, "out_features": 3},
+        "classes",
+    ),
+}
+# each a group: what may differ between jobs differs
+OPTIMIZERS = {
+    "sgd": [{"name": "sgd", "lr": 0.05}, {"name": "sgd", "lr": 0.02}],
+    "sgd-momentum": [
+        {"name": "sgd", "lr": 0.02, "momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-3},
+        {"name": "sgd", "lr": 0.05, "momentum": 0.5},
+    ],
+    "sgd-nesterov": [
+        {"name": "sgd", "lr": 0.02, "momentum": 0.9, "nesterov": True},
+        {"name": "sgd", "lr": 0.01, "momentum": 0.7, "nesterov": True, "weight_decay": 0.01},
+    ],
+    "adam": [
+        {"name": "adam", "lr": 0.01},
+        {"name": "adam", "lr": 0.003, "betas": [0.8, 0.99], "eps": 1e-6, "weight_decay": 0.01},
+    ],
+    "adam-amsgrad-decoupled": [
+        {"name": "adam", "lr": 0.01, "amsgrad": True, "decoupled_weight_decay": True},
+        {"name": "adam", "lr": 0.005, "amsgrad": True, "decoupled_weight_decay": True, "weight_decay": 0.1},
+    ],
+}
+STEPS = 150
+
+
+def make_data(kind: str, features: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(40, features, generator=g)
+    if kind == "values":
+        y = x @ torch.tensor([[2.0], [-1.0], [0.5]]) + 0.1 * torch.randn(40, 1, generator=g)
+    elif kind == "labels":
+        y = (x[:, :1] * x[:, 1:2] > 0).float()
+    else:
+        y = (x[:, :1] > 0).float() + (x[:, 1:2] > 0.5).float()
+    return x, y
+
+
+def module_for(cls, net, optimizer):
+    extra = {"num_classes": net["out_features"]} if cls is MulticlassClassifier else {}
+    return cls(net=net, optimizer=optimizer, **extra)
+
+
+@pytest.mark.parametrize("optimizers", OPTIMIZERS)
+@pytest.mark.parametrize("case", CASES)
+def test_stacked_jobs_train_as_each_alone(case, optimizers):
+    cls, net_spec, kind = CASES[case]
+    specs = OPTIMIZERS[optimizers]
+    assert len({optimizer_kind(s) for s in specs}) == 1 and all(unstackable_optimizer(s) is None for s in specs)
+    modules, data = [], []
+    for job, spec in enumerate(specs):
+        torch.manual_seed(job)
+        modules.append(module_for(cls, net_spec, spec))
+        data.append(make_data(kind, net_spec["in_features"], seed=10 + job))
+    stacked = StackedNet([m.net for m in modules])
+    optimizer = StackedOptimizer(list(stacked.params), specs)
+    xs, ys = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
+
+    # the stacked forward is each net's forward
+    with torch.no_grad():
+        for k, module in enumerate(modules):
+            torch.testing.assert_close(stacked(xs)[k], module.net(data[k][0]), rtol=1e-5, atol=1e-6)
+
+    alone = []
+    for module, spec, (x, y) in zip(modules, specs, data, strict=True):
+        from deepbasics.models.lightning_modules import build_optimizer
+
+        opt = build_optimizer(module.net.parameters(), spec)
+        for _ in range(STEPS):
+            loss = module.loss_fn(module.net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        alone.append(opt)
+    for _ in range(STEPS):
+        losses = modules[0].job_losses(stacked(xs), ys)
+        optimizer.zero_grad()
+        losses.sum().backward()
+        optimizer.step()
+
+    for k, module in enumerate(modules):
+        for name, value in stacked.job_state(k).items():
+            trained = dict(module.net.named_parameters())[name].detach()
+            torch.testing.assert_close(value, trained, rtol=1e-4, atol=1e-5, msg=f"job {k} {name}")
+        torch_state = [alone[k].state[p] for p in module.net.parameters()]
+        for ours, theirs in zip(optimizer.job_state(k), torch_state, strict=True):
+            assert set(ours) == set(theirs)
+            for key in ours:
+                torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=f"job {k} {key}")
+        # the metrics of all jobs at once are each job's own
+        x, y = data[k]
+        with torch.no_grad():
+            own = module.measure("val", module.net(x), y)
+            together = module.job_metrics("val", stacked(xs), ys)
+        for key, value in own.items():
+            assert float(together[key][k]) == pytest.approx(float(value), rel=1e-4, abs=1e-6), key
+
+
+def test_every_net_has_a_stacked_form():
+    for name in NETS:
+        spec = {"name": name, "in_features": 2, **({"hidden_size": 3} if name == "NeuralNet" else {})}
+        nets = [build_net(spec) for _ in range(3)]
+        x = torch.randn(3, 7, 2)
+        with torch.no_grad():
+            out = StackedNet(nets)(x)
+            for k, net in enumerate(nets):
+                torch.testing.assert_close(out[k], net(x[k]))
+
+
+def test_options_outside_the_stacked_step_are_named():
+    assert "foreach" in unstackable_optimizer({"name": "sgd", "lr": 0.1, "foreach": True})
+    assert optimizer_kind({"name": "sgd", "lr": 0.1}) != optimizer_kind({"name": "sgd", "lr": 0.1, "momentum": 0.9})
+    assert optimizer_kind({"name": "adam", "lr": 0.1}) != optimizer_kind({"name": "adam", "lr": 0.1, "amsgrad": True})
