@@ -11,6 +11,10 @@
 - progress: the fit with the live bar (progress=bar) against the plain lines (progress=lines);
 - --minibatch: a 1M-row, 8-feature CSV in batches of 1024 for 3 epochs against scripts/plain_minibatch.py:
   whole processes, the fit loop alone, and peak memory beyond a 1000-row run.
+- --sweep: grids of experiment=blobs_mlp (2000 epochs), whole processes, once each (minutes): 100 jobs
+  (lr x seed) under hydra/launcher=vectorized against the basic launcher and against hydra/launcher=parallel;
+  12 jobs vectorized against 12 runs of scripts/tutorial_blobs.py; 1000 jobs in one stacked group, with
+  the peak memory of that process and the launcher's own account of time spent outside the fit.
 Each pair alternates, repeated; ratios of the minima (the least disturbed runs) and of the medians.
 Ratios are only meaningful within one run of this script: the machine is shared and noisy.
 """
@@ -167,6 +171,42 @@ def minibatch_fit(path: Path, features: int, batch: int, epochs: int) -> float:
             return time.perf_counter() - start
 
 
+def sweep(epochs: int) -> None:
+    """Vectorized sweeps against the basic and parallel launchers and against plain scripts, once each."""
+    import re
+
+    def grid(lrs: int, seeds: int) -> list[str]:
+        rates = ",".join(f"{0.01 * (i + 1):.2f}" for i in range(lrs))
+        return [str(BIN / "deepbasics-train"), "-m", "experiment=blobs_mlp", f"epochs={epochs}",
+                f"model.optimizer.lr={rates}", f"seed=range({seeds})"]  # fmt: skip
+
+    def timed(command: list[str], cwd: str) -> tuple[float, str]:
+        start = time.perf_counter()
+        out = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True)
+        return time.perf_counter() - start, out.stdout + out.stderr
+
+    vectorized = ["hydra/launcher=vectorized"]
+    with tempfile.TemporaryDirectory() as cwd:
+        fast, log = timed(grid(10, 10) + vectorized, cwd)
+        outside = re.search(r"fit ([\d.]+) s, (\d+) ms a job outside the fit", log)
+        basic, _ = timed(grid(10, 10), cwd)
+        parallel, _ = timed(grid(10, 10) + ["hydra/launcher=parallel"], cwd)
+        small, _ = timed(grid(4, 3) + vectorized, cwd)
+        tutorial = [sys.executable, str(REPO / "scripts" / "tutorial_blobs.py"), f"--epochs={epochs}"]
+        scripts = sum(wall(tutorial, cwd) for _ in range(12))
+        thousand = grid(40, 25) + vectorized
+        start = time.perf_counter()
+        memory = peak_rss_mb(thousand, cwd)
+        large = time.perf_counter() - start
+    print(f"make_blobs NeuralNet grids, {epochs} full-batch epochs, whole processes, one run each")
+    print(f"100 jobs: vectorized {fast:.1f} s, basic launcher {basic:.1f} s ({basic / fast:.1f}x faster),"
+          f" parallel launcher {parallel:.1f} s ({parallel / fast:.1f}x faster)")  # fmt: skip
+    if outside:
+        print(f"  in the stacked group: fit {outside[1]} s, {outside[2]} ms a job outside the fit")
+    print(f"12 jobs: vectorized {small:.1f} s, 12 tutorial scripts {scripts:.1f} s ({small / scripts:.2f}x the time)")
+    print(f"1000 jobs in one group: {large:.1f} s, peak memory {memory:.0f} MB")
+
+
 def wall(command: list[str], cwd: str) -> float:
     start = time.perf_counter()
     subprocess.run(command, cwd=cwd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -187,7 +227,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=2000)
     parser.add_argument("--minibatch", action="store_true", help="only the 1M-row mini-batch comparison")
+    parser.add_argument("--sweep", action="store_true", help="only the vectorized sweep comparisons")
     args = parser.parse_args()
+    if args.sweep:
+        sweep(args.epochs)
+        return
     if args.minibatch:
         import torch
 

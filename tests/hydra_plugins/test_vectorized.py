@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import RECIPES, compose_train, read_metrics, run_in_this_process
 
-GRID = ["experiment=blobs_mlp", "epochs=200", "log_every=50", "val_every=100", "ckpt_every=100",
+GRID = ["experiment=blobs_mlp", "epochs=100", "log_every=25", "val_every=50", "ckpt_every=50",
         "model.optimizer.lr=0.03,0.3", "seed=1,2"]  # fmt: skip
 VECTORIZED = "hydra/launcher=vectorized"
 
@@ -137,10 +137,10 @@ def test_a_stacked_job_resumes_alone_under_the_basic_launcher(grids, tmp_path, m
     (_, _, basic), (_, _, vectorized) = grids
     for job in (basic[2], vectorized[2]):
         proc = run_in_this_process(
-            "deepbasics-train", ["experiment=blobs_mlp", f"resume='{job}'", "epochs=300"], tmp_path, monkeypatch, capfd
+            "deepbasics-train", ["experiment=blobs_mlp", f"resume='{job}'", "epochs=150"], tmp_path, monkeypatch, capfd
         )
         assert proc.returncode == 0, proc.stderr
-        assert read_metrics(job)["epochs"] == 300
+        assert read_metrics(job)["epochs"] == 150
     close(torch.load(vectorized[2] / "model.pt"), torch.load(basic[2] / "model.pt"), vectorized[2], "model.pt")
     _twin[0] = basic[2]
     close(read_metrics(vectorized[2])["test"], read_metrics(basic[2])["test"], vectorized[2], "test")

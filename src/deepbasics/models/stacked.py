@@ -109,53 +109,76 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.hyper = {
             k: per_job([o[k] for o in options]) for k, v in defaults.items() if not isinstance(v, bool)
         }  # betas -> (K, 2)
+        h = self.hyper
+        self.per_job = {"neg_lr": -self.lr}  # the fixed per-job factors of the update, by name
+        if self.kind == "sgd":
+            self.per_job.update(weight_decay=h["weight_decay"], momentum=h["momentum"], damped=1 - h["dampening"])
+        else:
+            beta1, beta2 = h["betas"][:, 0], h["betas"][:, 1]
+            self.per_job.update(weight_decay=h["weight_decay"], eps=h["eps"], beta2=beta2, one_minus_beta1=1 - beta1,
+                                one_minus_beta2=1 - beta2, decay=1 - self.lr * h["weight_decay"])  # fmt: skip
+        # Skip what no job uses (the per-step cost of these tiny updates is the number of kernels).
+        self.decays = bool(h["weight_decay"].any())
+        self.momentum = self.kind == "sgd" and bool(h["momentum"].any())
+        self._views: dict[tuple, torch.Tensor] = {}
         self.steps = 0
         super().__init__(params, {})
 
-    def _view(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """(K,) per-job values shaped to broadcast over a stacked parameter, in its dtype."""
-        return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    def _view(self, name: str, like: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-job values (``per_job[name]``, or ``values``) shaped to broadcast over a stacked parameter,
+        in its dtype; the fixed ones are made once."""
+        if values is not None:
+            return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+        key = (name, like.dim(), like.dtype)
+        if key not in self._views:
+            self._views[key] = self.per_job[name].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+        return self._views[key]
 
     @torch.no_grad()
     def step(self, closure=None):
         self.steps += 1
-        for p in self.param_groups[0]["params"]:
-            if p.grad is not None:
-                (self._sgd if self.kind == "sgd" else self._adam)(p, self.state[p])
+        params = [p for p in self.param_groups[0]["params"] if p.grad is not None]
+        if self.kind == "sgd":
+            for p in params:
+                self._sgd(p, self.state[p])
+            return
+        # Adam's bias corrections, in float64 as torch computes them from Python floats: once per step
+        beta1, beta2 = self.hyper["betas"][:, 0], self.hyper["betas"][:, 1]
+        step_size, correction = -self.lr / (1 - beta1**self.steps), torch.sqrt(1 - beta2**self.steps)
+        for p in params:
+            self._adam(p, self.state[p], step_size, correction)
 
     def _sgd(self, p: torch.Tensor, state: dict) -> None:
-        h, grad = self.hyper, (-p.grad if self.flags["maximize"] else p.grad)
-        grad = grad + self._view(h["weight_decay"], p) * p
-        if "momentum_buffer" in state or bool(h["momentum"].any()):
+        grad = -p.grad if self.flags["maximize"] else p.grad
+        if self.decays:
+            grad = torch.addcmul(grad, p, self._view("weight_decay", p))
+        if self.momentum:
             buf = state.get("momentum_buffer")
             if buf is None:  # torch's first step: the buffer is the gradient, undamped
                 buf = state["momentum_buffer"] = grad.clone()
             else:
-                buf.mul_(self._view(h["momentum"], p)).add_(grad * self._view(1 - h["dampening"], p))
-            grad = grad + self._view(h["momentum"], p) * buf if self.flags["nesterov"] else buf
-        p.sub_(self._view(self.lr, p) * grad)
+                buf.mul_(self._view("momentum", p)).addcmul_(grad, self._view("damped", p))
+            grad = torch.addcmul(grad, buf, self._view("momentum", p)) if self.flags["nesterov"] else buf
+        p.addcmul_(grad, self._view("neg_lr", p))
 
-    def _adam(self, p: torch.Tensor, state: dict) -> None:
-        h, grad = self.hyper, (-p.grad if self.flags["maximize"] else p.grad)
+    def _adam(self, p: torch.Tensor, state: dict, step_size: torch.Tensor, correction: torch.Tensor) -> None:
+        grad = -p.grad if self.flags["maximize"] else p.grad
         if not state:
             state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
             if self.flags["amsgrad"]:
                 state["max_exp_avg_sq"] = torch.zeros_like(p)
         if self.flags["decoupled_weight_decay"]:
-            p.mul_(self._view(1 - self.lr * h["weight_decay"], p))
-        else:
-            grad = grad + self._view(h["weight_decay"], p) * p
-        beta1, beta2 = h["betas"][:, 0], h["betas"][:, 1]
-        state["exp_avg"].lerp_(grad, self._view(1 - beta1, p))
-        state["exp_avg_sq"].mul_(self._view(beta2, p)).addcmul_(grad, grad * self._view(1 - beta2, p))
+            if self.decays:
+                p.mul_(self._view("decay", p))
+        elif self.decays:
+            grad = torch.addcmul(grad, p, self._view("weight_decay", p))
+        state["exp_avg"].lerp_(grad, self._view("one_minus_beta1", p))
+        state["exp_avg_sq"].mul_(self._view("beta2", p)).addcmul_(grad, grad * self._view("one_minus_beta2", p))
         second = state["exp_avg_sq"]
         if self.flags["amsgrad"]:
             second = torch.maximum(state["max_exp_avg_sq"], second, out=state["max_exp_avg_sq"])
-        # bias corrections in float64, as torch computes them from Python floats
-        step_size = self.lr / (1 - beta1**self.steps)
-        correction = torch.sqrt(1 - beta2**self.steps)
-        denominator = (second.sqrt() / self._view(correction, p)).add_(self._view(h["eps"], p))
-        p.sub_(self._view(step_size, p) * state["exp_avg"] / denominator)
+        denominator = (second.sqrt() / self._view("", p, correction)).add_(self._view("eps", p))
+        p.addcdiv_(state["exp_avg"] * self._view("", p, step_size), denominator)
 
     def job_state(self, k: int) -> list[dict]:
         """Job k's optimizer state per parameter, as torch's own optimizer for that job keeps it."""

@@ -15,8 +15,14 @@ def masked_crc32c(data: bytes) -> int:
 
 
 def fast_checksums() -> None:
+    if _installed:
+        return
     from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
     from tensorboard.summary.writer import record_writer
 
     record_writer.masked_crc32c = masked_crc32c
     pywrap_tensorflow.masked_crc32c = masked_crc32c  # the reader's (EventAccumulator)
+    globals()["_installed"] = True
+
+
+_installed = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import resource
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +58,11 @@ class Job:
         record_status(self.run_dir, self.cfg, status, one_line(err) if status == "failed" else str(err), **extra)
 
 
-def train_group(cfgs: Sequence[DictConfig], labels: Sequence[str]) -> list[float | BaseException]:
+def train_group(
+    cfgs: Sequence[DictConfig], labels: Sequence[str], timings: dict | None = None
+) -> list[float | BaseException]:
     """Train these jobs' configs (same net shape, optimizer kind and schedule: the launcher groups them) as
-    stacked models; one outcome per job, in order."""
+    stacked models; one outcome per job, in order. ``timings["fit"]`` gets the seconds spent in fit."""
     jobs = [Job(cfg, label) for cfg, label in zip(cfgs, labels, strict=True)]
     _allow_open_files(len(jobs))
     held = []
@@ -77,7 +80,7 @@ def train_group(cfgs: Sequence[DictConfig], labels: Sequence[str]) -> list[float
             shape = tuple((name, tuple(x.shape)) for name, (x, _) in job.datamodule.splits.items())
             shapes.setdefault(shape, []).append(job)
         for members in shapes.values():
-            _train_stacked(members)
+            _train_stacked(members, timings if timings is not None else {})
     finally:
         for run_dir in held:
             unlock_run_dir(run_dir)
@@ -121,7 +124,7 @@ def _build(job: Job, shared: dict) -> bool:
     return True
 
 
-def _train_stacked(jobs: list[Job]) -> None:
+def _train_stacked(jobs: list[Job], timings: dict) -> None:
     first = jobs[0].cfg
     schedule = Schedule.of(first)
     torch.set_num_threads(first.threads)
@@ -131,7 +134,9 @@ def _train_stacked(jobs: list[Job]) -> None:
     callbacks = [JobCheckpoints(jobs, group), GroupLog(first, [job.label for job in jobs], group), graceful]
     trainer = lightning_trainer(first, schedule, jobs[0].run_dir.parent, callbacks, [])
     _check_device_memory(trainer, group, data)
+    start = time.perf_counter()
     trainer.fit(group, datamodule=data)
+    timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - start
     step = trainer.global_step
     if graceful.received is not None and step < first.epochs:
         for k, job in enumerate(jobs):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +135,10 @@ class VectorizedLauncher(Launcher):
         from deepbasics.cli.app import guarded
         from deepbasics.run.group import train_group
 
-        started = [self._start(c) for c in sweep_configs]
+        began, timings, writes = time.perf_counter(), {}, []
+        started = [self._start(c, writes) for c in sweep_configs]
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        written = _write_while_training(writes)
         prepared = [ret for ret, _ in started]
         outcomes: list[Any] = [cfg for _, cfg in started]  # the resolved config, or why it does not resolve
         ready = [k for k, cfg in enumerate(outcomes) if isinstance(cfg, DictConfig)]
@@ -143,20 +147,26 @@ class VectorizedLauncher(Launcher):
         level = chatter.level
         chatter.setLevel(logging.WARNING)
         try:
-            trained = train_group([outcomes[k] for k in ready], [str(indices[k]) for k in ready])
+            trained = train_group([outcomes[k] for k in ready], [str(indices[k]) for k in ready], timings)
         finally:
             chatter.setLevel(level)
         for k, outcome in zip(ready, trained, strict=True):
             outcomes[k] = outcome
+        written()
         returns = {}
         for idx, sweep_config, ret, outcome in zip(indices, sweep_configs, prepared, outcomes, strict=True):
             returns[idx] = self._end(sweep_config, ret, outcome, guarded)
+        spent, fit = time.perf_counter() - began, timings.get("fit", 0.0)
+        log.info(
+            f"{len(indices)} jobs stacked in {spent:.1f} s: fit {fit:.1f} s,"
+            f" {1000 * (spent - fit) / len(indices):.0f} ms a job outside the fit"
+        )
         return returns
 
-    def _start(self, config: DictConfig) -> tuple[JobReturn, DictConfig | Exception]:
-        """What Hydra's run_job does before it calls the task (the job's directory with its .hydra/ files,
-        its log file, on_job_start), without run_job's two copies of the whole config (half its cost for
-        these small jobs); and the job's config, resolved as its task would see it."""
+    def _start(self, config: DictConfig, writes: list) -> tuple[JobReturn, DictConfig | Exception]:
+        """What Hydra's run_job does before it calls the task (the job's directory, its log file,
+        on_job_start; its .hydra/ files go to ``writes``), without run_job's two copies of the whole config
+        (half its cost for these small jobs); and the job's config, resolved as its task would see it."""
         output_dir = os.path.abspath(os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)))
         with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = output_dir
@@ -169,9 +179,8 @@ class VectorizedLauncher(Launcher):
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         if hydra_cfg.hydra.output_subdir is not None:
             files = Path(output_dir) / str(hydra_cfg.hydra.output_subdir)
-            _save_config(task_cfg, "config.yaml", files)
-            _save_config(hydra_cfg, "hydra.yaml", files)
-            _save_config(config.hydra.overrides.task, "overrides.yaml", files)
+            writes += [(task_cfg, "config.yaml", files), (hydra_cfg, "hydra.yaml", files)]
+            writes.append((config.hydra.overrides.task, "overrides.yaml", files))
         configure_log(hydra_cfg.hydra.job_logging, hydra_cfg.hydra.verbose)
         with env_override(hydra_cfg.hydra.job.env_set):
             self.hydra_context.callbacks.on_job_start(config=config, task_function=self.task_function)
@@ -195,6 +204,33 @@ class VectorizedLauncher(Launcher):
         finally:
             HydraConfig.instance().cfg = previous
         return ret
+
+
+def _write_while_training(writes: list) -> Callable[[], None]:
+    """Each job's .hydra/ files, as run_job writes them, written by a forked child while this process
+    trains the group on one core (their YAML costs more than a stacked job's share of the fit); the call
+    returned waits for the child and raises if it failed. Written here when fork is missing, or for a few."""
+    if not hasattr(os, "fork") or len(writes) < 24:
+        for args in writes:
+            _save_config(*args)
+        return lambda: None
+    child = os.fork()
+    if child == 0:  # the child writes and leaves at once: no atexit handlers, no flush of inherited buffers
+        code = 0
+        try:
+            for args in writes:
+                _save_config(*args)
+        except BaseException as err:
+            print(f"error: writing a job's .hydra files: {err}", file=sys.stderr, flush=True)
+            code = 1
+        os._exit(code)
+
+    def wait() -> None:
+        _, status = os.waitpid(child, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise OSError(f"the jobs' .hydra/ files were not all written (writer exit {status})")
+
+    return wait
 
 
 def _outcome(outcome: Any) -> Any:
