@@ -22,6 +22,7 @@ VECTORIZED = "hydra/launcher=vectorized"
 
 def sweep(args: list[str], root: Path, monkeypatch, capfd):
     """Run `deepbasics-train -m <args>` in root; (exit code, output, the sweep's job directories)."""
+    root.mkdir(parents=True, exist_ok=True)
     proc = run_in_this_process("deepbasics-train", ["-m", *args], root, monkeypatch, capfd)
     sweeps = sorted((root / "outputs" / "multiruns").glob("*/*"))
     jobs = sorted(p for p in sweeps[-1].iterdir() if p.is_dir() and (p / ".hydra").is_dir())
@@ -233,3 +234,39 @@ def test_sweep_configs_equal_hydras_own(tmp_path):
         ):
             ours, hydras = configs.load(overrides), loader.load_sweep_config(master, overrides)
             assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras), overrides
+
+
+def test_a_group_too_large_for_its_gpu_is_refused_in_one_line(monkeypatch):
+    from types import SimpleNamespace
+
+    from deepbasics.run import group
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1 << 20, 1 << 30))  # 1 MiB free
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    stacked = SimpleNamespace(net=SimpleNamespace(params=[torch.zeros(1000, 64, 64)]), jobs=[None] * 1000)
+    data = SimpleNamespace(splits={"train": (torch.zeros(1000, 500, 64), torch.zeros(1000, 500, 1))})
+    with pytest.raises(group.DeviceTooSmall, match=r"^1000 stacked jobs need about .* GiB on cuda:0, which has"):
+        group._check_device_memory(trainer, stacked, data)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_error_of_the_group_fails_each_job_as_it_would_alone(tmp_path, monkeypatch, capfd):
+    args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5", "ckpt_every=5", "trainer=gpu",
+            "seed=1,2", VECTORIZED]  # fmt: skip
+    code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
+    assert code == 1, output
+    for job in jobs:
+        metrics = read_metrics(job)
+        assert metrics["status"] == "failed" and "gpu" in metrics["error"].lower(), metrics
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_a_group_trains_on_the_gpu(tmp_path, monkeypatch, capfd):
+    args = ["experiment=blobs_mlp", "epochs=200", "log_every=50", "val_every=100", "ckpt_every=100",
+            "model.optimizer.lr=0.03,0.3", "seed=1,2"]  # fmt: skip
+    code, output, gpu = sweep([*args, "trainer=gpu", VECTORIZED], tmp_path / "gpu", monkeypatch, capfd)
+    assert code == 0 and "training 4 jobs stacked" in output, output
+    _, _, cpu = sweep([*args, VECTORIZED], tmp_path / "cpu", monkeypatch, capfd)
+    for ours, theirs in zip(gpu, cpu, strict=True):
+        _twin[0] = theirs
+        close(torch.load(ours / "model.pt"), torch.load(theirs / "model.pt"), ours, "model.pt")

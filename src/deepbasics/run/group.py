@@ -8,6 +8,7 @@ goes non-finite fails alone; the others train on."""
 from __future__ import annotations
 
 import json
+import logging
 import resource
 import statistics
 import time
@@ -32,6 +33,8 @@ from deepbasics.run.checkpoints import AtomicCheckpointIO
 from deepbasics.run.finish import write_end
 from deepbasics.run.rng import rng_states
 from deepbasics.run.training import diverged, interruption, record_status
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,8 +82,19 @@ def train_group(
         for job in built:  # the data may differ per job, their shapes may not
             shape = tuple((name, tuple(x.shape)) for name, (x, _) in job.datamodule.splits.items())
             shapes.setdefault(shape, []).append(job)
+        if len(shapes) > 1:
+            for members in list(shapes.values())[1:]:
+                numbers = ", #".join(job.label for job in members)
+                log.info(f"#{numbers}: other data shapes (rows per split) than the first jobs': a group of their own")
         for members in shapes.values():
-            _train_stacked(members, timings if timings is not None else {})
+            try:
+                _train_stacked(members, timings if timings is not None else {})
+            except DeviceTooSmall:
+                raise  # the whole launch is refused, in one line
+            except Exception as err:  # what would have failed each job alone fails each job of the group
+                for job in members:
+                    if job.outcome is None:
+                        job.fail(err)
     finally:
         for run_dir in held:
             unlock_run_dir(run_dir)
@@ -202,7 +216,7 @@ def _forked_map(work, items: list) -> list:
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    workers = min(cores, len(items) // 8)
+    workers = min(cores, len(items) // 4)
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return [work(item) for item in items]
     global _WORK
@@ -252,6 +266,10 @@ def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dic
     return curves
 
 
+class DeviceTooSmall(ConfigError):
+    """The group's K copies would not fit on its device."""
+
+
 def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: StackedSplits) -> None:
     """On a GPU, refuse a group whose K copies would not fit in the device's free memory."""
     device = trainer.strategy.root_device
@@ -267,7 +285,7 @@ def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: Stacked
         4 * params + sum(s[0].numel() + s[1].numel() for s in data.splits.values()) + 4 * len(x) * rows * widths
     )
     if need > 0.9 * free:
-        raise ConfigError(
+        raise DeviceTooSmall(
             f"{len(group.jobs)} stacked jobs need about {need / 2**30:.1f} GiB on {device}, which has"
             f" {free / 2**30:.1f} GiB free; launch fewer jobs at a time (an Optuna sweep's n_jobs), or trainer=cpu"
         )
