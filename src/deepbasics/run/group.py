@@ -113,7 +113,8 @@ def _allow_open_files(jobs: int) -> None:
 
 def _build(job: Job, shared: dict) -> bool:
     """The job's data, module (initialised exactly as a run of its own: same seed, same order of random
-    draws) and checkpoint callback; False (the job failed, recorded) on a config error."""
+    draws) and checkpoint callback; False when that fails (the job fails alone, recorded, as it would
+    under the basic launcher)."""
     cfg = job.cfg
     try:
         validate_train_config(cfg)
@@ -132,7 +133,7 @@ def _build(job: Job, shared: dict) -> bool:
         checkpointing = build_checkpointing(cfg, schedule, job.run_dir)
         job.checkpoint = next((c for c in checkpointing if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None)
         job.run_state = RunState(OmegaConf.to_container(cfg, resolve=True))
-    except ConfigError as err:
+    except Exception as err:
         job.fail(err)
         return False
     return True
@@ -154,9 +155,11 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     step = trainer.global_step
     if graceful.received is not None and step < first.epochs:
         for k, job in enumerate(jobs):
-            if group.failed_at[k] < 0:
-                job.fail(interruption(graceful.received, step, job.cfg, job.run_dir, f"\"resume='{job.run_dir}'\""),
-                         "interrupted", epochs=step)  # fmt: skip
+            if group.failed_at[k] >= 0:  # it had diverged before the signal came
+                _end_failed(job, k, group)
+            else:
+                stop = interruption(graceful.received, step, job.cfg, job.run_dir, f"\"resume='{job.run_dir}'\"")
+                job.fail(stop, "interrupted", epochs=step)
         return
     device = group.device
     finals: dict[str, torch.Tensor] = {}

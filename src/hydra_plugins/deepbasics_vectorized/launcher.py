@@ -40,7 +40,8 @@ PER_JOB = ("seed", "paths", "logger", "data", "progress")
 
 
 def group_key(cfg: DictConfig) -> tuple[str | None, str]:
-    """(reason this job cannot be stacked, None) or (None, the key its group shares)."""
+    """(why this job cannot be stacked, "") or (None, the key its group shares: the config but for what may
+    differ between the jobs of a group)."""
     from deepbasics.models.stacked import optimizer_kind, unstackable_optimizer
 
     if cfg.get("resume"):
@@ -65,7 +66,8 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
     reason = unstackable_optimizer(model["optimizer"])
     if reason:
         return reason, ""
-    shared = {key: OmegaConf.to_container(cfg, resolve=False)[key] for key in cfg if key not in (*PER_JOB, "hydra")}
+    keys = [key for key in cfg if key not in (*PER_JOB, "hydra")]
+    shared = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=False)
     shared["model"] = {k: v for k, v in model.items() if k != "optimizer"}
     shared["model"]["net"] = {k: v for k, v in model["net"].items() if k != "init"}
     shared["optimizer"] = optimizer_kind(model["optimizer"])
