@@ -178,11 +178,12 @@ def test_deterministic_recipes_keep_the_tutorial_numbers(tmp_path, monkeypatch, 
 
 def test_groups_by_optimizer_kind(tmp_path, monkeypatch, capfd):
     args = ["experiment=blobs_mlp", "epochs=20", "log_every=10", "val_every=10", "ckpt_every=10",
-            "model.optimizer.name=sgd,adam", "seed=1,2", VECTORIZED]  # fmt: skip
+            "model.optimizer.name=sgd,adam", "seed=1,2,3", VECTORIZED, "hydra.launcher.group_size=2"]  # fmt: skip
     code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
     assert code == 0
-    assert output.count("training 2 jobs stacked") == 2  # sgd and adam: two groups
-    assert [read_metrics(j)["status"] for j in jobs] == ["completed"] * 4
+    # sgd and adam: two groups, each of at most group_size jobs
+    assert output.count("training 2 jobs stacked") == 2 and output.count("training 1 job stacked") == 2
+    assert [read_metrics(j)["status"] for j in jobs] == ["completed"] * 6
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,18 @@ def test_stacked_jobs_train_as_each_alone(case, optimizers):
             assert float(together[key][k]) == pytest.approx(float(value), rel=1e-4, abs=1e-6), key
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_one_job_is_a_group_too(case):
+    cls, net_spec, kind = CASES[case]
+    module = module_for(cls, net_spec, {"name": "sgd", "lr": 0.1})
+    x, y = make_data(kind, net_spec["in_features"], seed=3)
+    with torch.no_grad():
+        own = module.measure("val", module.net(x), y)
+        alone = module.job_metrics("val", StackedNet([module.net])(x[None]), y[None])
+    for key, value in own.items():
+        assert alone[key].shape == (1,) and float(alone[key][0]) == pytest.approx(float(value), rel=1e-5), key
+
+
 def test_every_net_has_a_stacked_form():
     for name in NETS:
         spec = {"name": name, "in_features": 2, **({"hidden_size": 3} if name == "NeuralNet" else {})}

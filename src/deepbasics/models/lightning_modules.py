@@ -297,13 +297,14 @@ class RegressionModule(FullBatchModule):
         return nn.functional.mse_loss(out, y, reduction="none").mean(dim=(1, 2))
 
     def job_metrics(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        # torchmetrics' several-output form: one output column per job
-        predicted, target, jobs = out[..., 0].T, y[..., 0].T, len(out)
+        # torchmetrics' several-output form: one output column per job (one job: its plain form)
+        jobs = len(out)
+        predicted, target = (out[..., 0].T, y[..., 0].T) if jobs > 1 else (out[0, :, 0], y[0, :, 0])
         return {
             f"{stage}/loss": self.job_losses(out, y),
-            f"{stage}/mae": tmf.mean_absolute_error(predicted, target, num_outputs=jobs),
-            f"{stage}/mse": tmf.mean_squared_error(predicted, target, num_outputs=jobs),
-            f"{stage}/r2": tmf.r2_score(predicted, target, multioutput="raw_values"),
+            f"{stage}/mae": tmf.mean_absolute_error(predicted, target, num_outputs=jobs).reshape(jobs),
+            f"{stage}/mse": tmf.mean_squared_error(predicted, target, num_outputs=jobs).reshape(jobs),
+            f"{stage}/r2": tmf.r2_score(predicted, target, multioutput="raw_values").reshape(jobs),
         }
 
 
@@ -323,10 +324,13 @@ class BinaryClassifier(FullBatchModule):
 
     def job_metrics(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         probabilities, labels = torch.sigmoid(out[..., 0]), y[..., 0].int()
+        if len(out) > 1:  # each job's AUROC as one label of a multi-label problem: one sort for all jobs
+            auroc = tmc.multilabel_auroc(probabilities.T, labels.T, num_labels=len(out), average="none")
+        else:
+            auroc = tmc.binary_auroc(probabilities[0], labels[0]).reshape(1)
         return {
-            f"{stage}/acc": tmc.binary_accuracy(probabilities, labels, multidim_average="samplewise"),
-            # each job's AUROC as one label of a multi-label problem: one sort for all jobs
-            f"{stage}/auroc": tmc.multilabel_auroc(probabilities.T, labels.T, num_labels=len(out), average="none"),
+            f"{stage}/acc": tmc.binary_accuracy(probabilities, labels, multidim_average="samplewise").reshape(len(out)),
+            f"{stage}/auroc": auroc,
             f"{stage}/loss": self.job_losses(out, y),
         }
 
@@ -369,7 +373,7 @@ class MulticlassClassifier(FullBatchModule):
         probabilities, labels, classes = torch.softmax(out, dim=2).transpose(1, 2), y[..., 0].long(), self.num_classes
         each = {"multidim_average": "samplewise", "num_classes": classes}
         return {
-            f"{stage}/acc": tmc.multiclass_accuracy(probabilities, labels, average="micro", **each),
-            f"{stage}/f1": tmc.multiclass_f1_score(probabilities, labels, average="macro", **each),
+            f"{stage}/acc": tmc.multiclass_accuracy(probabilities, labels, average="micro", **each).reshape(len(out)),
+            f"{stage}/f1": tmc.multiclass_f1_score(probabilities, labels, average="macro", **each).reshape(len(out)),
             f"{stage}/loss": self.job_losses(out, y),
         }

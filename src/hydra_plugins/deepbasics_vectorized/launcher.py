@@ -144,7 +144,7 @@ class VectorizedLauncher(Launcher):
         prepared = [ret for ret, _ in started]
         outcomes: list[Any] = [cfg for _, cfg in started]  # the resolved config, or why it does not resolve
         ready = [k for k, cfg in enumerate(outcomes) if isinstance(cfg, DictConfig)]
-        log.info(f"training {len(ready)} jobs stacked: #{', #'.join(str(indices[k]) for k in ready)}")
+        log.info(f"training {_jobs(len(ready))} stacked: #{', #'.join(str(indices[k]) for k in ready)}")
         chatter = logging.getLogger("lightning.pytorch")  # accelerator notes and tips: not once per group
         level = chatter.level
         chatter.setLevel(logging.WARNING)
@@ -160,7 +160,7 @@ class VectorizedLauncher(Launcher):
             returns[idx] = self._end(sweep_config, ret, outcome, guarded)
         spent, fit = time.perf_counter() - began, timings.get("fit", 0.0)
         log.info(
-            f"{len(indices)} jobs stacked in {spent:.1f} s: fit {fit:.1f} s,"
+            f"{_jobs(len(indices))} stacked in {spent:.1f} s: fit {fit:.1f} s,"
             f" {1000 * (spent - fit) / len(indices):.0f} ms a job outside the fit"
         )
         return returns
@@ -233,6 +233,10 @@ def _write_while_training(writes: list) -> Callable[[], None]:
             raise OSError(f"the jobs' .hydra/ files were not all written (writer exit {status})")
 
     return wait
+
+
+def _jobs(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"
 
 
 def _outcome(outcome: Any) -> Any:
