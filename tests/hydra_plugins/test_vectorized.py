@@ -271,3 +271,35 @@ def test_a_group_trains_on_the_gpu(tmp_path, monkeypatch, capfd):
     for ours, theirs in zip(gpu, cpu, strict=True):
         _twin[0] = theirs
         close(torch.load(ours / "model.pt"), torch.load(theirs / "model.pt"), ours, "model.pt")
+
+
+def test_ctrl_c_stops_the_group_and_each_job_resumes_alone(grids, tmp_path, monkeypatch, capfd):
+    import os
+    import signal
+
+    from deepbasics.models.stacked import StackedModule
+
+    validate = StackedModule.validation_step
+
+    def interrupted_at_50(self, batch, batch_idx):  # Ctrl-C arrives while epoch 50 is validated
+        validate(self, batch, batch_idx)
+        if self.global_step == 50:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(StackedModule, "validation_step", interrupted_at_50)
+    code, output, jobs = sweep([*GRID, VECTORIZED], tmp_path, monkeypatch, capfd)
+    assert code == 130, output
+    for job in jobs:
+        metrics = read_metrics(job)
+        assert metrics["status"] == "interrupted" and metrics["epochs"] == 50, metrics
+        assert f"resume='{job}'" in metrics["error"]
+        assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 50
+    monkeypatch.setattr(StackedModule, "validation_step", validate)
+    proc = run_in_this_process(
+        "deepbasics-train", ["experiment=blobs_mlp", f"resume='{jobs[1]}'"], tmp_path, monkeypatch, capfd
+    )
+    assert proc.returncode == 0, proc.stderr
+    (_, _, basic), _ = grids
+    _twin[0] = basic[1]
+    close(torch.load(jobs[1] / "model.pt"), torch.load(basic[1] / "model.pt"), jobs[1], "model.pt")
+    close(read_metrics(jobs[1])["test"], read_metrics(basic[1])["test"], jobs[1], "test")
