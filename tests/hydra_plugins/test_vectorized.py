@@ -186,6 +186,27 @@ def test_groups_by_optimizer_kind(tmp_path, monkeypatch, capfd):
     assert [read_metrics(j)["status"] for j in jobs] == ["completed"] * 6
 
 
+def test_a_bad_value_fails_its_own_jobs_and_large_groups_end_in_workers(tmp_path, monkeypatch, capfd):
+    # 16 jobs, 8 of them with a momentum torch refuses; the other 8 are enough for the forked workers
+    args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5", "ckpt_every=5",
+            "+model.optimizer.momentum=0.5,-0.5", "seed=range(8)", VECTORIZED]  # fmt: skip
+    code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
+    assert code == 1, output  # as a basic sweep with failed jobs
+    assert "training 16 jobs stacked" in output
+    for job in jobs:
+        metrics = read_metrics(job)
+        if "momentum=-0.5" in job.name:
+            assert metrics["status"] == "failed" and "momentum" in metrics["error"], metrics
+        else:
+            assert metrics["status"] == "completed", metrics
+            assert (job / "figures" / "fit.png").is_file() and (job / "model.pt").is_file()
+        # the .hydra/ files, written by the forked writer, are this job's
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        seed = int(job.name.rsplit("seed=", 1)[1])
+        assert f"seed={seed}" in overrides
+        assert yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["seed"] == seed
+
+
 @pytest.mark.parametrize(
     "override, reason",
     [

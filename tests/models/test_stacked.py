@@ -126,6 +126,21 @@ def test_one_job_is_a_group_too(case):
         assert alone[key].shape == (1,) and float(alone[key][0]) == pytest.approx(float(value), rel=1e-5), key
 
 
+def test_a_diverged_job_leaves_the_others_metrics_alone():
+    cls, net_spec, kind = CASES["neuralnet"]
+    modules = [module_for(cls, net_spec, {"name": "sgd", "lr": 0.1}) for _ in range(3)]
+    data = [make_data(kind, 2, seed=20 + k) for k in range(3)]
+    xs, ys = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
+    with torch.no_grad():
+        out = StackedNet([m.net for m in modules])(xs)
+        out[1] = float("nan")  # job 1 diverged
+        together = modules[0].job_metrics("val", out, ys)
+        for k in (0, 2):
+            own = modules[k].measure("val", modules[k].net(data[k][0]), data[k][1])
+            for key, value in own.items():
+                assert float(together[key][k]) == pytest.approx(float(value), rel=1e-5), (k, key)
+
+
 def test_every_net_has_a_stacked_form():
     for name in NETS:
         spec = {"name": name, "in_features": 2, **({"hidden_size": 3} if name == "NeuralNet" else {})}

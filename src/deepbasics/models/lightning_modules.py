@@ -329,7 +329,11 @@ class BinaryClassifier(FullBatchModule):
         else:
             auroc = tmc.binary_auroc(probabilities[0], labels[0]).reshape(1)
         return {
-            f"{stage}/acc": tmc.binary_accuracy(probabilities, labels, multidim_average="samplewise").reshape(len(out)),
+            # thresholded here: on floats torchmetrics checks all K jobs' values at once, and one job's NaN
+            # would make it re-apply the sigmoid to every job's
+            f"{stage}/acc": tmc.binary_accuracy(
+                (probabilities > 0.5).long(), labels, multidim_average="samplewise"
+            ).reshape(len(out)),
             f"{stage}/auroc": auroc,
             f"{stage}/loss": self.job_losses(out, y),
         }

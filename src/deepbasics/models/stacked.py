@@ -100,10 +100,11 @@ class StackedOptimizer(torch.optim.Optimizer):
         defaults = STACKED_OPTIONS[self.kind]
         options = [{**defaults, **c.options} for c in checked]
         device = params[0].device
+        precise = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
         self.flags = {k: options[0][k] for k, v in defaults.items() if isinstance(v, bool)}
 
         def per_job(values) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float64, device=device)
+            return torch.tensor(values, dtype=precise, device=device)
 
         self.lr = per_job([c.lr for c in checked])
         self.hyper = {
@@ -208,7 +209,8 @@ class StackedModule(L.LightningModule):
     def __init__(self, jobs: Sequence[FullBatchModule]):
         super().__init__()
         self.jobs = tuple(jobs)  # a tuple: the job modules are not submodules (their nets are copied below)
-        self.kind = jobs[0]  # the loss and metric definitions of every job
+        # the loss and metric definitions of every job, kept out of the submodules (never moved or cast)
+        self.__dict__["kind"] = jobs[0]
         self.net = StackedNet([job.net for job in jobs])
         hp = jobs[0].hparams
         self.epochs, self.log_every, self.val_every = hp.epochs, hp.log_every, hp.val_every

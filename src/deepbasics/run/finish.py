@@ -62,8 +62,8 @@ def write_end(
     """The run's end-of-run files from its final metrics ``values`` ({"<split>/<name>": value}): test
     points and the optimum's gap into the loggers, model.pt, figures, the hparams tab and metrics.json
     last; the monitored value. ``curves`` (the loss curves, read back from TensorBoard when None) and
-    ``plots`` (shared figure layouts) come from a group of runs trained together, which also prints one
-    report for all instead of ``report``-ing each run."""
+    ``plots`` (shared figure layouts) come from a group of runs trained together; such a group prints its
+    own lines (one per validation for all its jobs), so its runs do not ``report`` each."""
     stages = by_stage(values)
     monitored = float(values[cfg.monitor.metric])
     if "test" in stages:  # train and val were logged at this step while training

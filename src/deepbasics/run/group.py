@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.schema import Schedule, validate_train_config
 from deepbasics.data.in_memory import StackedSplits
-from deepbasics.errors import ConfigError, one_line
+from deepbasics.errors import ConfigError, RunFailed, one_line
 from deepbasics.files import lock_run_dir, unlock_run_dir
+from deepbasics.models.lightning_modules import build_optimizer
 from deepbasics.models.optimum import MAX_ROWS, optimum
 from deepbasics.models.stacked import StackedModule
 from deepbasics.reports.figures import FitPlot, LossPlot
@@ -74,7 +75,7 @@ def train_group(
             try:
                 lock_run_dir(job.run_dir)
                 held.append(job.run_dir)
-            except ConfigError as err:
+            except (ConfigError, OSError) as err:  # held by another process, or out of file descriptors
                 job.outcome = err
         shared: dict[str, L.LightningDataModule] = {}
         built = [job for job in jobs if job.outcome is None and _build(job, shared)]
@@ -130,6 +131,8 @@ def _build(job: Job, shared: dict) -> bool:
             raise ConfigError(
                 f"monitor.metric={cfg.monitor.metric} but the data has no such split; monitor train/loss instead"
             )
+        # torch checks the optimizer's values (the stacked step does not): a bad one fails its own job here
+        job.optimizer = build_optimizer(job.module.net.parameters(), job.module.hparams.optimizer)
         checkpointing = build_checkpointing(cfg, schedule, job.run_dir)
         job.checkpoint = next((c for c in checkpointing if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None)
         job.run_state = RunState(OmegaConf.to_container(cfg, resolve=True))
@@ -157,7 +160,11 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
         for k, job in enumerate(jobs):
             if group.failed_at[k] >= 0:  # it had diverged before the signal came
                 _end_failed(job, k, group)
-            else:
+            else:  # its events up to the stop, as a run of its own has them; resume continues them
+                loggers = build_loggers(job.cfg, job.run_dir)
+                _replay(job, k, group, loggers, None)
+                for logger in loggers:
+                    logger.finalize("interrupted")
                 stop = interruption(graceful.received, step, job.cfg, job.run_dir, f"\"resume='{job.run_dir}'\"")
                 job.fail(stop, "interrupted", epochs=step)
         return
@@ -189,15 +196,19 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict[str, torch.Ten
     fit = FitPlot(template.is_classifier, classes, list(xs), list(ys))
     plots = (fit, LossPlot(list(curves.values())))
 
-    def end(k: int) -> float:
+    def end(k: int) -> float | RunFailed:
         job = jobs[k]
-        loggers = build_loggers(job.cfg, job.run_dir)
-        _replay(job, k, group, loggers, optima[k])
-        values = {name: float(v[k]) for name, v in finals.items()}
-        best = job.checkpoint.best_model_path if job.checkpoint else None
-        return write_end(job.cfg, job.run_dir, job.module, job.datamodule, loggers, step, values,
-                         best_checkpoint=best, optimum=optima[k], curves=curves[k], plots=plots,
-                         report=False)  # fmt: skip
+        try:
+            loggers = build_loggers(job.cfg, job.run_dir)
+            _replay(job, k, group, loggers, optima[k])
+            values = {name: float(v[k]) for name, v in finals.items()}
+            best = job.checkpoint.best_model_path if job.checkpoint else None
+            return write_end(job.cfg, job.run_dir, job.module, job.datamodule, loggers, step, values,
+                             best_checkpoint=best, optimum=optima[k], curves=curves[k], plots=plots,
+                             report=False)  # fmt: skip
+        except Exception as err:  # this job's end failed (a logger of its own, a file): the others go on
+            job.fail(err)
+            return RunFailed(f"the end of the run failed: {one_line(err)}", step)  # picklable, for a worker
 
     for k, value in zip(alive, _forked_map(end, alive), strict=True):
         jobs[k].outcome = value
@@ -234,14 +245,16 @@ def _forked_map(work, items: list) -> list:
 def _end_failed(job: Job, k: int, group: StackedModule) -> None:
     epoch, value = int(group.failed_at[k]), float(group.failed_value[k])
     loggers = build_loggers(job.cfg, job.run_dir)
-    _replay(job, k, group, loggers, None, before=epoch)  # a run of its own logged the points before its failure
+    _replay(job, k, group, loggers, None, failed=epoch)  # a run of its own logged the points before its failure
     for logger in loggers:
         logger.finalize("failed")
     job.fail(diverged(f"the loss became {value} at epoch {epoch}", epoch, job.run_dir), failed_at_epoch=epoch)
 
 
-def _replay(job: Job, k: int, group: StackedModule, loggers: list, report: dict | None, before: int | None = None):
-    """Job k's hyperparameters and logged points, as a run of its own logs them while training."""
+def _replay(job: Job, k: int, group: StackedModule, loggers: list, report: dict | None, failed: int | None = None):
+    """Job k's hyperparameters and logged points, as a run of its own logs them while training. A run that
+    fails at epoch ``failed`` logged the points before it, and those of that epoch when it ends a chunk of
+    ``val_every`` epochs (they were logged as that chunk ended; the next step found the loss non-finite)."""
     hparams = {**job.module.hparams_initial, **job.datamodule.hparams_initial}  # what Lightning logs at fit start
     for logger in loggers:
         logger.log_hyperparams(hparams)
@@ -250,7 +263,7 @@ def _replay(job: Job, k: int, group: StackedModule, loggers: list, report: dict 
         for logger in loggers:
             logger.log_metrics({"optimum/loss": report["loss"]}, step=0)
     for step, values in group.history:
-        if before is not None and step >= before:
+        if failed is not None and (step > failed or (step == failed and failed % group.val_every)):
             continue
         scalars = {name: float(v[k]) for name, v in values.items()}
         for logger in loggers:
@@ -290,7 +303,8 @@ def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: Stacked
     if need > 0.9 * free:
         raise DeviceTooSmall(
             f"{len(group.jobs)} stacked jobs need about {need / 2**30:.1f} GiB on {device}, which has"
-            f" {free / 2**30:.1f} GiB free; launch fewer jobs at a time (an Optuna sweep's n_jobs), or trainer=cpu"
+            f" {free / 2**30:.1f} GiB free; stack fewer at a time (hydra.launcher.group_size=<n>, or an Optuna"
+            " sweep's n_jobs), or use trainer=cpu"
         )
 
 
@@ -315,10 +329,11 @@ class JobView:
 
     @property
     def callback_metrics(self) -> dict[str, torch.Tensor]:
-        return {name: v[self._k] for name, v in self._saver.group.latest(self._trainer.global_step).items()}
+        return {name: v[self._k].clone() for name, v in self._saver.group.latest(self._trainer.global_step).items()}
 
     def save_checkpoint(self, filepath, weights_only: bool = False, storage_options=None) -> None:
-        AtomicCheckpointIO().save_checkpoint(self._saver.checkpoint_of(self._trainer, self._k, self), filepath)
+        checkpoint = self._saver.checkpoint_of(self._trainer, self._k, self, weights_only)
+        AtomicCheckpointIO().save_checkpoint(checkpoint, filepath)
 
     # the strategy's part: one process, a local file system
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
@@ -349,23 +364,24 @@ class JobCheckpoints(L.Callback):
             if job.checkpoint is not None and self.group.failed_at[k] < 0:
                 job.checkpoint.on_train_epoch_end(JobView(trainer, self, k), job.module)
 
-    def checkpoint_of(self, trainer: L.Trainer, k: int, view: JobView) -> dict:
+    def checkpoint_of(self, trainer: L.Trainer, k: int, view: JobView, weights_only: bool = False) -> dict:
         """Job k's checkpoint: the group's loop state (the same schedule as a run of its own) with job k's
         weights, optimizer state, callbacks' state, hyperparameters and config."""
-        if self._common is None or self._common[0] != trainer.global_step:
-            dumped = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        if self._common is None or self._common[0] != (trainer.global_step, weights_only):
+            dumped = trainer._checkpoint_connector.dump_checkpoint(weights_only=weights_only)
             for key in ("state_dict", "optimizer_states", "lr_schedulers", "callbacks"):
                 dumped.pop(key, None)
-            self._common = (trainer.global_step, dumped)
+            self._common = ((trainer.global_step, weights_only), dumped)
         job, group = self.jobs[k], self.group
         checkpoint = dict(self._common[1])
         checkpoint["state_dict"] = {f"net.{name}": value for name, value in group.net.job_state(k).items()}
-        checkpoint["optimizer_states"] = [self._optimizer_state(job, k)]
-        checkpoint["lr_schedulers"] = []
-        checkpoint["callbacks"] = {
-            job.run_state.state_key: {"rng": job.rng},
-            job.checkpoint.state_key: job.checkpoint.state_dict(),
-        }
+        if not weights_only:  # what Lightning leaves out of a weights-only checkpoint
+            checkpoint["optimizer_states"] = [self._optimizer_state(job, k)]
+            checkpoint["lr_schedulers"] = []
+            checkpoint["callbacks"] = {
+                job.run_state.state_key: {"rng": job.rng},
+                job.checkpoint.state_key: job.checkpoint.state_dict(),
+            }
         for owner, prefix in ((job.module, ""), (job.datamodule, "datamodule_")):
             if owner.hparams:
                 checkpoint[f"{prefix}hparams_name"] = owner._hparams_name
@@ -375,10 +391,6 @@ class JobCheckpoints(L.Callback):
 
     def _optimizer_state(self, job: Job, k: int) -> dict:
         """Job k's slice of the stacked optimizer, in the form torch's own optimizer for job k saves."""
-        from deepbasics.models.lightning_modules import build_optimizer
-
-        if job.optimizer is None:
-            job.optimizer = build_optimizer(job.module.net.parameters(), job.module.hparams.optimizer)
         stacked = self.group.trainer.optimizers[0]
         params = list(job.module.net.parameters())
         job.optimizer.state.clear()

@@ -14,27 +14,28 @@ class SweepConfigs:
     only in values (model.optimizer.lr=0.1 seed=3) copy that composition and get their values the way Hydra
     applies them after composing, with the override lists and override_dirname Hydra records."""
 
-    # Configs a sweeper composed to check a batch, kept for the launcher that launches that batch next:
-    # {(id of the sweep's config, the job's overrides): its config}, each taken once.
-    checked: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
-
-    def __init__(self, loader, master: DictConfig) -> None:
+    def __init__(self, loader, master: DictConfig, checked: dict | None = None) -> None:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         self.loader, self.master, self.parser = loader, master, OverridesParser.create()
         self.composed: dict[tuple[str, ...], DictConfig] = {}
+        # configs a sweeper composed to check this batch, for the launcher that launches it: each taken once
+        self.checked = checked if checked is not None else {}
+        # Config groups are told from values through the primary search path; with extra search paths
+        # (hydra.searchpath) every job is composed by Hydra itself.
+        self.exact = bool(OmegaConf.select(master, "hydra.searchpath"))
 
-    def check(self, overrides: list[str], keep: bool) -> None:
-        """Compose the job's config: errors surface here, before anything is launched. ``keep`` it for a
-        launcher that takes it (``load``)."""
-        cfg = self.load(overrides)
-        if keep:
-            SweepConfigs.checked[(id(self.master), tuple(overrides))] = cfg
+    def check(self, overrides: list[str]) -> None:
+        """Compose the job's config: errors surface here, before anything is launched; kept in ``checked``
+        for the launcher, which takes it (``load``)."""
+        self.checked[tuple(overrides)] = self.load(overrides)
 
     def load(self, overrides: list[str]) -> DictConfig:
-        kept = SweepConfigs.checked.pop((id(self.master), tuple(overrides)), None)
+        kept = self.checked.pop(tuple(overrides), None)
         if kept is not None:
             return kept
+        if self.exact:
+            return self.loader.load_sweep_config(self.master, overrides)
         from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 
         parsed = self.parser.parse_overrides(overrides)

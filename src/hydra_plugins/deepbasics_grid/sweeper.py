@@ -14,7 +14,9 @@ from hydra_plugins.deepbasics_grid.configs import SweepConfigs
 
 class GridSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        configs = SweepConfigs(self.hydra_context.config_loader, self.config)
-        keep = getattr(self.launcher, "takes_checked_configs", False)  # the vectorized launcher does
+        # the vectorized launcher takes the configs composed here; for the others they are only a check
+        checked = {} if not getattr(self.launcher, "takes_checked_configs", False) else self.launcher.checked_configs
+        checked.clear()  # only this batch's
+        configs = SweepConfigs(self.hydra_context.config_loader, self.config, checked)
         for overrides in batch:
-            configs.check(list(overrides), keep)
+            configs.check(list(overrides))
