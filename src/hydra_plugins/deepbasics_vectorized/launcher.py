@@ -220,7 +220,8 @@ class VectorizedLauncher(Launcher):
 def _write_while_training(writes: list) -> Callable[[], None]:
     """Each job's .hydra/ files, as run_job writes them, written by a forked child while this process
     trains the group on one core (their YAML costs more than a stacked job's share of the fit); the call
-    returned waits for the child and raises if it failed. Written here when fork is missing, or for a few."""
+    returned waits for the child and logs an error if it failed. Written here when fork is missing, or for
+    a few jobs."""
     if not hasattr(os, "fork") or len(writes) < 24:
         for args in writes:
             _save_config(*args)
