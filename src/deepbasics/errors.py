@@ -21,6 +21,9 @@ class RunFailed(RuntimeError):
         super().__init__(message)
         self.epoch = epoch
 
+    def __reduce__(self):  # pickled whole (a forked worker's result): message and epoch
+        return type(self), (str(self), self.epoch)
+
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM stopped training after a checkpoint; ``code`` is the conventional exit status."""
@@ -28,6 +31,9 @@ class Interrupted(Exception):
     def __init__(self, message: str, code: int, epoch: int):
         super().__init__(message)
         self.code, self.epoch = code, epoch
+
+    def __reduce__(self):
+        return type(self), (str(self), self.code, self.epoch)
 
 
 def exit_with(err: Exception | str, code: int = EXIT_USAGE) -> NoReturn:

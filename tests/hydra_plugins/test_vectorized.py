@@ -324,3 +324,18 @@ def test_ctrl_c_stops_the_group_and_each_job_resumes_alone(grids, tmp_path, monk
     _twin[0] = basic[1]
     close(torch.load(jobs[1] / "model.pt"), torch.load(basic[1] / "model.pt"), jobs[1], "model.pt")
     close(read_metrics(jobs[1])["test"], read_metrics(basic[1])["test"], jobs[1], "test")
+
+
+def test_stacked_jobs_write_every_configured_logger(tmp_path, monkeypatch, capfd):
+    mlflow = pytest.importorskip("mlflow")
+    args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5", "ckpt_every=5", "logger=many",
+            "seed=1,2", VECTORIZED]  # fmt: skip
+    code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
+    assert code == 0 and "training 2 jobs stacked" in output, output
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert sorted(runs["tags.mlflow.runName"]) == [j.name for j in jobs]
+    for job in jobs:
+        rows = list(csv.DictReader((job / "csv" / "metrics.csv").open()))
+        losses = {int(r["step"]): float(r["val/loss"]) for r in rows if r.get("val/loss")}
+        assert sorted(losses) == [5, 10] and losses[10] == pytest.approx(read_metrics(job)["val"]["loss"], rel=1e-5)

@@ -210,7 +210,15 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict[str, torch.Ten
             job.fail(err)
             return RunFailed(f"the end of the run failed: {one_line(err)}", step)  # picklable, for a worker
 
-    for k, value in zip(alive, _forked_map(end, alive), strict=True):
+    # Loggers that write files of their own (TensorBoard, CSV) can be written from forked workers; one
+    # that shares a store between runs (MLflow's database) is written from this process alone.
+    own_files = all(
+        conf._target_.endswith(("TensorBoardLogger", "CSVLogger"))
+        for k in alive
+        for conf in (jobs[k].cfg.get("logger") or {}).values()
+    )
+    results = _forked_map(end, alive) if own_files else [end(k) for k in alive]
+    for k, value in zip(alive, results, strict=True):
         jobs[k].outcome = value
 
 
