@@ -339,3 +339,10 @@ def test_stacked_jobs_write_every_configured_logger(tmp_path, monkeypatch, capfd
         rows = list(csv.DictReader((job / "csv" / "metrics.csv").open()))
         losses = {int(r["step"]): float(r["val/loss"]) for r in rows if r.get("val/loss")}
         assert sorted(losses) == [5, 10] and losses[10] == pytest.approx(read_metrics(job)["val"]["loss"], rel=1e-5)
+
+
+def test_job_numbers_read_as_ranges():
+    from hydra_plugins.deepbasics_vectorized.launcher import _numbers
+
+    assert _numbers([0, 1, 2, 3, 5, 7, 8]) == "#0-#3, #5, #7-#8"
+    assert _numbers([4]) == "#4"

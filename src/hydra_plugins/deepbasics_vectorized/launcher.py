@@ -149,7 +149,7 @@ class VectorizedLauncher(Launcher):
         prepared = [ret for ret, _ in started]
         outcomes: list[Any] = [cfg for _, cfg in started]  # the resolved config, or why it does not resolve
         ready = [k for k, cfg in enumerate(outcomes) if isinstance(cfg, DictConfig)]
-        log.info(f"training {_jobs(len(ready))} stacked: #{', #'.join(str(indices[k]) for k in ready)}")
+        log.info(f"training {_jobs(len(ready))} stacked: {_numbers([indices[k] for k in ready])}")
         chatter = logging.getLogger("lightning.pytorch")  # accelerator notes and tips: not once per group
         level = chatter.level
         chatter.setLevel(logging.WARNING)
@@ -243,6 +243,17 @@ def _write_while_training(writes: list) -> Callable[[], None]:
             log.error(f"some jobs' .hydra/ files were not written (the writer exited {status}); see above")
 
     return wait
+
+
+def _numbers(indices: list[int]) -> str:
+    """Job numbers with runs of consecutive ones as ranges: #0-#99, #101, #103-#104."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"#{a}" if a == b else f"#{a}-#{b}" for a, b in runs)
 
 
 def _jobs(n: int) -> str:
