@@ -114,14 +114,15 @@ class VectorizedLauncher(Launcher):
         for members in [m for m in groups.values() if len(m) == 1]:
             solo[members[0]] = "no other job of this batch shares its model shape, optimizer kind and schedule"
         returns: dict[int, JobReturn] = {}
-        for idx in sorted(solo):
-            log.info(f"#{idx} runs on its own: {solo[idx]}")
-            returns[idx] = self._run(configs[idx - initial_job_idx], self.task_function, self.hydra_context)
+        # the groups first: a group refused (too large for its GPU) stops the launch before the jobs that run alone
         for members in [m for m in groups.values() if len(m) > 1]:
             size = self.group_size or len(members)
             for start in range(0, len(members), size):
                 chunk = members[start : start + size]
                 returns.update(self._train_stacked(chunk, [configs[i - initial_job_idx] for i in chunk]))
+        for idx in sorted(solo):
+            log.info(f"#{idx} runs on its own: {solo[idx]}")
+            returns[idx] = self._run(configs[idx - initial_job_idx], self.task_function, self.hydra_context)
         return [returns[idx] for idx in range(initial_job_idx, initial_job_idx + len(job_overrides))]
 
     def _key(self, sweep_config: DictConfig) -> tuple[str | None, str]:
