@@ -1,8 +1,8 @@
 """Pictures of a run: the fitted model over its training data, and the loss curve. The fit goes into
 TensorBoard every ``figure_every`` epochs (0: never during training; the ``run.callbacks.Figures`` callback)
 and, after training, at the last epoch, which is also written with the loss curve as PNG files to
-``<run dir>/figures/``. Each figure is
-rasterised once (the expensive part) and that image goes to both places."""
+``<run dir>/figures/``. A figure's layout is drawn once (for one run, or for every run of a stacked group)
+and each picture only draws its data over it; each picture is encoded to PNG once, for both places."""
 
 from __future__ import annotations
 
