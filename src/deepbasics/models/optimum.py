@@ -83,9 +83,15 @@ class OptimumGap(L.Callback):
         x, y = trainer.datamodule.splits["train"]
         net, loss_fn = pl_module.net, pl_module.loss_fn
         self.report = optimum(net, x.to(pl_module.device), y.to(pl_module.device), loss_fn, self.max_rows)
-        if self.report and "loss" in self.report and trainer.global_step == 0:
-            for logger in trainer.loggers:
-                logger.log_metrics({"optimum/loss": self.report["loss"]}, step=0)
+        if trainer.global_step == 0:
+            log_optimum_line(self.report, trainer.loggers)
+
+
+def log_optimum_line(report: dict | None, loggers) -> None:
+    """The optimum's loss as the start of its flat line beside train/loss (at epoch 0), when there is one."""
+    if report and "loss" in report:
+        for logger in loggers:
+            logger.log_metrics({"optimum/loss": report["loss"]}, step=0)
 
 
 def _linear(weight: np.ndarray, bias: float) -> nn.Linear:

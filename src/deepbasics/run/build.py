@@ -77,6 +77,10 @@ def build_model(cfg: DictConfig, schedule: Schedule, datamodule) -> L.LightningM
         raise ConfigError(f"model.net.out_features={outputs} but model.num_classes={classes}; make them equal")
     if model.is_classifier:
         _check_labels(datamodule, classes)
+    if not datamodule.has(cfg.monitor.metric.split("/")[0]):
+        raise ConfigError(
+            f"monitor.metric={cfg.monitor.metric} but the data has no such split; monitor train/loss instead"
+        )
     return model
 
 

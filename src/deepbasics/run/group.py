@@ -25,7 +25,7 @@ from deepbasics.data.in_memory import StackedSplits
 from deepbasics.errors import ConfigError, RunFailed, one_line
 from deepbasics.files import lock_run_dir, unlock_run_dir
 from deepbasics.models.lightning_modules import build_optimizer
-from deepbasics.models.optimum import MAX_ROWS, optimum
+from deepbasics.models.optimum import MAX_ROWS, log_optimum_line, optimum
 from deepbasics.models.stacked import StackedModule
 from deepbasics.reports.figures import FitPlot, LossPlot
 from deepbasics.run.build import build_checkpointing, build_datamodule, build_loggers, build_model, lightning_trainer
@@ -127,10 +127,6 @@ def _build(job: Job, shared: dict) -> bool:
         job.datamodule = shared[key]
         job.module = build_model(cfg, schedule, job.datamodule)
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
-        if not job.datamodule.has(cfg.monitor.metric.split("/")[0]):
-            raise ConfigError(
-                f"monitor.metric={cfg.monitor.metric} but the data has no such split; monitor train/loss instead"
-            )
         # torch checks the optimizer's values (the stacked step does not): a bad one fails its own job here
         job.optimizer = build_optimizer(job.module.net.parameters(), job.module.hparams.optimizer)
         checkpointing = build_checkpointing(cfg, schedule, job.run_dir)
@@ -267,9 +263,7 @@ def _replay(job: Job, k: int, group: StackedModule, loggers: list, report: dict 
     for logger in loggers:
         logger.log_hyperparams(hparams)
         logger.save()
-    if report and "loss" in report:  # the optimum's flat line from epoch 0 (models.optimum.OptimumGap)
-        for logger in loggers:
-            logger.log_metrics({"optimum/loss": report["loss"]}, step=0)
+    log_optimum_line(report, loggers)  # as models.optimum.OptimumGap logs it at the start of a fit
     for step, values in group.history:
         if failed is not None and (step > failed or (step == failed and failed % group.val_every)):
             continue

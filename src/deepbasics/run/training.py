@@ -72,10 +72,6 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
 
     datamodule = build_datamodule(cfg, checkpoint["deepbasics"].get("standardization") if checkpoint else None)
     model = build_model(cfg, schedule, datamodule)
-    if not datamodule.has(cfg.monitor.metric.split("/")[0]):
-        raise ConfigError(
-            f"monitor.metric={cfg.monitor.metric} but the data has no such split; monitor train/loss instead"
-        )
     trainer = build_trainer(cfg, schedule, run_dir, start_step)
     if trained:  # the end phase of a run whose training is done: from its final checkpoint
         model.load_state_dict(checkpoint["state_dict"])  # read_checkpoint already brought older names up to date
