@@ -328,10 +328,13 @@ def test_ctrl_c_stops_the_group_and_each_job_resumes_alone(grids, tmp_path, monk
 
 def test_stacked_jobs_write_every_configured_logger(tmp_path, monkeypatch, capfd):
     mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the runs' own default store
     args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5", "ckpt_every=5", "logger=many",
             "seed=1,2", VECTORIZED]  # fmt: skip
     code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
     assert code == 0 and "training 2 jobs stacked" in output, output
+    # set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ: monkeypatch takes it away afterwards
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True)
     assert sorted(runs["tags.mlflow.runName"]) == [j.name for j in jobs]

@@ -14,8 +14,9 @@ RECIPE = ["experiment=blobs_mlp", "epochs=300", "log_every=50", "val_every=100",
 
 
 @pytest.mark.slow
-def test_logger_many_writes_tensorboard_csv_and_mlflow(tmp_path):
+def test_logger_many_writes_tensorboard_csv_and_mlflow(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the run's own default store
     run_cli("deepbasics-train", *RECIPE, "logger=many", cwd=tmp_path)
     (run,) = run_dirs(tmp_path, "blobs_mlp")
     metrics = read_metrics(run)
@@ -33,6 +34,8 @@ def test_logger_many_writes_tensorboard_csv_and_mlflow(tmp_path):
     assert int(test_row["step"]) == 300 and float(test_row["test/acc"]) == pytest.approx(metrics["test"]["acc"])
     assert "experiment: blobs_mlp" in (run / "csv" / "hparams.yaml").read_text()
 
+    # set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ: monkeypatch takes it away afterwards
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     (found,) = mlflow.search_runs(experiment_names=["blobs_mlp"], output_format="list")
     assert found.info.status == "FINISHED" and found.info.run_name == run.name
