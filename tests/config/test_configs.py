@@ -29,12 +29,11 @@ def test_option_composes(group, option):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_builds_data_and_model(experiment, diabetes_csv, tmp_path):
-    from deepbasics.config.schema import Schedule
     from deepbasics.run.build import build_datamodule, build_model
 
     cfg = compose_experiment(experiment, run_dir=tmp_path)
     datamodule = build_datamodule(cfg)
-    model = build_model(cfg, Schedule.of(cfg), datamodule)
+    model = build_model(cfg, datamodule)
     assert model.hparams.net["in_features"] == datamodule.in_features
     assert cfg.name == experiment
     assert instantiate(cfg.logger.tensorboard, save_dir=str(tmp_path)).log_dir.startswith(str(tmp_path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from conftest import compose_train, read_metrics, run_cli
 
 
@@ -36,10 +38,19 @@ def test_debug_profiler_writes_lightnings_report_into_the_run(tmp_path):
     assert "run_training_epoch" in report and "[Strategy]SingleDeviceStrategy.training_step" in report
 
 
-def test_debug_anomaly_turns_on_autograd_anomaly_detection(tmp_path):
-    from deepbasics.config.schema import Schedule
-    from deepbasics.run.build import build_trainer
+def test_debug_anomaly_turns_on_autograd_anomaly_detection(tmp_path, monkeypatch):
+    from deepbasics.models.lightning_modules import TutorialModule
+    from deepbasics.run.training import train
 
-    cfg = compose_train("debug=anomaly", run_dir=tmp_path)
-    assert build_trainer(cfg, Schedule.of(cfg), tmp_path)._detect_anomaly is True
-    assert build_trainer(compose_train(run_dir=tmp_path), Schedule.of(cfg), tmp_path)._detect_anomaly is False
+    seen = []
+    step = TutorialModule.training_step
+
+    def probed(self, batch, batch_idx):
+        seen.append(torch.is_anomaly_enabled())
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(TutorialModule, "training_step", probed)
+    short = ["epochs=10", "val_every=5", "log_every=5", "ckpt_every=5"]
+    train(compose_train("debug=anomaly", *short, run_dir=tmp_path / "anomaly"))
+    train(compose_train(*short, run_dir=tmp_path / "plain"))
+    assert seen == [True] * 10 + [False] * 10

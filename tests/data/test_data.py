@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepbasics.data import BlobsDataModule, CSVDataModule, FullBatch, ToyDataModule
+from deepbasics.data import BlobsDataModule, CSVDataModule, ToyDataModule
 from deepbasics.errors import ConfigError
 
 CENTERS = [[1, 1], [-1, -1], [1, -1], [-1, 1]]
@@ -39,13 +39,23 @@ def test_blobs_seeds_reproduce_and_differ():
     assert not torch.equal(a.splits["train"][0][:20], a.splits["test"][0])  # separate draws per split
 
 
-def test_full_batch_loader_yields_one_batch():
+def test_a_lightning_epoch_of_full_batches_runs_to_the_next_validation():
+    from types import SimpleNamespace
+
+    from deepbasics.config.schema import Schedule
+
     dm = ToyDataModule(train={"x": [1, 2, 3], "y": [2, 4, 6]})
     dm.setup()
-    batches = list(dm.train_dataloader())
-    assert len(batches) == 1 and isinstance(dm.train_dataloader(), FullBatch)
-    x, y = batches[0]
+    dm.schedule = Schedule(epochs=7, log_every=1, val_every=3, ckpt_every=3)
+    steps = {}
+    for start in (0, 3, 4, 6):  # a fresh run, at a validation, between validations (a resume), the last one
+        dm.trainer = SimpleNamespace(global_step=start, world_size=1, global_rank=0, strategy=SimpleNamespace(
+            root_device=torch.device("cpu")))  # fmt: skip
+        steps[start] = list(dm.train_dataloader())
+    assert {start: len(batches) for start, batches in steps.items()} == {0: 3, 3: 3, 4: 2, 6: 1}
+    x, y = steps[0][0]
     assert x.tolist() == [[1.0], [2.0], [3.0]] and y.tolist() == [[2.0], [4.0], [6.0]]
+    assert all(b[0] is x for b in steps[0]), "the full batch is one tensor, served again at every step"
     assert dm.val_dataloader() == [] and not dm.has("test")
 
 

@@ -6,7 +6,7 @@ import torch
 
 from deepbasics.models.lightning_modules import BinaryClassifier, MulticlassClassifier, RegressionModule
 from deepbasics.models.nets import NETS, build_net
-from deepbasics.models.stacked import StackedNet, StackedOptimizer, optimizer_kind, unstackable_optimizer
+from deepbasics.models.stacked import StackedModule, StackedNet, StackedOptimizer, optimizer_kind, unstackable_optimizer
 
 # (module class, net spec, outputs kind): kind makes the targets
 CASES = {
@@ -107,9 +107,8 @@ def test_stacked_jobs_train_as_each_alone(case, optimizers):
                 torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=f"job {k} {key}")
         # the metrics of all jobs at once are each job's own
         x, y = data[k]
-        with torch.no_grad():
-            own = module.measure("val", module.net(x), y)
-            together = module.job_metrics("val", stacked(xs), ys)
+        own = module.measure("val", [(x, y)])
+        together = StackedModule(modules).metrics_of("val", stacked(xs), ys)
         for key, value in own.items():
             assert float(together[key][k]) == pytest.approx(float(value), rel=1e-4, abs=1e-6), key
 
@@ -119,9 +118,8 @@ def test_one_job_is_a_group_too(case):
     cls, net_spec, kind = CASES[case]
     module = module_for(cls, net_spec, {"name": "sgd", "lr": 0.1})
     x, y = make_data(kind, net_spec["in_features"], seed=3)
-    with torch.no_grad():
-        own = module.measure("val", module.net(x), y)
-        alone = module.job_metrics("val", StackedNet([module.net])(x[None]), y[None])
+    own = module.measure("val", [(x, y)])
+    alone = StackedModule([module]).measure("val", x[None], y[None])
     for key, value in own.items():
         assert alone[key].shape == (1,) and float(alone[key][0]) == pytest.approx(float(value), rel=1e-5), key
 
@@ -133,12 +131,12 @@ def test_a_diverged_job_leaves_the_others_metrics_alone():
     xs, ys = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
     with torch.no_grad():
         out = StackedNet([m.net for m in modules])(xs)
-        out[1] = float("nan")  # job 1 diverged
-        together = modules[0].job_metrics("val", out, ys)
-        for k in (0, 2):
-            own = modules[k].measure("val", modules[k].net(data[k][0]), data[k][1])
-            for key, value in own.items():
-                assert float(together[key][k]) == pytest.approx(float(value), rel=1e-5), (k, key)
+    out[1] = float("nan")  # job 1 diverged
+    together = StackedModule(modules).metrics_of("val", out, ys)
+    for k in (0, 2):
+        own = modules[k].measure("val", [data[k]])
+        for key, value in own.items():
+            assert float(together[key][k]) == pytest.approx(float(value), rel=1e-5), (k, key)
 
 
 def test_every_net_has_a_stacked_form():

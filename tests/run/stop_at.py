@@ -1,7 +1,8 @@
 """`python tests/run/stop_at.py kill|pause POINT [deepbasics-train args]`: deepbasics-train that stops itself
 at POINT, for the crashes a resume must survive and the second writer a run directory must refuse.
 
-POINT is an epoch (once training has passed it) or a step of the end phase: `before:<name>` or
+POINT is an epoch (at the end of the step that reaches it, before that epoch's validation and checkpoints)
+or a step of the end phase: `before:<name>` or
 `after:<name>` of a function the end phase (deepbasics.run.finish) calls. `kill` is SIGKILL: nothing
 gets to clean up. `pause` writes `paused` into the working directory and sleeps until killed."""
 
@@ -11,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from deepbasics.models.lightning_modules import FullBatchModule
+from deepbasics.models.lightning_modules import TutorialModule
 from deepbasics.run import finish
 
 
@@ -26,14 +27,14 @@ def install(action: str, point: str) -> None:
             time.sleep(1)
 
     if point.isdigit():
-        step = FullBatchModule.training_step
+        batch_end = TutorialModule.on_train_batch_end
 
-        def training_step_then_maybe_stop(self, batch, batch_idx):
-            step(self, batch, batch_idx)
-            if self.global_step >= int(point):
+        def batch_end_then_maybe_stop(self, outputs, batch, batch_idx):
+            batch_end(self, outputs, batch, batch_idx)
+            if self.trainer.datamodule.epochs_done(self.global_step) >= int(point):
                 stop()
 
-        FullBatchModule.training_step = training_step_then_maybe_stop
+        TutorialModule.on_train_batch_end = batch_end_then_maybe_stop
         return
     when, name = point.split(":")
     original = getattr(finish, name)

@@ -68,14 +68,15 @@ def test_ranks_get_equal_disjoint_shards():
         dm.trainer = SimpleNamespace(
             world_size=2, global_rank=rank, strategy=SimpleNamespace(root_device=torch.device("cpu"))
         )
-        shards.append(next(iter(dm.loader("train")))[0])
+        dm._placed.clear()
+        shards.append(dm.rows("train")[0])
     assert [len(s) for s in shards] == [3, 3]
     assert torch.equal(torch.cat(shards).sort(0).values, dm.splits["train"][0].sort(0).values)
     odd = BlobsDataModule(centers=[[1, 1], [-1, -1]], n_train=5, n_val=0, n_test=0, seed=0)
     odd.setup()
     odd.trainer = dm.trainer
     with pytest.raises(ConfigError, match="5 rows, which 2 processes cannot share equally"):
-        odd.loader("train")
+        odd.rows("train")
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
@@ -95,15 +96,13 @@ def test_gpu_run_matches_the_cpu_run(tmp_path):
 
 @cuda
 def test_gpu_data_is_placed_on_the_device_once(tmp_path):
-    from deepbasics.data import FullBatch
-
     dm = BlobsDataModule(centers=[[1, 1], [-1, -1]], n_train=8, n_val=0, n_test=0, seed=0)
     dm.setup()
     dm.trainer = SimpleNamespace(
         world_size=1, global_rank=0, strategy=SimpleNamespace(root_device=torch.device("cuda", 0))
     )
-    loader = dm.loader("train")
-    assert isinstance(loader, FullBatch) and loader.x.is_cuda and loader.y.is_cuda
+    x, y = dm.rows("train")
+    assert x.is_cuda and y.is_cuda and dm.rows("train")[0] is x
 
 
 @pytest.mark.slow

@@ -51,6 +51,12 @@ def _job_dir(num: int, overrides, exclude=()) -> str:
     return re.sub(r"[\\/\s]+", "_", name)[:120]  # one path component, within any file system's limit
 
 
+def _lightning_epochs(tutorial_epochs: int, val_every: int, batch_size: int | None) -> int:
+    """Tutorial epochs (a multiple of val_every) in Lightning epochs: with full batches one Lightning epoch
+    holds val_every tutorial epochs, with mini-batches it is one (config.schema.Schedule)."""
+    return tutorial_epochs // val_every if batch_size is None else tutorial_epochs
+
+
 def register_resolvers() -> None:
     # Cached: every interpolation in one process sees the same fresh_stem, so a run has exactly one
     # directory (the Python API asks fresh_stem itself, once per run).
@@ -61,6 +67,7 @@ def register_resolvers() -> None:
         "job_dir": _job_dir,
         "abspath": os.path.abspath,  # a store shared by runs started from other directories
         "basename": os.path.basename,
+        "lightning_epochs": _lightning_epochs,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

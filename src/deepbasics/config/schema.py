@@ -1,10 +1,11 @@
 """The typed schema of a training config, checked before torch or Lightning load, so a mistake answers
 in well under a second with one line that names the key and the fix.
 
-The user speaks in tutorial epochs (full-batch steps), and so does ``Schedule``: Lightning's
-``global_step`` counts those steps and training stops at ``max_steps``. One Lightning epoch runs up to the
-next multiple of ``val_every``, so validation, checkpoints and the console line fall on the same steps
-whether or not the run was interrupted and resumed in between."""
+The user speaks in tutorial epochs, and so does ``Schedule``; ``trainer_kwargs`` turns it into Lightning's
+own loop settings. With full batches (the tutorials) a tutorial epoch is one optimizer step, so
+``global_step`` counts tutorial epochs, and one Lightning epoch holds the ``val_every`` steps up to the next
+validation (``data.in_memory``): validation, checkpoints and the console line fall on Lightning's epoch ends.
+With ``data.batch_size`` a tutorial epoch is a Lightning epoch, one pass over shuffled slices."""
 
 from __future__ import annotations
 
@@ -47,9 +48,22 @@ class Schedule:
     def of(cls, cfg: DictConfig) -> Schedule:
         return cls(epochs=cfg.epochs, log_every=cfg.log_every, val_every=cfg.val_every, ckpt_every=cfg.ckpt_every)
 
-    def trainer_kwargs(self) -> dict:
-        """Lightning's loop limits: stop on the step count; validate at the end of each (chunk) epoch."""
-        return {"max_steps": self.epochs, "max_epochs": -1, "check_val_every_n_epoch": 1}
+    def trainer_kwargs(self, steps_per_epoch: int | None, resumed: tuple[int, int] = (0, 0)) -> dict:
+        """The Trainer's own schedule: its epoch limit, the validation interval and the logging interval
+        (in optimizer steps, so ``log_every`` tutorial epochs). ``steps_per_epoch``: None for full batches
+        (one step per tutorial epoch, ``val_every`` of them per Lightning epoch), else the batches of a pass.
+        ``resumed``: (Lightning epochs finished, global_step) of the checkpoint a run continues from."""
+        if steps_per_epoch is None:
+            # A Lightning epoch ends at every multiple of val_every and at the last epoch, so a run that
+            # ended between multiples (epochs=301) and is extended has one Lightning epoch more.
+            finished, step = resumed
+            left = -(-self.epochs // self.val_every) - step // self.val_every
+            return {"max_epochs": finished + left, "check_val_every_n_epoch": 1, "log_every_n_steps": self.log_every}
+        return {
+            "max_epochs": self.epochs,
+            "check_val_every_n_epoch": self.val_every,
+            "log_every_n_steps": self.log_every * steps_per_epoch,
+        }
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,11 @@
-"""The base of every DataModule here: splits held in memory as tensors and served as one full batch, the
-tutorials' full-batch training."""
+"""The base of every DataModule here: splits held in memory as tensors and served to Lightning's own loop.
+
+With full batches (the tutorials) a tutorial epoch is one optimizer step on the whole training split, and
+one Lightning epoch holds the steps up to the next validation (``schedule.val_every``): Lightning's work at
+each epoch end (validation, checkpoints) then runs once per validation, not once per step. With
+``data.batch_size`` a Lightning epoch is one pass over the training rows in shuffled slices. Either way the
+data stay two tensors per split, sliced in place: a DataLoader over a TensorDataset would cost more per
+step than these models' whole step."""
 
 from __future__ import annotations
 
@@ -9,22 +15,12 @@ import lightning as L
 import numpy as np
 import torch
 
-from deepbasics.config.schema import SPLITS
+from deepbasics.config.schema import SPLITS, Schedule
 from deepbasics.errors import ConfigError
 
-
-class FullBatch:
-    """An iterable of exactly one batch. Lightning takes any iterable; a DataLoader over a TensorDataset
-    would cost more per epoch than the gradient step itself."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
-
-    def __iter__(self):
-        yield self.x, self.y
-
-    def __len__(self) -> int:
-        return 1
+# Measuring a split needs no small batches: slices of at least this many rows keep memory bounded while
+# keeping the per-slice cost of torchmetrics' updates off large splits.
+MEASURE_ROWS = 65_536
 
 
 class Standardize(torch.nn.Module):
@@ -40,14 +36,76 @@ class Standardize(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
+class StepsToValidation:
+    """The full training batch once per tutorial epoch, up to the next validation: one Lightning epoch.
+    It has no length on purpose: Lightning ends the epoch when it runs out and validates there, so the
+    last epoch of a run (or the first after a resume between validations) can be shorter."""
+
+    def __init__(self, datamodule: FullBatchDataModule):
+        self.datamodule = datamodule
+
+    def __iter__(self):
+        dm = self.datamodule
+        step, schedule = dm.trainer.global_step, dm.schedule
+        x, y = dm.rows("train")
+        for _ in range(min(schedule.val_every - step % schedule.val_every, schedule.epochs - step)):
+            yield x, y
+
+
+class ShuffledPass:
+    """One pass over the training rows in shuffled slices of ``batch_size`` (the last one shorter). The
+    order is a permutation drawn from the data's seed and the pass number alone, so a resumed run repeats
+    it. Under DDP every process holds all rows and takes every world_size-th row of each batch, with its
+    share of the batch (rows here x processes / rows in the batch): weighting its mean loss by that share
+    makes DDP's average of the processes' gradients the whole batch's, even for an uneven last batch."""
+
+    def __init__(self, datamodule: FullBatchDataModule):
+        self.datamodule = datamodule
+
+    def __len__(self) -> int:
+        return self.datamodule.steps_per_epoch
+
+    def __iter__(self):
+        dm = self.datamodule
+        trainer = dm.trainer
+        x, y = dm.rows("train")
+        generator = torch.Generator().manual_seed(int(dm.hparams.get("seed", 0)) * 1_000_003 + trainer.current_epoch)
+        order = torch.randperm(len(x), generator=generator).to(x.device)
+        rank, world, size = trainer.global_rank, trainer.world_size, dm.batch_size
+        for start in range(0, len(x), size):
+            rows = order[start : start + size]
+            if world == 1:
+                yield x[rows], y[rows]
+            else:
+                mine = rows[rank::world]
+                yield x[mine], y[mine], len(mine) * world / len(rows)
+
+
+class Slices:
+    """A split in slices of ``size`` rows (one slice for ``size`` None): validation and test batches."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int | None):
+        self.x, self.y, self.size = x, y, size or max(len(x), 1)
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.size)
+
+    def __iter__(self):
+        for start in range(0, len(self.x), self.size):
+            yield self.x[start : start + self.size], self.y[start : start + self.size]
+
+
 class FullBatchDataModule(L.LightningDataModule):
-    """Subclasses return their splits as arrays; this class turns them into float32 tensors, targets (N, 1)."""
+    """Subclasses return their splits as arrays; this class turns them into float32 tensors, targets (N, 1),
+    and serves them to the run's ``schedule`` (set by ``deepbasics.run.build``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         # {"mean", "std"} when features are standardized: from the training split, or given (a checkpoint's)
         self.standardization: dict | None = None
+        self.schedule: Schedule | None = None
+        self._placed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def make_splits(self) -> dict[str, tuple[Any, Any]]:
         raise NotImplementedError
@@ -104,63 +162,83 @@ class FullBatchDataModule(L.LightningDataModule):
         self.setup()
         return split in self.splits
 
-    def loader(self, split: str):
-        """The one-batch iterable of a split ([] when the data has no such split). In training, the tensors
-        go to the device once; under DDP each rank gets every world_size-th row of it."""
-        if not self.has(split):
-            return []
-        x, y = self.splits[split]
+    @property
+    def batch_size(self) -> int | None:
+        """data.batch_size: None for the tutorials' one full-batch step per epoch, else rows per step."""
+        return self.hparams.get("batch_size")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one tutorial epoch: one full batch, or the batches of a pass."""
+        if self.batch_size is None:
+            return 1
+        return -(-len(self.splits["train"][0]) // self.batch_size)
+
+    def epochs_done(self, global_step: int) -> int:
+        """Lightning's optimizer steps in tutorial epochs."""
+        return global_step // self.steps_per_epoch
+
+    def ends_lightning_epoch(self, global_step: int) -> bool:
+        """Whether the step that brought training to ``global_step`` ended a Lightning epoch."""
+        if self.batch_size is not None:
+            return global_step % self.steps_per_epoch == 0
+        return global_step % self.schedule.val_every == 0 or global_step >= self.schedule.epochs
+
+    def rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's rows of ``split`` on the training device (the CPU outside a fit), placed once.
+        Under DDP each process takes every world_size-th row, so equal shards make the mean of the ranks'
+        mean gradients the full-batch gradient; with mini-batches every process keeps all training rows
+        (it takes its part of each batch, ``ShuffledPass``)."""
         trainer = self.trainer
-        if trainer is not None:
-            device = trainer.strategy.root_device
-            x, y = x.to(device), y.to(device)
-            # With mini-batches every rank keeps all training rows: it takes its part of each shuffled batch.
-            if trainer.world_size > 1 and not (split == "train" and self.batch_size):
-                rank, world = trainer.global_rank, trainer.world_size
-                # Equal shards make the mean of the ranks' mean gradients the full-batch mean gradient.
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if split == "train" and self.batch_size is not None:
+            rank, world = 0, 1
+        key = (split, str(device), rank, world)
+        if key not in self._placed:
+            x, y = self.splits[split]
+            if world > 1:
                 if split == "train" and len(x) % world:
                     raise ConfigError(
                         f"data.train has {len(x)} rows, which {world} processes cannot share equally;"
                         f" use a number of devices that divides {len(x)}"
                     )
                 x, y = x[rank::world], y[rank::world]
-        return FullBatch(x, y)
+            self._placed[key] = (x.to(device), y.to(device))
+        return self._placed[key]
 
-    @property
-    def batch_size(self) -> int | None:
-        """data.batch_size: None for the tutorials' one full-batch step per epoch, else rows per step."""
-        return self.hparams.get("batch_size")
+    def measured_rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows this process measures of ``split``: its shard (under DDP with mini-batches every
+        process holds all training rows, so it measures every world_size-th one, as with full batches)."""
+        x, y = self.rows(split)
+        trainer = self.trainer
+        if split == "train" and self.batch_size is not None and trainer is not None and trainer.world_size > 1:
+            return x[trainer.global_rank :: trainer.world_size], y[trainer.global_rank :: trainer.world_size]
+        return x, y
 
-    def shuffled_batches(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
-        """One epoch of mini-batches: (this rank's rows of the batch, their targets, the batch's row count).
-        The order is a permutation drawn from the run's seed and the epoch alone, so a resumed run repeats
-        it exactly; under DDP each rank takes every world_size-th row of each batch."""
-        generator = torch.Generator().manual_seed(int(self.hparams.get("seed", 0)) * 1_000_003 + epoch)
-        order = torch.randperm(len(x), generator=generator).to(x.device)
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        size = self.batch_size
-        for start in range(0, len(x), size):
-            rows = order[start : start + size]
-            mine = rows[rank::world] if world > 1 else rows
-            yield x[mine], y[mine], len(rows)
+    def slices(self, split: str) -> Slices:
+        """``split`` as this process measures it, in slices (one for full batches)."""
+        size = max(self.batch_size, MEASURE_ROWS) if self.batch_size else None
+        return Slices(*self.measured_rows(split), size)
 
     def train_dataloader(self):
-        return self.loader("train")
+        return StepsToValidation(self) if self.batch_size is None else ShuffledPass(self)
 
     def val_dataloader(self):
-        return self.loader("val")
+        return self.slices("val") if self.has("val") else []
 
     def test_dataloader(self):
-        return self.loader("test")
+        return self.slices("test") if self.has("test") else []
 
 
 class StackedSplits(L.LightningDataModule):
     """The data of K jobs trained as one stacked model (``models.stacked``): each split as one batch with a
     leading job axis, x (K, N, features) and y (K, N, 1). Jobs that share one DataModule share its tensors
-    (a view, no copy)."""
+    (a view, no copy). Full batches only, on the same schedule as a run of its own."""
 
-    def __init__(self, datamodules: list[FullBatchDataModule]):
+    def __init__(self, datamodules: list[FullBatchDataModule], schedule: Schedule):
         super().__init__()
+        self.schedule = schedule
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for split in datamodules[0].splits:
             parts = [dm.splits[split] for dm in datamodules]
@@ -169,16 +247,28 @@ class StackedSplits(L.LightningDataModule):
                 self.splits[split] = (x.expand(len(parts), *x.shape), y.expand(len(parts), *y.shape))
             else:
                 self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
+        self._placed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def loader(self, split: str):
-        if split not in self.splits:
-            return []
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        x, y = self.splits[split]
-        return FullBatch(x.to(device), y.to(device))
+    batch_size = None
+    steps_per_epoch = 1
+    epochs_done = FullBatchDataModule.epochs_done
+    ends_lightning_epoch = FullBatchDataModule.ends_lightning_epoch
+
+    def has(self, split: str) -> bool:
+        return split in self.splits
+
+    def rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if (split, str(device)) not in self._placed:
+            x, y = self.splits[split]
+            self._placed[split, str(device)] = (x.to(device), y.to(device))
+        return self._placed[split, str(device)]
+
+    measured_rows = rows
 
     def train_dataloader(self):
-        return self.loader("train")
+        return StepsToValidation(self)
 
     def val_dataloader(self):
-        return self.loader("val")
+        return Slices(*self.rows("val"), None) if self.has("val") else []

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from deepbasics.config.schema import OptimizerSpec
-from deepbasics.models.lightning_modules import FullBatchModule, count_steps
+from deepbasics.models.lightning_modules import TutorialModule
 
 # Options the stacked optimizers apply per job; a flag (True/False) must be the same for every job of a group.
 STACKED_OPTIONS = {
@@ -137,17 +137,22 @@ class StackedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:  # Lightning's automatic optimization: forward and backward happen in here
+            with torch.enable_grad():
+                loss = closure()
         self.steps += 1
         params = [p for p in self.param_groups[0]["params"] if p.grad is not None]
         if self.kind == "sgd":
             for p in params:
                 self._sgd(p, self.state[p])
-            return
+            return loss
         # Adam's bias corrections, in float64 as torch computes them from Python floats: once per step
         beta1, beta2 = self.hyper["betas"][:, 0], self.hyper["betas"][:, 1]
         step_size, correction = -self.lr / (1 - beta1**self.steps), torch.sqrt(1 - beta2**self.steps)
         for p in params:
             self._adam(p, self.state[p], step_size, correction)
+        return loss
 
     def _sgd(self, p: torch.Tensor, state: dict) -> None:
         grad = -p.grad if self.flags["maximize"] else p.grad
@@ -194,87 +199,78 @@ class StackedOptimizer(torch.optim.Optimizer):
         return states
 
 
-def _finite_check(losses: torch.Tensor, total: torch.Tensor) -> torch.Tensor | None:
-    """None when every job's loss is finite (one host sync on the sum); else the (K,) mask of bad jobs."""
-    if math.isfinite(total.item()):
-        return None
-    return ~torch.isfinite(losses)
-
-
 class StackedModule(L.LightningModule):
-    """A group of jobs as one LightningModule, driven by one Trainer: the loop of ``FullBatchModule`` for K
-    jobs at once. ``history`` keeps every logged point as (step, {"<stage>/<metric>": (K,) values});
-    ``failed_at``/``failed_value``: the epoch whose loss first went non-finite per job (-1: never)."""
+    """A group of jobs as one LightningModule in Lightning's own loop: a step is one optimizer step of all K
+    jobs on their full batches, with each job's loss and metrics as its module defines them
+    (``TutorialModule.job_losses``, ``make_metrics(jobs)``). ``history`` keeps every logged point as
+    (step, {"<stage>/<metric>": (K,) values}) and ``latest`` the points of the current step;
+    ``failed_at``/``failed_value``: the epoch whose loss first went non-finite, per job (-1: never)."""
 
-    def __init__(self, jobs: Sequence[FullBatchModule]):
+    def __init__(self, jobs: Sequence[TutorialModule]):
         super().__init__()
         self.jobs = tuple(jobs)  # a tuple: the job modules are not submodules (their nets are copied below)
         # the loss and metric definitions of every job, kept out of the submodules (never moved or cast)
         self.__dict__["kind"] = jobs[0]
         self.net = StackedNet([job.net for job in jobs])
-        hp = jobs[0].hparams
-        self.epochs, self.log_every, self.val_every = hp.epochs, hp.log_every, hp.val_every
-        self.automatic_optimization = False
+        self.job_metrics = jobs[0].make_metrics(len(jobs))
         self.history: list[tuple[int, dict[str, torch.Tensor]]] = []
+        self.latest: dict[str, torch.Tensor] = {}
         self.failed_at = torch.full((len(jobs),), -1, dtype=torch.long)
         self.failed_value = torch.zeros(len(jobs))
 
     def configure_optimizers(self):
         return StackedOptimizer(list(self.net.params), [job.hparams.optimizer for job in self.jobs])
 
-    def record(self, stage: str, out: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        values = {k: v.detach().float().cpu() for k, v in self.kind.job_metrics(stage, out, y).items()}
-        self.history.append((step, values))
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        losses = self.kind.job_losses(self.net(x), y)
+        total = losses.sum()
+        if not math.isfinite(total.item()):  # one host sync for all jobs; the jobs never mix, so the others
+            self._mark_failed(~torch.isfinite(losses), losses)  # train on as if alone
+        return total
+
+    def on_train_start(self) -> None:
+        if self.global_step == 0:  # the curves' first point: the jobs before any step
+            self.record("train")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        step, datamodule = self.global_step, self.trainer.datamodule
+        if step % self.trainer.log_every_n_steps == 0 or (
+            datamodule.ends_lightning_epoch(step) and step >= datamodule.schedule.epochs
+        ):
+            self.record("train")
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self.record("val")
+
+    def record(self, stage: str) -> dict[str, torch.Tensor]:
+        """Every job's metrics on ``stage`` as the jobs are now, kept as the point of this step."""
+        values = self.measure(stage, *self.trainer.datamodule.rows(stage))
+        if not self.latest or self.history[-1][0] != self.global_step:
+            self.latest = {}
+        self.latest.update(values)
+        self.history.append((self.global_step, values))
         return values
 
     def measure(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``stage``'s metrics of every job on its rows ``x`` (K, N, features), (K,) each, on the CPU."""
         with torch.no_grad():
-            return {k: v.float().cpu() for k, v in self.kind.job_metrics(stage, self.net(x), y).items()}
+            return self.metrics_of(stage, self.net(x), y)
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        opt, trainer, net = self.optimizers().optimizer, self.trainer, self.net
-        start = self.global_step
-        stop = min((start // self.val_every + 1) * self.val_every, self.epochs)
-        if start == 0:
-            with torch.no_grad():
-                self.record("train", net(x), y, 0)
-        done = start
-        for step in range(start, stop):
-            out = net(x)
-            losses = self.kind.job_losses(out, y)
-            total = losses.sum()
-            bad = _finite_check(losses, total)
-            if bad is not None:
-                self._mark_failed(bad, losses, step)
-            if step != start and step % self.log_every == 0:
-                self.record("train", out.detach(), y, step)
-            opt.zero_grad()
-            total.backward()
-            opt.step()
-            done = step + 1
-            if trainer.should_stop:  # Ctrl-C / SIGTERM (run.callbacks.GracefulStop): stop at a whole step
-                break
-        count_steps(trainer, done - start)
-        if done % self.log_every == 0 or done == self.epochs:
-            with torch.no_grad():
-                self.record("train", net(x), y, done)
+    def metrics_of(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``stage``'s metrics of every job from its outputs (K, N, outputs) and targets (K, N, 1)."""
+        jobs = len(self.jobs)
+        with torch.no_grad():
+            self.job_metrics.update(*self.kind.metric_inputs(out, y))
+            values = {f"{stage}/{k}": v.reshape(jobs) for k, v in self.job_metrics.compute().items()}
+            self.job_metrics.reset()
+            values[f"{stage}/loss"] = self.kind.job_losses(out, y)
+        return {k: v.detach().float().cpu() for k, v in sorted(values.items())}
 
-    def _mark_failed(self, bad: torch.Tensor, losses: torch.Tensor, step: int) -> None:
+    def _mark_failed(self, bad: torch.Tensor, losses: torch.Tensor) -> None:
         new = bad.cpu() & (self.failed_at < 0)
-        self.failed_at[new] = step
+        self.failed_at[new] = self.global_step
         self.failed_value[new] = losses.detach().float().cpu()[new]
 
-    def validation_step(self, batch, batch_idx):
-        step = self.global_step
-        if step % self.val_every == 0 or step >= self.epochs:  # not at an interrupted step
-            with torch.no_grad():
-                self.record("val", self.net(batch[0]), batch[1], step)
-
-    def latest(self, step: int) -> dict[str, torch.Tensor]:
-        """Every metric logged at ``step``, (K,) each."""
-        merged: dict[str, torch.Tensor] = {}
-        for at, values in self.history:
-            if at == step:
-                merged.update(values)
-        return merged
+    def alive(self) -> list[int]:
+        return [k for k in range(len(self.jobs)) if self.failed_at[k] < 0]

@@ -100,9 +100,11 @@ class FitPlot:
         alpha = colours[..., 3:]
         return (255 * (alpha * colours[..., :3] + (1 - alpha))).astype(np.uint8)
 
-    def render(self, module, x: torch.Tensor, y: torch.Tensor, step: int, optimum: dict | None = None) -> np.ndarray:
-        """One run's fit at ``step`` as an RGB image; ``module`` is the LightningModule (or anything with its
-        ``predictions`` and ``__call__``): its predictions are what a user sees."""
+    def render(
+        self, module, x: torch.Tensor, y: torch.Tensor, epoch: int, optimum: dict | None = None
+    ) -> np.ndarray:
+        """One run's fit after ``epoch`` tutorial epochs as an RGB image; ``module`` is the LightningModule (or
+        anything with its ``predictions`` and ``__call__``): its predictions are what a user sees."""
         x, y = x.detach().cpu(), y.detach().cpu()[:, 0]
         ax, device = self.ax, module.device
         self.canvas.restore_region(self.background)
@@ -147,7 +149,7 @@ class FitPlot:
                 legend.set_animated(True)
                 drawn.append(legend)
                 removed.append(legend)
-        self.title.set_text(f"epoch {step}")
+        self.title.set_text(f"epoch {epoch}")
         for artist in [*drawn, self.title]:
             ax.draw_artist(artist)
         for artist in removed:
@@ -276,13 +278,16 @@ def log_image(loggers, tag: str, image: np.ndarray, encoded: bytes, step: int) -
             logger.experiment.file_writer.add_summary(summary, step)
 
 
-def draw_fit(module, x, y, step: int, loggers, optimum: dict | None, plot: FitPlot | None = None) -> bytes | None:
-    """The fit figure at ``step`` over the training data (x, y), into every TensorBoard logger; the PNG, or
-    None for data no figure shows. ``plot``: a FitPlot to draw on (built for these data when None)."""
+def draw_fit(
+    module, x, y, step: int, loggers, optimum: dict | None, plot: FitPlot | None = None, epoch: int | None = None
+) -> bytes | None:
+    """The fit figure after ``epoch`` tutorial epochs (default: ``step``) over the training data (x, y), into
+    every TensorBoard logger at ``step``; the PNG, or None for data no figure shows. ``plot``: a FitPlot to
+    draw on (built for these data when None)."""
     plot = plot or FitPlot(module.is_classifier, getattr(module, "num_classes", 1), [x], [y])
     if not plot.shown:
         return None
-    image = plot.render(module, x, y, step, optimum)
+    image = plot.render(module, x, y, step if epoch is None else epoch, optimum)
     encoded = png(image)
     log_image(loggers, "fit", image, encoded, step)
     return encoded
@@ -299,6 +304,7 @@ def save_figures(
     curves: dict | None,
     evaluated=None,
     plots: tuple[FitPlot, LossPlot | None] | None = None,
+    epoch: int | None = None,
 ) -> None:
     """After training: the last epoch's fit (TensorBoard and figures/fit.png), figures/loss.png of
     ``curves`` (none for None) and, for a multi-class classifier, the confusion matrix on ``evaluated`` =
@@ -307,7 +313,7 @@ def save_figures(
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)
     fit, loss = plots or (None, None)
-    encoded = draw_fit(module, x, y, step, loggers, optimum, fit)
+    encoded = draw_fit(module, x, y, step, loggers, optimum, fit, epoch)
     if encoded is not None:
         (out / "fit.png").write_bytes(encoded)
     if curves is not None:

@@ -14,17 +14,18 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from deepbasics.compat import lightning_epochs_done
 from deepbasics.config.schema import Schedule
 from deepbasics.errors import ConfigError, one_line
 from deepbasics.models.optimum import MAX_ROWS, OptimumGap
 from deepbasics.reports.events import fast_checksums
-from deepbasics.run.callbacks import ConsoleLog, EpochClockLRMonitor, EpochProgressBar, Figures, GracefulStop, RunState
+from deepbasics.run.callbacks import ConsoleLog, EpochProgressBar, Figures, LastCheckpoint, RunState
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 
 # Lightning's advice for DataLoader-fed training does not apply to one in-memory batch per epoch.
 for _message in (
     ".*does not have many workers.*",
-    ".*smaller than the logging interval.*",
+    ".*smaller than the logging interval.*",  # with mini-batches, log_every counts passes
     ".*LeafSpec.*",
     ".*length of `list` across ranks is zero.*",
     ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run writes where it left off
@@ -45,26 +46,24 @@ def _instantiate(conf: DictConfig, **kwargs):
         raise (cause if isinstance(cause, ConfigError) else ConfigError(one_line(err))) from None
 
 
-def build_datamodule(cfg: DictConfig, standardization: dict | None = None) -> L.LightningDataModule:
-    """The configured data, set up; ``standardization`` (a checkpoint's) replaces statistics of its own."""
+def build_datamodule(
+    cfg: DictConfig, standardization: dict | None = None, schedule: Schedule | None = None
+) -> L.LightningDataModule:
+    """The configured data, set up, to be served on ``schedule`` (for training); ``standardization`` (a
+    checkpoint's) replaces statistics of its own."""
     datamodule = _instantiate(cfg.data, _convert_="all")
     datamodule.standardization = standardization
+    datamodule.schedule = schedule
     datamodule.setup()
     if cfg.get("overfit_rows"):
         datamodule.overfit(cfg.overfit_rows)
     return datamodule
 
 
-def build_model(cfg: DictConfig, schedule: Schedule, datamodule) -> L.LightningModule:
+def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
     """The configured module, checked against the data it is about to train on."""
-    model = _instantiate(
-        cfg.model,
-        _convert_="all",
-        _recursive_=False,  # model.scheduler's _target_ is built later, around the optimizer
-        epochs=schedule.epochs,
-        log_every=schedule.log_every,
-        val_every=schedule.val_every,
-    )
+    # _recursive_=False: model.scheduler's _target_ is built later, around the optimizer
+    model = _instantiate(cfg.model, _convert_="all", _recursive_=False)
     wanted = model.hparams.net["in_features"]
     if wanted != datamodule.in_features:
         raise ConfigError(
@@ -123,48 +122,105 @@ def build_loggers(cfg: DictConfig, run_dir: Path, start_step: int = 0) -> list:
     return loggers
 
 
-def build_checkpointing(cfg: DictConfig, schedule: Schedule, run_dir: Path) -> list:
-    """The configured callbacks (cfg.callbacks); the checkpointing one saves into ``run_dir``/checkpoints."""
-    checkpointing = {"dirpath": str(run_dir / "checkpoints"), "every_n_steps": schedule.ckpt_every}
-    return [
-        _instantiate(conf, **(checkpointing if name == "model_checkpoint" else {}))
-        for name, conf in (cfg.get("callbacks") or {}).items()
-    ]
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    """The configured callbacks (cfg.callbacks); ModelCheckpoint saves into ``run_dir``/checkpoints."""
+    callbacks = []
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        if conf.get("dirpath") is not None:
+            raise ConfigError(
+                f"callbacks.{name}.dirpath={conf.dirpath}: checkpoints go into the run directory's checkpoints/"
+                " (resume and evaluate look there); leave dirpath unset"
+            )
+        # The directory is given here, not by the config: the config travels inside checkpoints, and a
+        # resumed or evaluated run must never write into the directory of the run it was copied from.
+        extra = {"dirpath": str(run_dir / "checkpoints")} if is_model_checkpoint(conf) else {}
+        callbacks.append(_instantiate(conf, **extra))
+    return callbacks
 
 
-def build_trainer(cfg: DictConfig, schedule: Schedule, run_dir: Path, start_step: int = 0) -> L.Trainer:
+def is_model_checkpoint(conf: DictConfig) -> bool:
+    """Whether a callback's config builds a ModelCheckpoint (or a subclass)."""
+    from hydra.utils import get_class
+
+    try:
+        return issubclass(get_class(conf._target_), L.pytorch.callbacks.ModelCheckpoint)
+    except Exception:  # not a class: instantiating it says what is wrong
+        return False
+
+
+def build_trainer(
+    cfg: DictConfig, schedule: Schedule, run_dir: Path, datamodule, resumed: dict | None = None
+) -> L.Trainer:
+    """The run's Trainer; ``resumed``: the checkpoint it continues (its loggers hide what the interrupted
+    run logged after it, and its schedule counts the Lightning epochs it finished)."""
+    start = (lightning_epochs_done(resumed), resumed["global_step"]) if resumed else (0, 0)
     gap = OptimumGap(cfg.get("optimum_max_rows", MAX_ROWS))
     bar = live_progress(cfg.get("progress", "auto"))
-    progress = EpochProgressBar(cfg.name) if bar else ConsoleLog()
-    callbacks = [progress, gap, Figures(cfg.figure_every, gap), GracefulStop()]
+    callbacks = [EpochProgressBar(cfg.name) if bar else ConsoleLog(), gap, Figures(cfg.figure_every, gap)]
     callbacks.append(RunState(OmegaConf.to_container(cfg, resolve=True)))
-    # Directories come from run_dir here, not from the config: the config travels inside checkpoints, and a
-    # resumed or evaluated run must never write into the directory of the run it was copied from.
-    callbacks += build_checkpointing(cfg, schedule, run_dir)
-    loggers = build_loggers(cfg, run_dir, start_step)
-    if cfg.model.get("scheduler") and loggers:
-        callbacks.append(EpochClockLRMonitor())
+    callbacks += build_callbacks(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir, start[1])
+    if cfg.model.get("scheduler") and loggers:  # the rate at each Lightning epoch's start
+        callbacks.append(L.pytorch.callbacks.LearningRateMonitor(logging_interval="epoch"))
+    callbacks.append(LastCheckpoint())
     profiler = {}
     if cfg.trainer.get("profiler"):  # its report goes into this run's directory (debug=profiler)
         profiler["profiler"] = _instantiate(cfg.trainer.profiler, dirpath=str(run_dir))
-    return lightning_trainer(cfg, schedule, run_dir, callbacks, loggers, bar, **profiler)
+    return lightning_trainer(cfg, schedule, run_dir, callbacks, loggers, datamodule, bar, resumed=start, **profiler)
+
+
+# Trainer arguments a run sets itself, with the setting that says what the user wants instead: set under
+# trainer., they would be overridden or would break the tutorial-epoch schedule, so they are refused.
+SET_BY_THE_RUN = {
+    "max_epochs": "epochs=<tutorial epochs>",
+    "max_steps": "epochs=<tutorial epochs>",
+    "check_val_every_n_epoch": "val_every=<epochs>",
+    "val_check_interval": "val_every=<epochs>",
+    "log_every_n_steps": "log_every=<epochs>",
+    "limit_train_batches": "epochs=<tutorial epochs> (or overfit_rows=<rows>)",
+    "accumulate_grad_batches": "data.batch_size=<rows per step>",
+    "overfit_batches": "overfit_rows=<rows>",
+    "fast_dev_run": "debug=fast",
+    "enable_progress_bar": "progress=bar|lines",
+    "enable_checkpointing": "callbacks=none",
+    "callbacks": "callbacks=<group> or callbacks.<name>.<option>=...",
+    "logger": "logger=<group>",
+    "default_root_dir": "paths.output_dir=<dir>",
+    "plugins": "a CheckpointIO of its own (deepbasics.run.checkpoints)",
+}
+
+
+def refuse_run_settings(trainer: DictConfig) -> None:
+    for key in trainer:
+        if key in SET_BY_THE_RUN:
+            raise ConfigError(f"trainer.{key} is set by the run itself; pass {SET_BY_THE_RUN[key]} instead")
 
 
 def lightning_trainer(
-    cfg: DictConfig, schedule: Schedule, root: Path, callbacks: list, loggers: list, bar: bool = False, **extra
+    cfg: DictConfig,
+    schedule: Schedule,
+    root: Path,
+    callbacks: list,
+    loggers: list,
+    datamodule,
+    bar: bool = False,
+    checkpoint_io=None,
+    resumed: tuple[int, int] = (0, 0),
+    **extra,
 ) -> L.Trainer:
-    """``cfg.trainer`` on the tutorial-epoch schedule with these callbacks and loggers (a run's, or a
-    stacked group's, whose root is its sweep directory)."""
+    """``cfg.trainer`` on the tutorial-epoch schedule of ``datamodule`` with these callbacks and loggers (a
+    run's, or a stacked group's, whose root is its sweep directory)."""
+    refuse_run_settings(cfg.trainer)
+    full_batch = datamodule.batch_size is None
     trainer = _instantiate(
         cfg.trainer,
-        **schedule.trainer_kwargs(),
+        **schedule.trainer_kwargs(None if full_batch else datamodule.steps_per_epoch, resumed),
         **extra,
         enable_progress_bar=bar,
         callbacks=callbacks,
         logger=loggers or False,
-        enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
         default_root_dir=str(root),
-        plugins=[AtomicCheckpointIO()],
+        plugins=[checkpoint_io or AtomicCheckpointIO()],
     )
     # deterministic=True also fills every new tensor with NaN to expose reads of uninitialised memory,
     # which costs these tiny nets a quarter of their step time; the algorithms stay deterministic.

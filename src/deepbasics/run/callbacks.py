@@ -1,47 +1,101 @@
-"""Callbacks of our own; everything else comes from Lightning."""
+"""Callbacks of our own, on Lightning's public hooks; checkpointing, early stopping and the learning-rate
+monitor are Lightning's own classes (configured in conf/callbacks)."""
 
 from __future__ import annotations
 
 import signal
+import statistics
 import sys
 import threading
+from collections.abc import Callable
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+import torch
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
 
 from deepbasics.reports.figures import FitPlot, draw_fit
 from deepbasics.run.rng import rng_states, set_rng_states
 
 
-class EpochEndCallback(L.Callback):
-    """For work at the end of training epochs: a resumed run first replays the restored epoch's end,
-    when nothing has trained yet; ``replayed`` tells that epoch end apart."""
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start_step = trainer.global_step
-
-    def replayed(self, trainer: L.Trainer) -> bool:
-        return trainer.global_step == self._start_step
+def epochs_done(trainer: L.Trainer) -> int:
+    """Tutorial epochs trained so far."""
+    return trainer.datamodule.epochs_done(trainer.global_step)
 
 
-class ConsoleLog(EpochEndCallback):
-    """One line per validation interval and at the end, like the tutorials' print of the cost."""
+class ConsoleLog(L.Callback):
+    """One line per validation interval and at the end, like the tutorials' print of the cost: the run's
+    losses and accuracies, or for a stacked group of jobs its ``monitor`` metric's best, median and worst."""
+
+    def __init__(self, monitor: str | None = None, mode: str = "min", labels: list[str] | None = None):
+        self.monitor, self.mode, self.labels = monitor, mode, labels
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        step = trainer.global_step
-        if self.replayed(trainer):
-            return
-        if step % pl_module.hparams.val_every and step < trainer.max_steps:  # interrupted: it says so itself
-            return
-        if not trainer.is_global_zero:
-            return
+        schedule, done = trainer.datamodule.schedule, epochs_done(trainer)
+        if trainer.is_global_zero and (done % schedule.val_every == 0 or done >= schedule.epochs):
+            shown = self._group(pl_module) if self.labels is not None else self._run(trainer)
+            print(f"epoch {done:>{len(str(schedule.epochs))}}/{schedule.epochs}  {shown}", flush=True)
+
+    @staticmethod
+    def _run(trainer: L.Trainer) -> str:
         metrics = trainer.callback_metrics
-        shown = "  ".join(f"{k} {float(v):.6g}" for k, v in sorted(metrics.items()) if k.endswith(("/loss", "/acc")))
-        width = len(str(trainer.max_steps))
-        print(f"epoch {step:>{width}}/{trainer.max_steps}  {shown}", flush=True)
+        return "  ".join(f"{k} {float(v):.6g}" for k, v in sorted(metrics.items()) if k.endswith(("/loss", "/acc")))
+
+    def _group(self, group) -> str:
+        line = f"{len(self.labels)} jobs"
+        values, alive = group.latest.get(self.monitor), group.alive()
+        if values is not None and alive:
+            ranked = sorted(alive, key=lambda k: float(values[k]), reverse=self.mode == "max")
+            best, worst = ranked[0], ranked[-1]
+            median = statistics.median(float(values[k]) for k in alive)
+            line += (
+                f"  {self.monitor} best {float(values[best]):.6g} (#{self.labels[best]})  median {median:.6g}"
+                f"  worst {float(values[worst]):.6g} (#{self.labels[worst]})"
+            )
+        failed = len(self.labels) - len(alive)
+        return line + (f"  {failed} failed" if failed else "")
 
 
-class Figures(EpochEndCallback):
+class EpochProgressBar(ProgressBar):
+    """A live bar on a terminal, counting tutorial epochs with rate, ETA and the latest train loss."""
+
+    def __init__(self, name: str = "train") -> None:
+        super().__init__()
+        self.name, self.enabled, self.bar = name, True, None
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=trainer.datamodule.schedule.epochs, initial=epochs_done(trainer), unit="epoch",
+            dynamic_ncols=True, desc=self.name, file=sys.stdout, smoothing=0.1, disable=not self.enabled,
+        )  # fmt: skip
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        done = epochs_done(trainer)
+        if done > self.bar.n:
+            if (trainer.global_step - 1) % trainer.log_every_n_steps == 0:  # the module logged after the last step
+                self._loss(trainer)
+            self.bar.update(done - self.bar.n)
+
+    def _loss(self, trainer: L.Trainer) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            self.bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.bar is not None:
+            self._loss(trainer)
+            self.bar.close()
+            self.bar = None
+
+
+class Figures(L.Callback):
     """The fit figure into TensorBoard every ``every`` epochs during training (0: none); the last epoch's
     figure is drawn after training by ``save_figures``."""
 
@@ -50,96 +104,114 @@ class Figures(EpochEndCallback):
         self.plot: FitPlot | None = None  # laid out once, redrawn at every figure
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        step = trainer.global_step
-        if self.every and step % self.every == 0 and step < trainer.max_steps and not self.replayed(trainer):
+        done = epochs_done(trainer)
+        if self.every and done % self.every == 0 and done < trainer.datamodule.schedule.epochs:
             x, y = trainer.datamodule.splits["train"]
             if self.plot is None:
                 self.plot = FitPlot(pl_module.is_classifier, getattr(pl_module, "num_classes", 1), [x], [y])
             report = self.gap.report if self.gap is not None else None
-            draw_fit(pl_module, x, y, step, trainer.loggers, report, self.plot)
+            draw_fit(pl_module, x, y, trainer.global_step, trainer.loggers, report, self.plot, done)
 
 
-class ScheduledEarlyStopping(EpochEndCallback, EarlyStopping):
-    """Lightning's EarlyStopping, checking only fresh validations: not the restored epoch's end that a
-    resumed run replays (its metrics are not there yet), nor an epoch end a signal cut off the val_every
-    grid (no validation ran there: counting the last one again would shift the patience)."""
+class SignalStop(Exception):
+    """Training stopped at a whole step after Ctrl-C or SIGTERM, with last.ckpt saved."""
 
-    def _fresh(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
-        step = trainer.global_step
-        on_grid = step % pl_module.hparams.val_every == 0 or step >= trainer.max_steps
-        return on_grid and not self.replayed(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._fresh(trainer, pl_module):
-            super().on_train_epoch_end(trainer, pl_module)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._fresh(trainer, pl_module):
-            super().on_validation_end(trainer, pl_module)
+    def __init__(self, signum: int, saved: list[str]):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.saved = signum, saved
 
 
-class ScheduledCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint on the tutorial-epoch clock: saves (best by monitor, and last) when
-    ``global_step`` reaches a multiple of ``every_n_steps`` and at the final step, after that step's
-    validation, so "best" is always chosen on fresh metrics and last.ckpt always holds the finished model."""
+class LastCheckpoint(Checkpoint):
+    """last.ckpt holds the state training stopped in, whatever stopped it, so that ``resume=`` continues
+    from there and loses at most one checkpoint interval to a kill:
 
-    def __init__(self, *args, every_n_steps: int = 1, **kwargs):
-        # Lightning's own triggers off: this class decides when.
-        super().__init__(*args, every_n_epochs=0, every_n_train_steps=0, save_on_train_epoch_end=True, **kwargs)
-        self.every_n_steps = every_n_steps
+    - at each checkpoint interval: ModelCheckpoint writes last.ckpt only beside a checkpoint it keeps (one
+      that improved on the best, for save_top_k=1); this writes it when ModelCheckpoint did not;
+    - Ctrl-C or SIGTERM: training stops at the next whole step (with mini-batches, at the end of the pass),
+      saves last.ckpt and raises ``SignalStop``; a step that ends a Lightning epoch first runs that epoch's
+      validation and checkpoints, so a resumed run repeats nothing and skips nothing. A second signal
+      stops at once;
+    - the end of training (the last epoch, or an early stop), when it falls between intervals.
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        # A resumed run starts from a saved step; Lightning replays that epoch's end, which must not save again.
-        self._last_global_step_saved = trainer.global_step
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        step = trainer.global_step
-        scheduled = step % self.every_n_steps == 0 or step >= trainer.max_steps
-        if not (scheduled or trainer.should_stop) or self._should_skip_saving_checkpoint(trainer):
-            return
-        candidates = self._monitor_candidates(trainer)
-        if scheduled:
-            self._save_topk_checkpoint(trainer, candidates)
-        # A stop between scheduled epochs (Ctrl-C, SIGTERM) saves last.ckpt only: resume=auto continues from it.
-        self._save_last_checkpoint(trainer, candidates)
-
-
-class GracefulStop(L.Callback):
-    """Ctrl-C or SIGTERM while training: finish the current step, save last.ckpt, stop (``received`` says
-    which signal came). A second signal stops at once."""
+    A Checkpoint callback, so Lightning runs it after ModelCheckpoint at an epoch end. ``targets`` gives
+    (ModelCheckpoint, last.ckpt path) for every ModelCheckpoint that keeps a last.ckpt (``save_last``)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, targets: Callable[[L.Trainer], list[tuple[ModelCheckpoint, str]]] | None = None) -> None:
+        self.targets = targets or last_checkpoints
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Installed after Lightning's own SIGTERM handler (which would raise mid-epoch) and instead of it;
-        # Lightning restores the original handlers at teardown, on_train_end does it for SIGINT too.
-        if threading.current_thread() is not threading.main_thread():
-            return
-        self._trainer = trainer
-        for signum in self.SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
+        # Installed after Lightning's own SIGTERM handler, and instead of it (it would stop after the
+        # current step's validation, with no checkpoint); restored when training ends.
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame) -> None:
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = signum
-        self._trainer.should_stop = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Within a Lightning epoch of full batches; an epoch's last step waits for its end.
+        if trainer.datamodule.batch_size is None and not trainer.datamodule.ends_lightning_epoch(trainer.global_step):
+            self._stop_if_signalled(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_if_signalled(trainer)
+        self.save(trainer, due=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
+        self.save(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
+
+    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
+        received = self.received or 0
+        if trainer.world_size > 1:  # a signal may reach one rank only: every rank stops at the same step
+            flag = torch.tensor(float(received), device=trainer.strategy.root_device)
+            received = int(trainer.strategy.reduce(flag, reduce_op="max"))
+        if received:
+            raise SignalStop(received, self.save(trainer))
+
+    def save(self, trainer: L.Trainer, due: bool = False) -> list[str]:
+        """Write each target's last.ckpt that does not hold this step yet (``due``: only those whose
+        checkpoint interval ends at this epoch); the paths that hold it now."""
+        paths = []
+        for callback, path in self.targets(trainer):
+            if due and not (callback.every_n_epochs and (trainer.current_epoch + 1) % callback.every_n_epochs == 0):
+                continue
+            if not written_at(trainer, path):
+                trainer.save_checkpoint(path)
+            paths.append(path)
+        return paths
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+def last_checkpoints(trainer: L.Trainer) -> list[tuple[ModelCheckpoint, str]]:
+    """(ModelCheckpoint, its last.ckpt, named as it names it) of every ModelCheckpoint that keeps one."""
+    metrics = trainer.callback_metrics
+    return [
+        (callback, callback.format_checkpoint_name(metrics, callback.CHECKPOINT_NAME_LAST))
+        for callback in trainer.checkpoint_callbacks
+        if isinstance(callback, ModelCheckpoint) and callback.save_last
+    ]
+
+
+def written_at(trainer: L.Trainer, path: str) -> bool:
+    """Whether ``path`` already holds this step (the run's CheckpointIO records what it wrote). Under DDP
+    only rank 0 writes, so every rank writes again rather than decide apart."""
+    written = getattr(trainer.strategy.checkpoint_io, "written", {})
+    return trainer.world_size == 1 and written.get(str(path)) == trainer.global_step
 
 
 class RunState(L.Callback):
@@ -150,13 +222,18 @@ class RunState(L.Callback):
         self.config = config
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["deepbasics"] = {"config": self.config, "classifier": pl_module.is_classifier}
-        standardization = getattr(trainer.datamodule, "standardization", None)
+        checkpoint["deepbasics"] = self.state(trainer, pl_module.is_classifier, trainer.datamodule)
+
+    def state(self, trainer: L.Trainer, classifier: bool, datamodule) -> dict:
+        """What deepbasics keeps in a checkpoint beside Lightning's own keys."""
+        state = {"config": self.config, "classifier": classifier, "epochs": epochs_done(trainer)}
+        standardization = getattr(datamodule, "standardization", None)
         if standardization is not None:  # predict and evaluate apply these, not statistics of their own
-            checkpoint["deepbasics"]["standardization"] = standardization
+            state["standardization"] = standardization
         stopped = stopped_early(trainer)
         if stopped:  # a resume of this checkpoint finishes the run instead of training on
-            checkpoint["deepbasics"]["stopped"] = stopped
+            state["stopped"] = stopped
+        return state
 
     def state_dict(self) -> dict:
         return {"rng": rng_states()}
@@ -167,81 +244,10 @@ class RunState(L.Callback):
 
 def stopped_early(trainer: L.Trainer) -> dict | None:
     """{"epoch", "reason"} when a callback (EarlyStopping, a user's) ended training before ``epochs``; None
-    when training runs on, ran to the end, or a signal stopped it (that is an interruption, not a finish)."""
-    signalled = any(isinstance(c, GracefulStop) and c.received is not None for c in trainer.callbacks)
-    if not trainer.should_stop or signalled or trainer.global_step >= trainer.max_steps:
+    when training runs on or ran to the end (a signal is an interruption, ``SignalStop``, not a finish)."""
+    done = epochs_done(trainer)
+    if not trainer.should_stop or done >= trainer.datamodule.schedule.epochs:
         return None
     reasons = [getattr(c, "stopping_reason_message", None) for c in trainer.callbacks]
     reason = next((r for r in reasons if r), "a callback set trainer.should_stop")
-    return {"epoch": trainer.global_step, "reason": reason.removesuffix(" Signaling Trainer to stop.")}
-
-
-class EpochClockLRMonitor(LearningRateMonitor):
-    """Lightning's LearningRateMonitor with its points on the tutorial-epoch axis (Lightning's own x here
-    would count validation chunks): the learning rate at the start of every chunk and at the end."""
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
-        pass
-
-    def on_train_epoch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
-        self._log_at(trainer, trainer.global_step)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log_at(trainer, trainer.global_step)
-
-    def _log_at(self, trainer: L.Trainer, step: int) -> None:
-        stats = self._extract_stats(trainer, "any")
-        for logger in trainer.loggers:
-            logger.log_metrics(stats, step=step)
-
-
-class EpochProgressBar(TQDMProgressBar):
-    """Lightning's TQDM bar counting the run's epochs (full-batch steps), with rate, ETA and the current
-    train loss; the module moves it at every logged point (``show_epoch``). Lightning's per-batch and
-    validation bars stay hidden: a Lightning epoch here is a chunk of ``val_every`` epochs."""
-
-    def __init__(self, name: str = "train") -> None:
-        super().__init__()
-        self.name = name
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(
-            total=trainer.max_steps, initial=trainer.global_step, unit="epoch", dynamic_ncols=True,
-            desc=self.name, file=sys.stdout, smoothing=0.1, disable=self.is_disabled,
-        )  # fmt: skip
-
-    def show_epoch(self, step: int, scalars: dict[str, float]) -> None:
-        bar = getattr(self, "_bar", None)
-        if bar is None or step < bar.n:
-            return
-        bar.update(step - bar.n)
-        bar.set_postfix({k.split("/", 1)[1]: f"{v:.4g}" for k, v in scalars.items() if k == "train/loss"})
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if getattr(self, "_bar", None) is not None:
-            self._bar.close()
-            self._bar = None
-
-    # the bars Lightning would draw per batch and per validation: none
-    def on_train_epoch_start(self, *args, **kwargs) -> None:
-        pass
-
-    def on_train_batch_end(self, *args, **kwargs) -> None:
-        pass
-
-    def on_train_epoch_end(self, *args, **kwargs) -> None:
-        pass
-
-    def on_validation_start(self, *args, **kwargs) -> None:
-        pass
-
-    def on_validation_batch_start(self, *args, **kwargs) -> None:
-        pass
-
-    def on_validation_batch_end(self, *args, **kwargs) -> None:
-        pass
-
-    def on_validation_end(self, *args, **kwargs) -> None:
-        pass
+    return {"epoch": done, "reason": reason.removesuffix(" Signaling Trainer to stop.")}

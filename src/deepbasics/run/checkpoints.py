@@ -19,16 +19,31 @@ from deepbasics.models.nets import upgrade_state_dict
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write beside the target, fsync, then rename over it: a kill at any moment leaves either the old
-    checkpoint or the new one, never a truncated file (Lightning's own save may copy across filesystems)."""
+    checkpoint or the new one, never a truncated file (Lightning's own save may copy across filesystems).
+    Read back with weights_only=True and brought up to date (``upgrade``), so a resume of a checkpoint of an
+    earlier release continues it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: dict[str, int] = {}  # path -> the global_step it holds (run.callbacks.LastCheckpoint)
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
+        self.written[str(path)] = checkpoint.get("global_step")
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return read_checkpoint(path, key="resume")
 
 
 # Class paths of earlier releases -> today's: a checkpoint stores the config it was trained with.
 RENAMED_TARGETS = {
     "deepbasics.modules.": "deepbasics.models.lightning_modules.",
     "deepbasics.callbacks.": "deepbasics.run.callbacks.",
+}
+# The releases whose module ran its own loop clocked Lightning's callbacks with subclasses of their own.
+OLD_CALLBACKS = {
+    "ScheduledCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
+    "ScheduledEarlyStopping": "lightning.pytorch.callbacks.EarlyStopping",
 }
 
 
@@ -57,11 +72,33 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or "deepbasics" not in checkpoint:
         raise ConfigError(f"{key}={path} was not written by deepbasics-train; pass one of its checkpoints")
-    # Names of earlier releases, brought to today's (Lightning's own loads go through on_load_checkpoint).
-    if "config" in checkpoint["deepbasics"]:
-        checkpoint["deepbasics"]["config"] = _renamed_targets(checkpoint["deepbasics"]["config"])
+    return upgrade(checkpoint)
+
+
+# Module arguments of the releases whose module ran its own loop: the schedule, now the Trainer's.
+OLD_SCHEDULE_ARGUMENTS = ("epochs", "log_every", "val_every")
+
+
+def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of an earlier release in today's form, in this one place: class paths and parameter
+    names renamed since, and the module's schedule arguments dropped. The releases whose module ran its own
+    loop inside one Lightning step counted tutorial epochs in ``global_step``; their loop state is brought
+    to Lightning's own (``deepbasics.compat``), and ``deepbasics.epochs`` (tutorial epochs trained) is set."""
+    state = checkpoint["deepbasics"]
+    if "config" in state:
+        state["config"] = _renamed_targets(state["config"])
+        _stock_callbacks(state["config"])
     if "state_dict" in checkpoint:
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
+    for key in OLD_SCHEDULE_ARGUMENTS:
+        (checkpoint.get("hyper_parameters") or {}).pop(key, None)
+    if "epochs" not in state:  # written by the module's own loop
+        from deepbasics.compat import loops_of_own_loop
+
+        state["epochs"] = int(checkpoint.get("global_step", 0))
+        state["own_loop"] = True
+        if "loops" in checkpoint:
+            checkpoint["loops"] = loops_of_own_loop(checkpoint["loops"], state["epochs"])
     return checkpoint
 
 
@@ -72,6 +109,18 @@ def _operand(err: BaseException) -> str:
 
 def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _stock_callbacks(config: dict) -> None:
+    """The callbacks of a config of the releases whose module ran its own loop, as Lightning's own classes
+    on the same schedule (the checkpoints every ckpt_every epochs, now Lightning epochs of val_every)."""
+    for conf in (config.get("callbacks") or {}).values():
+        old = str(conf.get("_target_", "")).rsplit(".", 1)[-1]
+        if conf.get("_target_", "").startswith("deepbasics.") and old in OLD_CALLBACKS:
+            conf["_target_"] = OLD_CALLBACKS[old]
+            if old == "ScheduledCheckpoint":
+                every = config["ckpt_every"] // config["val_every"]
+                conf.update(every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
 
 
 def _renamed_targets(config: Any) -> Any:

@@ -20,10 +20,11 @@ def evaluate(cfg: DictConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     config = OmegaConf.create(checkpoint["deepbasics"]["config"])
-    module = get_class(config.model._target_).load_from_checkpoint(
-        Path(cfg.ckpt_path).expanduser(), map_location="cpu", weights_only=True
-    )
-    epochs = int(checkpoint["global_step"])
+    # From the checkpoint read_checkpoint brought up to date (Lightning's load_from_checkpoint would pass an
+    # earlier release's module arguments as they were).
+    module = get_class(config.model._target_)(**checkpoint["hyper_parameters"])
+    module.load_state_dict(checkpoint["state_dict"])
+    epochs = int(checkpoint["deepbasics"]["epochs"])
     datamodule = build_datamodule(config, checkpoint["deepbasics"].get("standardization"))
     split = cfg.split if cfg.split != "auto" else ("test" if datamodule.has("test") else "train")
     if not datamodule.has(split):
@@ -37,7 +38,7 @@ def evaluate(cfg: DictConfig) -> dict:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.test(module, dataloaders=datamodule.loader(split), verbose=False)
+    trainer.test(module, dataloaders=datamodule.slices(split), verbose=False)
     metrics = by_stage(trainer.callback_metrics)[split]
     out_dir = Path(cfg.paths.run_dir)
     write_json(

@@ -34,11 +34,9 @@ def finish(
     """Measure the final weights on every split, write the run's files (rank 0), return the monitored value.
     Under DDP every rank measures its shard (torchmetrics syncs), so every rank calls this."""
     module.eval()
-    values, size = {}, getattr(datamodule, "batch_size", None)
+    values = {}
     for split in datamodule.splits:
-        for x, y in datamodule.loader(split):
-            rows = module.train_rows(x, y) if split == "train" else (x, y)
-            values.update(module.measure_batches(split, module.outputs(*rows, size)))
+        values.update(module.measure(split, datamodule.slices(split)))
     if not is_global_zero:  # under DDP, the files are rank 0's to write
         return float(values[cfg.monitor.metric])
     return write_end(cfg, run_dir, module, datamodule, loggers, step, values, stopped, best_checkpoint, optimum)
@@ -85,7 +83,8 @@ def write_end(
         curves = None  # loss.png comes from the TensorBoard events, as a run's own loss curve
     elif curves is None:
         curves = curves_from_events(tensorboard)
-    save_figures(run_dir, module, x, y, step, loggers, optimum, curves, evaluated, plots)
+    epochs = datamodule.epochs_done(step)
+    save_figures(run_dir, module, x, y, step, loggers, optimum, curves, evaluated, plots, epochs)
     for logger in loggers:  # Lightning finalized them when fit ended; the end phase logged more since
         logger.finalize("success")
     status = "stopped_early" if stopped else "completed"
@@ -93,7 +92,7 @@ def write_end(
         run_dir / "metrics.json",
         {
             **identity(cfg, run_dir, status),
-            "epochs": step,
+            "epochs": epochs,
             **({"stopped": stopped} if stopped else {}),
             "monitor": {"metric": cfg.monitor.metric, "value": monitored},
             **stages,
@@ -102,7 +101,7 @@ def write_end(
         },
     )
     if report:
-        _print_report(cfg, stages, optimum, run_dir, step, stopped)
+        _print_report(cfg, stages, optimum, run_dir, epochs, stopped)
     return monitored
 
 
@@ -138,11 +137,11 @@ def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int) -> Path
     return directory
 
 
-def _print_report(cfg: DictConfig, stages: dict, optimum: dict | None, run_dir: Path, step: int, stopped) -> None:
+def _print_report(cfg: DictConfig, stages: dict, optimum: dict | None, run_dir: Path, epochs: int, stopped) -> None:
     from rich.console import Console
 
     console = Console()
-    ran = f"stopped early at epoch {step}/{cfg.epochs}: {stopped['reason']}" if stopped else f"{cfg.epochs} epochs"
+    ran = f"stopped early at epoch {epochs}/{cfg.epochs}: {stopped['reason']}" if stopped else f"{cfg.epochs} epochs"
     console.print(f"{cfg.name}, seed {cfg.seed}, {ran}", soft_wrap=True)
     console.print(results_table(stages))
     if optimum:

@@ -1,16 +1,16 @@
 """Jobs of a sweep trained together as one stacked model (``models.stacked``; the launcher is
-``hydra_plugins/deepbasics_vectorized``). Every job ends with what a run of its own leaves in its
-directory: checkpoints that a run of its own resumes (its own ModelCheckpoint decides names and keeps its
-state, driven through a view of the group's trainer that shows that job alone), logger events, model.pt,
-figures and metrics.json; and it returns its monitored value, or the error that ended it. A job whose loss
-goes non-finite fails alone; the others train on."""
+``hydra_plugins/deepbasics_vectorized``), in Lightning's own loop on the schedule a run of its own has.
+Every job ends with what a run of its own leaves in its directory: checkpoints that a run of its own resumes
+(its own ModelCheckpoint, built from its config, decides when and what to save, and ``JobCheckpointIO``
+writes that job's part of the group's checkpoint), logger events, model.pt, figures and metrics.json; and
+it returns its monitored value, or the error that ended it. A job whose loss goes non-finite fails alone;
+the others train on."""
 
 from __future__ import annotations
 
 import json
 import logging
 import resource
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,8 +28,15 @@ from deepbasics.models.lightning_modules import build_optimizer
 from deepbasics.models.optimum import MAX_ROWS, log_optimum_line, optimum
 from deepbasics.models.stacked import StackedModule
 from deepbasics.reports.figures import FitPlot, LossPlot
-from deepbasics.run.build import build_checkpointing, build_datamodule, build_loggers, build_model, lightning_trainer
-from deepbasics.run.callbacks import GracefulStop, RunState
+from deepbasics.run.build import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_model,
+    is_model_checkpoint,
+    lightning_trainer,
+)
+from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 from deepbasics.run.finish import write_end
 from deepbasics.run.rng import rng_states
@@ -123,14 +130,14 @@ def _build(job: Job, shared: dict) -> bool:
         L.seed_everything(cfg.seed, verbose=False)
         key = json.dumps([OmegaConf.to_container(cfg.data, resolve=True), cfg.get("overfit_rows")], sort_keys=True)
         if key not in shared:  # data builders draw from their own seeded generators: sharing changes nothing
-            shared[key] = build_datamodule(cfg)
+            shared[key] = build_datamodule(cfg, schedule=schedule)
         job.datamodule = shared[key]
-        job.module = build_model(cfg, schedule, job.datamodule)
+        job.module = build_model(cfg, job.datamodule)
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
         # torch checks the optimizer's values (the stacked step does not): a bad one fails its own job here
         job.optimizer = build_optimizer(job.module.net.parameters(), job.module.hparams.optimizer)
-        checkpointing = build_checkpointing(cfg, schedule, job.run_dir)
-        job.checkpoint = next((c for c in checkpointing if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None)
+        callbacks = build_callbacks(cfg, job.run_dir)
+        job.checkpoint = next((c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None)
         job.run_state = RunState(OmegaConf.to_container(cfg, resolve=True))
     except Exception as err:
         job.fail(err)
@@ -143,16 +150,20 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     schedule = Schedule.of(first)
     torch.set_num_threads(first.threads)
     group = StackedModule([job.module for job in jobs])
-    data = StackedSplits([job.datamodule for job in jobs])
-    graceful = GracefulStop()
-    callbacks = [JobCheckpoints(jobs, group), GroupLog(first, [job.label for job in jobs], group), graceful]
-    trainer = lightning_trainer(first, schedule, jobs[0].run_dir.parent, callbacks, [])
+    data = StackedSplits([job.datamodule for job in jobs], schedule)
+    checkpoints = JobCheckpoints(jobs, group)
+    labels = [job.label for job in jobs]
+    console = ConsoleLog(first.monitor.metric, first.monitor.mode, labels)
+    callbacks = [console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
+    root = jobs[0].run_dir.parent
+    trainer = lightning_trainer(first, schedule, root, callbacks, [], data, checkpoint_io=JobCheckpointIO(checkpoints))
     _check_device_memory(trainer, group, data)
     start = time.perf_counter()
-    trainer.fit(group, datamodule=data)
-    timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - start
-    step = trainer.global_step
-    if graceful.received is not None and step < first.epochs:
+    try:
+        trainer.fit(group, datamodule=data)
+    except SignalStop as stop:
+        timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - start
+        step = trainer.global_step
         for k, job in enumerate(jobs):
             if group.failed_at[k] >= 0:  # it had diverged before the signal came
                 _end_failed(job, k, group)
@@ -161,14 +172,17 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
                 _replay(job, k, group, loggers, None)
                 for logger in loggers:
                     logger.finalize("interrupted")
-                stop = interruption(graceful.received, step, job.cfg, job.run_dir, f"\"resume='{job.run_dir}'\"")
-                job.fail(stop, "interrupted", epochs=step)
+                mine = Path(job.checkpoint.dirpath) if job.checkpoint else None
+                saved = [p for p in stop.saved if Path(p).parent == mine]
+                resume = f"\"resume='{job.run_dir}'\""
+                stopped = interruption(stop.signum, step, job.cfg, job.run_dir, resume, saved)
+                job.fail(stopped, "interrupted", epochs=step)
         return
-    device = group.device
+    timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - start
     finals: dict[str, torch.Tensor] = {}
-    for split, (x, y) in data.splits.items():
-        finals.update(group.measure(split, x.to(device), y.to(device)))
-    _end_jobs(jobs, group, finals, step)
+    for split in data.splits:
+        finals.update(group.measure(split, *data.rows(split)))
+    _end_jobs(jobs, group, finals, trainer.global_step)
 
 
 def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict[str, torch.Tensor], step: int) -> None:
@@ -310,86 +324,101 @@ def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: Stacked
         )
 
 
-class JobView:
-    """The group's trainer as job k sees it: the group's step, schedule and stop flag, job k's own metrics
-    and data; a checkpoint it saves is job k's. Lightning's ModelCheckpoint, given this view, decides and
-    records job k's checkpoints as it would in a run of job k alone."""
-
-    fast_dev_run = False
-    sanity_checking = False
-    is_global_zero = True
-    loggers = ()
-    ckpt_path = None
-
-    def __init__(self, trainer: L.Trainer, saver: JobCheckpoints, k: int):
-        self._trainer, self._saver, self._k = trainer, saver, k
-        self.datamodule = saver.jobs[k].datamodule
-        self.strategy = self
-
-    def __getattr__(self, name: str):
-        return getattr(self._trainer, name)
-
-    @property
-    def callback_metrics(self) -> dict[str, torch.Tensor]:
-        return {name: v[self._k].clone() for name, v in self._saver.group.latest(self._trainer.global_step).items()}
-
-    def save_checkpoint(self, filepath, weights_only: bool = False, storage_options=None) -> None:
-        checkpoint = self._saver.checkpoint_of(self._trainer, self._k, self, weights_only)
-        AtomicCheckpointIO().save_checkpoint(checkpoint, filepath)
-
-    # the strategy's part: one process, a local file system
-    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
-        return decision
-
-    def broadcast(self, obj, src: int = 0):
-        return obj
-
-    def remove_checkpoint(self, filepath) -> None:
-        Path(filepath).unlink(missing_ok=True)
-
-
 class JobCheckpoints(L.Callback):
-    """Each job's own checkpoint callback (built from its config, as a run of its own builds it), called at
-    the group's epoch ends through that job's JobView; jobs that failed save nothing more."""
+    """Each job's own ModelCheckpoint, built from its config as a run of its own builds it, driven by the
+    group's trainer at the hooks where it saves, with the trainer's ``callback_metrics`` showing that job's
+    metrics alone while it decides. Its saves go through the trainer (``trainer.save_checkpoint``) to
+    ``JobCheckpointIO``, which writes that job's part of the group's checkpoint. A group pays for its jobs'
+    checkpoints only where one can be due: at epoch ends, and at steps only for the options that save
+    between them (every_n_train_steps, train_time_interval). Jobs that failed save nothing more."""
 
     def __init__(self, jobs: list[Job], group: StackedModule):
         self.jobs, self.group = jobs, group
-        self._common: tuple[int, dict] | None = None
+        self.dirs = {Path(job.checkpoint.dirpath): k for k, job in enumerate(jobs) if job.checkpoint is not None}
+        # The callbacks config is part of the group's key, so every job's ModelCheckpoint has these options.
+        configured = (jobs[0].cfg.get("callbacks") or {}).values()
+        options = next((conf for conf in configured if is_model_checkpoint(conf)), {})
+        self.every_n_train_steps = options.get("every_n_train_steps") or 0
+        self.timed = options.get("train_time_interval") is not None
+
+    def _each(self, trainer: L.Trainer, hook: str, *args) -> None:
+        metrics = trainer.callback_metrics
+        shared = dict(metrics)
+        try:
+            for k in self.group.alive():
+                callback = self.jobs[k].checkpoint
+                if callback is not None:
+                    metrics.clear()
+                    metrics.update(self.job_metrics(trainer, k))
+                    getattr(callback, hook)(trainer, self.group, *args)
+        finally:
+            metrics.clear()
+            metrics.update(shared)
+
+    def job_metrics(self, trainer: L.Trainer, k: int) -> dict[str, torch.Tensor]:
+        """Job k's metrics of this step, as its own run's trainer would hold them."""
+        values = {name: v[k].clone() for name, v in self.group.latest.items()}
+        values["step"] = torch.tensor(float(trainer.global_step))
+        values["epoch"] = torch.tensor(float(trainer.global_step))  # full batches: a step is an epoch
+        return values
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for job in self.jobs:
+            if job.checkpoint is not None:
+                job.checkpoint.setup(trainer, pl_module, stage)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for k, job in enumerate(self.jobs):
-            if job.checkpoint is not None:
-                job.checkpoint.on_train_start(JobView(trainer, self, k), job.module)
+        self._each(trainer, "on_train_start")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        every = self.every_n_train_steps
+        if self.timed or (every and trainer.global_step % every == 0):
+            self._each(trainer, "on_train_batch_end", outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._each(trainer, "on_validation_end")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for k, job in enumerate(self.jobs):
-            if job.checkpoint is not None and self.group.failed_at[k] < 0:
-                job.checkpoint.on_train_epoch_end(JobView(trainer, self, k), job.module)
+        self._each(trainer, "on_train_epoch_end")
 
-    def checkpoint_of(self, trainer: L.Trainer, k: int, view: JobView, weights_only: bool = False) -> dict:
-        """Job k's checkpoint: the group's loop state (the same schedule as a run of its own) with job k's
-        weights, optimizer state, callbacks' state, hyperparameters and config."""
-        if self._common is None or self._common[0] != (trainer.global_step, weights_only):
-            dumped = trainer._checkpoint_connector.dump_checkpoint(weights_only=weights_only)
-            for key in ("state_dict", "optimizer_states", "lr_schedulers", "callbacks"):
-                dumped.pop(key, None)
-            self._common = ((trainer.global_step, weights_only), dumped)
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._each(trainer, "on_train_end")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._each(trainer, "on_exception", exception)
+
+    def last_checkpoints(self, trainer: L.Trainer) -> list[tuple[L.pytorch.callbacks.ModelCheckpoint, str]]:
+        """(ModelCheckpoint, last.ckpt) of every job still training, for ``LastCheckpoint``."""
+        targets = []
+        for k in self.group.alive():
+            callback = self.jobs[k].checkpoint
+            if callback is not None and callback.save_last:
+                name = callback.format_checkpoint_name(self.job_metrics(trainer, k), callback.CHECKPOINT_NAME_LAST)
+                targets.append((callback, name))
+        return targets
+
+    def job_checkpoint(self, checkpoint: dict, path: str) -> dict:
+        """Job k's checkpoint, k by the directory it is written to: the group's loop state (the schedule of
+        a run of its own) with job k's weights, optimizer state, callbacks' state, hyperparameters and the
+        deepbasics part a run of its own writes (``RunState``)."""
+        k = self.dirs[Path(path).parent]
         job, group = self.jobs[k], self.group
-        checkpoint = dict(self._common[1])
-        checkpoint["state_dict"] = {f"net.{name}": value for name, value in group.net.job_state(k).items()}
-        if not weights_only:  # what Lightning leaves out of a weights-only checkpoint
-            checkpoint["optimizer_states"] = [self._optimizer_state(job, k)]
-            checkpoint["lr_schedulers"] = []
-            checkpoint["callbacks"] = {
+        own = {key: value for key, value in checkpoint.items() if key not in ("state_dict", "callbacks")}
+        own["state_dict"] = {f"net.{name}": value for name, value in group.net.job_state(k).items()}
+        if "optimizer_states" in checkpoint:  # what Lightning leaves out of a weights-only checkpoint
+            own["optimizer_states"] = [self._optimizer_state(job, k)]
+        if "callbacks" in checkpoint:
+            own["callbacks"] = {
                 job.run_state.state_key: {"rng": job.rng},
                 job.checkpoint.state_key: job.checkpoint.state_dict(),
             }
-        for owner, prefix in ((job.module, ""), (job.datamodule, "datamodule_")):
+        # save_hyperparameters() records its init arguments under this name, in a run of its own too
+        for owner in (job.module, job.datamodule):
             if owner.hparams:
-                checkpoint[f"{prefix}hparams_name"] = owner._hparams_name
-                checkpoint[f"{prefix}hyper_parameters"] = dict(owner.hparams)
-        job.run_state.on_save_checkpoint(view, job.module, checkpoint)
-        return checkpoint
+                own[owner.CHECKPOINT_HYPER_PARAMS_NAME] = "kwargs"
+                own[owner.CHECKPOINT_HYPER_PARAMS_KEY] = dict(owner.hparams)
+        own["deepbasics"] = job.run_state.state(group.trainer, job.module.is_classifier, job.datamodule)
+        return own
 
     def _optimizer_state(self, job: Job, k: int) -> dict:
         """Job k's slice of the stacked optimizer, in the form torch's own optimizer for job k saves."""
@@ -402,29 +431,12 @@ class JobCheckpoints(L.Callback):
         return job.optimizer.state_dict()
 
 
-class GroupLog(L.Callback):
-    """One console line per validation for the whole group: the monitored metric's best, median and worst
-    job (by job number), and how many jobs failed."""
+class JobCheckpointIO(AtomicCheckpointIO):
+    """The group's checkpoint written as the checkpoint of the job whose directory it goes to."""
 
-    def __init__(self, cfg: DictConfig, labels: list[str], group: StackedModule):
-        self.metric, self.mode, self.labels, self.group = cfg.monitor.metric, cfg.monitor.mode, labels, group
+    def __init__(self, checkpoints: JobCheckpoints):
+        super().__init__()
+        self.checkpoints = checkpoints
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        step, last = trainer.global_step, trainer.max_steps
-        if step % self.group.val_every and step < last:
-            return
-        values = self.group.latest(step).get(self.metric)
-        failed = int((self.group.failed_at >= 0).sum())
-        alive = [k for k in range(len(self.labels)) if self.group.failed_at[k] < 0]
-        line = f"epoch {step:>{len(str(last))}}/{last}  {len(self.labels)} jobs"
-        if values is not None and alive:
-            ranked = sorted(alive, key=lambda k: float(values[k]), reverse=self.mode == "max")
-            best, worst = ranked[0], ranked[-1]
-            median = statistics.median(float(values[k]) for k in alive)
-            line += (
-                f"  {self.metric} best {float(values[best]):.6g} (#{self.labels[best]})  median {median:.6g}"
-                f"  worst {float(values[worst]):.6g} (#{self.labels[worst]})"
-            )
-        if failed:
-            line += f"  {failed} failed"
-        print(line, flush=True)
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        super().save_checkpoint(self.checkpoints.job_checkpoint(checkpoint, path), path, storage_options)

@@ -19,7 +19,7 @@ from deepbasics.files import lock_run_dir, unlock_run_dir
 from deepbasics.models.optimum import OptimumGap
 from deepbasics.reports.metrics import FINISHED, read_json, write_json
 from deepbasics.run.build import build_datamodule, build_model, build_trainer
-from deepbasics.run.callbacks import GracefulStop, stopped_early
+from deepbasics.run.callbacks import SignalStop, epochs_done, stopped_early
 from deepbasics.run.checkpoints import read_checkpoint
 from deepbasics.run.finish import finish, identity
 from deepbasics.run.resume import resumed_config
@@ -57,42 +57,36 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         ckpt_path = resumed_checkpoint(run_dir, cfg.resume)
         cfg, checkpoint = resumed_config(cfg, ckpt_path, overrides)
     validate_train_config(cfg)  # the effective config: a resumed run's is the one stored in its checkpoint
-    start_step = int(checkpoint["global_step"]) if checkpoint else 0
+    done = checkpoint["deepbasics"]["epochs"] if checkpoint else 0  # tutorial epochs trained
     stopped = checkpoint["deepbasics"].get("stopped") if checkpoint else None
-    trained = checkpoint is not None and (start_step >= cfg.epochs or stopped is not None)
+    trained = checkpoint is not None and (done >= cfg.epochs or stopped is not None)
     if trained and _finished(run_dir):
-        return _already_finished(run_dir, start_step, stopped)
+        return _already_finished(run_dir, done, stopped)
     if trained:
-        print(f"finishing {run_dir}: training ended at epoch {start_step}, writing its end-of-run files", flush=True)
+        print(f"finishing {run_dir}: training ended at epoch {done}, writing its end-of-run files", flush=True)
     elif checkpoint is not None:
-        print(f"resuming {ckpt_path} at epoch {start_step}/{cfg.epochs}", flush=True)
+        print(f"resuming {ckpt_path} at epoch {done}/{cfg.epochs}", flush=True)
     schedule = Schedule.of(cfg)
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, verbose=False)
 
-    datamodule = build_datamodule(cfg, checkpoint["deepbasics"].get("standardization") if checkpoint else None)
-    model = build_model(cfg, schedule, datamodule)
-    trainer = build_trainer(cfg, schedule, run_dir, start_step)
+    standardization = checkpoint["deepbasics"].get("standardization") if checkpoint else None
+    datamodule = build_datamodule(cfg, standardization, schedule)
+    model = build_model(cfg, datamodule)
+    trainer = build_trainer(cfg, schedule, run_dir, datamodule, checkpoint)
     if trained:  # the end phase of a run whose training is done: from its final checkpoint
         model.load_state_dict(checkpoint["state_dict"])  # read_checkpoint already brought older names up to date
         best = _best_checkpoint(checkpoint)
         first = rank_zero_only.rank == 0  # under torchrun every rank finishes; rank 0 writes
-        return finish(
-            cfg, run_dir, model, datamodule, trainer.loggers, start_step, first, stopped=stopped, best_checkpoint=best
-        )
+        return finish(cfg, run_dir, model, datamodule, trainer.loggers, checkpoint["global_step"], first,
+                      stopped=stopped, best_checkpoint=best)  # fmt: skip
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path if checkpoint else None, weights_only=True)
     except RunFailed as err:
         raise diverged(str(err), err.epoch, run_dir) from None
-    graceful = _callback(trainer, GracefulStop)
-    if trainer.world_size > 1:  # a signal may reach one rank only; every rank must take the same path
-        graceful.received = (
-            int(trainer.strategy.reduce(torch.tensor(float(graceful.received or 0)), reduce_op="max")) or None
-        )
-    received = graceful.received
-    if received is not None and trainer.global_step < cfg.epochs:  # only a real signal is an interruption
-        raise interruption(received, trainer.global_step, cfg, run_dir, "resume=auto")
+    except SignalStop as stop:
+        raise interruption(stop.signum, epochs_done(trainer), cfg, run_dir, "resume=auto", stop.saved) from None
     checkpointing = trainer.checkpoint_callback
     return finish(
         cfg,
@@ -103,7 +97,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         trainer.global_step,
         is_global_zero=trainer.is_global_zero,
         stopped=stopped_early(trainer),
-        best_checkpoint=checkpointing.best_model_path if checkpointing else None,
+        best_checkpoint=getattr(checkpointing, "best_model_path", None) or None,
         optimum=_callback(trainer, OptimumGap).report,
     )
 
@@ -128,13 +122,19 @@ def diverged(message: str, epoch: int, run_dir: Path) -> RunFailed:
     return RunFailed(f"{message}; {last_good(run_dir)}; a smaller model.optimizer.lr usually helps", epoch)
 
 
-def interruption(signum: int, step: int, cfg: DictConfig, run_dir: Path, resume: str) -> Interrupted:
-    """A run stopped by a signal after saving last.ckpt, with the command that continues it."""
+def interruption(signum: int, epoch: int, cfg: DictConfig, run_dir: Path, resume: str, saved: list[str]) -> Interrupted:
+    """A run stopped by a signal at ``epoch``, with the checkpoint it saved and the command that continues it."""
+    name = signal.Signals(signum).name
+    if not saved:
+        return Interrupted(
+            f"{name}: stopped at epoch {epoch}/{cfg.epochs}; no checkpoint was saved (none is configured to keep"
+            " last.ckpt), so this run cannot be continued", code=128 + signum, epoch=epoch,
+        )  # fmt: skip
     return Interrupted(
-        f"{signal.Signals(signum).name}: stopped at epoch {step}/{cfg.epochs} and saved {run_dir / 'checkpoints'}"
-        f"/last.ckpt; continue with: deepbasics-train experiment={cfg.name} {resume}",
+        f"{name}: stopped at epoch {epoch}/{cfg.epochs} and saved {saved[0]}; continue with:"
+        f" deepbasics-train experiment={cfg.name} {resume}",
         code=128 + signum,
-        epoch=step,
+        epoch=epoch,
     )
 
 
@@ -142,7 +142,7 @@ def last_good(run_dir: Path) -> str:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return "no checkpoint had been saved yet"
-    return f"kept the last good checkpoint, {last} (epoch {read_checkpoint(last)['global_step']})"
+    return f"kept the last good checkpoint, {last} (epoch {read_checkpoint(last)['deepbasics']['epochs']})"
 
 
 def record_status(run_dir: Path, cfg: DictConfig, status: str, message: str, **extra) -> None:
