@@ -133,6 +133,34 @@ def require_values(cfg: DictConfig) -> None:
         raise ConfigError(f"{', '.join(missing)} must be set: pass {missing[0]}=<value> on the command line")
 
 
+# Trainer arguments a run sets itself, with the setting that says what the user wants instead: set under
+# trainer., they would be overridden or would break the tutorial-epoch schedule, so they are refused.
+SET_BY_THE_RUN = {
+    "max_epochs": "pass epochs=<tutorial epochs> instead",
+    "max_steps": "pass epochs=<tutorial epochs> instead",
+    "check_val_every_n_epoch": "pass val_every=<epochs> instead",
+    "val_check_interval": "pass val_every=<epochs> instead",
+    "log_every_n_steps": "pass log_every=<epochs> instead",
+    "limit_train_batches": "pass epochs=<tutorial epochs> (or overfit_rows=<rows>) instead",
+    "accumulate_grad_batches": "pass data.batch_size=<rows per step> instead",
+    "overfit_batches": "pass overfit_rows=<rows> instead",
+    "fast_dev_run": "pass debug=fast instead",
+    "enable_progress_bar": "pass progress=bar or progress=lines instead",
+    "enable_checkpointing": "pass callbacks=none instead",
+    "callbacks": "pick them with callbacks=<group> or set callbacks.<name>.<option>=... instead",
+    "logger": "pick them with logger=<group> instead",
+    "default_root_dir": "pass paths.output_dir=<dir> instead",
+    "plugins": "remove it (checkpoints are written through the run's own CheckpointIO)",
+}
+
+
+def refuse_run_settings(trainer) -> None:
+    """Trainer arguments the run derives from its own keys are refused, never silently overridden."""
+    for key in trainer or ():
+        if key in SET_BY_THE_RUN:
+            raise ConfigError(f"trainer.{key} is set by the run itself; {SET_BY_THE_RUN[key]}")
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     """Every check that needs no data and no torch."""
     require_values(cfg)
@@ -143,5 +171,6 @@ def validate_train_config(cfg: DictConfig) -> None:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     NetSpec.of(model.get("net", {}))
     OptimizerSpec.of(model.get("optimizer", {}))
+    refuse_run_settings(cfg.get("trainer"))
     if not isinstance(cfg.threads, int) or cfg.threads <= 0:
         raise ConfigError(f"threads={cfg.threads!r} must be a positive integer")

@@ -169,33 +169,6 @@ def build_trainer(
     return lightning_trainer(cfg, schedule, run_dir, callbacks, loggers, datamodule, bar, resumed=start, **profiler)
 
 
-# Trainer arguments a run sets itself, with the setting that says what the user wants instead: set under
-# trainer., they would be overridden or would break the tutorial-epoch schedule, so they are refused.
-SET_BY_THE_RUN = {
-    "max_epochs": "epochs=<tutorial epochs>",
-    "max_steps": "epochs=<tutorial epochs>",
-    "check_val_every_n_epoch": "val_every=<epochs>",
-    "val_check_interval": "val_every=<epochs>",
-    "log_every_n_steps": "log_every=<epochs>",
-    "limit_train_batches": "epochs=<tutorial epochs> (or overfit_rows=<rows>)",
-    "accumulate_grad_batches": "data.batch_size=<rows per step>",
-    "overfit_batches": "overfit_rows=<rows>",
-    "fast_dev_run": "debug=fast",
-    "enable_progress_bar": "progress=bar|lines",
-    "enable_checkpointing": "callbacks=none",
-    "callbacks": "callbacks=<group> or callbacks.<name>.<option>=...",
-    "logger": "logger=<group>",
-    "default_root_dir": "paths.output_dir=<dir>",
-    "plugins": "a CheckpointIO of its own (deepbasics.run.checkpoints)",
-}
-
-
-def refuse_run_settings(trainer: DictConfig) -> None:
-    for key in trainer:
-        if key in SET_BY_THE_RUN:
-            raise ConfigError(f"trainer.{key} is set by the run itself; pass {SET_BY_THE_RUN[key]} instead")
-
-
 def lightning_trainer(
     cfg: DictConfig,
     schedule: Schedule,
@@ -210,7 +183,6 @@ def lightning_trainer(
 ) -> L.Trainer:
     """``cfg.trainer`` on the tutorial-epoch schedule of ``datamodule`` with these callbacks and loggers (a
     run's, or a stacked group's, whose root is its sweep directory)."""
-    refuse_run_settings(cfg.trainer)
     full_batch = datamodule.batch_size is None
     trainer = _instantiate(
         cfg.trainer,

@@ -3,6 +3,7 @@ monitor are Lightning's own classes (configured in conf/callbacks)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import statistics
 import sys
@@ -208,10 +209,11 @@ def last_checkpoints(trainer: L.Trainer) -> list[tuple[ModelCheckpoint, str]]:
 
 
 def written_at(trainer: L.Trainer, path: str) -> bool:
-    """Whether ``path`` already holds this step (the run's CheckpointIO records what it wrote). Under DDP
-    only rank 0 writes, so every rank writes again rather than decide apart."""
+    """Whether ``path`` already holds this step (the run's CheckpointIO records what it wrote; with
+    save_last=link, last.ckpt links to a checkpoint that may). Under DDP only rank 0 writes, so every rank
+    writes again rather than decide apart."""
     written = getattr(trainer.strategy.checkpoint_io, "written", {})
-    return trainer.world_size == 1 and written.get(str(path)) == trainer.global_step
+    return trainer.world_size == 1 and written.get(os.path.realpath(path)) == trainer.global_step
 
 
 class RunState(L.Callback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import zipfile
@@ -29,7 +30,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
-        self.written[str(path)] = checkpoint.get("global_step")
+        self.written[os.path.realpath(path)] = checkpoint.get("global_step")
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         return read_checkpoint(path, key="resume")
@@ -87,7 +88,6 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
     state = checkpoint["deepbasics"]
     if "config" in state:
         state["config"] = _renamed_targets(state["config"])
-        _stock_callbacks(state["config"])
     if "state_dict" in checkpoint:
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
     for key in OLD_SCHEDULE_ARGUMENTS:
@@ -95,6 +95,8 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
     if "epochs" not in state:  # written by the module's own loop
         from deepbasics.compat import loops_of_own_loop
 
+        if "config" in state:
+            _config_of_own_loop(state["config"])
         state["epochs"] = int(checkpoint.get("global_step", 0))
         state["own_loop"] = True
         if "loops" in checkpoint:
@@ -111,9 +113,14 @@ def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def _stock_callbacks(config: dict) -> None:
-    """The callbacks of a config of the releases whose module ran its own loop, as Lightning's own classes
-    on the same schedule (the checkpoints every ckpt_every epochs, now Lightning epochs of val_every)."""
+def _config_of_own_loop(config: dict) -> None:
+    """A config of the releases whose module ran its own loop, on Lightning's: their callbacks as
+    Lightning's own classes on the same schedule (the checkpoints every ckpt_every epochs, now Lightning
+    epochs of val_every), and without the Trainer settings the run now sets itself."""
+    from deepbasics.config.schema import SET_BY_THE_RUN
+
+    for key in set(config.get("trainer") or {}) & set(SET_BY_THE_RUN):
+        del config["trainer"][key]
     for conf in (config.get("callbacks") or {}).values():
         old = str(conf.get("_target_", "")).rsplit(".", 1)[-1]
         if conf.get("_target_", "").startswith("deepbasics.") and old in OLD_CALLBACKS:

@@ -56,6 +56,12 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     if cfg.get("resume"):
         ckpt_path = resumed_checkpoint(run_dir, cfg.resume)
         cfg, checkpoint = resumed_config(cfg, ckpt_path, overrides)
+        if checkpoint["deepbasics"].get("own_loop") and cfg.data.get("batch_size"):
+            raise ConfigError(
+                f"resume={cfg.resume}: this mini-batch checkpoint comes from an earlier release, whose loop counted"
+                " passes where Lightning's counts batches, so it cannot be continued; it still evaluates and"
+                " predicts, and deepbasics.load_model reads its weights"
+            )
     validate_train_config(cfg)  # the effective config: a resumed run's is the one stored in its checkpoint
     done = checkpoint["deepbasics"]["epochs"] if checkpoint else 0  # tutorial epochs trained
     stopped = checkpoint["deepbasics"].get("stopped") if checkpoint else None

@@ -36,8 +36,6 @@ class SweepConfigs:
             return kept
         if self.exact:
             return self.loader.load_sweep_config(self.master, overrides)
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-
         parsed = self.parser.parse_overrides(overrides)
         repo = self.loader.repository
         values = [o for o in parsed if isinstance(o.value(), dict) or not repo.group_exists(o.key_or_group)]
@@ -45,7 +43,8 @@ class SweepConfigs:
         if choices not in self.composed:
             self.composed[choices] = self.loader.load_sweep_config(self.master, list(choices))
         cfg = copy.deepcopy(self.composed[choices])
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        if not all(_applied(o, cfg) for o in values):  # anything else: Hydra composes it, and says what is wrong
+            return self.loader.load_sweep_config(self.master, overrides)
         hydra, job = cfg.hydra, cfg.hydra.job.config.override_dirname
         hydra.overrides.hydra = [
             *self.master.hydra.overrides.hydra,
@@ -53,6 +52,38 @@ class SweepConfigs:
         ]
         task = [o for o in parsed if not o.is_hydra_override()]
         hydra.overrides.task = [o.input_line for o in task]
-        hydra.job.override_dirname = get_overrides_dirname(task, job.exclude_keys, job.item_sep, job.kv_sep)
+        # Hydra's override_dirname: the task overrides but the excluded keys, sorted, '=' as kv_sep
+        lines = sorted(o.input_line for o in task if o.key_or_group not in job.exclude_keys)
+        hydra.job.override_dirname = job.item_sep.join(lines).replace("=", job.kv_sep)
         OmegaConf.copy_cache(from_config=self.master, to_config=cfg)
         return cfg
+
+
+def _applied(override, cfg: DictConfig) -> bool:
+    """A value override applied to a composed config as Hydra applies it (key=value, +key=value,
+    ++key=value, ~key); False, with nothing applied, for any other form or any case Hydra would refuse."""
+    from omegaconf import open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    key, value = override.key_or_group, override.value()
+    present = OmegaConf.select(cfg, key, throw_on_missing=False) is not None
+    if override.package is not None or override.is_list_extend():
+        return False
+    try:
+        if override.is_delete():
+            if not present or (value is not None and value != OmegaConf.select(cfg, key)):
+                return False
+            parent, _, leaf = key.rpartition(".")
+            with open_dict(cfg):
+                del (OmegaConf.select(cfg, parent) if parent else cfg)[leaf]
+        elif override.is_add():
+            if present and not isinstance(value, (dict, list)):
+                return False
+            OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+        elif override.is_force_add():
+            OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+        else:
+            OmegaConf.update(cfg, key, value, merge=True)
+    except OmegaConfBaseException:
+        return False
+    return True

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
+from deepbasics.compat import BasicSweeper
 from hydra_plugins.deepbasics_grid.configs import SweepConfigs
 
 

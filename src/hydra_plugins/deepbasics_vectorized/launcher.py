@@ -19,7 +19,6 @@ from hydra.core.utils import (
     JobReturn,
     JobRuntime,
     JobStatus,
-    _save_config,
     configure_log,
     env_override,
     filter_overrides,
@@ -216,6 +215,12 @@ class VectorizedLauncher(Launcher):
         finally:
             HydraConfig.instance().cfg = previous
         return ret
+
+
+def _save_config(cfg, filename: str, output_dir: Path) -> None:
+    """A job's .hydra/ file, as Hydra's run_job writes it."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / filename)
 
 
 def _write_while_training(writes: list) -> Callable[[], None]:

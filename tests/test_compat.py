@@ -1,0 +1,86 @@
+"""deepbasics.compat holds what Lightning and Hydra offer only privately; these tests fail loudly when an
+upgrade of either moves one of those pieces, and keep every private name inside that one module."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from conftest import REPO, compose_train, read_metrics, run_cli
+from deepbasics import compat
+
+FIXTURES = Path(__file__).with_name("fixtures")
+# A run of an earlier release (the module's own loop), killed at epoch 300: last.ckpt holds epoch 200.
+OLD_RUN = ["experiment=blobs_mlp", "epochs=600", "log_every=50", "val_every=100", "ckpt_every=200",
+           "model.optimizer.name=adam", "model.optimizer.lr=0.01"]  # fmt: skip
+
+
+def test_private_names_live_in_compat_alone():
+    spec = importlib.util.spec_from_file_location("private_names", REPO / "scripts" / "private_names.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    found = script.uses(REPO / "src")
+    assert found, "the walk finds the one private import it is known to have"
+    assert {path.name for path, _, _ in found} == {"compat.py"} and len(found) <= 3, found
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "private_names.py")], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith(f"{len(found)} uses of private names of Lightning or Hydra")
+
+
+def test_hydras_grid_sweeper_is_still_where_it_was():
+    from hydra.plugins.sweeper import Sweeper
+
+    assert issubclass(compat.BasicSweeper, Sweeper)
+    assert callable(compat.BasicSweeper.validate_batch_is_legal) and callable(compat.BasicSweeper.sweep)
+
+
+def test_lightnings_loop_state_has_the_counters_compat_reads_and_writes(tmp_path):
+    from deepbasics.run.training import train
+
+    recipe = ["epochs=200", "log_every=50", "val_every=100", "ckpt_every=100", "callbacks.model_checkpoint.save_top_k=-1"]
+    train(compose_train(*recipe, run_dir=tmp_path))
+    new = torch.load(tmp_path / "checkpoints" / "best-epoch100.ckpt", weights_only=True)
+    fit = new["loops"][compat.FIT_LOOP]
+    assert fit[compat.AUTOMATIC_STEPS]["optimizer"]["step"]["total"]["completed"] == 100
+    assert fit[compat.BATCHES]["total"]["completed"] == 100 and fit[compat.BATCHES]["is_last_batch"]
+    assert fit[compat.BATCHES_THAT_STEPPED]["_batches_that_stepped"] == 100
+    assert compat.lightning_epochs_done(new) == 1  # saved at the end of the first Lightning epoch
+    # the checkpoint of an earlier release, brought to the same form
+    old = torch.load(FIXTURES / "full_batch_epoch200_of_600.ckpt", weights_only=True)
+    upgraded = compat.loops_of_own_loop(old["loops"], 200)[compat.FIT_LOOP]
+
+    def shape(d):
+        return {k: shape(v) for k, v in d.items()} if isinstance(d, dict) else type(v := d).__name__
+
+    assert shape(upgraded) == shape(fit)
+    assert upgraded[compat.AUTOMATIC_STEPS]["optimizer"]["step"]["total"]["completed"] == 200
+
+
+def test_a_checkpoint_of_the_releases_with_their_own_loop_resumes_to_the_same_end(tmp_path):
+    """Resumed by today's loop, the earlier release's run ends where today's uninterrupted run ends."""
+    from deepbasics.run.training import train
+
+    train(compose_train(*OLD_RUN, run_dir=tmp_path / "whole"))
+    run = tmp_path / "outputs" / "runs" / "blobs_mlp" / "earlier" / "checkpoints"
+    run.mkdir(parents=True)
+    shutil.copy(FIXTURES / "full_batch_epoch200_of_600.ckpt", run / "last.ckpt")
+    out = run_cli("deepbasics-train", *OLD_RUN, f"resume={run.parent}", cwd=tmp_path)
+    assert f"resuming {run / 'last.ckpt'} at epoch 200/600" in out.stdout
+    a, b = (torch.load(d / "model.pt", weights_only=True) for d in (tmp_path / "whole", run.parent))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_metrics(run.parent)["test"] == read_metrics(tmp_path / "whole")["test"]
+
+
+def test_a_minibatch_checkpoint_of_those_releases_evaluates_but_does_not_resume(tmp_path):
+    old = FIXTURES / "minibatch_epoch10_of_30.ckpt"
+    run_cli("deepbasics-evaluate", f"ckpt_path={old}", cwd=tmp_path)
+    (evaluation,) = (tmp_path / "outputs" / "evaluations").iterdir()
+    assert read_metrics(evaluation)["epochs"] == 10 and "acc" in read_metrics(evaluation)["test"]
+    refused = run_cli("deepbasics-train", f"resume={old}", cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "cannot be continued; it still evaluates and predicts" in refused.stderr
+    assert not list((tmp_path / "outputs").glob("runs/*/*/checkpoints")), "nothing was trained"
