@@ -8,9 +8,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-# Hydra 1.3.8: Hydra's own grid sweeper (hydra/sweeper=basic) has no public import path. The project's grid
-# sweeper (hydra_plugins/deepbasics_grid) is that sweeper with a cheaper check of every job's config.
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: F401
+
+def basic_sweeper() -> type:
+    """Hydra 1.3.8: Hydra's own grid sweeper (hydra/sweeper=basic), which has no public import path; the
+    project's grid sweeper (hydra_plugins/deepbasics_grid) is it with a cheaper check of every job's config.
+    Looked up when asked: Hydra's plugin scan executes its plugin modules again, and a subclass must derive
+    from the class of that execution."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper
 
 # Lightning 2.6.6: the loop state inside a checkpoint ("loops"), as Lightning's fit loop saves and restores
 # it. Earlier releases of deepbasics took all the full-batch steps of a Lightning epoch inside one Lightning

@@ -67,7 +67,7 @@ def _applied(override, cfg: DictConfig) -> bool:
 
     key, value = override.key_or_group, override.value()
     present = OmegaConf.select(cfg, key, throw_on_missing=False) is not None
-    if override.package is not None or override.is_list_extend():
+    if override.package is not None:
         return False
     try:
         if override.is_delete():

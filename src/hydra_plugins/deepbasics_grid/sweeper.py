@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from deepbasics.compat import BasicSweeper
+from deepbasics.compat import basic_sweeper
 from hydra_plugins.deepbasics_grid.configs import SweepConfigs
 
 
-class GridSweeper(BasicSweeper):
+class GridSweeper(basic_sweeper()):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         # the vectorized launcher takes the configs composed here; for the others they are only a check
         checked = {} if not getattr(self.launcher, "takes_checked_configs", False) else self.launcher.checked_configs
