@@ -77,9 +77,9 @@ def project_fit(epochs: int, progress: str = "lines") -> float:
 
         L.seed_everything(cfg.seed, verbose=False)
         schedule = Schedule.of(cfg)
-        datamodule = build_datamodule(cfg)
-        model = build_model(cfg, schedule, datamodule)
-        trainer = build_trainer(cfg, schedule, Path(run_dir))
+        datamodule = build_datamodule(cfg, schedule=schedule)
+        model = build_model(cfg, datamodule)
+        trainer = build_trainer(cfg, schedule, Path(run_dir), datamodule)
         with contextlib.redirect_stdout(io.StringIO()):
             start = time.perf_counter()
             trainer.fit(model, datamodule=datamodule)
@@ -159,9 +159,9 @@ def minibatch_fit(path: Path, features: int, batch: int, epochs: int) -> float:
     with tempfile.TemporaryDirectory() as run_dir:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose("train", overrides=[*overrides, f"paths.run_dir={run_dir}"])
-        datamodule = build_datamodule(cfg)
-        model = build_model(cfg, Schedule.of(cfg), datamodule)
-        trainer = build_trainer(cfg, Schedule.of(cfg), Path(run_dir))
+        datamodule = build_datamodule(cfg, schedule=Schedule.of(cfg))
+        model = build_model(cfg, datamodule)
+        trainer = build_trainer(cfg, Schedule.of(cfg), Path(run_dir), datamodule)
         import contextlib
         import io
 

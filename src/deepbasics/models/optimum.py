@@ -15,6 +15,13 @@ MAX_ROWS = 100_000
 LOGISTIC = "unpenalised logistic regression"
 
 
+def has_optimum(net: dict) -> bool:
+    """Whether ``optimum`` knows the best answer of this net's class (a net spec, as in the config)."""
+    return net.get("name") == "LinearRegression" or (
+        net.get("name") == "LogisticRegression" and net.get("out_features", 1) == 1
+    )
+
+
 def optimum(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, max_rows: int = MAX_ROWS
 ) -> dict | None:

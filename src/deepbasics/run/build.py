@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepbasics.compat import lightning_epochs_done
 from deepbasics.config.schema import Schedule
 from deepbasics.errors import ConfigError, one_line
-from deepbasics.models.optimum import MAX_ROWS, OptimumGap
+from deepbasics.models.optimum import MAX_ROWS, OptimumGap, has_optimum
 from deepbasics.reports.events import fast_checksums
 from deepbasics.run.callbacks import ConsoleLog, EpochProgressBar, Figures, LastCheckpoint, RunState
 from deepbasics.run.checkpoints import AtomicCheckpointIO
@@ -154,9 +154,14 @@ def build_trainer(
     """The run's Trainer; ``resumed``: the checkpoint it continues (its loggers hide what the interrupted
     run logged after it, and its schedule counts the Lightning epochs it finished)."""
     start = (lightning_epochs_done(resumed), resumed["global_step"]) if resumed else (0, 0)
-    gap = OptimumGap(cfg.get("optimum_max_rows", MAX_ROWS))
     bar = live_progress(cfg.get("progress", "auto"))
-    callbacks = [EpochProgressBar(cfg.name) if bar else ConsoleLog(), gap, Figures(cfg.figure_every, gap)]
+    callbacks = [EpochProgressBar(cfg.name) if bar else ConsoleLog()]
+    # Lightning calls every callback at every step, so those with nothing to do are left out.
+    gap = OptimumGap(cfg.get("optimum_max_rows", MAX_ROWS)) if has_optimum(cfg.model.net) else None
+    if gap is not None:
+        callbacks.append(gap)
+    if cfg.figure_every:
+        callbacks.append(Figures(cfg.figure_every, gap))
     callbacks.append(RunState(OmegaConf.to_container(cfg, resolve=True)))
     callbacks += build_callbacks(cfg, run_dir)
     loggers = build_loggers(cfg, run_dir, start[1])

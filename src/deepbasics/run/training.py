@@ -104,12 +104,8 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         is_global_zero=trainer.is_global_zero,
         stopped=stopped_early(trainer),
         best_checkpoint=getattr(checkpointing, "best_model_path", None) or None,
-        optimum=_callback(trainer, OptimumGap).report,
+        optimum=next((c.report for c in trainer.callbacks if isinstance(c, OptimumGap)), None),
     )
-
-
-def _callback(trainer: L.Trainer, kind: type):
-    return next(c for c in trainer.callbacks if isinstance(c, kind))
 
 
 def _best_checkpoint(checkpoint: dict) -> str | None:
