@@ -134,6 +134,35 @@ def _number(text: str):
         return text
 
 
+def test_save_last_link_and_the_checkpoint_hooks_of_a_group(tmp_path, monkeypatch, capfd):
+    """callbacks.model_checkpoint.save_last=link behaves as under the basic launcher, and a group calls its
+    jobs' ModelCheckpoint at epoch ends only, never at every step."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    calls = {"on_train_batch_end": 0, "on_train_epoch_end": 0}
+    for hook in calls:
+        original = getattr(ModelCheckpoint, hook)
+
+        def counted(self, *args, _hook=hook, _original=original, **kwargs):
+            calls[_hook] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ModelCheckpoint, hook, counted)
+    args = [*GRID, "callbacks.model_checkpoint.save_last=link"]
+    links = {}
+    for launcher in ([], [VECTORIZED]):
+        before = dict(calls)
+        code, output, jobs = sweep([*args, *launcher], tmp_path / str(len(launcher)), monkeypatch, capfd)
+        assert code == 0, output
+        files = [p for j in jobs for p in sorted((j / "checkpoints").iterdir())]
+        links[bool(launcher)] = [(p.parent.parent.name, p.name, p.is_symlink(), p.resolve().name) for p in files]
+        steps, epochs = (calls[h] - before[h] for h in calls)
+        # 4 jobs x 100 steps in Lightning epochs of 50: each job's ModelCheckpoint at 2 epoch ends
+        assert epochs == 4 * 2 and steps == (0 if launcher else 4 * 100), (launcher, steps, epochs)
+    assert links[True] == links[False]
+    assert any(linked for _, name, linked, _ in links[True] if name == "last.ckpt"), "last.ckpt links to a checkpoint"
+
+
 def test_a_stacked_job_resumes_alone_under_the_basic_launcher(grids, tmp_path, monkeypatch, capfd):
     (_, _, basic), (_, _, vectorized) = grids
     for job in (basic[2], vectorized[2]):

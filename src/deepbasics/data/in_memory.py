@@ -95,6 +95,14 @@ class Slices:
             yield self.x[start : start + self.size], self.y[start : start + self.size]
 
 
+def placed_batch(batch, device: torch.device):
+    """Lightning's transfer_batch_to_device for data placed on the training device already (``rows``):
+    the batch as it is, where Lightning's own move would walk it at every step to find that out."""
+    from lightning.pytorch.utilities import move_data_to_device
+
+    return batch if batch[0].device == device else move_data_to_device(batch, device)
+
+
 class FullBatchDataModule(L.LightningDataModule):
     """Subclasses return their splits as arrays; this class turns them into float32 tensors, targets (N, 1),
     and serves them to the run's ``schedule`` (set by ``deepbasics.run.build``)."""
@@ -221,6 +229,9 @@ class FullBatchDataModule(L.LightningDataModule):
         size = max(self.batch_size, MEASURE_ROWS) if self.batch_size else None
         return Slices(*self.measured_rows(split), size)
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        return placed_batch(batch, device)
+
     def train_dataloader(self):
         return StepsToValidation(self) if self.batch_size is None else ShuffledPass(self)
 
@@ -266,6 +277,9 @@ class StackedSplits(L.LightningDataModule):
         return self._placed[split, str(device)]
 
     measured_rows = rows
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        return placed_batch(batch, device)
 
     def train_dataloader(self):
         return StepsToValidation(self)

@@ -101,13 +101,6 @@ class TutorialModule(L.LightningModule):
         self.logs_batch_loss = "monitor" in config
         return {"optimizer": optimizer, "lr_scheduler": config}
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
-        # The DataModule places every split on the training device once; Lightning's own move would walk
-        # the batch at every step to find that out.
-        if batch[0].device == device:
-            return batch
-        return L.LightningModule.transfer_batch_to_device(self, batch, device, dataloader_idx)
-
     def training_step(self, batch, batch_idx):
         x, y = batch[0], batch[1]
         loss = self.loss_fn(self(x), y)

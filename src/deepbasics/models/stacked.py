@@ -218,8 +218,6 @@ class StackedModule(L.LightningModule):
         self.failed_at = torch.full((len(jobs),), -1, dtype=torch.long)
         self.failed_value = torch.zeros(len(jobs))
 
-    transfer_batch_to_device = TutorialModule.transfer_batch_to_device  # the data are on the device already
-
     def configure_optimizers(self):
         return StackedOptimizer(list(self.net.params), [job.hparams.optimizer for job in self.jobs])
 
