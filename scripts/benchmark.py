@@ -4,7 +4,9 @@
     .venv/bin/python scripts/benchmark.py [--repeats 5] [--epochs 2000]
 
 - fit: the plain PyTorch loop against `trainer.fit` with metrics, TensorBoard and checkpoints on
-  (deepbasics' defaults: log every 100 epochs, validate and checkpoint every 500), in one process;
+  (deepbasics' defaults: log every 100 epochs, validate and checkpoint every 500), in one process; and
+  against the smallest stock LightningModule with the same logging, logger and checkpoint callback (the
+  price of Lightning's own loop, which deepbasics pays since it trains in that loop);
 - process: `python scripts/tutorial_blobs.py` against `deepbasics-train`, whole processes (imports,
   data, training, test, figures and files written);
 - answers: `deepbasics-train --help` and a mistyped key, whole processes;
@@ -54,6 +56,66 @@ def plain_fit(epochs: int) -> float:
         cost.backward()
         optimizer.step()
     return time.perf_counter() - start
+
+
+def stock_lightning_fit(epochs: int) -> float:
+    """The reference for the fit's overhead: the tutorial's net as the smallest LightningModule that logs
+    as deepbasics does (the train loss every 100 steps, the val loss every 500) with a TensorBoard logger
+    and a ModelCheckpoint, its 500 steps per Lightning epoch from one repeated full batch."""
+    import lightning as L
+    import torch
+
+    from deepbasics.data import BlobsDataModule
+    from deepbasics.models.nets import NeuralNet
+
+    dm = BlobsDataModule(centers=[[1, 1], [-1, -1], [1, -1], [-1, 1]], n_val=20, labels=[0, 0, 1, 1], seed=42)
+    dm.setup()
+    (x, y), val = dm.splits["train"], dm.splits["val"]
+
+    class Tutorial(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(42)
+            self.net = NeuralNet(2, 5)
+
+        def training_step(self, batch, batch_idx):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(self.net(batch[0]), batch[1])
+            self.log("train/loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/loss", torch.nn.functional.binary_cross_entropy_with_logits(self.net(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.net.parameters(), lr=0.03)
+
+    class Batches:  # the same batch, ``times`` times: any iterable serves Lightning's loop
+        def __init__(self, batch, times):
+            self.batch, self.times = batch, times
+
+        def __iter__(self):
+            return iter([self.batch] * self.times)
+
+        def __len__(self):
+            return self.times
+
+    class Data(L.LightningDataModule):
+        def train_dataloader(self):
+            return Batches((x, y), 500)
+
+        def val_dataloader(self):
+            return Batches(val, 1)
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir, monitor="val/loss", save_last=True)
+        trainer = L.Trainer(
+            max_epochs=epochs // 500, logger=L.pytorch.loggers.TensorBoardLogger(run_dir), callbacks=[checkpoint],
+            log_every_n_steps=100, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+            num_sanity_val_steps=0,
+        )  # fmt: skip
+        start = time.perf_counter()
+        trainer.fit(Tutorial(), datamodule=Data())
+        return time.perf_counter() - start
 
 
 def project_fit(epochs: int, progress: str = "lines") -> float:
@@ -242,8 +304,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    plain_fit(50), project_fit(100)  # warm both paths (lazy imports, allocator) before timing
-    fit_plain, fit_ours = alternate(lambda: plain_fit(args.epochs), lambda: project_fit(args.epochs), args.repeats)
+    plain_fit(50), project_fit(100), stock_lightning_fit(500)  # warm every path (lazy imports) before timing
+    fit_plain, fit_ours, fit_stock = [], [], []
+    for _ in range(args.repeats):  # the three interleaved, so that load on the machine hits them alike
+        fit_plain.append(plain_fit(args.epochs))
+        fit_ours.append(project_fit(args.epochs))
+        fit_stock.append(stock_lightning_fit(args.epochs))
     fit_lines, fit_bar = alternate(
         lambda: project_fit(args.epochs, "lines"), lambda: project_fit(args.epochs, "bar"), args.repeats
     )
@@ -270,6 +336,11 @@ def main() -> None:
         print(f"{name:20}{min(plain):>13.3f}s{min(ours):>11.3f}s{ratio_min:>12.2f}x{ratio_median:>15.2f}x")
     print(f"{'--help':20}{'':>14}{statistics.median(help_time):>11.3f}s  (median)")
     print(f"{'config error':20}{'':>14}{statistics.median(error_time):>11.3f}s  (median)")
+    stock = statistics.median(fit_stock) / statistics.median(fit_plain)
+    print(f"{'stock Lightning fit':20}{'':>14}{min(fit_stock):>11.3f}s{min(fit_stock) / min(fit_plain):>12.2f}x"
+          f"{stock:>15.2f}x   (the smallest module, same logging)")
+    print(f"deepbasics fit over stock Lightning: {min(fit_ours) / min(fit_stock):.2f}x (min),"
+          f" {statistics.median(fit_ours) / statistics.median(fit_stock):.2f}x (median)")  # fmt: skip
     bar_min, bar_median = min(fit_bar) / min(fit_lines), statistics.median(fit_bar) / statistics.median(fit_lines)
     print(f"live progress bar over plain lines, fit: {bar_min:.3f}x (min), {bar_median:.3f}x (median)")
     per_epoch = (min(fit_plain) / args.epochs * 1e3, min(fit_ours) / args.epochs * 1e3)
