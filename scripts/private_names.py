@@ -2,12 +2,13 @@
 
     .venv/bin/python scripts/private_names.py [src]
 
-A private name is one with a leading underscore (not a dunder) that Lightning or Hydra define: a module of
-theirs on an import path (``hydra._internal...``), a name imported from one of their modules, or an
-attribute read or written on an object. An attribute counts when Lightning or Hydra define it and the project
-does not define it itself: on ``self`` inside a class of the project, when that class does not define it (so
-it comes from a Lightning base class); on anything else, when no class of the project defines it. Prints one
-line per use (``path:line name``) and the count; exits 1 when there are more than ``--most`` (default 3).
+A private name is one with a leading underscore (not a dunder, nor Hydra's ``_target_``-style config keys)
+that Lightning or Hydra define: a module of theirs on an import path (``hydra._internal...``), a name
+imported from one of their modules, or an attribute that they define. An attribute counts inside a class of
+the project that derives from one of theirs (a base imported from Lightning or Hydra: overriding or setting
+their private attributes is using them), on ``self`` of another class when that class does not define it,
+and on any other object when no class of the project defines it. Prints one line per use
+(``path:line name``) and the count; exits 1 when there are more than ``--most`` (default 3).
 """
 
 from __future__ import annotations
@@ -56,6 +57,51 @@ def _class_names(tree: ast.AST) -> dict[ast.ClassDef, set[str]]:
     return {node: _defined(node) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
 
 
+def _bindings(tree: ast.AST) -> dict[str, str]:
+    """Names a module binds by importing from Lightning or Hydra -> what they are (a dotted path)."""
+    names = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in LIBRARIES:
+            names.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in LIBRARIES:
+                    names[alias.asname or alias.name.split(".")[0]] = alias.asname and alias.name or alias.name.split(".")[0]
+    return names
+
+
+def _their_base_names(cls: ast.ClassDef, bindings: dict[str, str]) -> set[str]:
+    """The underscore names Lightning's or Hydra's classes among ``cls``'s bases (and theirs) define."""
+    import importlib
+    import inspect
+
+    names = set()
+    for base in cls.bases:
+        parts = []
+        while isinstance(base, ast.Attribute):
+            parts.insert(0, base.attr)
+            base = base.value
+        if not isinstance(base, ast.Name) or base.id not in bindings:
+            continue
+        path = [*bindings[base.id].split("."), *parts]
+        obj = None
+        for cut in range(len(path), 0, -1):  # the longest importable module, then attributes
+            try:
+                obj = importlib.import_module(".".join(path[:cut]))
+            except ImportError:
+                continue
+            for attr in path[cut:]:
+                obj = getattr(obj, attr)
+            break
+        for klass in getattr(obj, "__mro__", ()):
+            if klass.__module__.split(".")[0] in LIBRARIES:
+                try:
+                    names |= _defined(ast.parse(inspect.getsource(klass).lstrip()))
+                except (OSError, TypeError, SyntaxError):
+                    continue
+    return names
+
+
 def uses(root: Path) -> list[tuple[Path, int, str]]:
     """(file, line, name) of every use of a private name of Lightning or Hydra under ``root``."""
     theirs = library_names()
@@ -67,10 +113,16 @@ def uses(root: Path) -> list[tuple[Path, int, str]]:
     found = []
     for path, tree in trees.items():
         classes = _class_names(tree)
-        owner = {}  # node -> the project's class it sits in
+        bindings = _bindings(tree)
+        inherited = {cls: _their_base_names(cls, bindings) for cls in classes}
+        owner = {}  # node -> the project's (innermost) class it sits in
         for cls in classes:
             for node in ast.walk(cls):
-                owner.setdefault(node, cls)
+                owner[node] = cls
+        for cls in classes:  # private methods of a Lightning or Hydra base class, overridden
+            for node in cls.body:
+                if isinstance(node, ast.FunctionDef) and node.name in inherited[cls] and _private(node.name):
+                    found.append((path, node.lineno, node.name))
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in LIBRARIES:
                 if any(_private(p) for p in node.module.split(".")):
@@ -84,7 +136,10 @@ def uses(root: Path) -> list[tuple[Path, int, str]]:
             elif isinstance(node, ast.Attribute) and _private(node.attr) and node.attr in theirs:
                 on_self = isinstance(node.value, ast.Name) and node.value.id == "self"
                 cls = owner.get(node)
-                mine = (node.attr in classes[cls]) if on_self and cls is not None else node.attr in ours
+                if on_self and cls is not None:  # a private attribute of a base class of theirs, or its own
+                    mine = node.attr not in inherited[cls] and node.attr in classes[cls]
+                else:
+                    mine = node.attr in ours
                 if not mine:
                     found.append((path, node.lineno, node.attr))
     return found
