@@ -65,8 +65,9 @@ def _bindings(tree: ast.AST) -> dict[str, str]:
             names.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split(".")[0] in LIBRARIES:
-                    names[alias.asname or alias.name.split(".")[0]] = alias.asname and alias.name or alias.name.split(".")[0]
+                top = alias.name.split(".")[0]
+                if top in LIBRARIES:  # import a.b binds a; import a.b as c binds c to a.b
+                    names[alias.asname or top] = alias.name if alias.asname else top
     return names
 
 
