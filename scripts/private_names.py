@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def _defined(tree: ast.AST) -> set[str]:
     return {name for name in names if _private(name)}
 
 
+@functools.cache
 def library_names() -> set[str]:
     """Every underscore name defined anywhere in Lightning's and Hydra's installed sources."""
     names = set()
@@ -105,44 +107,50 @@ def _their_base_names(cls: ast.ClassDef, bindings: dict[str, str]) -> set[str]:
 
 def uses(root: Path) -> list[tuple[Path, int, str]]:
     """(file, line, name) of every use of a private name of Lightning or Hydra under ``root``."""
-    theirs = library_names()
     trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in sorted(root.rglob("*.py"))}
     ours = set()  # underscore attributes some class of the project defines
     for tree in trees.values():
         for names in _class_names(tree).values():
             ours |= names
+    return [use for path, tree in trees.items() for use in found_in(tree, path, ours)]
+
+
+def found_in(tree: ast.AST, path: Path, ours: set[str] | None = None) -> list[tuple[Path, int, str]]:
+    """The uses in one module; ``ours``: the underscore attributes the project's classes define (by
+    default, this module's)."""
+    theirs = library_names()
+    classes = _class_names(tree)
+    ours = ours if ours is not None else set().union(*classes.values())
+    bindings = _bindings(tree)
+    inherited = {cls: _their_base_names(cls, bindings) for cls in classes}
+    owner = {}  # node -> the project's (innermost) class it sits in
+    for cls in classes:
+        for node in ast.walk(cls):
+            owner[node] = cls
     found = []
-    for path, tree in trees.items():
-        classes = _class_names(tree)
-        bindings = _bindings(tree)
-        inherited = {cls: _their_base_names(cls, bindings) for cls in classes}
-        owner = {}  # node -> the project's (innermost) class it sits in
-        for cls in classes:
-            for node in ast.walk(cls):
-                owner[node] = cls
-        for cls in classes:  # private methods of a Lightning or Hydra base class, overridden
-            for node in cls.body:
-                if isinstance(node, ast.FunctionDef) and node.name in inherited[cls] and _private(node.name):
-                    found.append((path, node.lineno, node.name))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in LIBRARIES:
-                if any(_private(p) for p in node.module.split(".")):
-                    found.append((path, node.lineno, node.module))
-                found += [(path, node.lineno, f"{node.module}.{a.name}") for a in node.names if _private(a.name)]
-            elif isinstance(node, ast.Import):
-                for alias in node.names:
-                    top = alias.name.split(".")
-                    if top[0] in LIBRARIES and any(_private(p) for p in top):
-                        found.append((path, node.lineno, alias.name))
-            elif isinstance(node, ast.Attribute) and _private(node.attr) and node.attr in theirs:
-                on_self = isinstance(node.value, ast.Name) and node.value.id == "self"
-                cls = owner.get(node)
-                if on_self and cls is not None:  # a private attribute of a base class of theirs, or its own
-                    mine = node.attr not in inherited[cls] and node.attr in classes[cls]
-                else:
-                    mine = node.attr in ours
-                if not mine:
-                    found.append((path, node.lineno, node.attr))
+    for cls in classes:  # private methods of a Lightning or Hydra base class, overridden
+        for node in cls.body:
+            if isinstance(node, ast.FunctionDef) and node.name in inherited[cls] and _private(node.name):
+                found.append((path, node.lineno, node.name))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in LIBRARIES:
+            if any(_private(p) for p in node.module.split(".")):
+                found.append((path, node.lineno, node.module))
+            found += [(path, node.lineno, f"{node.module}.{a.name}") for a in node.names if _private(a.name)]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")
+                if top[0] in LIBRARIES and any(_private(p) for p in top):
+                    found.append((path, node.lineno, alias.name))
+        elif isinstance(node, ast.Attribute) and _private(node.attr) and node.attr in theirs:
+            on_self = isinstance(node.value, ast.Name) and node.value.id == "self"
+            cls = owner.get(node)
+            if on_self and cls is not None:  # a private attribute of a base class of theirs, or its own
+                mine = node.attr not in inherited[cls] and node.attr in classes[cls]
+            else:
+                mine = node.attr in ours
+            if not mine:
+                found.append((path, node.lineno, node.attr))
     return found
 
 

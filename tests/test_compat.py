@@ -3,15 +3,16 @@ upgrade of either moves one of those pieces, and keep every private name inside 
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-from conftest import REPO, compose_train, read_metrics, run_cli
+from conftest import REPO, compose_train, read_metrics, run_in_this_process
 from deepbasics import compat
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -20,16 +21,34 @@ OLD_RUN = ["experiment=blobs_mlp", "epochs=600", "log_every=50", "val_every=100"
            "model.optimizer.name=adam", "model.optimizer.lr=0.01"]  # fmt: skip
 
 
-def test_private_names_live_in_compat_alone():
+def test_private_names_live_in_compat_alone(monkeypatch, capsys):
+    """scripts/private_names.py as a contributor runs it (its main, in this process, where Lightning is
+    imported already): one line per use, all of them in compat.py."""
     spec = importlib.util.spec_from_file_location("private_names", REPO / "scripts" / "private_names.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    found = script.uses(REPO / "src")
-    assert found, "the walk finds the one private import it is known to have"
-    assert {path.name for path, _, _ in found} == {"compat.py"} and len(found) <= 3, found
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "private_names.py")], capture_output=True, text=True)
-    assert out.returncode == 0
-    assert out.stdout.strip().endswith(f"{len(found)} uses of private names of Lightning or Hydra")
+    monkeypatch.setattr(sys, "argv", ["private_names.py"])
+    with pytest.raises(SystemExit) as exit:
+        script.main()
+    *uses, total = capsys.readouterr().out.strip().splitlines()
+    assert exit.value.code == 0 and total == f"{len(uses)} uses of private names of Lightning or Hydra", uses
+    assert uses and {use.split(":")[0] for use in uses} == {"deepbasics/compat.py"}, uses
+    # the walk sees what it is there to see: uses like those of the release that ran its own loop
+    tree = ast.parse("""
+from lightning.pytorch.callbacks import ModelCheckpoint
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+class ScheduledCheckpoint(ModelCheckpoint):
+    def on_train_start(self, trainer, pl_module):
+        self._last_global_step_saved = trainer.global_step
+
+    def _save_last_checkpoint(self, trainer, candidates):
+        self._own = trainer._checkpoint_connector.dump_checkpoint()
+""")
+    assert sorted(name for _, _, name in script.found_in(tree, Path("old.py"))) == [
+        "_checkpoint_connector", "_last_global_step_saved", "_save_last_checkpoint",
+        "hydra._internal.config_loader_impl",
+    ]  # fmt: skip
 
 
 def test_hydras_grid_sweeper_is_still_where_it_was():
@@ -62,7 +81,7 @@ def test_lightnings_loop_state_has_the_counters_compat_reads_and_writes(tmp_path
     assert upgraded[compat.AUTOMATIC_STEPS]["optimizer"]["step"]["total"]["completed"] == 200
 
 
-def test_a_checkpoint_of_the_releases_with_their_own_loop_resumes_to_the_same_end(tmp_path):
+def test_a_checkpoint_of_the_releases_with_their_own_loop_resumes_to_the_same_end(tmp_path, monkeypatch, capfd):
     """Resumed by today's loop, the earlier release's run ends where today's uninterrupted run ends."""
     from deepbasics.run.training import train
 
@@ -70,19 +89,20 @@ def test_a_checkpoint_of_the_releases_with_their_own_loop_resumes_to_the_same_en
     run = tmp_path / "outputs" / "runs" / "blobs_mlp" / "earlier" / "checkpoints"
     run.mkdir(parents=True)
     shutil.copy(FIXTURES / "full_batch_epoch200_of_600.ckpt", run / "last.ckpt")
-    out = run_cli("deepbasics-train", *OLD_RUN, f"resume={run.parent}", cwd=tmp_path)
-    assert f"resuming {run / 'last.ckpt'} at epoch 200/600" in out.stdout
+    out = run_in_this_process("deepbasics-train", [*OLD_RUN, f"resume={run.parent}"], tmp_path, monkeypatch, capfd)
+    assert out.returncode == 0 and f"resuming {run / 'last.ckpt'} at epoch 200/600" in out.stdout
     a, b = (torch.load(d / "model.pt", weights_only=True) for d in (tmp_path / "whole", run.parent))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert read_metrics(run.parent)["test"] == read_metrics(tmp_path / "whole")["test"]
 
 
-def test_a_minibatch_checkpoint_of_those_releases_evaluates_but_does_not_resume(tmp_path):
+def test_a_minibatch_checkpoint_of_those_releases_evaluates_but_does_not_resume(tmp_path, monkeypatch, capfd):
     old = FIXTURES / "minibatch_epoch10_of_30.ckpt"
-    run_cli("deepbasics-evaluate", f"ckpt_path={old}", cwd=tmp_path)
+    evaluated = run_in_this_process("deepbasics-evaluate", [f"ckpt_path={old}"], tmp_path, monkeypatch, capfd)
+    assert evaluated.returncode == 0
     (evaluation,) = (tmp_path / "outputs" / "evaluations").iterdir()
     assert read_metrics(evaluation)["epochs"] == 10 and "acc" in read_metrics(evaluation)["test"]
-    refused = run_cli("deepbasics-train", f"resume={old}", cwd=tmp_path, check=False)
+    refused = run_in_this_process("deepbasics-train", [f"resume={old}"], tmp_path, monkeypatch, capfd)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "cannot be continued; it still evaluates and predicts" in refused.stderr
     assert not list((tmp_path / "outputs").glob("runs/*/*/checkpoints")), "nothing was trained"
