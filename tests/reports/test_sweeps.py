@@ -35,14 +35,21 @@ def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path):
     proc = run_cli("deepbasics-train", *grid, cwd=tmp_path, check=False)
     sweep = sweep_dir(tmp_path, "linear_scores")
     assert proc.returncode == 1, proc.stderr  # two jobs diverged: the sweep says so in its exit status
-    assert proc.stderr.strip().splitlines()[-1] == f"error: 2 of 6 jobs did not complete; see {sweep / 'summary.md'}"
+    *failed, last = proc.stderr.strip().splitlines()[-3:]
+    assert last == (
+        f"error: 2 of 6 jobs did not finish (see {sweep / 'summary.md'}); the same command with resume=auto"
+        " finishes the sweep"
+    )
+    assert [line.split()[2] for line in failed] == ["04_" + ",".join(SHORT) + ",lr=0.3,seed=1",
+                                                    "05_" + ",".join(SHORT) + ",lr=0.3,seed=2"]  # fmt: skip
+    assert all(" failed: the loss became " in line for line in failed), failed
     # job directories (and so TensorBoard's run names) read as the sweep: number, then the overrides
     short = ",".join(SHORT)
     grid_points = [(lr, seed) for lr in ("0.01", "0.05", "0.3") for seed in (1, 2)]
     names = [f"{i:02d}_{short},lr={lr},seed={seed}" for i, (lr, seed) in enumerate(grid_points)]
     assert f"sweep report: {sweep / 'summary.md'} (6 jobs, best job {names[2]}: train/loss" in proc.stdout
 
-    jobs = sorted(d for d in sweep.iterdir() if d.is_dir())
+    jobs = sorted(d for d in sweep.iterdir() if d.is_dir() and not d.name.startswith("."))
     assert [d.name for d in jobs] == names
     for job in jobs:
         assert (job / ".hydra" / "overrides.yaml").is_file() and (job / "metrics.json").is_file()

@@ -57,12 +57,12 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         print(str(err), flush=True)
         raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
     except (ConfigError, RunFailed) as err:
-        if not _in_multirun():
+        if not in_multirun():
             exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
         log.error("job failed: %s", one_line(err))
         return _worst(cfg)
     except Exception:
-        if not _in_multirun():
+        if not in_multirun():
             raise
         log.exception("job failed")
         return _worst(cfg)
@@ -89,7 +89,7 @@ def _worst(cfg: DictConfig) -> float:
     return -math.inf if mode == "max" else math.inf
 
 
-def _in_multirun() -> bool:
+def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

@@ -6,22 +6,30 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from deepbasics.cli.app import checkpoint_app, hydra_app
+from deepbasics.cli.app import checkpoint_app, hydra_app, in_multirun
 
 
 def _train(cfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+
     from deepbasics.config.schema import validate_train_config
 
+    # This command line's overrides: a resume applies its plain values (epochs=...) to the stored config.
+    overrides = list(HydraConfig.get().overrides.task)
+    if cfg.get("resume") == "auto" and in_multirun():  # a job of a sweep being finished: its own state
+        from deepbasics.config.resolvers import config_groups
+        from deepbasics.config.sweeps import resumed_job
+
+        cfg.resume = resumed_job(cfg.paths.run_dir)
+        # the sweep's definition was checked as a whole: its config groups are the job's own, not changes
+        overrides = [o for o in overrides if o.split("=")[0].lstrip("+~").split("/")[0] not in config_groups()]
     # A mistake answers before torch loads (run.training.train checks the effective config again: it is also
     # called in-process, and a resumed run's config is the one stored in its checkpoint).
     if not cfg.get("resume"):
         validate_train_config(cfg)
-    from hydra.core.hydra_config import HydraConfig
-
     from deepbasics.run.training import train
 
-    # This command line's overrides: a resume applies its plain values (epochs=...) to the stored config.
-    return train(cfg, overrides=list(HydraConfig.get().overrides.task))
+    return train(cfg, overrides=overrides)
 
 
 # `deepbasics-train experiment=<name> [key=value ...]`: train one experiment, or sweep with -m.

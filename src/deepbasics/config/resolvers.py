@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from deepbasics.config.paths import CONF_DIR
 from deepbasics.config.run_dir import choose_run_dir, fresh_stem
+from deepbasics.config.sweeps import sweep_dir
 from deepbasics.errors import ConfigError, exit_with
 from deepbasics.files import lock_run_dir
 
@@ -28,9 +29,18 @@ def _run_dir(output_dir: str, name: str, resume: str | None, fresh: str, overrid
     return str(run_dir)
 
 
-def _output_subdir(resume: str | None, stamp: str) -> str:
-    # A resumed run keeps the first run's .hydra/ and files its own beside it.
-    return ".hydra" if resume in (None, "") else f".hydra/resume_{stamp}"
+def _output_subdir(resume: str | None, stamp: str, output_dir: str | None = None) -> str:
+    # A resumed run keeps the first run's .hydra/ and files its own beside it; a job of a resumed sweep that
+    # had not started gets the .hydra/ of a first run.
+    first = output_dir is not None and not (Path(output_dir) / ".hydra" / "config.yaml").is_file()
+    return ".hydra" if resume in (None, "") or first else f".hydra/resume_{stamp}"
+
+
+def _sweep_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> str:
+    try:
+        return str(sweep_dir(output_dir, name, resume, fresh))
+    except ConfigError as err:
+        exit_with(err)
 
 
 # Overrides that say where or which recipe, not what differs between the jobs of a sweep.
@@ -64,6 +74,7 @@ def register_resolvers() -> None:
         "fresh_stem": fresh_stem,
         "run_dir": _run_dir,
         "output_subdir": _output_subdir,
+        "sweep_dir": _sweep_dir,
         "job_dir": _job_dir,
         "abspath": os.path.abspath,  # a store shared by runs started from other directories
         "basename": os.path.basename,

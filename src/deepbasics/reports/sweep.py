@@ -17,26 +17,24 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.schema import SPLITS
+from deepbasics.config.sweeps import recorded_jobs
 from deepbasics.reports.metrics import FINISHED, read_json
 
 IGNORED = ("hydra.", "paths.")  # overrides that say where, not what
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job directory (the ones holding .hydra/overrides.yaml), in job order."""
+    """One row per job, in job order: each job directory (the ones holding .hydra/overrides.yaml), and each
+    job the sweep recorded (``config.sweeps``) that has none: a kill kept it from starting."""
     jobs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()]
     rows = []
     for job in sorted(jobs, key=_job_order):
-        overrides = {}
-        for text in OmegaConf.load(job / ".hydra" / "overrides.yaml"):
-            key, _, value = str(text).partition("=")
-            if not key.startswith(IGNORED):
-                overrides[key.lstrip("+~")] = value
         path = job / "metrics.json"
         metrics = read_json(path) if path.is_file() else {}
         configured, mode = _config_monitor(job)
         monitor = metrics.get("monitor") or {}
-        row = {"job": job.name, **overrides, "status": metrics.get("status", "failed (no metrics.json)")}
+        status = metrics.get("status") or _unrecorded(job)
+        row = {"job": job.name, **_overrides(OmegaConf.load(job / ".hydra" / "overrides.yaml")), "status": status}
         row["metric"] = monitor.get("metric") or configured
         row["value"] = monitor.get("value") if row["status"] in FINISHED else None
         for stage in SPLITS:
@@ -46,7 +44,28 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         row["run_dir"] = str(job)
         row["_mode"] = mode
         rows.append(row)
-    return rows
+    started = {int(m.group()) for m in (re.match(r"\d+", job.name) for job in jobs) if m}
+    for number, overrides in enumerate(recorded_jobs(sweep_dir)):
+        if number not in started:
+            row = {"job": f"{number:02d} (no directory)", **_overrides(overrides), "status": "not started"}
+            row.update(metric=rows[0]["metric"] if rows else "", value=None, error="", run_dir="", _mode="min")
+            rows.append(row)
+    return sorted(rows, key=lambda r: int(re.match(r"\d+", r["job"]).group()) if r["job"][:1].isdigit() else 0)
+
+
+def _overrides(lines) -> dict[str, str]:
+    overrides = {}
+    for text in lines:
+        key, _, value = str(text).partition("=")
+        if not key.startswith(IGNORED) and key.lstrip("+~") != "resume":
+            overrides[key.lstrip("+~")] = value
+    return overrides
+
+
+def _unrecorded(job: Path) -> str:
+    """The status of a job without metrics.json: a kill stopped it (resumable from its last.ckpt) or
+    before its first checkpoint."""
+    return "interrupted" if (job / "checkpoints" / "last.ckpt").is_file() else "not started"
 
 
 def _job_order(job: Path) -> tuple:
@@ -112,7 +131,8 @@ def write_report(sweep_dir: str | Path) -> dict[str, Any]:
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
     plotted = _plot(rows, swept(rows), metric, sweep_dir / "summary.png")
-    return {"jobs": len(rows), "failed": len(failed), "best": rows[best] if best is not None else None, "plot": plotted}
+    best_row = rows[best] if best is not None else None
+    return {"jobs": len(rows), "failed": len(failed), "best": best_row, "plot": plotted, "rows": rows}
 
 
 def _finite(value: Any) -> bool:
@@ -185,6 +205,13 @@ class SweepReport(Callback):
         line += f", best job {best['job']}: {best['metric']} {best['value']:.6g})" if best else ")"
         print(line, flush=True)
         if report["failed"]:
+            for row in report["rows"]:
+                if row["status"] not in FINISHED:
+                    why = f": {row['error']}" if row["error"] else ""
+                    print(f"error: job {row['job']} {row['status']}{why}", file=sys.stderr)
             where = sweep_dir / "summary.md"
-            print(f"error: {report['failed']} of {report['jobs']} jobs did not complete; see {where}", file=sys.stderr)
+            print(
+                f"error: {report['failed']} of {report['jobs']} jobs did not finish (see {where}); the same command"
+                " with resume=auto finishes the sweep", file=sys.stderr, flush=True,
+            )  # fmt: skip
             raise SystemExit(1)

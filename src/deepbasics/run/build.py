@@ -115,9 +115,13 @@ def build_loggers(cfg: DictConfig, run_dir: Path, start_step: int = 0) -> list:
     loggers = []
     for conf in (cfg.get("logger") or {}).values():
         extra = {"save_dir": str(run_dir)}
-        if start_step and conf._target_.endswith("TensorBoardLogger"):
-            # A resumed run hides what the interrupted one logged after its checkpoint: no doubled points.
-            extra["purge_step"] = start_step + 1
+        if conf._target_.endswith("TensorBoardLogger"):
+            # A resumed run hides what the interrupted one logged after its checkpoint, and a job of a sweep
+            # that starts again (killed before its first checkpoint) all of it: each curve is one line.
+            if start_step:
+                extra["purge_step"] = start_step + 1
+            elif any((run_dir / conf.get("name", "")).glob("**/events.out.tfevents.*")):
+                extra["purge_step"] = 0
         loggers.append(_instantiate(conf, **extra))
     return loggers
 
