@@ -58,6 +58,53 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+class FileSet:
+    """Files that change together (every job's checkpoints of one stacked step): each is written beside
+    its target and fsynced, and all are renamed over their targets only when every one is there, after a
+    journal of the renames (and of the files to remove) is on disk. A kill at any moment leaves the old set
+    or, once the journal exists, the new one: ``roll_forward`` finishes what the journal lists."""
+
+    PENDING = ".pending"
+
+    def __init__(self, journal: Path):
+        self.journal = Path(journal)
+        self.renames: list[tuple[str, str]] = []
+        self.removals: list[str] = []
+
+    def write(self, path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+        path = Path(path)
+        pending = path.with_name(f".{path.name}{self.PENDING}")
+        atomic_write(pending, write)
+        self.renames.append((str(pending), str(path)))
+
+    def remove(self, path: str | Path) -> None:
+        self.removals.append(str(path))
+
+    def commit(self) -> None:
+        if not self.renames and not self.removals:
+            return
+        import json
+
+        text = json.dumps({"renames": self.renames, "removals": self.removals}).encode()
+        atomic_write(self.journal, lambda f: f.write(text))
+        roll_forward(self.journal)
+        self.renames, self.removals = [], []
+
+
+def roll_forward(journal: Path) -> None:
+    """Finish the renames and removals a ``FileSet``'s journal lists (again, harmlessly, if they are done)."""
+    import json
+
+    done = json.loads(Path(journal).read_text())
+    for pending, path in done["renames"]:
+        if os.path.exists(pending):
+            os.replace(pending, path)
+    for path in done["removals"]:
+        if os.path.lexists(path) and not any(path == target for _, target in done["renames"]):
+            os.remove(path)
+    os.remove(journal)
+
+
 def _rank() -> int:
     """This process's global rank from the launcher's environment (torchrun, Lightning's DDP launcher,
     SLURM), read the way Lightning reads it; 0 outside distributed runs."""

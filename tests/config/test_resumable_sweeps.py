@@ -4,6 +4,8 @@ second resume of the same sweep and a plain re-run into a used sweep directory a
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import signal
 import subprocess
@@ -16,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import BIN, read_metrics, run_in_this_process
 
-GRID = ["-m", "experiment=blobs_mlp", "epochs=300", "log_every=50", "val_every=50", "ckpt_every=50",
+GRID = ["-m", "experiment=blobs_mlp", "epochs=200", "log_every=50", "val_every=50", "ckpt_every=50",
         "model.optimizer.lr=0.03,0.1,0.3", "seed=1,2"]  # fmt: skip
 
 
@@ -30,16 +32,20 @@ def sweeps(cwd: Path) -> list[Path]:
 
 
 def killed_when(args: list[str], cwd: Path, ready) -> int:
-    """deepbasics-train started as a user types it, SIGKILLed once ``ready()`` holds; its exit status."""
+    """deepbasics-train started as a user types it, SIGKILLed once ``ready()`` holds, with every process it
+    started (a launcher's workers too, as a cluster kills a job); its exit status."""
     proc = subprocess.Popen([str(BIN / "deepbasics-train"), *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         if ready():
-            proc.send_signal(signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.01)
-    return proc.wait()
+    code = proc.wait()
+    with contextlib.suppress(ProcessLookupError):  # the workers of a launcher, if it ended before
+        os.killpg(proc.pid, signal.SIGKILL)
+    return code
 
 
 def curve(job: Path, tag: str) -> list[tuple[int, float]]:
@@ -66,12 +72,27 @@ def assert_same_sweep(reference: Path, resumed: Path) -> None:
             assert curve(mine, tag) == curve(yours, tag), (mine.name, tag)  # from epoch 0, no doubled points
 
 
+SMALL = [*GRID[:-2], "model.optimizer.lr=0.3", "seed=1,2"]
+# launcher -> (its options, the grid, kills while jobs train, a kill while the report is written)
+LAUNCHERS = {
+    "basic": ([], GRID, 2, True),
+    "vectorized": (["hydra/launcher=vectorized"], GRID, 2, False),
+    "parallel": (["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], SMALL, 1, False),
+    "slurm": (["hydra/launcher=submitit_local"], SMALL, 1, False),
+}
+
+
 @pytest.mark.slow
-def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path):
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, monkeypatch, capfd):
+    """Under every launcher (SLURM's through submitit's local executor): the jobs of a killed sweep end as
+    those of the same sweep never stopped, bit for bit (a stacked group is stacked again, from its jobs'
+    checkpoints). The uninterrupted sweep runs in this process, through the same entry point."""
+    options, grid, kills, report = LAUNCHERS[launcher]
+    GRID_ = [*grid, *options]
     reference = tmp_path / "whole"
     reference.mkdir()
-    whole = subprocess.run([str(BIN / "deepbasics-train"), *GRID], cwd=reference, capture_output=True)
-    assert whole.returncode == 0
+    assert run_in_this_process("deepbasics-train", GRID_, reference, monkeypatch, capfd).returncode == 0
     cwd = tmp_path / "killed"
     cwd.mkdir()
     rng = random.Random(5)
@@ -80,7 +101,7 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path):
     written = [0]
 
     def checkpoints() -> int:
-        """last.ckpt writes seen so far (each job writes one every 50 of its 300 epochs: 36 in all)."""
+        """last.ckpt writes seen so far (each job writes one every 50 of its 200 epochs: 24 in all)."""
         for path in cwd.glob("outputs/multiruns/*/*/*/checkpoints/last.ckpt"):
             mtime = path.stat().st_mtime_ns
             if seen.get(path) != mtime:
@@ -88,20 +109,21 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path):
                 written[0] += 1
         return written[0]
 
-    # killed three times while jobs train (after 1-4, then 2-6 more checkpoints), then while it writes its report
-    first = rng.randint(1, 4)
-    assert killed_when(GRID, cwd, lambda: checkpoints() >= first) == -signal.SIGKILL
+    # killed while jobs train (after 1-4, then 2-6 more checkpoints), then while it writes its report
+    first = rng.randint(1, 3)
+    assert killed_when(GRID_, cwd, lambda: checkpoints() >= first) == -signal.SIGKILL
     (sweep,) = sweeps(cwd)
-    for _ in range(2):
+    for _ in range(kills - 1):
         target = checkpoints() + rng.randint(2, 6)
-        assert killed_when([*GRID, "resume=auto"], cwd, lambda t=target: checkpoints() >= t) == -signal.SIGKILL
-    killed_when([*GRID, "resume=auto"], cwd, lambda: (sweep / "summary.csv").exists())
-    command = [str(BIN / "deepbasics-train"), *GRID, "resume=auto"]
+        assert killed_when([*GRID_, "resume=auto"], cwd, lambda t=target: checkpoints() >= t) == -signal.SIGKILL
+    if report:
+        killed_when([*GRID_, "resume=auto"], cwd, lambda: (sweep / "summary.csv").exists())
+    command = [str(BIN / "deepbasics-train"), *GRID_, "resume=auto"]
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert sweeps(cwd) == [sweep], "every resume finished the same sweep, in its directory"
     assert_same_sweep(sweeps(reference)[0], sweep)
-    assert (sweep / "summary.md").read_text().count("| completed |") == 6
+    assert (sweep / "summary.md").read_text().count("| completed |") == len(jobs_of(sweep))
 
 
 def test_a_resume_of_another_sweep_and_a_second_writer_are_refused(tmp_path, monkeypatch, capfd):

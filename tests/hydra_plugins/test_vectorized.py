@@ -171,8 +171,8 @@ def test_a_stacked_job_resumes_alone_under_the_basic_launcher(grids, tmp_path, m
         )
         assert proc.returncode == 0, proc.stderr
         assert read_metrics(job)["epochs"] == 150
-    close(torch.load(vectorized[2] / "model.pt"), torch.load(basic[2] / "model.pt"), vectorized[2], "model.pt")
     _twin[0] = basic[2]
+    close(torch.load(vectorized[2] / "model.pt"), torch.load(basic[2] / "model.pt"), vectorized[2], "model.pt")
     close(read_metrics(vectorized[2])["test"], read_metrics(basic[2])["test"], vectorized[2], "test")
 
 

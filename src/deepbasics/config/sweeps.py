@@ -99,6 +99,17 @@ def resumed_job(job_dir: str) -> str | None:
     return str(path) if (path / LAST).is_file() else None
 
 
+def finish_writes(sweep: Path) -> None:
+    """What a kill cut short in a sweep: the checkpoints of a stacked group's step that its journal says
+    are complete are put in place, and those it had only begun to write are dropped."""
+    from deepbasics.files import FileSet, roll_forward
+
+    for journal in (sweep / STATE).glob("journal-*.json"):
+        roll_forward(journal)
+    for pending in sweep.glob(f"*/checkpoints/.*{FileSet.PENDING}"):
+        pending.unlink()
+
+
 def record_jobs(sweep: Path, jobs: list[list[str]]) -> None:
     """The sweep's jobs in order (their overrides), the first time they are known, so the report lists the
     jobs a kill kept from starting."""
@@ -128,6 +139,8 @@ class SweepState(Callback):
         except ConfigError as err:
             unlock_run_dir(sweep)
             exit_with(err)
+        finish_writes(sweep)
+
 
     def _check(self, config: DictConfig, sweep: Path) -> None:
         asked = definition(config)

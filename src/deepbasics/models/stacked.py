@@ -186,6 +186,27 @@ class StackedOptimizer(torch.optim.Optimizer):
         denominator = (second.sqrt() / self._view("", p, correction)).add_(self._view("eps", p))
         p.addcdiv_(state["exp_avg"] * self._view("", p, step_size), denominator)
 
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["steps"] = self.steps  # Adam's bias corrections count the steps taken
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.steps = int(state_dict.get("steps", 0))
+
+    def stacked_state(self, job_states: Sequence[list[dict]]) -> dict:
+        """This optimizer's state_dict holding each job's state (per parameter, in the form torch's optimizer
+        for that job keeps it: ``job_state``'s), so a group continues from its jobs' checkpoints."""
+        params = self.param_groups[0]["params"]
+        state = {}
+        for i, p in enumerate(params):
+            names = [name for name in job_states[0][i] if name != "step"]
+            if names:
+                state[i] = {n: torch.stack([s[i][n] for s in job_states]).to(p.device, p.dtype) for n in names}
+        steps = next((int(s["step"]) for s in job_states[0] if "step" in s), 0)
+        return {"state": state, "param_groups": super().state_dict()["param_groups"], "steps": steps}
+
     def job_state(self, k: int) -> list[dict]:
         """Job k's optimizer state per parameter, as torch's own optimizer for that job keeps it."""
         states = []
@@ -217,6 +238,7 @@ class StackedModule(L.LightningModule):
         self.latest: dict[str, torch.Tensor] = {}
         self.failed_at = torch.full((len(jobs),), -1, dtype=torch.long)
         self.failed_value = torch.zeros(len(jobs))
+        self.on_record = None  # called with (step, values) at every recorded point (each job's loggers)
 
     def configure_optimizers(self):
         return StackedOptimizer(list(self.net.params), [job.hparams.optimizer for job in self.jobs])
@@ -250,6 +272,8 @@ class StackedModule(L.LightningModule):
             self.latest = {}
         self.latest.update(values)
         self.history.append((self.global_step, values))
+        if self.on_record is not None:
+            self.on_record(self.global_step, values)
         return values
 
     def measure(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -110,7 +110,8 @@ def live_progress(progress: str) -> bool:
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, start_step: int = 0) -> list:
-    """The configured loggers, writing into ``run_dir`` (never where a copied config points)."""
+    """The configured loggers of a run's training from ``start_step``, writing into ``run_dir`` (never where
+    a copied config points)."""
     fast_checksums()
     loggers = []
     for conf in (cfg.get("logger") or {}).values():

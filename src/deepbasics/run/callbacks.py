@@ -160,14 +160,17 @@ class LastCheckpoint(Checkpoint):
         # Within a Lightning epoch of full batches; an epoch's last step waits for its end.
         if trainer.datamodule.batch_size is None and not trainer.datamodule.ends_lightning_epoch(trainer.global_step):
             self._stop_if_signalled(trainer)
+        commit(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop_if_signalled(trainer)
         self.save(trainer, due=True)
+        commit(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
         self.save(trainer)
+        commit(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
@@ -178,7 +181,9 @@ class LastCheckpoint(Checkpoint):
             flag = torch.tensor(float(received), device=trainer.strategy.root_device)
             received = int(trainer.strategy.reduce(flag, reduce_op="max"))
         if received:
-            raise SignalStop(received, self.save(trainer))
+            saved = self.save(trainer)
+            commit(trainer)
+            raise SignalStop(received, saved)
 
     def save(self, trainer: L.Trainer, due: bool = False) -> list[str]:
         """Write each target's last.ckpt that does not hold this step yet (``due``: only those whose
@@ -196,6 +201,14 @@ class LastCheckpoint(Checkpoint):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+def commit(trainer: L.Trainer) -> None:
+    """The checkpoints of this hook written as one, for a CheckpointIO that writes several files together
+    (a stacked group's, ``run.group``); a run's own CheckpointIO writes each at once."""
+    io = trainer.strategy.checkpoint_io
+    if hasattr(io, "commit"):
+        io.commit()
 
 
 def last_checkpoints(trainer: L.Trainer) -> list[tuple[ModelCheckpoint, str]]:

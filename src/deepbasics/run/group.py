@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import time
 from collections.abc import Sequence
@@ -20,10 +21,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from deepbasics.compat import lightning_epochs_done
+from deepbasics.config.run_dir import LAST
 from deepbasics.config.schema import Schedule, validate_train_config
+from deepbasics.config.sweeps import STATE
 from deepbasics.data.in_memory import StackedSplits
 from deepbasics.errors import ConfigError, RunFailed, one_line
-from deepbasics.files import lock_run_dir, unlock_run_dir
+from deepbasics.files import FileSet, lock_run_dir, unlock_run_dir
 from deepbasics.models.lightning_modules import build_optimizer
 from deepbasics.models.optimum import MAX_ROWS, log_optimum_line, optimum
 from deepbasics.models.stacked import StackedModule
@@ -37,7 +41,7 @@ from deepbasics.run.build import (
     lightning_trainer,
 )
 from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop
-from deepbasics.run.checkpoints import AtomicCheckpointIO
+from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
 from deepbasics.run.finish import write_end
 from deepbasics.run.rng import rng_states
 from deepbasics.run.training import diverged, interruption, record_status
@@ -59,6 +63,8 @@ class Job:
     run_state: RunState | None = None
     rng: dict | None = None
     optimizer: torch.optim.Optimizer | None = None
+    resumed: dict | None = None  # the checkpoint it continues from (a resumed sweep's), read once
+    loggers: list = field(default_factory=list)  # written while the group trains
     outcome: float | BaseException | None = None
 
     def __post_init__(self) -> None:
@@ -134,6 +140,9 @@ def _build(job: Job, shared: dict) -> bool:
         job.datamodule = shared[key]
         job.module = build_model(cfg, job.datamodule)
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
+        if cfg.get("resume"):  # a job of a resumed sweep: its own last checkpoint (config.sweeps)
+            job.resumed = read_checkpoint(Path(cfg.resume) / LAST, key="resume")
+            job.rng = job.resumed["callbacks"][RunState.__qualname__]["rng"]
         # torch checks the optimizer's values (the stacked step does not): a bad one fails its own job here
         job.optimizer = build_optimizer(job.module.net.parameters(), job.module.hparams.optimizer)
         callbacks = build_callbacks(cfg, job.run_dir)
@@ -156,37 +165,82 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     console = ConsoleLog(first.monitor.metric, first.monitor.mode, labels)
     callbacks = [console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
     root = jobs[0].run_dir.parent
-    trainer = lightning_trainer(first, schedule, root, callbacks, [], data, checkpoint_io=JobCheckpointIO(checkpoints))
+    resumed = jobs[0].resumed  # the launcher groups the jobs of a resumed group, all at the same step
+    start = (lightning_epochs_done(resumed), resumed["global_step"]) if resumed else (0, 0)
+    journal = root / STATE / f"journal-{jobs[0].label}.json"  # config.sweeps' folder in the sweep directory
+    trainer = lightning_trainer(first, schedule, root, callbacks, [], data, resumed=start,
+                                checkpoint_io=JobCheckpointIO(checkpoints, journal))  # fmt: skip
     _check_device_memory(trainer, group, data)
-    start = time.perf_counter()
+    _start_logs(jobs, group, start[1])
+    began = time.perf_counter()
     try:
-        trainer.fit(group, datamodule=data)
+        trainer.fit(group, datamodule=data, ckpt_path=str(jobs[0].run_dir / LAST) if resumed else None)
     except SignalStop as stop:
-        timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - start
+        timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - began
         step = trainer.global_step
         for k, job in enumerate(jobs):
             if group.failed_at[k] >= 0:  # it had diverged before the signal came
                 _end_failed(job, k, group)
-            else:  # its events up to the stop, as a run of its own has them; resume continues them
-                loggers = build_loggers(job.cfg, job.run_dir)
-                _replay(job, k, group, loggers, None)
-                for logger in loggers:
-                    logger.finalize("interrupted")
+            else:  # its events up to the stop were written as it trained; a resume continues them
+                _close_logs(job, "interrupted")
                 mine = Path(job.checkpoint.dirpath) if job.checkpoint else None
                 saved = [p for p in stop.saved if Path(p).parent == mine]
                 resume = f"\"resume='{job.run_dir}'\""
                 stopped = interruption(stop.signum, step, job.cfg, job.run_dir, resume, saved)
                 job.fail(stopped, "interrupted", epochs=step)
         return
-    timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - start
+    except BaseException:
+        for job in jobs:
+            _close_logs(job, "failed")
+        raise
+    timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - began
+    for k, job in enumerate(jobs):
+        if group.failed_at[k] < 0:  # as Lightning finalizes a run's loggers when its fit ends; the end of
+            for logger in job.loggers:  # the run logs more into them (TensorBoard's writer opens again)
+                logger.finalize("success")
     finals: dict[str, torch.Tensor] = {}
     for split in data.splits:
         finals.update(group.measure(split, *data.rows(split)))
-    _end_jobs(jobs, group, finals, trainer.global_step)
+    _end_jobs(jobs, group, finals, trainer.global_step, from_start=not resumed)
 
 
-def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict[str, torch.Tensor], step: int) -> None:
-    """Each job's end: a failure record for a job that diverged, the end-of-run files for the others."""
+def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
+    """Each job's loggers, written as the group trains, so a kill loses none of its points: its
+    hyperparameters (as Lightning logs them at a fit's start), its optimum's flat line from epoch 0, then
+    every point the group records, for the jobs still alive (a job that diverged logged the points up to
+    its failure, as a run of its own does)."""
+    for job in jobs:
+        job.loggers = build_loggers(job.cfg, job.run_dir, start_step)
+        hparams = {**job.module.hparams_initial, **job.datamodule.hparams_initial}
+        for logger in job.loggers:
+            logger.log_hyperparams(hparams)
+            logger.save()
+        if start_step == 0:
+            x, y = job.datamodule.splits["train"]
+            limit = job.cfg.get("optimum_max_rows", MAX_ROWS)
+            log_optimum_line(optimum(job.module.net, x, y, job.module.loss_fn, limit), job.loggers)
+
+    def write(step: int, values: dict[str, torch.Tensor]) -> None:
+        for k in group.alive():
+            scalars = {name: float(v[k]) for name, v in values.items()}
+            for logger in jobs[k].loggers:
+                logger.log_metrics(scalars, step=step)
+                logger.save()
+
+    group.on_record = write
+
+
+def _close_logs(job: Job, status: str) -> None:
+    for logger in job.loggers:
+        logger.finalize(status)
+    job.loggers = []
+
+
+def _end_jobs(
+    jobs: list[Job], group: StackedModule, finals: dict[str, torch.Tensor], step: int, from_start: bool = True
+) -> None:
+    """Each job's end: a failure record for a job that diverged, the end-of-run files for the others.
+    ``from_start``: the group trained from epoch 0, so its history holds every point of the loss curves."""
     alive = [k for k in range(len(jobs)) if group.failed_at[k] < 0]
     for k in range(len(jobs)):
         if group.failed_at[k] >= 0:
@@ -199,7 +253,7 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict[str, torch.Ten
         job.module.net.load_state_dict(group.net.job_state(k))
         x, y = job.datamodule.splits["train"]
         optima[k] = optimum(job.module.net, x, y, job.module.loss_fn, job.cfg.get("optimum_max_rows", MAX_ROWS))
-        curves[k] = _curves(group, k, optima[k], step)
+        curves[k] = _curves(group, k, optima[k], step) if from_start else _logged_curves(job, optima[k], step)
     template = jobs[alive[0]].module
     classes = getattr(template, "num_classes", 1)
     xs, ys = zip(*(jobs[k].datamodule.splits["train"] for k in alive), strict=True)
@@ -209,8 +263,7 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict[str, torch.Ten
     def end(k: int) -> float | RunFailed:
         job = jobs[k]
         try:
-            loggers = build_loggers(job.cfg, job.run_dir)
-            _replay(job, k, group, loggers, optima[k])
+            loggers = job.loggers  # the ones it trained with (one MLflow run per job)
             values = {name: float(v[k]) for name, v in finals.items()}
             best = job.checkpoint.best_model_path if job.checkpoint else None
             return write_end(job.cfg, job.run_dir, job.module, job.datamodule, loggers, step, values,
@@ -262,28 +315,8 @@ def _forked_map(work, items: list) -> list:
 
 def _end_failed(job: Job, k: int, group: StackedModule) -> None:
     epoch, value = int(group.failed_at[k]), float(group.failed_value[k])
-    loggers = build_loggers(job.cfg, job.run_dir)
-    _replay(job, k, group, loggers, None, failed=epoch)  # a run of its own logged the points before its failure
-    for logger in loggers:
-        logger.finalize("failed")
+    _close_logs(job, "failed")  # its points up to its failure were written as it trained
     job.fail(diverged(f"the loss became {value} at epoch {epoch}", epoch, job.run_dir), failed_at_epoch=epoch)
-
-
-def _replay(job: Job, k: int, group: StackedModule, loggers: list, report: dict | None, failed: int | None = None):
-    """Job k's hyperparameters and logged points, as a run of its own logs them while training. A run that
-    fails at epoch ``failed`` logged the points before it, and those of that epoch when it ends a chunk of
-    ``val_every`` epochs (they were logged as that chunk ended; the next step found the loss non-finite)."""
-    hparams = {**job.module.hparams_initial, **job.datamodule.hparams_initial}  # what Lightning logs at fit start
-    for logger in loggers:
-        logger.log_hyperparams(hparams)
-        logger.save()
-    log_optimum_line(report, loggers)  # as models.optimum.OptimumGap logs it at the start of a fit
-    for step, values in group.history:
-        if failed is not None and (step > failed or (step == failed and failed % group.val_every)):
-            continue
-        scalars = {name: float(v[k]) for name, v in values.items()}
-        for logger in loggers:
-            logger.log_metrics(scalars, step=step)
 
 
 def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dict[str, list[tuple[int, float]]]:
@@ -293,6 +326,20 @@ def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dic
         for tag in ("train/loss", "val/loss"):
             if tag in values:
                 curves.setdefault(tag, []).append((at, float(values[tag][k])))
+    if report and "loss" in report:
+        curves["optimum/loss"] = [(0, report["loss"]), (step, report["loss"])]
+    return curves
+
+
+def _logged_curves(job: Job, report: dict | None, step: int) -> dict[str, list[tuple[int, float]]] | None:
+    """The loss curves of a job of a resumed group, from its TensorBoard events (the group's history holds
+    only what it trained since the resume); None without a TensorBoard logger."""
+    from deepbasics.reports.figures import curves_from_events
+
+    conf = next((c for c in (job.cfg.get("logger") or {}).values() if c._target_.endswith("TensorBoardLogger")), None)
+    if conf is None:
+        return None
+    curves = curves_from_events(job.run_dir / conf.get("name", ""))
     if report and "loss" in report:
         curves["optimum/loss"] = [(0, report["loss"]), (step, report["loss"])]
     return curves
@@ -420,6 +467,36 @@ class JobCheckpoints(L.Callback):
         own["deepbasics"] = job.run_state.state(group.trainer, job.module.is_classifier, job.datamodule)
         return own
 
+    def group_checkpoint(self) -> dict:
+        """The group's checkpoint from its jobs' own last checkpoints (``Job.resumed``), so that the group
+        resumes as a group: the loop state they share (a run of its own's), each job's weights and optimizer
+        state stacked, each job's ModelCheckpoint state for it (``load_state_dict``)."""
+        from deepbasics.models.stacked import StackedOptimizer
+
+        checkpoints = [job.resumed for job in self.jobs]
+        names = self.group.net.names
+        params = [torch.stack([c["state_dict"][f"net.{name}"] for c in checkpoints]) for name in names]
+        specs = [job.hparams.optimizer for job in self.group.jobs]
+        optimizer = StackedOptimizer([torch.nn.Parameter(p) for p in params], specs)
+        job_states = [[c["optimizer_states"][0]["state"].get(i, {}) for i in range(len(names))] for c in checkpoints]
+        shared = ("epoch", "global_step", "pytorch-lightning_version", "loops")  # a run of its own's
+        head = {k: v for k, v in checkpoints[0].items() if k in shared}
+        return {
+            **head,
+            "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
+            "optimizer_states": [optimizer.stacked_state(job_states)],
+            "lr_schedulers": [],
+            "callbacks": {self.state_key: {"jobs": [
+                c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
+                for c, job in zip(checkpoints, self.jobs, strict=True)
+            ]}},  # fmt: skip
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for job, state in zip(self.jobs, state_dict["jobs"], strict=True):
+            if job.checkpoint is not None and state:
+                job.checkpoint.load_state_dict(state)
+
     def _optimizer_state(self, job: Job, k: int) -> dict:
         """Job k's slice of the stacked optimizer, in the form torch's own optimizer for job k saves."""
         stacked = self.group.trainer.optimizers[0]
@@ -432,11 +509,26 @@ class JobCheckpoints(L.Callback):
 
 
 class JobCheckpointIO(AtomicCheckpointIO):
-    """The group's checkpoint written as the checkpoint of the job whose directory it goes to."""
+    """The group's checkpoint written as the checkpoint of the job whose directory it goes to. A group's
+    checkpoints of one step change together (``FileSet``, committed by ``LastCheckpoint`` at the end of the
+    hook): a kill while they are written leaves every job at the same step, so a resumed sweep stacks the
+    same group again (a group of other jobs sums in other orders, off by float32 rounding)."""
 
-    def __init__(self, checkpoints: JobCheckpoints):
+    def __init__(self, checkpoints: JobCheckpoints, journal: Path):
         super().__init__()
         self.checkpoints = checkpoints
+        self.files = FileSet(journal)
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        super().save_checkpoint(self.checkpoints.job_checkpoint(checkpoint, path), path, storage_options)
+        own = self.checkpoints.job_checkpoint(checkpoint, path)
+        self.files.write(path, lambda f: torch.save(own, f))
+        self.written[os.path.realpath(path)] = own.get("global_step")
+
+    def remove_checkpoint(self, path) -> None:
+        self.files.remove(path)
+
+    def commit(self) -> None:
+        self.files.commit()
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return self.checkpoints.group_checkpoint()  # a resumed group: from all its jobs' checkpoints

@@ -76,6 +76,26 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
     return None, json.dumps(shared, sort_keys=True, default=str)
 
 
+def resumed_key(sweep_config: DictConfig) -> tuple[str | None, str]:
+    """``group_key`` for a job of a sweep being finished (``resume=auto``): a finished job runs on its own
+    (it only says so); the others group with the jobs whose checkpoints are at the same step, and with jobs
+    that start, by the step they start at."""
+    import torch
+
+    from deepbasics.config.sweeps import job_state, resumed_job
+
+    job_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+    if job_state(job_dir)[0] == "finished":
+        return "it has finished", ""
+    resumed = resumed_job(str(job_dir))
+    step = torch.load(Path(resumed) / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] if resumed else 0
+    fresh = sweep_config.copy()
+    with open_dict(fresh):
+        fresh.resume = None
+    reason, key = group_key(fresh)
+    return reason, f"{key} from step {step}" if reason is None else key
+
+
 class VectorizedLauncher(Launcher):
     takes_checked_configs = True  # the grid sweeper hands over the configs it composed (checked_configs)
 
@@ -126,6 +146,8 @@ class VectorizedLauncher(Launcher):
 
     def _key(self, sweep_config: DictConfig) -> tuple[str | None, str]:
         try:
+            if sweep_config.get("resume") == "auto":  # a job of a sweep being finished: by the state it is in
+                return resumed_key(sweep_config)
             return group_key(sweep_config)
         except Exception as err:  # the job itself will report it when it runs
             return f"its config does not resolve ({type(err).__name__}: {str(err).splitlines()[0]})", ""
@@ -148,6 +170,11 @@ class VectorizedLauncher(Launcher):
         written = _write_while_training(writes)
         prepared = [ret for ret, _ in started]
         outcomes: list[Any] = [cfg for _, cfg in started]  # the resolved config, or why it does not resolve
+        for cfg in outcomes:
+            if isinstance(cfg, DictConfig) and cfg.get("resume") == "auto":  # its own last.ckpt, or a start
+                from deepbasics.config.sweeps import resumed_job
+
+                cfg.resume = resumed_job(cfg.paths.run_dir)
         ready = [k for k, cfg in enumerate(outcomes) if isinstance(cfg, DictConfig)]
         log.info(f"training {_jobs(len(ready))} stacked: {_numbers([indices[k] for k in ready])}")
         chatter = logging.getLogger("lightning.pytorch")  # accelerator notes and tips: not once per group
