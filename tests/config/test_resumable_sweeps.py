@@ -163,3 +163,33 @@ def test_a_resume_of_another_sweep_and_a_second_writer_are_refused(tmp_path, mon
 
     finished = run_in_this_process("deepbasics-train", [*short, "resume=auto"], tmp_path, monkeypatch, capfd)
     assert finished.returncode == 0 and finished.stdout.count("already finished") == 2
+
+
+@pytest.mark.slow
+def test_a_killed_optuna_sweep_continues_toward_n_trials(tmp_path):
+    """The trials a kill left running are launched again in their own directories (continuing from their
+    checkpoints), then new ones until the sweep has n_trials; the study, the sweep and its report agree."""
+    import csv
+
+    import optuna
+
+    search = ["hparams_search=linear_scores_optuna", "epochs=200", "log_every=50", "val_every=50", "ckpt_every=50",
+              "model.optimizer.lr=tag(log,interval(0.0001,0.01))", "hydra.sweeper.n_trials=6",
+              "hydra.sweeper.n_jobs=2"]  # fmt: skip
+    started = lambda: any(tmp_path.glob("outputs/multiruns/*/*/02_*/checkpoints/last.ckpt"))  # noqa: E731
+    assert killed_when(search, tmp_path, started) == -signal.SIGKILL
+    storage = f"sqlite:///{tmp_path}/outputs/optuna.db"
+    killed = optuna.load_study(study_name="linear_scores_lr", storage=storage).trials  # as the kill left them
+    assert [t.state.name for t in killed] == ["COMPLETE", "COMPLETE", "RUNNING", "RUNNING"]
+    done = subprocess.run([str(BIN / "deepbasics-train"), *search, "resume=auto"], cwd=tmp_path,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="linear_scores_lr", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6  # the two killed trials told, four more
+    assert [t.params for t in study.trials[:4]] == [t.params for t in killed]
+    (sweep,) = (tmp_path / "outputs" / "multiruns" / "linear_scores").iterdir()
+    jobs = jobs_of(sweep)
+    assert [int(j.name[:2]) for j in jobs] == list(range(6))
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert [float(r["value"]) for r in rows] == [t.value for t in study.trials]
+    assert [float(r["model.optimizer.lr"]) for r in rows] == [t.params["model.optimizer.lr"] for t in study.trials]

@@ -125,8 +125,15 @@ class OptunaSweeper(Sweeper):
             custom = get_method(self.custom_search_space) if self.custom_search_space else None
         except Exception as err:  # another direction than the stored study's, a storage that cannot open...
             raise ConfigError(f"hydra.sweeper: {str(err).strip().splitlines()[0]}") from None
-        log.info(f"Optuna study {study.study_name}: {len(study.trials)} earlier trials; {self.n_trials} more")
-        results, done, job_idx = [], 0, 0
+        first, pending = self._this_sweep(study)
+        mine = [t for t in study.get_trials(deepcopy=False) if t.number >= first]
+        earlier = f"{first} earlier trials" + (f", {len(mine)} of this sweep" if mine else "")
+        log.info(f"Optuna study {study.study_name}: {earlier}; {self.n_trials - len(mine) + len(pending)} to run")
+        results = []
+        for run in _consecutive(pending):  # what a kill left running: again, in their own job directories
+            batch = [[*fixed, *(f"{key}={value}" for key, value in trial.params.items())] for trial in run]
+            results.append(self._launch(study, run, batch, run[0].number - first, len(directions)))
+        done = len(mine)
         while done < self.n_trials:
             trials = [study.ask() for _ in range(min(self.n_jobs, self.n_trials - done))]
             try:
@@ -137,23 +144,53 @@ class OptunaSweeper(Sweeper):
                     if custom is not None:  # a function(cfg, trial) that suggests more values itself
                         custom(self.config, trial)
                     batch.append([*fixed, *(f"{key}={value}" for key, value in trial.params.items())])
-                self.validate_batch_is_legal(batch)
-                returns = self.launcher.launch(batch, initial_job_idx=job_idx)
-            except BaseException:  # Ctrl-C or a broken batch: its trials are not left RUNNING in the study
+            except BaseException:  # a broken search space: its trials are not left RUNNING in the study
                 for trial in trials:
                     study.tell(trial, state=TrialState.FAIL)
                 raise
-            for trial, job in zip(trials, returns, strict=True):
-                values = _values(job, len(directions))
-                if values is None:
-                    study.tell(trial, state=TrialState.FAIL)
-                else:
-                    study.tell(trial, values if len(directions) > 1 else values[0])
-            results.append(returns)
+            results.append(self._launch(study, trials, batch, trials[0].number - first, len(directions)))
             done += len(trials)
-            job_idx += len(trials)
         self._write_results(study, len(directions))
         return results
+
+    def _this_sweep(self, study) -> tuple[int, list]:
+        """The number of the sweep's first trial (recorded in its directory, so a resumed sweep counts its
+        n_trials from there) and the trials of it a kill left running."""
+        from optuna.trial import TrialState
+
+        from deepbasics.config.sweeps import STATE
+
+        record = Path(str(self.config.hydra.sweep.dir)) / STATE / "optuna.yaml"
+        if self.config.get("resume") and record.is_file():
+            first = int(OmegaConf.load(record).first_trial)
+            trials = study.get_trials(deepcopy=False)
+            return first, [t for t in trials if t.number >= first and t.state == TrialState.RUNNING]
+        first = len(study.trials)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create({"study_name": study.study_name, "first_trial": first}), record)
+        return first, []
+
+    def _launch(self, study, trials: list, batch: list[list[str]], job_idx: int, objectives: int):
+        """One batch of trials launched together, as jobs ``job_idx``...; each told its value, or FAIL. A job
+        a signal stopped (exit 130/143) leaves its trial running: resume=auto continues it."""
+        from optuna.trial import TrialState
+
+        try:
+            self.validate_batch_is_legal(batch)
+            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # a broken batch: its trials are not left RUNNING in the study
+            for trial in trials:
+                study.tell(trial.number, state=TrialState.FAIL)
+            raise
+        for trial, job in zip(trials, returns, strict=True):
+            values = _values(job, objectives)
+            if values is None:
+                study.tell(trial.number, state=TrialState.FAIL)
+            else:
+                study.tell(trial.number, values if objectives > 1 else values[0])
+        return returns
 
     def _write_results(self, study, objectives: int) -> None:
         from optuna.trial import TrialState
@@ -170,6 +207,17 @@ class OptunaSweeper(Sweeper):
         path = Path(self.config.hydra.sweep.dir) / "optimization_results.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(results, path)
+
+
+def _consecutive(trials: list) -> list[list]:
+    """Trials in runs of consecutive numbers (each launched as one batch of consecutive job numbers)."""
+    runs: list[list] = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        if runs and trial.number == runs[-1][-1].number + 1:
+            runs[-1].append(trial)
+        else:
+            runs.append([trial])
+    return runs
 
 
 def _values(job, objectives: int) -> list[float] | None:
