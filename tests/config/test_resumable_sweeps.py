@@ -113,6 +113,22 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, m
     first = rng.randint(1, 3)
     assert killed_when(GRID_, cwd, lambda: checkpoints() >= first) == -signal.SIGKILL
     (sweep,) = sweeps(cwd)
+    # a dry run says what the resume would do, and does nothing
+    def files() -> list[tuple[str, int]]:
+        return sorted((str(p), p.stat().st_mtime_ns) for p in sweep.rglob("*") if p.name != ".lock")
+
+    before = files()
+    plan = run_in_this_process("deepbasics-train", [*GRID_, "resume=auto", "dry_run=true"], cwd, monkeypatch, capfd)
+    assert plan.returncode == 0 and files() == before, plan.stderr
+    jobs = [line.split(" ", 1)[1] for line in plan.stdout.splitlines() if line[:1] == "#" and "on its own" not in line]
+    planned = dict(line.split(": ", 1) for line in jobs)
+    names = [j.name for j in jobs_of(sweeps(reference)[0])]
+    assert list(planned)[: len(names)] == names, plan.stdout
+    for name in names:
+        resumable = (sweep / name / "checkpoints" / "last.ckpt").exists()
+        assert planned[name].startswith("to resume from epoch") == resumable, (name, planned[name])
+    if launcher == "vectorized":
+        assert "stacked: #0, #1, #2, #3, #4, #5" in plan.stdout
     for _ in range(kills - 1):
         target = checkpoints() + rng.randint(2, 6)
         assert killed_when([*GRID_, "resume=auto"], cwd, lambda t=target: checkpoints() >= t) == -signal.SIGKILL

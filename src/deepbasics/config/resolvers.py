@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from deepbasics.config.paths import CONF_DIR
 from deepbasics.config.run_dir import choose_run_dir, fresh_stem
-from deepbasics.config.sweeps import sweep_dir
+from deepbasics.config.sweeps import HOW_TO_RUN, sweep_dir
 from deepbasics.errors import ConfigError, exit_with
 from deepbasics.files import lock_run_dir
 
@@ -44,7 +44,7 @@ def _sweep_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> st
 
 
 # Overrides that say where or which recipe, not what differs between the jobs of a sweep.
-_NOT_IN_JOB_NAMES = ("hydra.", "hydra/", "paths.", "experiment", "hparams_search", "resume")
+_NOT_IN_JOB_NAMES = ("hydra.", "hydra/", "paths.", "experiment", "hparams_search", *HOW_TO_RUN)
 
 
 def _job_dir(num: int, overrides, exclude=()) -> str:

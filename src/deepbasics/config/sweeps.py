@@ -27,6 +27,8 @@ LAST = Path("checkpoints") / "last.ckpt"
 FINISHED = ("completed", "stopped_early")
 # Settings that may change when a sweep is finished: how it runs, not what it trains.
 HOW = {"n_jobs", "max_batch_size", "storage", "_target_"}
+# Command-line keys that say how to run the command, not what the sweep is (nor a job's name).
+HOW_TO_RUN = ("resume", "dry_run")
 
 
 def sweep_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> Path:
@@ -48,7 +50,7 @@ def sweep_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> Pat
 def definition(config: DictConfig) -> dict[str, Any]:
     """What makes a sweep this sweep: the experiment, the command line's overrides (not ``resume=``) and the
     sweeper's search space; not how it runs (the launcher, batch sizes, Optuna's storage or n_trials)."""
-    overrides = sorted(o for o in config.hydra.overrides.task if o.split("=")[0].lstrip("+~") != "resume")
+    overrides = sorted(o for o in config.hydra.overrides.task if o.split("=")[0].lstrip("+~") not in HOW_TO_RUN)
     sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
     return {
         "experiment": config.get("name"),
@@ -92,6 +94,22 @@ def job_state(job_dir: Path) -> tuple[str, int | None]:
     return (status or "not started"), None
 
 
+def planned(job_dir: Path, resuming: bool) -> str:
+    """What a sweep would do with one of its jobs, in words (for a dry run)."""
+    if not resuming:
+        return "to run"
+    state, epochs = job_state(job_dir)
+    if state == "finished":
+        return f"finished ({epochs} epochs): kept"
+    if (job_dir / LAST).is_file():
+        import torch  # a dry run reads the epoch a job continues from
+
+        done = torch.load(job_dir / LAST, map_location="cpu", weights_only=True)
+        epoch = done.get("deepbasics", {}).get("epochs", done.get("global_step"))
+        return f"to resume from epoch {epoch}" + (f" ({state})" if state not in ("resumable", "interrupted") else "")
+    return "to run" + (f" again ({state})" if state not in ("not started",) else "")
+
+
 def resumed_job(job_dir: str) -> str | None:
     """What ``resume=auto`` means for one job of a sweep: its own last checkpoint (a finished job then says
     it is finished, a failed or interrupted one continues from it), or nothing: it starts."""
@@ -132,6 +150,13 @@ class SweepState(Callback):
         from deepbasics.errors import exit_with
 
         sweep = Path(str(config.hydra.sweep.dir)).resolve()
+        if config.get("dry_run"):  # checked, nothing written
+            try:
+                if (sweep / STATE / DEFINITION).is_file():
+                    self._check(config, sweep)
+            except ConfigError as err:
+                exit_with(err)
+            return
         try:
             sweep.mkdir(parents=True, exist_ok=True)
             lock_run_dir(sweep)

@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.schema import SPLITS
-from deepbasics.config.sweeps import recorded_jobs
+from deepbasics.config.sweeps import HOW_TO_RUN, recorded_jobs
 from deepbasics.reports.metrics import FINISHED, read_json
 
 IGNORED = ("hydra.", "paths.")  # overrides that say where, not what
@@ -57,7 +57,7 @@ def _overrides(lines) -> dict[str, str]:
     overrides = {}
     for text in lines:
         key, _, value = str(text).partition("=")
-        if not key.startswith(IGNORED) and key.lstrip("+~") != "resume":
+        if not key.startswith(IGNORED) and key.lstrip("+~") not in HOW_TO_RUN:
             overrides[key.lstrip("+~")] = value
     return overrides
 
@@ -193,7 +193,8 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Sweepers may keep state under the output directory before any job creates it (Optuna's sqlite).
-        Path(config.paths.output_dir).mkdir(parents=True, exist_ok=True)
+        if not config.get("dry_run"):
+            Path(config.paths.output_dir).mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).resolve()

@@ -11,7 +11,49 @@ from deepbasics.compat import basic_sweeper
 from hydra_plugins.deepbasics_grid.configs import SweepConfigs
 
 
+def dry_run(sweeper, jobs: list[list[str]]) -> None:
+    """``dry_run=true``: the jobs the sweep (or its resume) would launch, each with its directory and
+    state, and under the vectorized launcher how they would group; then the process ends (exit 0) having
+    trained and written nothing."""
+    from pathlib import Path
+
+    from omegaconf import open_dict
+
+    from deepbasics.config.sweeps import planned
+
+    config = sweeper.config
+    sweep = Path(str(config.hydra.sweep.dir))
+    resuming = bool(config.get("resume"))
+    kind = f"continues {sweep}" if resuming else f"would start {sweep}"
+    print(f"dry run: this command {kind} with {len(jobs)} jobs; nothing is trained", flush=True)
+    loader = SweepConfigs(sweeper.hydra_context.config_loader, config)
+    for number, overrides in enumerate(jobs):
+        job = loader.load(list(overrides))
+        with open_dict(job):
+            job.hydra.job.num = number
+        name = str(job.hydra.sweep.subdir)
+        print(f"#{number} {name}: {planned(sweep / name, resuming)}", flush=True)
+    plan = getattr(sweeper.launcher, "plan", None)
+    if plan is not None:  # the vectorized launcher
+        _, groups, solo = plan(jobs, 0)
+        for members in groups:
+            print(f"stacked: {', '.join(f'#{i}' for i in members)}", flush=True)
+        for number, why in sorted(solo.items()):
+            print(f"#{number} on its own: {why}", flush=True)
+    raise SystemExit(0)
+
+
 class GridSweeper(basic_sweeper()):
+    def sweep(self, arguments: list[str]):
+        if self.config.get("dry_run"):  # before Hydra's sweeper makes the sweep directory
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            params = [f"{key}={value}" for key, value in (self.params or {}).items()]
+            parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+            batches = self.split_arguments(parser.parse_overrides([*params, *arguments]), self.max_batch_size)
+            dry_run(self, [job for batch in batches for job in batch])
+        return super().sweep(arguments)
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         # Before the first launch, Hydra's sweeper holds every batch: the sweep records its jobs, so that
         # a report after a kill lists those that never started.
@@ -19,7 +61,7 @@ class GridSweeper(basic_sweeper()):
 
         from deepbasics.config.sweeps import record_jobs
 
-        record_jobs(Path(str(self.config.hydra.sweep.dir)), [job for jobs in self.overrides for job in jobs])
+        record_jobs(Path(str(self.config.hydra.sweep.dir)), [job for batch in self.overrides for job in batch])
         # the vectorized launcher takes the configs composed here; for the others they are only a check
         checked = {} if not getattr(self.launcher, "takes_checked_configs", False) else self.launcher.checked_configs
         checked.clear()  # only this batch's

@@ -116,10 +116,26 @@ class VectorizedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs, stacked where they share a model shape and schedule")
+        for idx, overrides in enumerate(job_overrides, initial_job_idx):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        configs, groups, solo = self.plan(job_overrides, initial_job_idx)
+        returns: dict[int, JobReturn] = {}
+        # the groups first: a group refused (too large for its GPU) stops the launch before the jobs that run alone
+        for chunk in groups:
+            returns.update(self._train_stacked(chunk, [configs[i - initial_job_idx] for i in chunk]))
+        for idx in sorted(solo):
+            log.info(f"#{idx} runs on its own: {solo[idx]}")
+            returns[idx] = self._run(configs[idx - initial_job_idx], self.task_function, self.hydra_context)
+        return [returns[idx] for idx in range(initial_job_idx, initial_job_idx + len(job_overrides))]
+
+    def plan(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> tuple[list[DictConfig], list[list[int]], dict[int, str]]:
+        """Each job's config, the groups that train stacked (at most group_size jobs each) and the jobs that
+        run on their own, with why."""
         configs, groups, solo = [], {}, {}
         loader = SweepConfigs(self.hydra_context.config_loader, self.config, self.checked_configs)
         for idx, overrides in enumerate(job_overrides, initial_job_idx):
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             sweep_config = loader.load(list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
@@ -132,17 +148,11 @@ class VectorizedLauncher(Launcher):
                 groups.setdefault(key, []).append(idx)
         for members in [m for m in groups.values() if len(m) == 1]:
             solo[members[0]] = "no other job of this batch shares its model shape, optimizer kind and schedule"
-        returns: dict[int, JobReturn] = {}
-        # the groups first: a group refused (too large for its GPU) stops the launch before the jobs that run alone
+        chunks = []
         for members in [m for m in groups.values() if len(m) > 1]:
             size = self.group_size or len(members)
-            for start in range(0, len(members), size):
-                chunk = members[start : start + size]
-                returns.update(self._train_stacked(chunk, [configs[i - initial_job_idx] for i in chunk]))
-        for idx in sorted(solo):
-            log.info(f"#{idx} runs on its own: {solo[idx]}")
-            returns[idx] = self._run(configs[idx - initial_job_idx], self.task_function, self.hydra_context)
-        return [returns[idx] for idx in range(initial_job_idx, initial_job_idx + len(job_overrides))]
+            chunks += [members[start : start + size] for start in range(0, len(members), size)]
+        return configs, chunks, solo
 
     def _key(self, sweep_config: DictConfig) -> tuple[str | None, str]:
         try:
