@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,21 +32,51 @@ def sweeps(cwd: Path) -> list[Path]:
     return sorted(root.iterdir()) if root.is_dir() else []
 
 
-def killed_when(args: list[str], cwd: Path, ready) -> int:
-    """deepbasics-train started as a user types it, SIGKILLed once ``ready()`` holds, with every process it
-    started (a launcher's workers too, as a cluster kills a job); its exit status."""
-    proc = subprocess.Popen([str(BIN / "deepbasics-train"), *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if ready():
+def killed_when(args: list[str], cwd: Path, ready, fork: bool = True) -> int:
+    """`deepbasics-train <args>` in a real process, SIGKILLed once ``ready()`` holds, with every process it
+    started (a launcher's workers too, as a cluster kills a job); the signal that ended it, or 0. With
+    ``fork`` the process is this one forked, running the console script's entry point as a new process runs
+    it, so it does not pay for Python, torch and Lightning to start again (not for joblib's launcher, whose
+    pool of workers this process may hold already)."""
+    if not fork:
+        proc = subprocess.Popen([str(BIN / "deepbasics-train"), *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if ready():
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        code = proc.wait()
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        return -code if code < 0 else 0
+    pid = os.fork()
+    if pid == 0:  # the child: a session of its own (its launcher's workers die with it), never back in pytest
+        try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.chdir(cwd)
+            sys.argv = ["deepbasics-train", *args]
+            from deepbasics.cli.commands import train
+
+            train()
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if ready():
+            os.killpg(pid, signal.SIGKILL)
             break
         time.sleep(0.01)
-    code = proc.wait()
+    else:
+        return 0  # it ended before
+    _, status = os.waitpid(pid, 0)
     with contextlib.suppress(ProcessLookupError):  # the workers of a launcher, if it ended before
-        os.killpg(proc.pid, signal.SIGKILL)
-    return code
+        os.killpg(pid, signal.SIGKILL)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
 
 
 def curve(job: Path, tag: str) -> list[tuple[int, float]]:
@@ -73,12 +104,12 @@ def assert_same_sweep(reference: Path, resumed: Path) -> None:
 
 
 SMALL = [*GRID[:-2], "model.optimizer.lr=0.3", "seed=1,2"]
-# launcher -> (its options, the grid, kills while jobs train, a kill while the report is written)
+# launcher -> (its options, the grid, kills while jobs train, a kill while the report is written, forked)
 LAUNCHERS = {
-    "basic": ([], GRID, 2, True),
-    "vectorized": (["hydra/launcher=vectorized"], GRID, 2, False),
-    "parallel": (["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], SMALL, 1, False),
-    "slurm": (["hydra/launcher=submitit_local"], SMALL, 1, False),
+    "basic": ([], GRID, 2, True, True),
+    "vectorized": (["hydra/launcher=vectorized"], GRID, 2, False, True),
+    "parallel": (["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], SMALL, 1, False, False),
+    "slurm": (["hydra/launcher=submitit_local"], SMALL, 1, False, True),
 }
 
 
@@ -88,7 +119,7 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, m
     """Under every launcher (SLURM's through submitit's local executor): the jobs of a killed sweep end as
     those of the same sweep never stopped, bit for bit (a stacked group is stacked again, from its jobs'
     checkpoints). The uninterrupted sweep runs in this process, through the same entry point."""
-    options, grid, kills, report = LAUNCHERS[launcher]
+    options, grid, kills, report, fork = LAUNCHERS[launcher]
     GRID_ = [*grid, *options]
     reference = tmp_path / "whole"
     reference.mkdir()
@@ -111,7 +142,7 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, m
 
     # killed while jobs train (after 1-4, then 2-6 more checkpoints), then while it writes its report
     first = rng.randint(1, 3)
-    assert killed_when(GRID_, cwd, lambda: checkpoints() >= first) == -signal.SIGKILL
+    assert killed_when(GRID_, cwd, lambda: checkpoints() >= first, fork) == signal.SIGKILL
     (sweep,) = sweeps(cwd)
     # a dry run says what the resume would do, and does nothing
     def files() -> list[tuple[str, int]]:
@@ -131,11 +162,10 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, m
         assert "stacked: #0, #1, #2, #3, #4, #5" in plan.stdout
     for _ in range(kills - 1):
         target = checkpoints() + rng.randint(2, 6)
-        assert killed_when([*GRID_, "resume=auto"], cwd, lambda t=target: checkpoints() >= t) == -signal.SIGKILL
+        assert killed_when([*GRID_, "resume=auto"], cwd, lambda t=target: checkpoints() >= t, fork) == signal.SIGKILL
     if report:
         killed_when([*GRID_, "resume=auto"], cwd, lambda: (sweep / "summary.csv").exists())
-    command = [str(BIN / "deepbasics-train"), *GRID_, "resume=auto"]
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    done = run_in_this_process("deepbasics-train", [*GRID_, "resume=auto"], cwd, monkeypatch, capfd)
     assert done.returncode == 0, done.stderr
     assert sweeps(cwd) == [sweep], "every resume finished the same sweep, in its directory"
     assert_same_sweep(sweeps(reference)[0], sweep)
@@ -182,7 +212,7 @@ def test_a_resume_of_another_sweep_and_a_second_writer_are_refused(tmp_path, mon
 
 
 @pytest.mark.slow
-def test_a_killed_optuna_sweep_continues_toward_n_trials(tmp_path):
+def test_a_killed_optuna_sweep_continues_toward_n_trials(tmp_path, monkeypatch, capfd):
     """The trials a kill left running are launched again in their own directories (continuing from their
     checkpoints), then new ones until the sweep has n_trials; the study, the sweep and its report agree."""
     import csv
@@ -193,12 +223,11 @@ def test_a_killed_optuna_sweep_continues_toward_n_trials(tmp_path):
               "model.optimizer.lr=tag(log,interval(0.0001,0.01))", "hydra.sweeper.n_trials=6",
               "hydra.sweeper.n_jobs=2"]  # fmt: skip
     started = lambda: any(tmp_path.glob("outputs/multiruns/*/*/02_*/checkpoints/last.ckpt"))  # noqa: E731
-    assert killed_when(search, tmp_path, started) == -signal.SIGKILL
+    assert killed_when(search, tmp_path, started) == signal.SIGKILL
     storage = f"sqlite:///{tmp_path}/outputs/optuna.db"
     killed = optuna.load_study(study_name="linear_scores_lr", storage=storage).trials  # as the kill left them
     assert [t.state.name for t in killed] == ["COMPLETE", "COMPLETE", "RUNNING", "RUNNING"]
-    done = subprocess.run([str(BIN / "deepbasics-train"), *search, "resume=auto"], cwd=tmp_path,
-                          capture_output=True, text=True)  # fmt: skip
+    done = run_in_this_process("deepbasics-train", [*search, "resume=auto"], tmp_path, monkeypatch, capfd)
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="linear_scores_lr", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6  # the two killed trials told, four more

@@ -18,7 +18,7 @@ def _train(cfg: DictConfig):
     overrides = list(HydraConfig.get().overrides.task)
     if cfg.get("resume") == "auto" and in_multirun():  # a job of a sweep being finished: its own state
         from deepbasics.config.resolvers import config_groups
-        from deepbasics.config.sweeps import resumed_job
+        from deepbasics.config.sweep_dir import resumed_job
 
         cfg.resume = resumed_job(cfg.paths.run_dir)
         # the sweep's definition was checked as a whole: its config groups are the job's own, not changes

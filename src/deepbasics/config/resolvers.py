@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from deepbasics.config.paths import CONF_DIR
 from deepbasics.config.run_dir import choose_run_dir, fresh_stem
-from deepbasics.config.sweeps import HOW_TO_RUN, sweep_dir
+from deepbasics.config.sweep_dir import HOW_TO_RUN, sweep_dir
 from deepbasics.errors import ConfigError, exit_with
 from deepbasics.files import lock_run_dir
 

@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.schema import SPLITS
-from deepbasics.config.sweeps import HOW_TO_RUN, recorded_jobs
+from deepbasics.config.sweep_dir import HOW_TO_RUN, recorded_jobs
 from deepbasics.reports.metrics import FINISHED, read_json
 
 IGNORED = ("hydra.", "paths.")  # overrides that say where, not what
@@ -25,7 +25,7 @@ IGNORED = ("hydra.", "paths.")  # overrides that say where, not what
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job, in job order: each job directory (the ones holding .hydra/overrides.yaml), and each
-    job the sweep recorded (``config.sweeps``) that has none: a kill kept it from starting."""
+    job the sweep recorded (``config.sweep_dir``) that has none: a kill kept it from starting."""
     jobs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()]
     rows = []
     for job in sorted(jobs, key=_job_order):

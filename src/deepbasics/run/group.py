@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepbasics.compat import lightning_epochs_done
 from deepbasics.config.run_dir import LAST
 from deepbasics.config.schema import Schedule, validate_train_config
-from deepbasics.config.sweeps import STATE
+from deepbasics.config.sweep_dir import STATE
 from deepbasics.data.in_memory import StackedSplits
 from deepbasics.errors import ConfigError, RunFailed, one_line
 from deepbasics.files import FileSet, lock_run_dir, unlock_run_dir
@@ -140,7 +140,7 @@ def _build(job: Job, shared: dict) -> bool:
         job.datamodule = shared[key]
         job.module = build_model(cfg, job.datamodule)
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
-        if cfg.get("resume"):  # a job of a resumed sweep: its own last checkpoint (config.sweeps)
+        if cfg.get("resume"):  # a job of a resumed sweep: its own last checkpoint (config.sweep_dir)
             job.resumed = read_checkpoint(Path(cfg.resume) / LAST, key="resume")
             job.rng = job.resumed["callbacks"][RunState.__qualname__]["rng"]
         # torch checks the optimizer's values (the stacked step does not): a bad one fails its own job here
@@ -167,7 +167,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     root = jobs[0].run_dir.parent
     resumed = jobs[0].resumed  # the launcher groups the jobs of a resumed group, all at the same step
     start = (lightning_epochs_done(resumed), resumed["global_step"]) if resumed else (0, 0)
-    journal = root / STATE / f"journal-{jobs[0].label}.json"  # config.sweeps' folder in the sweep directory
+    journal = root / STATE / f"journal-{jobs[0].label}.json"  # config.sweep_dir' folder in the sweep directory
     trainer = lightning_trainer(first, schedule, root, callbacks, [], data, resumed=start,
                                 checkpoint_io=JobCheckpointIO(checkpoints, journal))  # fmt: skip
     _check_device_memory(trainer, group, data)

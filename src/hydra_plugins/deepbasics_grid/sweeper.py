@@ -19,7 +19,7 @@ def dry_run(sweeper, jobs: list[list[str]]) -> None:
 
     from omegaconf import open_dict
 
-    from deepbasics.config.sweeps import planned
+    from deepbasics.config.sweep_dir import planned
 
     config = sweeper.config
     sweep = Path(str(config.hydra.sweep.dir))
@@ -59,7 +59,7 @@ class GridSweeper(basic_sweeper()):
         # a report after a kill lists those that never started.
         from pathlib import Path
 
-        from deepbasics.config.sweeps import record_jobs
+        from deepbasics.config.sweep_dir import record_jobs
 
         record_jobs(Path(str(self.config.hydra.sweep.dir)), [job for batch in self.overrides for job in batch])
         # the vectorized launcher takes the configs composed here; for the others they are only a check

@@ -158,7 +158,7 @@ class OptunaSweeper(Sweeper):
         n_trials from there) and the trials of it a kill left running."""
         from optuna.trial import TrialState
 
-        from deepbasics.config.sweeps import STATE
+        from deepbasics.config.sweep_dir import STATE
 
         record = Path(str(self.config.hydra.sweep.dir)) / STATE / "optuna.yaml"
         if self.config.get("resume") and record.is_file():

@@ -82,7 +82,7 @@ def resumed_key(sweep_config: DictConfig) -> tuple[str | None, str]:
     that start, by the step they start at."""
     import torch
 
-    from deepbasics.config.sweeps import job_state, resumed_job
+    from deepbasics.config.sweep_dir import job_state, resumed_job
 
     job_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
     if job_state(job_dir)[0] == "finished":
@@ -182,7 +182,7 @@ class VectorizedLauncher(Launcher):
         outcomes: list[Any] = [cfg for _, cfg in started]  # the resolved config, or why it does not resolve
         for cfg in outcomes:
             if isinstance(cfg, DictConfig) and cfg.get("resume") == "auto":  # its own last.ckpt, or a start
-                from deepbasics.config.sweeps import resumed_job
+                from deepbasics.config.sweep_dir import resumed_job
 
                 cfg.resume = resumed_job(cfg.paths.run_dir)
         ready = [k for k, cfg in enumerate(outcomes) if isinstance(cfg, DictConfig)]
