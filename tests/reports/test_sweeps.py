@@ -11,7 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import REPO, compose_experiment, read_metrics, run_cli
+from conftest import REPO, compose_experiment, read_metrics, run_in_this_process
 from deepbasics.run.training import train
 
 SHORT = ["epochs=100", "log_every=50", "val_every=50", "ckpt_every=50", "figure_every=0"]
@@ -29,10 +29,10 @@ def sweep_dir(cwd: Path, experiment: str) -> Path:
 
 
 @pytest.mark.slow
-def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path):
+def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path, monkeypatch, capfd):
     grid = ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "experiment=linear_scores", *SHORT,
             "model.optimizer.lr=0.01,0.05,0.3", "seed=1,2"]  # fmt: skip
-    proc = run_cli("deepbasics-train", *grid, cwd=tmp_path, check=False)
+    proc = run_in_this_process("deepbasics-train", grid, tmp_path, monkeypatch, capfd)
     sweep = sweep_dir(tmp_path, "linear_scores")
     assert proc.returncode == 1, proc.stderr  # two jobs diverged: the sweep says so in its exit status
     *failed, last = proc.stderr.strip().splitlines()[-3:]
@@ -80,12 +80,15 @@ def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_optuna_study_continues_where_it_stopped(tmp_path):
+def test_optuna_study_continues_where_it_stopped(tmp_path, monkeypatch, capfd):
+    """A new sweep of a stored study adds its trials to the study (a resume=auto finishes one sweep)."""
     import optuna
 
     search = ["hparams_search=linear_scores_optuna", *SHORT]
-    run_cli("deepbasics-train", *search, "hydra.sweeper.n_trials=3", cwd=tmp_path)
-    run_cli("deepbasics-train", *search, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    for n in (3, 2):
+        args = [*search, f"hydra.sweeper.n_trials={n}"]
+        sweep = run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd)
+        assert sweep.returncode == 0, sweep.stderr
     study = optuna.load_study(study_name="linear_scores_lr", storage=f"sqlite:///{tmp_path}/outputs/optuna.db")
     assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
     sweeps = sorted((tmp_path / "outputs" / "multiruns" / "linear_scores").iterdir())

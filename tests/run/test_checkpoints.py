@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import read_metrics, run_cli, run_dirs
+from conftest import read_metrics, run_cli, run_dirs, run_in_this_process
 from deepbasics.config.run_dir import resumed_checkpoint, resumed_run_dir
 from deepbasics.errors import ConfigError
 from deepbasics.models.lightning_modules import BinaryClassifier
@@ -40,7 +40,7 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
-def test_kill_9_between_checkpoints_then_resume_is_bit_identical(full_run, tmp_path):
+def test_kill_9_between_checkpoints_then_resume_is_bit_identical(full_run, tmp_path, monkeypatch, capfd):
     killer = Path(__file__).with_name("stop_at.py")
     crashed = subprocess.run([sys.executable, str(killer), "kill", "300", *RECIPE], cwd=tmp_path, capture_output=True)
     assert crashed.returncode == -9
@@ -48,7 +48,8 @@ def test_kill_9_between_checkpoints_then_resume_is_bit_identical(full_run, tmp_p
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 200
     assert not (run_dir / "metrics.json").exists()
 
-    resumed = run_cli("deepbasics-train", *RECIPE, "resume=auto", cwd=tmp_path)
+    resumed = run_in_this_process("deepbasics-train", [*RECIPE, "resume=auto"], tmp_path, monkeypatch, capfd)
+    assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {run_dir / 'checkpoints' / 'last.ckpt'} at epoch 200/600" in resumed.stdout
     assert run_dirs(tmp_path, "blobs_mlp") == [run_dir], "resume writes into the same run directory"
 
@@ -115,15 +116,17 @@ def test_checkpoints_load_with_weights_only(full_run):
         assert module.hparams.optimizer == {"name": "adam", "lr": 0.01}
 
 
-def test_resume_of_a_finished_run_extends_it_when_asked(full_run, tmp_path):
+def test_resume_of_a_finished_run_extends_it_when_asked(full_run, tmp_path, monkeypatch, capfd):
     import shutil
 
     run_dir = tmp_path / "outputs" / "runs" / "blobs_mlp" / full_run.name
     shutil.copytree(full_run, run_dir)
-    done = run_cli("deepbasics-train", *RECIPE, "resume=auto", cwd=tmp_path)
+    done = run_in_this_process("deepbasics-train", [*RECIPE, "resume=auto"], tmp_path, monkeypatch, capfd)
+    assert done.returncode == 0, done.stderr
     assert "already finished its 600 epochs" in done.stdout
 
-    run_cli("deepbasics-train", "experiment=blobs_mlp", f"resume={run_dir}", "epochs=800", cwd=tmp_path)
+    args = ["experiment=blobs_mlp", f"resume={run_dir}", "epochs=800"]
+    assert run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd).returncode == 0
     assert read_metrics(run_dir)["epochs"] == 800
     assert [step for step, _ in scalars(run_dir, "train/loss")] == list(range(0, 801, 50))
     assert [step for step, _ in scalars(run_dir, "val/loss")] == list(range(100, 801, 100))
@@ -131,7 +134,8 @@ def test_resume_of_a_finished_run_extends_it_when_asked(full_run, tmp_path):
     assert read_metrics(full_run)["epochs"] == 600, "the copied-from run is untouched"
     assert max(step for step, _ in scalars(full_run, "train/loss")) == 600
 
-    refused = run_cli("deepbasics-train", f"resume={run_dir}", "model=logistic", cwd=tmp_path, check=False)
+    args = [f"resume={run_dir}", "model=logistic"]
+    refused = run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd)
     assert refused.returncode == 2
     assert refused.stderr.strip() == "error: model=logistic cannot change on resume; start a new run instead"
 
@@ -208,7 +212,7 @@ def _signal_after_next_checkpoint(args: list[str], cwd: Path, signum: int) -> su
 
 
 @pytest.mark.slow
-def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path):
+def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path, monkeypatch, capfd):
     import signal as signals
 
     from conftest import compose_train
@@ -233,7 +237,8 @@ def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path):
     assert second.returncode == 143, second.stderr
     assert "SIGTERM: stopped at epoch" in second.stdout
 
-    run_cli("deepbasics-train", *recipe, "resume=auto", cwd=tmp_path)
+    done = run_in_this_process("deepbasics-train", [*recipe, "resume=auto"], tmp_path, monkeypatch, capfd)
+    assert done.returncode == 0, done.stderr
     assert run_dirs(tmp_path, "blobs_mlp") == [run_dir]
     a = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -254,7 +259,7 @@ def _as_previous_layout(value):
     return value
 
 
-def test_checkpoints_of_the_previous_layout_still_evaluate_predict_and_resume(full_run, tmp_path):
+def test_checkpoints_of_the_previous_layout_still_evaluate_predict_and_resume(full_run, tmp_path, monkeypatch, capfd):
     checkpoint = torch.load(full_run / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["state_dict"] = {
         k.replace("net.linear_1.", "net.layer1.").replace("net.linear_2.", "net.layer2."): v
@@ -266,7 +271,9 @@ def test_checkpoints_of_the_previous_layout_still_evaluate_predict_and_resume(fu
     old = tmp_path / "old.ckpt"
     torch.save(checkpoint, old)
 
-    run_cli("deepbasics-evaluate", f"ckpt_path={old}", cwd=tmp_path)
+    assert (
+        run_in_this_process("deepbasics-evaluate", [f"ckpt_path={old}"], tmp_path, monkeypatch, capfd).returncode == 0
+    )
     (eval_dir,) = (tmp_path / "outputs" / "evaluations").iterdir()
     assert read_metrics(eval_dir)["test"] == read_metrics(full_run)["test"]
     from omegaconf import OmegaConf
@@ -277,6 +284,11 @@ def test_checkpoints_of_the_previous_layout_still_evaluate_predict_and_resume(fu
         return predict(OmegaConf.create({"ckpt_path": str(path), "inputs": [[1, 1], [1, -1]], "threads": 1}))
 
     assert predicted(old) == predicted(full_run / "checkpoints" / "last.ckpt")
-    run_cli("deepbasics-train", f"resume={old}", "epochs=700", cwd=tmp_path)
+    assert (
+        run_in_this_process(
+            "deepbasics-train", [f"resume={old}", "epochs=700"], tmp_path, monkeypatch, capfd
+        ).returncode
+        == 0
+    )
     (resumed,) = run_dirs(tmp_path, "blobs_mlp")
     assert read_metrics(resumed)["status"] == "completed" and read_metrics(resumed)["epochs"] == 700

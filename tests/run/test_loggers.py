@@ -8,16 +8,17 @@ import csv
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import read_metrics, run_cli, run_dirs
+from conftest import read_metrics, run_dirs, run_in_this_process
 
 RECIPE = ["experiment=blobs_mlp", "epochs=300", "log_every=50", "val_every=100", "ckpt_every=100"]
 
 
 @pytest.mark.slow
-def test_logger_many_writes_tensorboard_csv_and_mlflow(tmp_path, monkeypatch):
+def test_logger_many_writes_tensorboard_csv_and_mlflow(tmp_path, monkeypatch, capfd):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the run's own default store
-    run_cli("deepbasics-train", *RECIPE, "logger=many", cwd=tmp_path)
+    proc = run_in_this_process("deepbasics-train", [*RECIPE, "logger=many"], tmp_path, monkeypatch, capfd)
+    assert proc.returncode == 0, proc.stderr
     (run,) = run_dirs(tmp_path, "blobs_mlp")
     metrics = read_metrics(run)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import BIN, read_metrics, run_cli, run_dirs
+from conftest import BIN, read_metrics, run_cli, run_dirs, run_in_this_process
 
 STOP_AT = Path(__file__).with_name("stop_at.py")
 EARLY_STOP = (
@@ -146,7 +146,7 @@ def _listing(directory: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.slow
-def test_one_writer_per_run_directory(tmp_path):
+def test_one_writer_per_run_directory(tmp_path, monkeypatch, capfd):
     # a run to resume: killed at epoch 120, so last.ckpt holds epoch 100
     assert stop_at("kill", "120", RECIPE, tmp_path).returncode == -9
     (run,) = run_dirs(tmp_path, "blobs_mlp")
@@ -157,7 +157,7 @@ def test_one_writer_per_run_directory(tmp_path):
             assert holder.poll() is None and time.monotonic() < deadline, "the first resume did not get going"
             time.sleep(0.05)
         before = _listing(run)
-        second = run_cli("deepbasics-train", *RECIPE, f"resume={run}", cwd=tmp_path, check=False)
+        second = run_in_this_process("deepbasics-train", [*RECIPE, f"resume={run}"], tmp_path, monkeypatch, capfd)
         lines = second.stderr.strip().splitlines()
         assert second.returncode == 2 and len(lines) == 1, second.stderr
         assert lines[0].startswith(f"error: {run} is in use by process {holder.pid} on ")
@@ -167,7 +167,8 @@ def test_one_writer_per_run_directory(tmp_path):
         holder.kill()
         holder.wait()
     # the holder died holding the lock: the next resume takes it over without help
-    run_cli("deepbasics-train", *RECIPE, f"resume={run}", cwd=tmp_path)
+    last = run_in_this_process("deepbasics-train", [*RECIPE, f"resume={run}"], tmp_path, monkeypatch, capfd)
+    assert last.returncode == 0, last.stderr
     assert read_metrics(run)["status"] == "completed" and read_metrics(run)["epochs"] == 300
 
 
