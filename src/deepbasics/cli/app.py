@@ -18,7 +18,7 @@ from typing import Any
 
 import hydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from deepbasics.config.paths import CONF_DIR
@@ -58,6 +58,10 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
     except (ConfigError, RunFailed) as err:
         if not in_multirun():
+            if isinstance(err, ConfigError) and not cfg.get("resume") and OmegaConf.select(cfg, "paths.run_dir"):
+                from deepbasics.config.run_dir import discard_unstarted
+
+                discard_unstarted(cfg.paths.run_dir)
             exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
         log.error("job failed: %s", one_line(err))
         return _worst(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -94,3 +95,18 @@ def resumed_checkpoint(run_dir: Path, resume: str) -> Path:
     """The checkpoint to continue from: the one named, or the run directory's last.ckpt."""
     path = Path(resume).expanduser()
     return path.resolve() if path.is_file() else run_dir / LAST
+
+
+def discard_unstarted(run_dir: Path) -> None:
+    """Remove the directory Hydra made for a fresh run that a config check refused before it trained: bad
+    input leaves no "failed" runs behind. Only a directory without a checkpoint goes (never a resumed run's,
+    which the caller does not pass); its parents (runs/<name>/, runs/) go with it when empty."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or any((run_dir / "checkpoints").glob("*")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)  # torchrun's ranks may remove it together
+    for parent in (run_dir.parent, run_dir.parent.parent):  # runs/<name>/ and runs/, when they are empty now
+        try:
+            parent.rmdir()
+        except OSError:  # other runs live there
+            return

@@ -22,8 +22,7 @@ OPTIMIZER_NAMES = ("sgd", "adam")
 
 
 def _positive_int(key: str, value: Any, unit: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}={value!r} must be a positive integer{unit}")
+    _integer(1, what=unit)(key, value)
 
 
 @dataclass(frozen=True)
@@ -161,9 +160,118 @@ def refuse_run_settings(trainer) -> None:
             raise ConfigError(f"trainer.{key} is set by the run itself; {SET_BY_THE_RUN[key]}")
 
 
+# --- the user-facing values: each key's type and range, checked where the config has the key
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
+
+
+def _integer(low: int | None = None, high: int | None = None, what: str = ""):
+    """A rule: an integer (not a bool) from ``low`` to ``high``; ``what`` says what it counts."""
+    if low == 1 and high is None:
+        bounds = "a positive integer"
+    elif high is not None:
+        bounds = f"an integer from {low} to {high}"
+    else:
+        bounds = "an integer" if low is None else f"an integer of {low} or more"
+
+    def check(key: str, value: Any) -> None:
+        wrong = isinstance(value, bool) or not isinstance(value, int)
+        if wrong or (low is not None and value < low) or (high is not None and value > high):
+            raise ConfigError(f"{key}={value!r} must be {bounds}{what}")
+
+    return check
+
+
+def _number(low: float, below: float | None = None, low_open: bool = False, what: str = ""):
+    def check(key: str, value: Any) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        ok = ok and (value > low if low_open else value >= low) and (below is None or value < below)
+        if not ok:
+            if below is not None:
+                bounds = f"from {low} up to (not including) {below}"
+            else:
+                bounds = f"above {low}" if low_open else f"{low} or more"
+            raise ConfigError(f"{key}={value!r} must be a number {bounds}{what}")
+
+    return check
+
+
+def _boolean(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+
+
+def _choice(*options: str):
+    def check(key: str, value: Any) -> None:
+        if value not in options:
+            raise ConfigError(f"{key}={value!r}: use {', '.join(options[:-1])} or {options[-1]}")
+
+    return check
+
+
+def _optional(rule):
+    def check(key: str, value: Any) -> None:
+        if value is not None:
+            rule(key, value)
+
+    return check
+
+
+_SEED = _integer(0, SEED_MAX)
+_FRACTION = _number(0, 1, what=" (a share of the rows)")
+VALUE_RULES = {
+    "seed": _SEED,
+    "data.seed": _SEED,
+    "data.val_fraction": _FRACTION,
+    "data.test_fraction": _FRACTION,
+    "data.header": _boolean,
+    "data.standardize": _boolean,
+    "data.batch_size": _optional(_integer(1, what=" (rows per step), or null for full batches")),
+    "data.label_column": _integer(),
+    "data.n_train": _integer(1, what=" (rows)"),
+    "data.n_val": _integer(0, what=" (rows; 0: no val split)"),
+    "data.n_test": _integer(0, what=" (rows; 0: no test split)"),
+    "data.cluster_std": _number(0, low_open=True),
+    "overfit_rows": _optional(_integer(1, what=" (training rows), or null")),
+    "optimum_max_rows": _integer(0),
+    "threads": _integer(1, what=" (CPU threads)"),
+    "dry_run": _boolean,
+    "progress": _choice("auto", "bar", "lines"),
+    "monitor.mode": _choice("min", "max"),
+    "model.num_classes": _optional(_integer(2, what=" (classes)")),
+}
+# Lightning's callback options with a range, wherever a callback of cfg.callbacks has them
+CALLBACK_RULES = {
+    "patience": _integer(0, what=" (validations without improvement)"),
+    "min_delta": _number(0),
+    "mode": _choice("min", "max"),
+    "save_top_k": _integer(-1, what=" (-1 keeps every checkpoint)"),
+    "verbose": _boolean,
+    "check_finite": _boolean,
+}
+_ABSENT = object()
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Each user-facing value of the schema: its type, its range, and its relation to the others."""
+    for key, rule in VALUE_RULES.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is not _ABSENT:
+            rule(key, value)
+    val, test = (OmegaConf.select(cfg, f"data.{k}_fraction", default=0) or 0 for k in ("val", "test"))
+    if val + test >= 1:
+        raise ConfigError(
+            f"data.val_fraction={val} and data.test_fraction={test} leave no rows to train on; keep their sum below 1"
+        )
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        for option, rule in CALLBACK_RULES.items():
+            if OmegaConf.is_dict(conf) and conf.get(option) is not None:
+                rule(f"callbacks.{name}.{option}", conf[option])
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     """Every check that needs no data and no torch."""
     require_values(cfg)
+    check_values(cfg)
     schedule = Schedule.of(cfg)
     every = cfg.get("figure_every", 0)
     if isinstance(every, bool) or not isinstance(every, int) or every < 0 or every % schedule.val_every:
@@ -172,5 +280,3 @@ def validate_train_config(cfg: DictConfig) -> None:
     NetSpec.of(model.get("net", {}))
     OptimizerSpec.of(model.get("optimizer", {}))
     refuse_run_settings(cfg.get("trainer"))
-    if not isinstance(cfg.threads, int) or cfg.threads <= 0:
-        raise ConfigError(f"threads={cfg.threads!r} must be a positive integer")

@@ -2,21 +2,112 @@
 
 from __future__ import annotations
 
+import bz2
+import codecs
+import csv
+import gzip
+import itertools
+import lzma
 import os
+import re
 import warnings
+from typing import TextIO
 
 import numpy as np
 
 from deepbasics.data.in_memory import FullBatchDataModule
 from deepbasics.errors import ConfigError
 
+# data.delimiter as a word or an escape, as users write it on a command line
+DELIMITER_WORDS = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|", "space": " "}
+WORD_OF = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe", " ": "space"}
+# Compressed files by their first bytes, whatever their names
+MAGIC = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+
+
+def delimiter_of(value) -> str:
+    """The one character that separates cells: given as itself, a word (tab, semicolon) or an escape."""
+    value = DELIMITER_WORDS.get(str(value).lower(), str(value)) if value is not None else ""
+    if len(value) != 1 or value in '"\r\n':
+        words = ", ".join(WORD_OF.values())
+        raise ConfigError(f"data.delimiter={value!r} must be one character or a word: {words}")
+    return value
+
+
+def open_text(path: str, encoding: str) -> TextIO:
+    """The file as text, decompressed when it is gzip, bzip2 or xz."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(
+            f"data.encoding={encoding!r} is not a text encoding Python knows; e.g. utf-8, cp949, latin-1"
+        ) from None
+    with open(path, "rb") as f:
+        start = f.read(6)
+    opener = next((o for magic, o in MAGIC.items() if start.startswith(magic)), open)
+    return opener(path, "rt", encoding=encoding, newline="")
+
+
+def read_table(path: str, delimiter: str, header: bool, encoding: str) -> np.ndarray:
+    """The numeric table (float32, 2-D), or one line that says what the file looks like and which setting
+    reads it."""
+    try:
+        with warnings.catch_warnings(), open_text(path, encoding) as f:
+            warnings.simplefilter("ignore")  # numpy warns about an empty file; the caller says it
+            # quotechar: a spreadsheet may quote its numbers ("1.5"), which are numbers all the same
+            return np.loadtxt(f, delimiter=delimiter, skiprows=int(header), dtype=np.float32, ndmin=2, quotechar='"')
+    except UnicodeError:
+        raise ConfigError(f"data.path {path}: {not_utf8(path, encoding)}") from None
+    except (ValueError, EOFError, OSError) as err:  # OSError, EOFError: a damaged compressed file
+        # numpy's text ends in advice about its own arguments ("use usecols ..."): keep the diagnosis
+        found = re.match(r".*? at row \d+, column \d+", str(err))
+        reason = found.group(0) if found else str(err).split("; ")[0].rstrip(".")
+        raise ConfigError(
+            f"data.path {path}: {reason}; {diagnosis(path, delimiter, header, encoding, reason)}"
+        ) from None
+
+
+def not_utf8(path: str, encoding: str) -> str:
+    """What the bytes of a file that does not decode as ``encoding`` look like, and how to read it."""
+    with open(path, "rb") as f:
+        start = f.read(65536)
+    if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        found = "utf-16"
+    else:
+        try:  # a Korean spreadsheet's CSV export
+            found = "cp949" if any("\uac00" <= c <= "\ud7a3" for c in start.decode("cp949")) else "latin-1"
+        except UnicodeDecodeError:
+            found = "latin-1"
+    name = codecs.lookup(encoding).name.removesuffix("-sig")
+    return (
+        f'it is not {name} text (it looks like {found}); save it as UTF-8 (a spreadsheet\'s "CSV UTF-8")'
+        f" or pass data.encoding={found}"
+    )
+
+
+def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: str) -> str:
+    """Which setting most likely reads a file numpy could not: another delimiter (sniffed by Python's
+    csv.Sniffer on its first lines), or a header row; else what every file must be."""
+    try:
+        with open_text(path, encoding) as f:
+            sample = "".join(itertools.islice(f, 20))
+        sniffed = csv.Sniffer().sniff(sample, delimiters="".join(WORD_OF)).delimiter
+    except (csv.Error, OSError, EOFError, UnicodeError):
+        sniffed = None
+    if sniffed and sniffed != delimiter and all(delimiter not in line for line in sample.splitlines()[1:]):
+        return f"it looks {WORD_OF[sniffed]}-separated: pass data.delimiter={WORD_OF[sniffed]}"
+    if not header and " at row 0," in reason:  # words in the first row: most likely column names
+        return "if the first row names the columns, pass data.header=true"
+    return "every cell must be a number, every row as wide"
+
 
 class CSVDataModule(FullBatchDataModule):
-    """A numeric CSV (no quoting). ``target`` is the target column and ``features`` the input columns, by
-    name (with ``header``: the first row names the columns) or by position; by default the target is
-    ``label_column`` (the last) and the features are all the others. Without split fractions every row
-    trains, in file order, as in the tutorial; with them a seeded shuffle carves out val and test.
-    ``standardize`` scales each feature by the training split's mean and std (the base class does it)."""
+    """A numeric CSV (numbers may be quoted; gzip, bzip2 and xz files are read as they are). ``target`` is
+    the target column and ``features`` the input columns, by name (with ``header``: the first row names the
+    columns) or by position; by default the target is ``label_column`` (the last) and the features are all
+    the others. Without split fractions every row trains, in file order, as in the tutorial; with them a
+    seeded shuffle carves out val and test. ``standardize`` scales each feature by the training split's
+    mean and std (the base class does it)."""
 
     def __init__(
         self,
@@ -31,6 +122,7 @@ class CSVDataModule(FullBatchDataModule):
         features: list | None = None,
         standardize: bool = False,
         batch_size: int | None = None,
+        encoding: str = "utf-8-sig",
     ):
         super().__init__()
         # Absolute, so evaluating a checkpoint later works from any directory.
@@ -41,26 +133,7 @@ class CSVDataModule(FullBatchDataModule):
         hp = self.hparams
         if not os.path.isfile(hp.path):
             raise ConfigError(f"data.path: no file at {hp.path}; pass data.path=<csv file>")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # numpy warns about an empty file; the check below says it
-                # utf-8-sig: a spreadsheet export may start with a byte-order mark, not part of the first number.
-                table = np.loadtxt(
-                    hp.path,
-                    delimiter=hp.delimiter,
-                    skiprows=int(hp.header),
-                    dtype=np.float32,
-                    ndmin=2,
-                    encoding="utf-8-sig",
-                )
-        except ValueError as err:
-            # numpy's text ends in advice about its own arguments ("use usecols ..."): keep the diagnosis
-            reason = str(err).split(";")[0].rstrip(".")
-            if not hp.header and " at row 0," in reason:  # words in the first row: most likely column names
-                reason += "; if the first row names the columns, pass data.header=true"
-            raise ConfigError(
-                f"data.path {hp.path}: {reason}; every cell must be a number, every row as wide"
-            ) from None
+        table = read_table(hp.path, delimiter_of(hp.delimiter), hp.header, hp.encoding)
         if table.size == 0:
             raise ConfigError(f"data.path {hp.path} has no rows; give a CSV with data (header={hp.header})")
         if table.shape[1] < 2:
@@ -87,8 +160,9 @@ class CSVDataModule(FullBatchDataModule):
         """The header's column names (None without a header)."""
         if not self.hparams.header:
             return None
-        with open(self.hparams.path, encoding="utf-8-sig") as f:
-            names = [name.strip().strip('"') for name in f.readline().rstrip("\r\n").split(self.hparams.delimiter)]
+        with open_text(self.hparams.path, self.hparams.encoding) as f:
+            row = next(csv.reader(f, delimiter=delimiter_of(self.hparams.delimiter)), [])
+        names = [name.strip() for name in row]
         return names if len(names) == width else None
 
     def _column(self, key, names: list[str] | None, what: str) -> int:

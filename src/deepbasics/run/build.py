@@ -55,7 +55,7 @@ def build_datamodule(
     datamodule.standardization = standardization
     datamodule.schedule = schedule
     datamodule.setup()
-    if cfg.get("overfit_rows"):
+    if cfg.get("overfit_rows") is not None:
         datamodule.overfit(cfg.overfit_rows)
     return datamodule
 
@@ -76,11 +76,31 @@ def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
         raise ConfigError(f"model.net.out_features={outputs} but model.num_classes={classes}; make them equal")
     if model.is_classifier:
         _check_labels(datamodule, classes)
-    if not datamodule.has(cfg.monitor.metric.split("/")[0]):
-        raise ConfigError(
-            f"monitor.metric={cfg.monitor.metric} but the data has no such split; monitor train/loss instead"
-        )
+    check_monitors(cfg, model, datamodule)
     return model
+
+
+def check_monitors(cfg: DictConfig, model: L.LightningModule, datamodule) -> None:
+    """monitor.metric, and any callback's monitor, must name a metric the run logs while it trains (a split's
+    loss or one of its metrics, of the train and val splits the data has): found before the first epoch,
+    not as Lightning's error after training."""
+    logged = [f"{split}/{name}" for split in ("train", "val") if datamodule.has(split)
+              for name in ("loss", *model.make_metrics())]  # fmt: skip
+    monitors = {"monitor.metric": cfg.monitor.metric}
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        if OmegaConf.is_dict(conf) and conf.get("monitor") is not None:
+            monitors[f"callbacks.{name}.monitor"] = conf.monitor
+    for key, metric in monitors.items():
+        if metric in logged:
+            continue
+        split = str(metric).split("/")[0]
+        if split in ("train", "val") and not datamodule.has(split):
+            raise ConfigError(f"{key}={metric} but the data has no {split} split; monitor train/loss instead")
+        if split == "test":
+            reason = "test metrics are measured once, after training"
+        else:
+            reason = "it is not a metric this run logs"
+        raise ConfigError(f"{key}={metric}: {reason}; pick one of {', '.join(logged)}")
 
 
 def _check_labels(datamodule, classes: int | None) -> None:
