@@ -20,7 +20,9 @@ ALLOWED = {
     "reports": {"config", "errors", "files"},
     "run": {"models", "data", "reports", "config", "errors", "files", "compat"},
     "cli": {"run", "config", "errors"},
-    "train": {"cli"},
+    "train": {"cli"},  # the module forms of the console scripts (python -m deepbasics.train)
+    "evaluate": {"cli"},
+    "predict": {"cli"},
     "api": {"run", "models", "data", "reports", "config", "errors", "files"},
     "__init__": {"api"},  # the package re-exports the Python API
 }

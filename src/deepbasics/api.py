@@ -6,13 +6,16 @@
     net = deepbasics.load_model(result.run_dir)      # or a .ckpt, or a model.pt
 
 Safe to call again and again in one process: Hydra's global state is set up and torn down around each
-composition, the working directory never changes, logging is left as it is, and each run gets its own
+composition, the working directory never changes, logging is left as it is (Lightning's
+start-up chatter is held back during a call), and each run gets its own
 directory. A mistake raises one exception (ConfigError, RunFailed) whose message is the line the
 command line prints; nothing calls sys.exit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 
 from deepbasics.config.paths import CONF_DIR
 from deepbasics.config.resolvers import config_groups, register_resolvers
-from deepbasics.config.run_dir import LAST, choose_run_dir, fresh_stem
+from deepbasics.config.run_dir import LAST, choose_run_dir, discard_unstarted, fresh_stem
 from deepbasics.errors import ConfigError, one_line
 
 
@@ -55,6 +58,22 @@ def compose_run(experiment: str, overrides: Sequence[str] = (), output_dir: str 
     return cfg
 
 
+@contextlib.contextmanager
+def lightning_quiet():
+    """Lightning's start-up chatter (accelerators available, tips, why fit stopped) is INFO of its own
+    loggers, which print it themselves when logging is not configured, as in a notebook: the command line
+    keeps it in the run's log file, so a call keeps it out of the output; warnings still show."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs") -> Result:
     """Train ``experiment`` (a name in conf/experiment) with Hydra-style ``overrides`` as in a
     `deepbasics-train` command line, in this process; the run goes under ``output_dir``."""
@@ -69,7 +88,13 @@ def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path =
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
         OmegaConf.save(OmegaConf.create(command), run_dir / ".hydra" / "overrides.yaml")
-    train(cfg, overrides=command)
+    try:
+        with lightning_quiet():
+            train(cfg, overrides=command)
+    except ConfigError:
+        if not cfg.resume:  # refused before it trained: no "failed" run left behind, as on the command line
+            discard_unstarted(run_dir)
+        raise
     last = run_dir / LAST
     return Result(run_dir, read_json(run_dir / "metrics.json"), load_model(run_dir), last if last.is_file() else None)
 
@@ -104,6 +129,9 @@ def load_model(path: str | Path):
     saved = OmegaConf.load(config)
     if saved.data.get("standardize"):
         raise ConfigError(f"{path}: its inputs were standardized; load its run's checkpoint, which keeps the scale")
-    net = build_net(OmegaConf.to_container(saved.model.net, resolve=True))
+    spec = OmegaConf.to_container(saved.model.net, resolve=True)
+    if spec.get("in_features") is None:  # the data gave it: the first layer's weight is (out, in)
+        spec["in_features"] = next(v for k, v in weights.items() if k.endswith("weight")).shape[1]
+    net = build_net(spec)
     net.load_state_dict(weights)
     return net.eval()

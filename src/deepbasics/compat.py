@@ -18,6 +18,7 @@ def basic_sweeper() -> type:
 
     return BasicSweeper
 
+
 # Lightning 2.6.6: the loop state inside a checkpoint ("loops"), as Lightning's fit loop saves and restores
 # it. Earlier releases of deepbasics took all the full-batch steps of a Lightning epoch inside one Lightning
 # step and counted them in the manual-optimization step counter; ``loops_of_own_loop`` writes that state as

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
 import sys
 from typing import NoReturn
 
@@ -69,3 +72,25 @@ def one_line(err: BaseException) -> str:
     if options is not None:  # Hydra lists a group's options one per line
         return f"{' '.join(lines[:options])}; {lines[options]} {', '.join(lines[options + 1 :])}"
     return " ".join(lines) or type(err).__name__
+
+
+def command_as_typed(script: str = "deepbasics-train") -> str:
+    """``script`` as the user started it, so that a command printed for them runs as printed: the path they
+    typed (``.venv/bin/deepbasics-train``), the bare name when their PATH finds that same file, the module
+    form (``python -m deepbasics.train``); the bare name when called from Python (the API, a notebook)."""
+    started = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(started)
+    if (
+        name == f"{script.removeprefix('deepbasics-')}.py"
+        and os.path.basename(os.path.dirname(started)) == "deepbasics"
+    ):
+        python = os.path.basename(sys.executable)
+        found = shutil.which(python)
+        python = python if found and os.path.realpath(found) == os.path.realpath(sys.executable) else sys.executable
+        return f"{shlex.quote(python)} -m deepbasics.{script.removeprefix('deepbasics-')}"
+    if name != script:
+        return script
+    found = shutil.which(name)
+    if os.sep not in started or (found and os.path.realpath(found) == os.path.realpath(started)):
+        return name
+    return shlex.quote(started)

@@ -1,10 +1,12 @@
-"""`python tests/run/stop_at.py kill|pause POINT [deepbasics-train args]`: deepbasics-train that stops itself
-at POINT, for the crashes a resume must survive and the second writer a run directory must refuse.
+"""`python tests/run/stop_at.py kill|term|int|pause POINT [deepbasics-train args]`: deepbasics-train that
+stops itself at POINT, for the crashes a resume must survive and the second writer a run directory must
+refuse.
 
 POINT is an epoch (at the end of the step that reaches it, before that epoch's validation and checkpoints)
-or a step of the end phase: `before:<name>` or
-`after:<name>` of a function the end phase (deepbasics.run.finish) calls. `kill` is SIGKILL: nothing
-gets to clean up. `pause` writes `paused` into the working directory and sleeps until killed."""
+or a step of the end phase: `before:<name>` or `after:<name>` of a function the end phase
+(deepbasics.run.finish) calls. `kill` is SIGKILL: nothing gets to clean up; `term` and `int` send SIGTERM
+and SIGINT, as a cluster or Ctrl-C does. `pause` writes `paused` into the working directory and sleeps
+until killed."""
 
 import os
 import signal
@@ -20,8 +22,10 @@ def install(action: str, point: str) -> None:
     """From now on, this process stops (``kill`` or ``pause``) at ``point``."""
 
     def stop() -> None:
-        if action == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
+        if action in ("kill", "term", "int"):
+            os.kill(os.getpid(), {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT}[action])
+            if action != "kill":  # the handler runs now, between two bytecodes
+                return
         Path("paused").write_text(str(os.getpid()))
         while True:
             time.sleep(1)

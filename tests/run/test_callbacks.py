@@ -12,15 +12,15 @@ import termios
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import BIN, compose_train, read_metrics, run_cli
+from conftest import BIN, compose_train, read_metrics, run_in_this_process
 
 RECIPE = ["epochs=600", "log_every=50", "val_every=100", "ckpt_every=100"]
 
 
-def _on_a_terminal(args: list[str], cwd) -> str:
-    """What deepbasics-train shows in a 120-column terminal."""
+def _on_a_terminal(args: list[str], cwd, rows: int = 40, columns: int = 120) -> str:
+    """What deepbasics-train shows in a terminal of this size (0x0: one that reports none)."""
     parent, child = pty.openpty()
-    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([str(BIN / "deepbasics-train"), *args], stdout=child, stderr=child, cwd=cwd, env=env)
     os.close(child)
@@ -38,7 +38,7 @@ def _on_a_terminal(args: list[str], cwd) -> str:
     return b"".join(chunks).decode(errors="replace").replace("\r", "\n")
 
 
-def test_a_terminal_gets_a_live_bar_and_a_pipe_the_plain_lines(tmp_path):
+def test_a_terminal_gets_a_live_bar_and_a_pipe_the_plain_lines(tmp_path, monkeypatch, capfd):
     shown = _on_a_terminal(RECIPE, tmp_path)
     (run,) = (tmp_path / "outputs" / "runs" / "blobs_mlp").iterdir()
     bars = [line for line in shown.splitlines() if "epoch/s" in line]
@@ -47,11 +47,15 @@ def test_a_terminal_gets_a_live_bar_and_a_pipe_the_plain_lines(tmp_path):
     assert "blobs_mlp: 100%" in bars[-1] and "600/600" in bars[-1] and final_loss in bars[-1], bars[-1]
     assert "epoch 100/600" not in shown
 
-    piped = run_cli("deepbasics-train", *RECIPE, cwd=tmp_path).stdout
+    lines = [f"{epoch}/600" for epoch in range(100, 601, 100)]
+    piped = run_in_this_process("deepbasics-train", RECIPE, tmp_path, monkeypatch, capfd).stdout
     assert "epoch/s" not in piped
-    assert [line.split()[1] for line in piped.splitlines() if line.startswith("epoch ")] == [
-        f"{epoch}/600" for epoch in range(100, 601, 100)
-    ]
+    assert [line.split()[1] for line in piped.splitlines() if line.startswith("epoch ")] == lines
+
+    # a terminal that reports no size (script, docker -t) cannot show a bar: it gets the lines
+    sizeless = _on_a_terminal(RECIPE, tmp_path, rows=0, columns=0)
+    assert "epoch/s" not in sizeless
+    assert [line.split()[1] for line in sizeless.splitlines() if line.startswith("epoch ")] == lines, sizeless
 
 
 def test_callbacks_early_stopping_counts_validations(tmp_path):

@@ -13,6 +13,7 @@ import importlib
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +55,7 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     try:
         return task(cfg)
     except Interrupted as err:
-        print(str(err), flush=True)
+        print(str(err), file=sys.stderr, flush=True)
         raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
     except (ConfigError, RunFailed) as err:
         if not in_multirun():
@@ -80,7 +81,7 @@ def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[],
         from deepbasics.config.schema import require_values
 
         require_values(cfg)
-        check_checkpoint_path(cfg.ckpt_path)
+        cfg.ckpt_path = str(check_checkpoint_path(cfg.ckpt_path))  # a run directory stands for its last.ckpt
         return getattr(importlib.import_module(module), function)(cfg)
 
     return hydra_app(config_name, task)

@@ -20,7 +20,15 @@ def looks_like_checkpoint(path: Path) -> bool:
 
 
 def check_checkpoint_path(path: str | Path, key: str = "ckpt_path") -> Path:
+    """The checkpoint file ``path`` names: a .ckpt, or a run directory's checkpoints/last.ckpt."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        last = path / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(
+                f"{key}={path} is a directory without checkpoints/last.ckpt; pass a run directory or a .ckpt"
+            )
+        path = last
     if not path.is_file():
         raise ConfigError(f"{key}={path}: no such file; pass a .ckpt from a run's checkpoints/ directory")
     if not looks_like_checkpoint(path):

@@ -74,7 +74,7 @@ class NetSpec:
     """
 
     name: str
-    in_features: int
+    in_features: int | None = None  # None: from the data, filled in before the net is built (run.build)
     hidden_size: int | None = None
     out_features: int = 1  # one logit per class for a multi-class classifier
     init: Any = field(default="default")
@@ -82,11 +82,10 @@ class NetSpec:
     def __post_init__(self) -> None:
         if self.name not in NET_NAMES:
             raise ConfigError(f"unknown net '{self.name}': model.net.name must be one of {', '.join(NET_NAMES)}")
-        _positive_int("model.net.in_features", self.in_features)
+        if self.in_features is not None:
+            _positive_int("model.net.in_features", self.in_features)
         if self.name == "NeuralNet":
             _positive_int("model.net.hidden_size", self.hidden_size)
-        elif self.hidden_size is not None:
-            raise ConfigError(f"model.net.hidden_size is only for NeuralNet, not {self.name}: remove it")
         _positive_int("model.net.out_features", self.out_features)
         if self.name == "LinearRegression" and self.out_features != 1:
             raise ConfigError("model.net.out_features is 1 for LinearRegression (one target value): remove it")
@@ -95,10 +94,18 @@ class NetSpec:
                 f"model.net.init={self.init!r}: use default, zeros, or a mapping like {{weight: [[4.0]], bias: [1.0]}}"
             )
 
+    @staticmethod
+    def applicable(spec: dict) -> dict:
+        """``spec`` without the size keys its net does not have: a NeuralNet config's hidden_size stays
+        behind when model.net.name switches it to a single layer (model=multiclass net.name=...)."""
+        if spec.get("name") != "NeuralNet":
+            return {k: v for k, v in spec.items() if k != "hidden_size"}
+        return dict(spec)
+
     @classmethod
     def of(cls, spec: dict) -> NetSpec:
         try:
-            return cls(**spec)
+            return cls(**cls.applicable(spec))
         except TypeError as err:  # an unknown or missing field
             raise ConfigError(f"model.net: {err}") from None
 

@@ -166,7 +166,6 @@ class SweepState(Callback):
             exit_with(err)
         finish_writes(sweep)
 
-
     def _check(self, config: DictConfig, sweep: Path) -> None:
         asked = definition(config)
         recorded_path = sweep / STATE / DEFINITION

@@ -160,7 +160,9 @@ class FullBatchDataModule(L.LightningDataModule):
             raise ConfigError(f"overfit_rows={rows!r} must be a positive integer")
         x, y = self.splits["train"]
         if rows > len(x):
-            raise ConfigError(f"overfit_rows={rows} but data.train has {len(x)} rows; pass overfit_rows={len(x)} or fewer")
+            raise ConfigError(
+                f"overfit_rows={rows} but data.train has {len(x)} rows; pass overfit_rows={len(x)} or fewer"
+            )
         self.splits = {split: (x[:rows], y[:rows]) for split in SPLITS}
 
     @property

@@ -92,6 +92,8 @@ def predictions(out: torch.Tensor, classifier: bool) -> torch.Tensor:
 def build_net(spec: dict) -> nn.Module:
     """The net a spec describes (validated by ``schema.NetSpec``), initialised as it asks."""
     checked = NetSpec.of(spec)
+    if checked.in_features is None:  # run.build fills it from the data before a net is built
+        raise ConfigError("model.net.in_features is not known: give it, or build the net from a run's data")
     kwargs = {"in_features": checked.in_features}
     if checked.hidden_size is not None:
         kwargs["hidden_size"] = checked.hidden_size

@@ -100,9 +100,7 @@ class FitPlot:
         alpha = colours[..., 3:]
         return (255 * (alpha * colours[..., :3] + (1 - alpha))).astype(np.uint8)
 
-    def render(
-        self, module, x: torch.Tensor, y: torch.Tensor, epoch: int, optimum: dict | None = None
-    ) -> np.ndarray:
+    def render(self, module, x: torch.Tensor, y: torch.Tensor, epoch: int, optimum: dict | None = None) -> np.ndarray:
         """One run's fit after ``epoch`` tutorial epochs as an RGB image; ``module`` is the LightningModule (or
         anything with its ``predictions`` and ``__call__``): its predictions are what a user sees."""
         x, y = x.detach().cpu(), y.detach().cpu()[:, 0]

@@ -4,6 +4,7 @@ with its callbacks, loggers and atomic checkpoint writes."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -15,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.compat import lightning_epochs_done
-from deepbasics.config.schema import Schedule
+from deepbasics.config.schema import NetSpec, Schedule
 from deepbasics.errors import ConfigError, one_line
 from deepbasics.models.optimum import MAX_ROWS, OptimumGap, has_optimum
 from deepbasics.reports.events import fast_checksums
@@ -62,14 +63,19 @@ def build_datamodule(
 
 def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
     """The configured module, checked against the data it is about to train on."""
-    # _recursive_=False: model.scheduler's _target_ is built later, around the optimizer
-    model = _instantiate(cfg.model, _convert_="all", _recursive_=False)
-    wanted = model.hparams.net["in_features"]
-    if wanted != datamodule.in_features:
+    # The net's input width comes from the data (as LightningCLI's link_arguments links them); a width
+    # given in the config must agree with it.
+    net = NetSpec.applicable(OmegaConf.to_container(cfg.model.net, resolve=True))
+    wanted = net.get("in_features")
+    if wanted is None:
+        net["in_features"] = datamodule.in_features
+    elif wanted != datamodule.in_features:
         raise ConfigError(
             f"model.net.in_features={wanted} but the data has {datamodule.in_features} features;"
-            f" set model.net.in_features={datamodule.in_features}"
+            f" set model.net.in_features={datamodule.in_features}, or leave it out (the data sets it)"
         )
+    # _recursive_=False: model.scheduler's _target_ is built later, around the optimizer
+    model = _instantiate(cfg.model, net=net, _convert_="all", _recursive_=False)
     classes = model.hparams.get("num_classes")
     outputs = model.hparams.net.get("out_features", 1)
     if classes is not None and outputs != classes:
@@ -123,10 +129,18 @@ def _check_labels(datamodule, classes: int | None) -> None:
 
 
 def live_progress(progress: str) -> bool:
-    """``progress=auto``: a live bar when stdout is a terminal, the plain lines otherwise (CI, pipes, logs)."""
+    """``progress=auto``: a live bar when stdout is a terminal, the plain lines otherwise (CI, pipes, logs).
+    A terminal that reports no size (a 0x0 pty: `script`, `docker -t`, some CI runners) cannot draw a bar,
+    which would show nothing at all: it gets the lines."""
     if progress not in ("auto", "bar", "lines"):
         raise ConfigError(f"progress={progress!r}: use auto (a bar on a terminal, lines otherwise), bar or lines")
-    return progress == "bar" or (progress == "auto" and sys.stdout.isatty())
+    if progress == "lines" or (progress == "auto" and not sys.stdout.isatty()):
+        return False
+    try:
+        columns = os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):  # not a terminal (progress=bar into a pipe): the bar draws at its default width
+        return True
+    return columns > 0
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, start_step: int = 0) -> list:

@@ -71,6 +71,13 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         raise ConfigError(
             f"{key}={path} is truncated or corrupt ({_first_line(err)}); pass another checkpoint"
         ) from None
+    if isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        beside = path.parent / "checkpoints" / "last.ckpt"
+        instead = f"its run directory, {key}={path.parent}" if beside.is_file() else "its run's checkpoints/last.ckpt"
+        raise ConfigError(
+            f"{key}={path} holds a net's weights alone (the model.pt a run exports for plain PyTorch), not a"
+            f" checkpoint; pass {instead}, or load it in Python with deepbasics.load_model"
+        )
     if not isinstance(checkpoint, dict) or "deepbasics" not in checkpoint:
         raise ConfigError(f"{key}={path} was not written by deepbasics-train; pass one of its checkpoints")
     return upgrade(checkpoint)

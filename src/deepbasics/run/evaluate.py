@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -25,6 +26,11 @@ def evaluate(cfg: DictConfig) -> dict:
     module = get_class(config.model._target_)(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
     epochs = int(checkpoint["deepbasics"]["epochs"])
+    moved = OmegaConf.select(cfg, "data.path")
+    if moved is not None:  # the run's CSV file, now elsewhere
+        if "path" not in config.data:
+            raise ConfigError(f"data.path={moved}: this run's data is not a CSV file ({config.data._target_}); drop it")
+        config.data.path = os.path.abspath(os.path.expanduser(str(moved)))
     datamodule = build_datamodule(config, checkpoint["deepbasics"].get("standardization"))
     split = cfg.split if cfg.split != "auto" else ("test" if datamodule.has("test") else "train")
     if not datamodule.has(split):

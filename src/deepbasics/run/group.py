@@ -486,10 +486,14 @@ class JobCheckpoints(L.Callback):
             "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
             "optimizer_states": [optimizer.stacked_state(job_states)],
             "lr_schedulers": [],
-            "callbacks": {self.state_key: {"jobs": [
-                c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
-                for c, job in zip(checkpoints, self.jobs, strict=True)
-            ]}},  # fmt: skip
+            "callbacks": {
+                self.state_key: {
+                    "jobs": [
+                        c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
+                        for c, job in zip(checkpoints, self.jobs, strict=True)
+                    ]
+                }
+            },  # fmt: skip
         }
 
     def load_state_dict(self, state_dict: dict) -> None:

@@ -4,12 +4,14 @@ the tutorials reload model.pt, and one line of JSON."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from deepbasics.data.csv_file import read_table
 from deepbasics.data.in_memory import Standardize
 from deepbasics.errors import ConfigError
 from deepbasics.models.nets import build_net, predictions
@@ -29,8 +31,17 @@ def predict(cfg: DictConfig) -> list:
         answer = {"predictions": values.argmax(dim=1).tolist(), "probabilities": values.tolist()}
     else:
         answer = {"predictions": values[:, 0].tolist()}
-    print(json.dumps(answer), flush=True)
+    # JSON has no NaN or Infinity (Python's json writes them anyway): a value the net could not give is null
+    print(json.dumps(_finite(answer), allow_nan=False), flush=True)
     return answer["predictions"]
+
+
+def _finite(value):
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
 def net_of(checkpoint: dict) -> torch.nn.Module:
@@ -53,9 +64,9 @@ def read_inputs(inputs, width: int) -> torch.Tensor:
         if not path.is_file():
             raise ConfigError(f"inputs={inputs}: no such file; pass a CSV path or a list like [[2,2],[5,4]]")
         try:
-            rows = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, encoding="utf-8-sig")
-        except ValueError as err:
-            raise ConfigError(f"inputs={inputs}: {err}") from None
+            rows = read_table(str(path), ",", header=False, encoding="utf-8-sig")
+        except ConfigError as err:
+            raise ConfigError(str(err).replace(f"data.path {path}", f"inputs={inputs}", 1)) from None
     else:
         values = OmegaConf.to_container(inputs) if OmegaConf.is_config(inputs) else inputs
         try:
@@ -67,4 +78,10 @@ def read_inputs(inputs, width: int) -> torch.Tensor:
     if rows.ndim != 2 or rows.shape[1] != width or len(rows) == 0:
         shape = "x".join(map(str, rows.shape))
         raise ConfigError(f"inputs have shape {shape}, the model takes rows of {width} features; give N x {width}")
+    bad = np.argwhere(~np.isfinite(rows))
+    if len(bad):
+        row, column = bad[0].tolist()
+        raise ConfigError(
+            f"inputs row {row}, column {column} is {rows[row, column]}; every input must be a finite number"
+        )
     return torch.from_numpy(rows)

@@ -4,7 +4,9 @@ events written along the way into the run directory."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +16,7 @@ from omegaconf import DictConfig
 
 from deepbasics.config.run_dir import resumed_checkpoint
 from deepbasics.config.schema import Schedule, validate_train_config
-from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
+from deepbasics.errors import ConfigError, Interrupted, RunFailed, command_as_typed, one_line
 from deepbasics.files import lock_run_dir, unlock_run_dir
 from deepbasics.models.optimum import OptimumGap
 from deepbasics.reports.metrics import FINISHED, read_json, write_json
@@ -84,8 +86,9 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         model.load_state_dict(checkpoint["state_dict"])  # read_checkpoint already brought older names up to date
         best = _best_checkpoint(checkpoint)
         first = rank_zero_only.rank == 0  # under torchrun every rank finishes; rank 0 writes
-        return finish(cfg, run_dir, model, datamodule, trainer.loggers, checkpoint["global_step"], first,
-                      stopped=stopped, best_checkpoint=best)  # fmt: skip
+        with end_phase(cfg, done):
+            return finish(cfg, run_dir, model, datamodule, trainer.loggers, checkpoint["global_step"], first,
+                          stopped=stopped, best_checkpoint=best)  # fmt: skip
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path if checkpoint else None, weights_only=True)
@@ -93,6 +96,36 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         raise diverged(str(err), err.epoch, run_dir) from None
     except SignalStop as stop:
         raise interruption(stop.signum, epochs_done(trainer), cfg, run_dir, "resume=auto", stop.saved) from None
+    with end_phase(cfg, epochs_done(trainer)):
+        return _finish_fit(cfg, run_dir, model, datamodule, trainer)
+
+
+@contextlib.contextmanager
+def end_phase(cfg: DictConfig, epoch: int):
+    """Ctrl-C or SIGTERM while the end-of-run files are written: training is over and its checkpoint saved,
+    so the run stops with the line that says so and that a resume writes them (it does, from last.ckpt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame) -> None:
+        raise Interrupted(
+            f"{signal.Signals(signum).name}: stopped while writing the end-of-run files (metrics.json, model.pt,"
+            f" figures); training had finished at epoch {epoch}/{cfg.epochs} and is saved; write them with:"
+            f" {command_as_typed()} experiment={cfg.name} resume=auto",
+            code=128 + signum,
+            epoch=epoch,
+        )
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _finish_fit(cfg: DictConfig, run_dir: Path, model, datamodule, trainer: L.Trainer) -> float:
     checkpointing = trainer.checkpoint_callback
     return finish(
         cfg,
@@ -134,7 +167,7 @@ def interruption(signum: int, epoch: int, cfg: DictConfig, run_dir: Path, resume
         )  # fmt: skip
     return Interrupted(
         f"{name}: stopped at epoch {epoch}/{cfg.epochs} and saved {saved[0]}; continue with:"
-        f" deepbasics-train experiment={cfg.name} {resume}",
+        f" {command_as_typed()} experiment={cfg.name} {resume}",
         code=128 + signum,
         epoch=epoch,
     )
