@@ -21,11 +21,15 @@ def _handlers() -> dict[str, int]:
     return {name: len(logging.getLogger(name).handlers) for name in names}
 
 
-def test_fit_twice_in_one_process(tmp_path, monkeypatch):
+def test_fit_twice_in_one_process(tmp_path, monkeypatch, capfd):
     from hydra.core.global_hydra import GlobalHydra
 
     monkeypatch.chdir(tmp_path)
     a = deepbasics.fit("blobs_mlp", overrides=SHORT)
+    out, err = capfd.readouterr()
+    for chatter in ("GPU available", "TPU available", "Tip", "`Trainer.fit` stopped"):
+        assert chatter not in out + err, "the API is as quiet as the command line"
+    assert "run directory:" in out
     handlers = _handlers()  # after the first fit: importing Lightning adds its own handler once
     b = deepbasics.fit("blobs_mlp", overrides=SHORT)
     assert not GlobalHydra.instance().is_initialized(), "no Hydra global state left behind"

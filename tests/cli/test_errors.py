@@ -1,6 +1,7 @@
 """Bad input through the console scripts' entry points: exit status, one line on stderr that says what is wrong and how to
 fix it, and an earlier run's directory left byte for byte as it was."""
 
+import gzip
 import hashlib
 import json
 import os
@@ -27,9 +28,17 @@ def workdir(tmp_path_factory) -> Path:
         "labels.csv": "1,2,0\n3,1,2\n",
         "oneclass.csv": "1,2,1\n3,1,1\n",
         "notackpt.ckpt": "just text\n",
+        # CSV dialects a spreadsheet or another tool writes
+        "tabs.csv": "1\t2\t0\n3\t1\t1\n2\t2\t0\n",
+        "semicolons.csv": "a;b;y\n1,5;2;0\n3;1;1\n",
+        "named.csv": "a,b,y\n1,2,0\n3,1,1\n",
     }
     for name, text in files.items():
         (cwd / name).write_text(text)
+    (cwd / "latin1.csv").write_bytes("café,b,y\n1,2,0\n3,1,1\n".encode("latin-1"))
+    (cwd / "utf16.csv").write_bytes("1,2,0\n3,1,1\n".encode("utf-16"))
+    (cwd / "named.csv.gz").write_bytes(gzip.compress(b"a,b,y\n1,2,0\n3,1,1\n"))
+    (cwd / "a_directory").mkdir()
     (run,) = run_dirs(cwd, "linear_scores")
     (cwd / "earlier_run").write_text(str(run))
     last = (run / "checkpoints" / "last.ckpt").read_bytes()
@@ -42,6 +51,13 @@ def workdir(tmp_path_factory) -> Path:
     damaged[60:120] = bytes(b ^ 0x5A for b in damaged[60:120])  # inside archive/data.pkl, the zip index intact
     (cwd / "damaged.ckpt").write_bytes(bytes(damaged))
     return cwd
+
+
+def outputs(cwd: Path) -> list[str]:
+    """The run and evaluation directories under the working directory's outputs/."""
+    return sorted(str(p) for p in (cwd / "outputs").glob("*/*/*")) + sorted(
+        str(p) for p in (cwd / "outputs").glob("*/*")
+    )
 
 
 class RunsCode:
@@ -100,6 +116,45 @@ CASES = {
     "predict a damaged checkpoint": ("deepbasics-predict", ["ckpt_path=damaged.ckpt", "inputs=[1]"], 2, "damaged.ckpt is corrupt or was not written by deepbasics (the safe loader stopped at unsupported operand"),
     "unquoted path with a space": (TRAIN, ["experiment=logistic_diabetes", "data.path=my data/당뇨.csv"], 2, """quote the value for Hydra inside the shell's quotes: 'data.path="my data/당뇨.csv"'"""),
     "unquoted delimiter": (TRAIN, ["experiment=logistic_diabetes", "data.delimiter=;"], 2, """'data.delimiter=";"'"""),
+    # values out of their range, of the wrong type, or at odds with each other
+    "split fraction above 1": (TRAIN, [*CSV, "data.path=named.csv", "data.val_fraction=1.5"], 2, "data.val_fraction=1.5 must be a number from 0 up to (not including) 1"),
+    "negative split fraction": (TRAIN, [*CSV, "data.path=named.csv", "data.test_fraction=-0.2"], 2, "data.test_fraction=-0.2 must be a number from 0"),
+    "split fractions summing past 1": (TRAIN, [*CSV, "data.path=named.csv", "data.val_fraction=0.5", "data.test_fraction=0.5"], 2, "leave no rows to train on; keep their sum below 1"),
+    "negative seed": (TRAIN, ["seed=-7"], 2, "seed=-7 must be an integer from 0 to 4294967295"),
+    "fractional seed": (TRAIN, ["seed=2.5"], 2, "seed=2.5 must be an integer from 0 to 4294967295"),
+    "seed as a word": (TRAIN, ["seed=lucky"], 2, "seed='lucky' must be an integer"),
+    "data seed": (TRAIN, ["data.seed=-1"], 2, "data.seed=-1 must be an integer from 0"),
+    "negative patience": (TRAIN, ["callbacks=early_stopping", "callbacks.early_stopping.patience=-1"], 2, "callbacks.early_stopping.patience=-1 must be an integer of 0 or more"),
+    "patience as a word": (TRAIN, ["callbacks=early_stopping", "callbacks.early_stopping.patience=long"], 2, "callbacks.early_stopping.patience='long' must be an integer"),
+    "zero overfit rows": (TRAIN, ["debug=overfit", "overfit_rows=0"], 2, "overfit_rows=0 must be a positive integer"),
+    "more overfit rows than the data": (TRAIN, ["debug=overfit", "overfit_rows=81"], 2, "overfit_rows=81 but data.train has 80 rows; pass overfit_rows=80 or fewer"),
+    "boolean as a word": (TRAIN, [*CSV, "data.path=named.csv", "data.header=yes"], 2, "data.header='yes' must be true or false"),
+    "boolean as a number": (TRAIN, [*CSV, "data.path=named.csv", "data.standardize=1"], 2, "data.standardize=1 must be true or false"),
+    "negative split size": (TRAIN, ["data.n_val=-5"], 2, "data.n_val=-5 must be an integer of 0 or more"),
+    "zero spread": (TRAIN, ["data.cluster_std=0"], 2, "data.cluster_std=0 must be a number above 0"),
+    "zero batch size": (TRAIN, ["data.batch_size=0"], 2, "data.batch_size=0 must be a positive integer (rows per step)"),
+    "one class": (TRAIN, ["experiment=blobs_multiclass", "model.num_classes=1"], 2, "model.num_classes=1 must be an integer of 2 or more"),
+    "monitor mode": (TRAIN, ["monitor.mode=lowest"], 2, "monitor.mode='lowest': use min or max"),
+    "progress style": (TRAIN, ["progress=fancy"], 2, "progress='fancy': use auto, bar or lines"),
+    # a monitored metric the run does not log, found before the first epoch
+    "monitor misspelt": (TRAIN, ["monitor.metric=val/los"], 2, "monitor.metric=val/los: it is not a metric this run logs; pick one of train/loss, train/acc, train/auroc, val/loss, val/acc, val/auroc"),
+    "monitor of a test metric": (TRAIN, ["monitor.metric=test/acc"], 2, "test metrics are measured once, after training"),
+    "early stopping monitor": (TRAIN, ["callbacks=early_stopping", "callbacks.early_stopping.monitor=val/accuracy"], 2, "callbacks.early_stopping.monitor=val/accuracy: it is not a metric this run logs"),
+    "monitor of a split the data lacks": (TRAIN, [*CSV, "data.path=named.csv", "data.header=true", "monitor.metric=val/loss"], 2, "monitor.metric=val/loss but the data has no val split; monitor train/loss instead"),
+    "regression monitor": (TRAIN, ["experiment=linear_scores", "monitor.metric=train/acc"], 2, "pick one of train/loss, train/mse, train/mae, train/r2"),
+    # CSV dialects: what the file looks like, and the setting that reads it
+    "tab-separated file": (TRAIN, [*CSV, "data.path=tabs.csv"], 2, "it looks tab-separated: pass data.delimiter=tab"),
+    "semicolon-separated file": (TRAIN, [*CSV, "data.path=semicolons.csv", "data.header=true"], 2, "it looks semicolon-separated: pass data.delimiter=semicolon"),
+    "a word that is no delimiter": (TRAIN, [*CSV, "data.path=named.csv", "data.delimiter=colon"], 2, "data.delimiter='colon' must be one character or a word: comma, semicolon, tab, pipe, space"),
+    "header row without data.header": (TRAIN, [*CSV, "data.path=named.csv.gz"], 2, "if the first row names the columns, pass data.header=true"),
+    "latin-1 file": (TRAIN, [*CSV, "data.path=latin1.csv", "data.header=true"], 2, """it is not utf-8 text (it looks like latin-1); save it as UTF-8 (a spreadsheet's "CSV UTF-8") or pass data.encoding=latin-1"""),
+    "UTF-16 file": (TRAIN, [*CSV, "data.path=utf16.csv"], 2, "(it looks like utf-16); save it as UTF-8"),
+    "unknown encoding": (TRAIN, [*CSV, "data.path=named.csv", "data.encoding=klingon"], 2, "data.encoding='klingon' is not a text encoding Python knows"),
+    # predict and evaluate
+    "predict a NaN": ("deepbasics-predict", ["ckpt_path={run}", "inputs=[1,nan]"], 2, "inputs row 1, column 0 is nan; every input must be a finite number"),
+    "predict from model.pt": ("deepbasics-predict", ["ckpt_path={run}/model.pt", "inputs=[1]"], 2, "model.pt holds a net's weights alone (the model.pt a run exports for plain PyTorch), not a checkpoint; pass its run directory, ckpt_path={run}, or load it in Python with deepbasics.load_model"),
+    "evaluate a directory that is no run": ("deepbasics-evaluate", ["ckpt_path=a_directory"], 2, "ckpt_path=a_directory is a directory without checkpoints/last.ckpt; pass a run directory or a .ckpt"),
+    "evaluate with data.path, data not a CSV": ("deepbasics-evaluate", ["ckpt_path={run}", "data.path=named.csv"], 2, "data.path=named.csv: this run's data is not a CSV file (deepbasics.data.ToyDataModule); drop it"),
 }  # fmt: skip
 
 
@@ -107,12 +162,13 @@ CASES = {
 def test_bad_input_gets_one_clear_line(workdir, case, monkeypatch, capfd):
     command, args, code, message = CASES[case]
     run = Path((workdir / "earlier_run").read_text())
-    before = snapshot(run)
+    before, directories = snapshot(run), outputs(workdir)
     proc = run_in_this_process(command, [a.format(run=run) for a in args], workdir, monkeypatch, capfd)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == code, proc.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message.format(run=run) in lines[0], proc.stderr
     assert snapshot(run) == before, "an earlier run must be left exactly as it was"
+    assert outputs(workdir) == directories, "a refused run leaves no run directory behind"
     assert not (workdir / "code_ran").exists(), "an unsafe checkpoint must never run its code"
     assert "weights_only" not in proc.stderr, "never advice that weakens the check"
 

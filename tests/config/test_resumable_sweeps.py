@@ -148,6 +148,7 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, m
     first = rng.randint(1, 3)
     assert killed_when(GRID_, cwd, lambda: checkpoints() >= first, fork) == signal.SIGKILL
     (sweep,) = sweeps(cwd)
+
     # a dry run says what the resume would do, and does nothing
     def files() -> list[tuple[str, int]]:
         return sorted((str(p), p.stat().st_mtime_ns) for p in sweep.rglob("*") if p.name != ".lock")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_train, read_metrics, run_cli
+from conftest import compose_train, read_metrics, run_cli, run_in_this_process
 from deepbasics.data import CSVDataModule
 from deepbasics.errors import ConfigError
 
@@ -77,7 +77,7 @@ def test_standardize_uses_the_training_split_only(named_csv):
     torch.testing.assert_close(test_x, ((raw.splits["test"][0] - mean) / std).float())  # the train scale
 
 
-def test_standardized_runs_keep_their_scale_for_evaluate_and_predict(named_csv, tmp_path):
+def test_standardized_runs_keep_their_scale_for_evaluate_and_predict(named_csv, tmp_path, monkeypatch, capfd):
     import json
 
     from deepbasics.run.training import train
@@ -93,9 +93,16 @@ def test_standardized_runs_keep_their_scale_for_evaluate_and_predict(named_csv, 
     stats = checkpoint["deepbasics"]["standardization"]
     assert len(stats["mean"]) == len(stats["std"]) == 8
 
-    run_cli("deepbasics-evaluate", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
+    # the CSV moved: evaluate says so, and data.path points it at the file's new place
+    moved = path.rename(path.with_name("moved.csv"))
+    lost = run_in_this_process("deepbasics-evaluate", [f"ckpt_path={run}"], tmp_path, monkeypatch, capfd)
+    assert lost.returncode == 2
+    assert lost.stderr == f"error: data.path: no file at {path}; pass data.path=<csv file>\n"
+    assert not (tmp_path / "outputs").exists(), "a refused evaluation leaves no directory"
+    run_cli("deepbasics-evaluate", f"ckpt_path={run}", f"data.path={moved}", cwd=tmp_path)  # the run directory
     (evaluation,) = (tmp_path / "outputs" / "evaluations").iterdir()
     assert read_metrics(evaluation)["test"] == read_metrics(run)["test"]
+    assert read_metrics(evaluation)["checkpoint"] == str(run / "checkpoints" / "last.ckpt")
 
     from deepbasics.run.predict import predict
 

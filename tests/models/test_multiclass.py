@@ -86,14 +86,14 @@ def test_a_csv_with_an_integer_class_column(tmp_path):
     table = tmp_path / "three.csv"
     rows = [(i % 3 + 0.1 * i, -(i % 3), i % 3) for i in range(30)]
     table.write_text("".join(f"{a},{b},{c}\n" for a, b, c in rows))
-    # the diabetes recipe's CSV set-up (SGD lr 1 from zero) with a three-class softmax regression
-    model = [
-        "experiment=logistic_diabetes", "model=multiclass", "model.num_classes=3", "model.net.in_features=2",
-        "model.net.name=LogisticRegression", "~model.net.hidden_size",
-    ]  # fmt: skip
+    # the diabetes recipe's CSV set-up (SGD lr 1 from zero, its LogisticRegression) with three classes: a
+    # softmax regression, as the README writes it (the input width from the data, no hidden_size to remove)
+    model = ["experiment=logistic_diabetes", "model=multiclass", "model.num_classes=3"]
     train(compose_train(*model, f"data.path={table}", "epochs=300", run_dir=tmp_path / "run"))
     metrics = read_metrics(tmp_path / "run")
     assert metrics["train"]["acc"] > 0.9 and metrics["optimum"] is None
+    net = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["net"]
+    assert net["name"] == "LogisticRegression" and net["in_features"] == 2 and "hidden_size" not in net
     bad = tmp_path / "bad.csv"
     bad.write_text(table.read_text() + "1,1,3\n")
     with pytest.raises(ConfigError, match="data.train has label 3; a 3-class classifier needs labels 0 to 2"):

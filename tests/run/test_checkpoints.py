@@ -3,6 +3,8 @@ weights_only loading and writes that a crash cannot half-finish."""
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import read_metrics, run_cli, run_dirs, run_in_this_process
+from conftest import BIN, read_metrics, run_cli, run_dirs, run_in_this_process
 from deepbasics.config.run_dir import resumed_checkpoint, resumed_run_dir
 from deepbasics.errors import ConfigError
 from deepbasics.models.lightning_modules import BinaryClassifier
@@ -187,8 +189,11 @@ def test_truncated_checkpoint_is_reported(full_run, tmp_path):
         read_checkpoint(cut)
 
 
-def _signal_after_next_checkpoint(args: list[str], cwd: Path, signum: int) -> subprocess.CompletedProcess:
-    """Start deepbasics-train, wait for it to write a checkpoint, then send it a signal mid-training."""
+def _signal_after_next_checkpoint(
+    args: list[str], cwd: Path, signum: int, command: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    """Start deepbasics-train (or ``command``, as it is), wait for it to write a checkpoint, then send it a
+    signal mid-training."""
     import time
 
     from conftest import BIN
@@ -198,7 +203,7 @@ def _signal_after_next_checkpoint(args: list[str], cwd: Path, signum: int) -> su
 
     runs = cwd / "outputs" / "runs" / "blobs_mlp"
     before = {p: saved(p) for p in runs.glob("*/checkpoints/last.ckpt")}
-    command = [str(BIN / "deepbasics-train"), *args]
+    command = command or [str(BIN / "deepbasics-train"), *args]
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -227,15 +232,25 @@ def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path, monkeypatch, capfd
     (run_dir,) = run_dirs(tmp_path, "blobs_mlp")
     stopped = read_metrics(run_dir)
     assert stopped["status"] == "interrupted" and 0 < stopped["epochs"] < 1200
-    assert first.stdout.strip().splitlines()[-1] == (
-        f"SIGINT: stopped at epoch {stopped['epochs']}/1200 and saved {run_dir / 'checkpoints' / 'last.ckpt'};"
-        " continue with: deepbasics-train experiment=blobs_mlp resume=auto"
+    # on stderr, like every message; the command it prints runs as printed (the script as it was started:
+    # here by its path, as `.venv/bin/deepbasics-train` typed in the project would be)
+    script = (
+        "deepbasics-train"
+        if shutil.which("deepbasics-train") == str(BIN / "deepbasics-train")
+        else str(BIN / "deepbasics-train")
     )
+    assert first.stderr.strip().splitlines()[-1] == (
+        f"SIGINT: stopped at epoch {stopped['epochs']}/1200 and saved {run_dir / 'checkpoints' / 'last.ckpt'};"
+        f" continue with: {script} experiment=blobs_mlp resume=auto"
+    )
+    assert "stopped at" not in first.stdout
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stopped["epochs"]
 
-    second = _signal_after_next_checkpoint([*recipe, "resume=auto"], tmp_path, signals.SIGTERM)
+    printed = shlex.split(first.stderr.strip().splitlines()[-1].split("continue with: ")[1])
+    second = _signal_after_next_checkpoint([], tmp_path, signals.SIGTERM, command=[*printed, *recipe])
     assert second.returncode == 143, second.stderr
-    assert "SIGTERM: stopped at epoch" in second.stdout
+    assert f"resuming {run_dir / 'checkpoints' / 'last.ckpt'} at epoch {stopped['epochs']}/1200" in second.stdout
+    assert "SIGTERM: stopped at epoch" in second.stderr
 
     done = run_in_this_process("deepbasics-train", [*recipe, "resume=auto"], tmp_path, monkeypatch, capfd)
     assert done.returncode == 0, done.stderr

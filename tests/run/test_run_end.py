@@ -141,6 +141,24 @@ def test_twenty_kills_anywhere_then_resume_end_bit_identical(tmp_path):
     assert kills == 20
 
 
+def test_sigterm_in_the_end_phase_says_so_and_a_resume_writes_the_files(tmp_path, monkeypatch, capfd):
+    """SIGTERM (a cluster's, a container's stop) while the end-of-run files are written: exit 143 with the
+    line that says what happened on stderr, the run recorded as interrupted, and resume=auto finishing it."""
+    short = ["experiment=blobs_mlp", "epochs=100", "log_every=50", "val_every=50", "ckpt_every=50"]
+    stopped = stop_at("term", "before:write_json", short, tmp_path)
+    assert stopped.returncode == 143
+    (run,) = run_dirs(tmp_path, "blobs_mlp")
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        "SIGTERM: stopped while writing the end-of-run files (metrics.json, model.pt, figures); training had"
+        " finished at epoch 100/100 and is saved; write them with: deepbasics-train experiment=blobs_mlp resume=auto"
+    )
+    assert read_metrics(run)["status"] == "interrupted"
+    done = run_in_this_process("deepbasics-train", [*short, "resume=auto"], tmp_path, monkeypatch, capfd)
+    assert done.returncode == 0, done.stderr
+    assert f"finishing {run}: training ended at epoch 100" in done.stdout
+    assert read_metrics(run)["status"] == "completed" and (run / "model.pt").is_file()
+
+
 def _listing(directory: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns) for p in directory.rglob("*")}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -153,12 +154,26 @@ def build_loggers(cfg: DictConfig, run_dir: Path, start_step: int = 0) -> list:
         if conf._target_.endswith("TensorBoardLogger"):
             # A resumed run hides what the interrupted one logged after its checkpoint, and a job of a sweep
             # that starts again (killed before its first checkpoint) all of it: each curve is one line.
+            earlier = list((run_dir / conf.get("name", "")).glob("**/events.out.tfevents.*"))
             if start_step:
                 extra["purge_step"] = start_step + 1
-            elif any((run_dir / conf.get("name", "")).glob("**/events.out.tfevents.*")):
+            elif earlier:
                 extra["purge_step"] = 0
+            after_event_files(earlier)
         loggers.append(_instantiate(conf, **extra))
     return loggers
+
+
+def after_event_files(earlier: list[Path]) -> None:
+    """Wait, if need be, until a new event file sorts after ``earlier`` ones. TensorBoard reads a run's
+    event files in name order, which starts with the second the file was made; a resume's purge of what the
+    interrupted run logged after its checkpoint works only if its file comes later. A resume within the
+    same second as the first start (a quick kill) would otherwise sort before it, by process id."""
+    stamps = [int(p.name.split(".")[3]) for p in earlier if p.name.split(".")[3].isdigit()]
+    if stamps:
+        delay = max(stamps) + 1 - time.time()
+        if delay > 0:
+            time.sleep(delay)
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
