@@ -91,9 +91,8 @@ def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path =
     try:
         with lightning_quiet():
             train(cfg, overrides=command)
-    except ConfigError:
-        if not cfg.resume:  # refused before it trained: no "failed" run left behind, as on the command line
-            discard_unstarted(run_dir)
+    except ConfigError:  # refused before it trained: no "failed" run left behind, as on the command line
+        discard_unstarted(run_dir)
         raise
     last = run_dir / LAST
     return Result(run_dir, read_json(run_dir / "metrics.json"), load_model(run_dir), last if last.is_file() else None)

@@ -32,6 +32,7 @@ def workdir(tmp_path_factory) -> Path:
         "tabs.csv": "1\t2\t0\n3\t1\t1\n2\t2\t0\n",
         "semicolons.csv": "a;b;y\n1,5;2;0\n3;1;1\n",
         "named.csv": "a,b,y\n1,2,0\n3,1,1\n",
+        "semicolon_inputs.csv": "1;2\n3;4\n",
     }
     for name, text in files.items():
         (cwd / name).write_text(text)
@@ -141,7 +142,7 @@ CASES = {
     "monitor of a test metric": (TRAIN, ["monitor.metric=test/acc"], 2, "test metrics are measured once, after training"),
     "early stopping monitor": (TRAIN, ["callbacks=early_stopping", "callbacks.early_stopping.monitor=val/accuracy"], 2, "callbacks.early_stopping.monitor=val/accuracy: it is not a metric this run logs"),
     "monitor of a split the data lacks": (TRAIN, [*CSV, "data.path=named.csv", "data.header=true", "monitor.metric=val/loss"], 2, "monitor.metric=val/loss but the data has no val split; monitor train/loss instead"),
-    "regression monitor": (TRAIN, ["experiment=linear_scores", "monitor.metric=train/acc"], 2, "pick one of train/loss, train/mse, train/mae, train/r2"),
+    "regression monitor": (TRAIN, ["experiment=linear_scores", "monitor.metric=train/acc"], 2, "pick one of train/loss, train/mae, train/mse, train/r2"),
     # CSV dialects: what the file looks like, and the setting that reads it
     "tab-separated file": (TRAIN, [*CSV, "data.path=tabs.csv"], 2, "it looks tab-separated: pass data.delimiter=tab"),
     "semicolon-separated file": (TRAIN, [*CSV, "data.path=semicolons.csv", "data.header=true"], 2, "it looks semicolon-separated: pass data.delimiter=semicolon"),
@@ -152,6 +153,7 @@ CASES = {
     "unknown encoding": (TRAIN, [*CSV, "data.path=named.csv", "data.encoding=klingon"], 2, "data.encoding='klingon' is not a text encoding Python knows"),
     # predict and evaluate
     "predict a NaN": ("deepbasics-predict", ["ckpt_path={run}", "inputs=[1,nan]"], 2, "inputs row 1, column 0 is nan; every input must be a finite number"),
+    "predict a semicolon-separated file": ("deepbasics-predict", ["ckpt_path={run}", "inputs=semicolon_inputs.csv"], 2, "could not convert string '1;2' to float32 at row 0, column 1; it looks semicolon-separated: save it comma-separated"),
     "predict from model.pt": ("deepbasics-predict", ["ckpt_path={run}/model.pt", "inputs=[1]"], 2, "model.pt holds a net's weights alone (the model.pt a run exports for plain PyTorch), not a checkpoint; pass its run directory, ckpt_path={run}, or load it in Python with deepbasics.load_model"),
     "evaluate a directory that is no run": ("deepbasics-evaluate", ["ckpt_path=a_directory"], 2, "ckpt_path=a_directory is a directory without checkpoints/last.ckpt; pass a run directory or a .ckpt"),
     "evaluate with data.path, data not a CSV": ("deepbasics-evaluate", ["ckpt_path={run}", "data.path=named.csv"], 2, "data.path=named.csv: this run's data is not a CSV file (deepbasics.data.ToyDataModule); drop it"),

@@ -85,7 +85,7 @@ def test_evaluate_reproduces_the_training_test_metrics(full_run, tmp_path):
     assert "acc" in out.stdout and str(eval_dir / "metrics.json") in out.stdout.replace("\n", "")
 
 
-def test_predict_prints_probabilities_that_the_exported_plain_net_reproduces(full_run, tmp_path):
+def test_predict_prints_probabilities_that_the_exported_plain_net_reproduces(full_run, tmp_path, monkeypatch, capfd):
     ckpt = full_run / "checkpoints" / "last.ckpt"
     out = run_cli("deepbasics-predict", f"ckpt_path={ckpt}", "inputs=[[2,2],[5,4],[1,-1]]", cwd=tmp_path)
     lines = out.stdout.strip().splitlines()
@@ -103,7 +103,9 @@ def test_predict_prints_probabilities_that_the_exported_plain_net_reproduces(ful
 
     csv = tmp_path / "inputs.csv"
     csv.write_text("2,2\n5,4\n1,-1\n")
-    from_file = run_cli("deepbasics-predict", f"ckpt_path={ckpt}", f"inputs={csv}", cwd=tmp_path)
+    from_file = run_in_this_process(
+        "deepbasics-predict", [f"ckpt_path={ckpt}", f"inputs={csv}"], tmp_path, monkeypatch, capfd
+    )
     assert json.loads(from_file.stdout)["predictions"] == predictions
 
 

@@ -44,9 +44,10 @@ def stop_at(action: str, point: str, args: list[str], cwd: Path, wait: bool = Tr
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True)
 
 
-def test_early_stopping_is_a_normal_finish(tmp_path):
+def test_early_stopping_is_a_normal_finish(tmp_path, monkeypatch, capfd):
     args = ["experiment=blobs_mlp", "epochs=3000", "log_every=100", "val_every=100", "ckpt_every=100", EARLY_STOP]
-    proc = run_cli("deepbasics-train", *args, cwd=tmp_path)  # exit 0
+    proc = run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd)
+    assert proc.returncode == 0, proc.stderr
     (run,) = run_dirs(tmp_path, "blobs_mlp")
     metrics = read_metrics(run)
     assert metrics["status"] == "stopped_early"
@@ -255,8 +256,8 @@ def test_the_tutorials_reload_code_takes_model_pt(tmp_path, diabetes_csv, experi
     train(cfg)
     new_model = tutorial()
     new_model.load_state_dict(torch.load(tmp_path / "run" / "model.pt"))  # the tutorials' own line, strict
-    spec = cfg.model.net
-    ours = NETS[spec.name](**{k: v for k, v in spec.items() if k in ("in_features", "hidden_size")})
+    spec = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["net"]
+    ours = NETS[spec["name"]](**{k: v for k, v in spec.items() if k in ("in_features", "hidden_size")})
     ours.load_state_dict(torch.load(tmp_path / "run" / "model.pt"))
     x = torch.tensor(inputs)
     with torch.no_grad():

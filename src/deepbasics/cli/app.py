@@ -59,7 +59,7 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
     except (ConfigError, RunFailed) as err:
         if not in_multirun():
-            if isinstance(err, ConfigError) and not cfg.get("resume") and OmegaConf.select(cfg, "paths.run_dir"):
+            if isinstance(err, ConfigError) and OmegaConf.select(cfg, "paths.run_dir"):
                 from deepbasics.config.run_dir import discard_unstarted
 
                 discard_unstarted(cfg.paths.run_dir)

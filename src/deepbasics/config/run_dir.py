@@ -97,13 +97,23 @@ def resumed_checkpoint(run_dir: Path, resume: str) -> Path:
     return path.resolve() if path.is_file() else run_dir / LAST
 
 
+# What a run directory holds before training starts: Hydra's record of the config, the job's log, the
+# lock, and the failure record of a refused run
+BEFORE_TRAINING = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "metrics.json", ".lock"}
+
+
 def discard_unstarted(run_dir: Path) -> None:
-    """Remove the directory Hydra made for a fresh run that a config check refused before it trained: bad
-    input leaves no "failed" runs behind. Only a directory without a checkpoint goes (never a resumed run's,
-    which the caller does not pass); its parents (runs/<name>/, runs/) go with it when empty."""
+    """Remove the directory Hydra made for a run that a check refused before it trained: bad input leaves
+    no "failed" runs behind. Only a directory holding nothing but what is written before training goes
+    (never a resumed run's, with its checkpoints, nor a directory of the user's given as hydra.run.dir);
+    its parents (runs/<name>/, runs/) go with it when empty."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() or any((run_dir / "checkpoints").glob("*")):
+    if not run_dir.is_dir():
         return
+    for path in run_dir.rglob("*"):
+        name = path.relative_to(run_dir).as_posix()
+        if path.is_file() and name not in BEFORE_TRAINING and not (name.endswith(".log") and "/" not in name):
+            return
     shutil.rmtree(run_dir, ignore_errors=True)  # torchrun's ranks may remove it together
     for parent in (run_dir.parent, run_dir.parent.parent):  # runs/<name>/ and runs/, when they are empty now
         try:

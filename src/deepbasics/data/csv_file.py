@@ -48,26 +48,29 @@ def open_text(path: str, encoding: str) -> TextIO:
     return opener(path, "rt", encoding=encoding, newline="")
 
 
-def read_table(path: str, delimiter: str, header: bool, encoding: str) -> np.ndarray:
+def read_table(
+    path: str, delimiter: str, header: bool, encoding: str, key: str = "data.path", settings: bool = True
+) -> np.ndarray:
     """The numeric table (float32, 2-D), or one line that says what the file looks like and which setting
-    reads it."""
+    reads it. ``key``: the setting that named the file; ``settings``: whether data.* settings read it
+    (predict's inputs are read as they are: the fix there is a plain comma-separated UTF-8 file)."""
     try:
         with warnings.catch_warnings(), open_text(path, encoding) as f:
             warnings.simplefilter("ignore")  # numpy warns about an empty file; the caller says it
             # quotechar: a spreadsheet may quote its numbers ("1.5"), which are numbers all the same
             return np.loadtxt(f, delimiter=delimiter, skiprows=int(header), dtype=np.float32, ndmin=2, quotechar='"')
     except UnicodeError:
-        raise ConfigError(f"data.path {path}: {not_utf8(path, encoding)}") from None
+        raise ConfigError(f"{key} {path}: {not_utf8(path, encoding, settings)}") from None
     except (ValueError, EOFError, OSError) as err:  # OSError, EOFError: a damaged compressed file
         # numpy's text ends in advice about its own arguments ("use usecols ..."): keep the diagnosis
         found = re.match(r".*? at row \d+, column \d+", str(err))
         reason = found.group(0) if found else str(err).split("; ")[0].rstrip(".")
         raise ConfigError(
-            f"data.path {path}: {reason}; {diagnosis(path, delimiter, header, encoding, reason)}"
+            f"{key} {path}: {reason}; {diagnosis(path, delimiter, header, encoding, reason, settings)}"
         ) from None
 
 
-def not_utf8(path: str, encoding: str) -> str:
+def not_utf8(path: str, encoding: str, settings: bool = True) -> str:
     """What the bytes of a file that does not decode as ``encoding`` look like, and how to read it."""
     with open(path, "rb") as f:
         start = f.read(65536)
@@ -79,13 +82,12 @@ def not_utf8(path: str, encoding: str) -> str:
         except UnicodeDecodeError:
             found = "latin-1"
     name = codecs.lookup(encoding).name.removesuffix("-sig")
-    return (
-        f'it is not {name} text (it looks like {found}); save it as UTF-8 (a spreadsheet\'s "CSV UTF-8")'
-        f" or pass data.encoding={found}"
+    return f'it is not {name} text (it looks like {found}); save it as UTF-8 (a spreadsheet\'s "CSV UTF-8")' + (
+        f" or pass data.encoding={found}" if settings else ""
     )
 
 
-def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: str) -> str:
+def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: str, settings: bool = True) -> str:
     """Which setting most likely reads a file numpy could not: another delimiter (sniffed by Python's
     csv.Sniffer on its first lines), or a header row; else what every file must be."""
     try:
@@ -94,10 +96,12 @@ def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: st
         sniffed = csv.Sniffer().sniff(sample, delimiters="".join(WORD_OF)).delimiter
     except (csv.Error, OSError, EOFError, UnicodeError):
         sniffed = None
-    if sniffed and sniffed != delimiter and all(delimiter not in line for line in sample.splitlines()[1:]):
-        return f"it looks {WORD_OF[sniffed]}-separated: pass data.delimiter={WORD_OF[sniffed]}"
+    widths = {len(line.split(sniffed)) for line in sample.splitlines() if line.strip()} if sniffed else set()
+    if sniffed and sniffed != delimiter and len(widths) == 1 and widths.pop() >= 2:
+        fix = f"pass data.delimiter={WORD_OF[sniffed]}" if settings else "save it comma-separated"
+        return f"it looks {WORD_OF[sniffed]}-separated: {fix}"
     if not header and " at row 0," in reason:  # words in the first row: most likely column names
-        return "if the first row names the columns, pass data.header=true"
+        return "if the first row names the columns, " + ("pass data.header=true" if settings else "remove that row")
     return "every cell must be a number, every row as wide"
 
 

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deepbasics.compat import lightning_epochs_done
 from deepbasics.config.schema import NetSpec, Schedule
@@ -76,7 +76,10 @@ def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
             f" set model.net.in_features={datamodule.in_features}, or leave it out (the data sets it)"
         )
     # _recursive_=False: model.scheduler's _target_ is built later, around the optimizer
-    model = _instantiate(cfg.model, net=net, _convert_="all", _recursive_=False)
+    model_cfg = cfg.model.copy()
+    with open_dict(model_cfg):
+        model_cfg.net = net  # replaced whole (instantiate's keyword arguments would merge into it)
+    model = _instantiate(model_cfg, _convert_="all", _recursive_=False)
     classes = model.hparams.get("num_classes")
     outputs = model.hparams.net.get("out_features", 1)
     if classes is not None and outputs != classes:

@@ -63,10 +63,7 @@ def read_inputs(inputs, width: int) -> torch.Tensor:
         path = Path(inputs).expanduser()
         if not path.is_file():
             raise ConfigError(f"inputs={inputs}: no such file; pass a CSV path or a list like [[2,2],[5,4]]")
-        try:
-            rows = read_table(str(path), ",", header=False, encoding="utf-8-sig")
-        except ConfigError as err:
-            raise ConfigError(str(err).replace(f"data.path {path}", f"inputs={inputs}", 1)) from None
+        rows = read_table(str(path), ",", header=False, encoding="utf-8-sig", key="inputs", settings=False)
     else:
         values = OmegaConf.to_container(inputs) if OmegaConf.is_config(inputs) else inputs
         try:
