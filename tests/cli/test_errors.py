@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,12 @@ SHORT = ["epochs=20", "log_every=10", "val_every=10", "ckpt_every=10"]
 def workdir(tmp_path_factory) -> Path:
     """A working directory holding one finished run and the broken inputs the cases point at."""
     cwd = tmp_path_factory.mktemp("errors")
-    run_cli("deepbasics-train", "experiment=linear_scores", *SHORT, cwd=cwd)
+    with pytest.MonkeyPatch.context() as monkeypatch:  # the command in this process (a module's fixture)
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["deepbasics-train", "experiment=linear_scores", *SHORT])
+        from deepbasics.cli.commands import train
+
+        train()
     files = {
         "nonnumeric.csv": "1,2,0\n3,abc,1\n",
         "nan.csv": "1,2,0\n3,nan,1\n",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from conftest import compose_train, read_metrics, run_cli
+from conftest import compose_train, read_metrics, run_in_this_process
 
 
-def test_debug_fast_runs_end_to_end_under_outputs_debug(tmp_path):
-    run_cli("deepbasics-train", "debug=fast", cwd=tmp_path)
+def test_debug_fast_runs_end_to_end_under_outputs_debug(tmp_path, monkeypatch, capfd):
+    assert run_in_this_process("deepbasics-train", ["debug=fast"], tmp_path, monkeypatch, capfd).returncode == 0
     assert not (tmp_path / "outputs" / "runs").exists(), "real runs stay clean"
     (run,) = (tmp_path / "outputs" / "debug" / "runs" / "blobs_mlp").iterdir()
     metrics = read_metrics(run)

@@ -11,7 +11,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from conftest import run_cli
+from conftest import run_in_this_process
 from hydra_plugins.deepbasics_optuna.sweeper import OptunaSweeper, distribution
 
 
@@ -91,14 +91,14 @@ def test_a_seeded_sampler_repeats_and_the_study_lives_on(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_diverging_trial_is_a_fail_trial_through_the_command(tmp_path):
+def test_a_diverging_trial_is_a_fail_trial_through_the_command(tmp_path, monkeypatch, capfd):
     args = [
         "hparams_search=linear_scores_optuna", "epochs=100", "log_every=10", "val_every=10", "ckpt_every=10",
         "hydra.sweeper.study_name=fails", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.sampler.seed=1",  # TPE: its first 5 trials are random draws
         "hydra.sweeper.params={model.optimizer.lr:'choice(0.01,0.5)'}",
     ]  # fmt: skip
-    proc = run_cli("deepbasics-train", *args, cwd=tmp_path, check=False)
+    proc = run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd)
     assert proc.returncode == 1, proc.stderr  # a failed job fails the sweep, as with the basic sweeper
     study = optuna.load_study(study_name="fails", storage=f"sqlite:///{tmp_path}/outputs/optuna.db")
     states = {t.params["model.optimizer.lr"]: t.state.name for t in study.trials}

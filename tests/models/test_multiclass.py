@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_experiment, compose_train, read_metrics, run_cli
+from conftest import compose_experiment, compose_train, read_metrics, run_in_this_process
 from deepbasics.errors import ConfigError
 from deepbasics.run.build import build_datamodule
 from deepbasics.run.training import train
@@ -67,15 +67,15 @@ def test_accuracy_and_macro_f1_agree_with_sklearn(run):
     assert 0.5 < test["acc"] < 1.0, "the classes touch (cluster_std 0.6): some test rows are confused"
 
 
-def test_figures_and_predictions(run):
+def test_figures_and_predictions(run, monkeypatch, capfd):
     cfg, run_dir = run
     for name in ("fit.png", "confusion.png", "loss.png"):
         assert (run_dir / "figures" / name).stat().st_size > 10_000, name
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     assert {"fit", "confusion"} <= set(events.Tags()["images"])
-    out = run_cli("deepbasics-predict", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-                  "inputs=[[1,1],[-1,-1],[1,-1],[-1,1]]", cwd=run_dir)  # fmt: skip
+    args = [f"ckpt_path={run_dir}", "inputs=[[1,1],[-1,-1],[1,-1],[-1,1]]"]  # the run directory: its last.ckpt
+    out = run_in_this_process("deepbasics-predict", args, run_dir, monkeypatch, capfd)
     answer = json.loads(out.stdout)
     assert answer["predictions"] == [0, 1, 2, 3]  # the four centres
     assert all(len(p) == 4 and sum(p) == pytest.approx(1.0) for p in answer["probabilities"])
