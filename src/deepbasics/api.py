@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,7 @@ def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path =
     from deepbasics.reports.metrics import read_json
     from deepbasics.run.training import train
 
+    started = time.time()
     cfg = compose_run(experiment, overrides, output_dir)
     run_dir, command = Path(cfg.paths.run_dir), [f"experiment={experiment}", *overrides]
     if not cfg.resume:  # what the command line keeps of a run's config, so tools read both alike
@@ -92,7 +94,7 @@ def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path =
         with lightning_quiet():
             train(cfg, overrides=command)
     except ConfigError:  # refused before it trained: no "failed" run left behind, as on the command line
-        discard_unstarted(run_dir)
+        discard_unstarted(run_dir, cfg.paths.output_dir, started)
         raise
     last = run_dir / LAST
     return Result(run_dir, read_json(run_dir / "metrics.json"), load_model(run_dir), last if last.is_file() else None)

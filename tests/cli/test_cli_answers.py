@@ -51,7 +51,7 @@ def test_module_forms_answer_as_the_console_scripts(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr == "error: ckpt_path=nope.ckpt: no such file; pass a .ckpt from a run's checkpoints/ directory\n"
-    assert not (tmp_path / "outputs").exists()
+    assert not (tmp_path / "outputs" / "evaluations").exists(), "a refused evaluation leaves no directory"
 
 
 def test_a_printed_command_names_the_script_as_it_was_started(monkeypatch, tmp_path):

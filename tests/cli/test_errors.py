@@ -36,9 +36,11 @@ def workdir(tmp_path_factory) -> Path:
         "notackpt.ckpt": "just text\n",
         # CSV dialects a spreadsheet or another tool writes
         "tabs.csv": "1\t2\t0\n3\t1\t1\n2\t2\t0\n",
-        "semicolons.csv": "a;b;y\n1,5;2;0\n3;1;1\n",
+        "semicolons.csv": "a;b;y\n1.5;2;0\n3;1;1\n",
         "named.csv": "a,b,y\n1,2,0\n3,1,1\n",
         "semicolon_inputs.csv": "1;2\n3;4\n",
+        "decimal_commas.csv": "1,5;2;0\n3;1,25;1\n",
+        "korean_utf8.csv": "키,몸무게,y\n1,2,0\n3,1,1\n",
     }
     for name, text in files.items():
         (cwd / name).write_text(text)
@@ -46,6 +48,9 @@ def workdir(tmp_path_factory) -> Path:
     (cwd / "utf16.csv").write_bytes("1,2,0\n3,1,1\n".encode("utf-16"))
     (cwd / "named.csv.gz").write_bytes(gzip.compress(b"a,b,y\n1,2,0\n3,1,1\n"))
     (cwd / "a_directory").mkdir()
+    damaged = bytearray(gzip.compress(b"a,b,y\n1,2,0\n" * 50, mtime=0))
+    damaged[20:28] = bytes(8)
+    (cwd / "damaged.csv.gz").write_bytes(bytes(damaged))
     (run,) = run_dirs(cwd, "linear_scores")
     (cwd / "earlier_run").write_text(str(run))
     last = (run / "checkpoints" / "last.ckpt").read_bytes()
@@ -134,7 +139,6 @@ CASES = {
     "negative patience": (TRAIN, ["callbacks=early_stopping", "callbacks.early_stopping.patience=-1"], 2, "callbacks.early_stopping.patience=-1 must be an integer of 0 or more"),
     "patience as a word": (TRAIN, ["callbacks=early_stopping", "callbacks.early_stopping.patience=long"], 2, "callbacks.early_stopping.patience='long' must be an integer"),
     "zero overfit rows": (TRAIN, ["debug=overfit", "overfit_rows=0"], 2, "overfit_rows=0 must be a positive integer"),
-    "more overfit rows than the data": (TRAIN, ["debug=overfit", "overfit_rows=81"], 2, "overfit_rows=81 but data.train has 80 rows; pass overfit_rows=80 or fewer"),
     "boolean as a word": (TRAIN, [*CSV, "data.path=named.csv", "data.header=yes"], 2, "data.header='yes' must be true or false"),
     "boolean as a number": (TRAIN, [*CSV, "data.path=named.csv", "data.standardize=1"], 2, "data.standardize=1 must be true or false"),
     "negative split size": (TRAIN, ["data.n_val=-5"], 2, "data.n_val=-5 must be an integer of 0 or more"),
@@ -156,6 +160,10 @@ CASES = {
     "header row without data.header": (TRAIN, [*CSV, "data.path=named.csv.gz"], 2, "if the first row names the columns, pass data.header=true"),
     "latin-1 file": (TRAIN, [*CSV, "data.path=latin1.csv", "data.header=true"], 2, """it is not utf-8 text (it looks like latin-1); save it as UTF-8 (a spreadsheet's "CSV UTF-8") or pass data.encoding=latin-1"""),
     "UTF-16 file": (TRAIN, [*CSV, "data.path=utf16.csv"], 2, "(it looks like utf-16); save it as UTF-8"),
+    "decimal commas": (TRAIN, [*CSV, "data.path=decimal_commas.csv", "data.delimiter=semicolon"], 2, "its numbers use decimal commas (1,5): save it with decimal points (1.5) and commas between cells"),
+    "UTF-8 file said to be cp949": (TRAIN, [*CSV, "data.path=korean_utf8.csv", "data.header=true", "data.encoding=cp949"], 2, "it is not cp949 text but UTF-8; drop data.encoding"),
+    "a codec that is no text encoding": (TRAIN, [*CSV, "data.path=named.csv", "data.encoding=hex"], 2, "data.encoding='hex' is not a text encoding Python knows"),
+    "damaged compressed file": (TRAIN, [*CSV, "data.path=damaged.csv.gz", "data.header=true"], 2, "damaged.csv.gz is a damaged compressed file (CRC check failed"),
     "unknown encoding": (TRAIN, [*CSV, "data.path=named.csv", "data.encoding=klingon"], 2, "data.encoding='klingon' is not a text encoding Python knows"),
     # predict and evaluate
     "predict a NaN": ("deepbasics-predict", ["ckpt_path={run}", "inputs=[1,nan]"], 2, "inputs row 1, column 0 is nan; every input must be a finite number"),
@@ -200,6 +208,54 @@ def test_divergence_names_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path)
     json.dumps(metrics)  # valid JSON, no NaN
 
 
+def test_values_at_the_edges_are_taken(workdir, monkeypatch, capfd):
+    """What the checks must let through: a checkpoint that keeps the latest by step, a callback of another
+    kind with an option named like EarlyStopping's, more overfit rows asked than a toy split has, one
+    number as predict's inputs."""
+    from conftest import compose_train
+    from deepbasics.config.schema import validate_train_config
+
+    latest = ["experiment=linear_scores", *SHORT, "callbacks.model_checkpoint.monitor=step",
+              "callbacks.model_checkpoint.mode=max", "debug=overfit"]  # fmt: skip
+    proc = run_in_this_process(TRAIN, latest, workdir, monkeypatch, capfd)
+    assert proc.returncode == 0, proc.stderr  # linear_scores has 4 rows, debug=overfit asks for 8
+    finder = [
+        "+callbacks.lrf._target_=lightning.pytorch.callbacks.LearningRateFinder",
+        "+callbacks.lrf.mode=exponential",
+    ]
+    validate_train_config(compose_train(*finder, run_dir=workdir / "unused"))
+    run = Path((workdir / "earlier_run").read_text())
+    proc = run_in_this_process("deepbasics-predict", [f"ckpt_path={run}", "inputs=5"], workdir, monkeypatch, capfd)
+    assert proc.returncode == 0 and len(json.loads(proc.stdout)["predictions"]) == 1, proc.stderr
+
+
 def test_diabetes_csv_is_fine(workdir):
     """The control case: the real table passes the same checks."""
     assert DIABETES.is_file()
+
+
+def test_a_refused_run_removes_only_a_directory_of_its_own(tmp_path, monkeypatch, capfd):
+    """A directory given as hydra.run.dir holds the user's files; one that another process holds (its lock)
+    is that process's; one with files older than the command is an earlier run's: each stays."""
+    import fcntl
+    import time
+
+    from deepbasics.config.run_dir import discard_unstarted, fresh_stem
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "server.log").write_text("the user's\n")
+    proc = run_in_this_process(TRAIN, [f"hydra.run.dir={mine}", "seed=-1"], tmp_path, monkeypatch, capfd)
+    assert proc.returncode == 2 and (mine / "server.log").read_text() == "the user's\n"
+
+    held = tmp_path / "outputs" / "runs" / "blobs_mlp" / fresh_stem()
+    (held / ".hydra").mkdir(parents=True)
+    (held / ".hydra" / "config.yaml").write_text("{}\n")
+    with open(held / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file holds it, as another process would
+        discard_unstarted(held, tmp_path / "outputs", since=time.time() - 60)
+    assert held.is_dir()
+    discard_unstarted(held, tmp_path / "outputs", since=time.time() + 60)  # its files predate "this command"
+    assert held.is_dir()
+    discard_unstarted(held, tmp_path / "outputs", since=time.time() - 60)  # now it is this command's own
+    assert not held.exists() and not (tmp_path / "outputs" / "runs").exists() and (tmp_path / "outputs").is_dir()

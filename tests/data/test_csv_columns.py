@@ -98,7 +98,7 @@ def test_standardized_runs_keep_their_scale_for_evaluate_and_predict(named_csv, 
     lost = run_in_this_process("deepbasics-evaluate", [f"ckpt_path={run}"], tmp_path, monkeypatch, capfd)
     assert lost.returncode == 2
     assert lost.stderr == f"error: data.path: no file at {path}; pass data.path=<csv file>\n"
-    assert not (tmp_path / "outputs").exists(), "a refused evaluation leaves no directory"
+    assert not (tmp_path / "outputs" / "evaluations").exists(), "a refused evaluation leaves no directory"
     run_cli("deepbasics-evaluate", f"ckpt_path={run}", f"data.path={moved}", cwd=tmp_path)  # the run directory
     (evaluation,) = (tmp_path / "outputs" / "evaluations").iterdir()
     assert read_metrics(evaluation)["test"] == read_metrics(run)["test"]

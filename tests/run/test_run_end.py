@@ -150,8 +150,9 @@ def test_sigterm_in_the_end_phase_says_so_and_a_resume_writes_the_files(tmp_path
     assert stopped.returncode == 143
     (run,) = run_dirs(tmp_path, "blobs_mlp")
     assert stopped.stderr.strip().splitlines()[-1] == (
-        "SIGTERM: stopped while writing the end-of-run files (metrics.json, model.pt, figures); training had"
-        " finished at epoch 100/100 and is saved; write them with: deepbasics-train experiment=blobs_mlp resume=auto"
+        "SIGTERM: stopped while writing the end-of-run files (metrics.json, model.pt, figures) after training"
+        " finished at epoch 100/100; its checkpoint is saved; write them with: deepbasics-train"
+        " experiment=blobs_mlp resume=auto"
     )
     assert read_metrics(run)["status"] == "interrupted"
     done = run_in_this_process("deepbasics-train", [*short, "resume=auto"], tmp_path, monkeypatch, capfd)

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from deepbasics.config.resolvers import register_resolvers
 from deepbasics.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, Interrupted, RunFailed, exit_with, one_line
 
 log = logging.getLogger(__name__)
+STARTED = time.time()  # this command's start: files older than it are not this command's own
 
 
 def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
@@ -62,7 +64,7 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             if isinstance(err, ConfigError) and OmegaConf.select(cfg, "paths.run_dir"):
                 from deepbasics.config.run_dir import discard_unstarted
 
-                discard_unstarted(cfg.paths.run_dir)
+                discard_unstarted(cfg.paths.run_dir, cfg.paths.output_dir, STARTED)
             exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
         log.error("job failed: %s", one_line(err))
         return _worst(cfg)

@@ -3,7 +3,9 @@ directory is chosen while Hydra composes the config, before torch loads."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import secrets
 import shutil
 import time
@@ -97,26 +99,44 @@ def resumed_checkpoint(run_dir: Path, resume: str) -> Path:
     return path.resolve() if path.is_file() else run_dir / LAST
 
 
-# What a run directory holds before training starts: Hydra's record of the config, the job's log, the
-# lock, and the failure record of a refused run
-BEFORE_TRAINING = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "metrics.json", ".lock"}
+# What a run directory holds before training starts: Hydra's record of the config, the job's log (train,
+# evaluate), the lock, and the failure record of a refused run
+BEFORE_TRAINING = {
+    ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "evaluate.log", "metrics.json",
+    ".lock",
+}  # fmt: skip
+FRESH_STEM = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_[0-9a-f]{6}")
 
 
-def discard_unstarted(run_dir: Path) -> None:
-    """Remove the directory Hydra made for a run that a check refused before it trained: bad input leaves
-    no "failed" runs behind. Only a directory holding nothing but what is written before training goes
-    (never a resumed run's, with its checkpoints, nor a directory of the user's given as hydra.run.dir);
-    its parents (runs/<name>/, runs/) go with it when empty."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+def discard_unstarted(run_dir: Path, output_dir: str | Path, since: float) -> None:
+    """Remove the directory made for a run that a check refused before it trained, so bad input leaves no
+    "failed" runs behind; only one that is surely this command's own: named by ``fresh_stem`` under
+    ``<output_dir>/runs/<name>/`` or ``<output_dir>/evaluations/``, every file in it written since
+    ``since`` (this command's start) and only what is written before training, and no other process
+    holding its lock. Never a resumed run's, a torchrun directory, or one given as hydra.run.dir. Its
+    parents go too when that leaves them empty, up to ``output_dir``."""
+    run_dir, output_dir = Path(run_dir).resolve(), Path(output_dir).resolve()
+    under = run_dir.parent.parent == output_dir / "runs" or run_dir.parent == output_dir / "evaluations"
+    if not (run_dir.is_dir() and under and FRESH_STEM.fullmatch(run_dir.name)):
         return
     for path in run_dir.rglob("*"):
-        name = path.relative_to(run_dir).as_posix()
-        if path.is_file() and name not in BEFORE_TRAINING and not (name.endswith(".log") and "/" not in name):
+        if path.is_file() and (
+            path.relative_to(run_dir).as_posix() not in BEFORE_TRAINING or path.stat().st_mtime < since
+        ):
             return
-    shutil.rmtree(run_dir, ignore_errors=True)  # torchrun's ranks may remove it together
-    for parent in (run_dir.parent, run_dir.parent.parent):  # runs/<name>/ and runs/, when they are empty now
+    if (run_dir / ".lock").is_file():
+        with open(run_dir / ".lock", "rb") as lock:
+            try:  # another process running in it (a second run given the same directory) keeps it
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            shutil.rmtree(run_dir, ignore_errors=True)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in (run_dir.parent, run_dir.parent.parent):
+        if parent == output_dir:
+            return
         try:
-            parent.rmdir()
-        except OSError:  # other runs live there
+            parent.rmdir()  # runs/<name>/, runs/ or evaluations/, when they are empty now
+        except OSError:
             return

@@ -207,6 +207,14 @@ def _boolean(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r} must be true or false")
 
 
+def _text(what: str):
+    def check(key: str, value: Any) -> None:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}={value!r} must be {what}")
+
+    return check
+
+
 def _choice(*options: str):
     def check(key: str, value: Any) -> None:
         if value not in options:
@@ -232,6 +240,7 @@ VALUE_RULES = {
     "data.test_fraction": _FRACTION,
     "data.header": _boolean,
     "data.standardize": _boolean,
+    "data.encoding": _text("an encoding's name, e.g. utf-8, cp949, latin-1"),
     "data.batch_size": _optional(_integer(1, what=" (rows per step), or null for full batches")),
     "data.label_column": _integer(),
     "data.n_train": _integer(1, what=" (rows)"),
@@ -246,7 +255,8 @@ VALUE_RULES = {
     "monitor.mode": _choice("min", "max"),
     "model.num_classes": _optional(_integer(2, what=" (classes)")),
 }
-# Lightning's callback options with a range, wherever a callback of cfg.callbacks has them
+# Options with a range of Lightning's EarlyStopping and ModelCheckpoint, wherever cfg.callbacks has one
+CHECKED_CALLBACKS = ("EarlyStopping", "ModelCheckpoint")
 CALLBACK_RULES = {
     "patience": _integer(0, what=" (validations without improvement)"),
     "min_delta": _number(0),
@@ -270,8 +280,10 @@ def check_values(cfg: DictConfig) -> None:
             f"data.val_fraction={val} and data.test_fraction={test} leave no rows to train on; keep their sum below 1"
         )
     for name, conf in (cfg.get("callbacks") or {}).items():
+        if not (OmegaConf.is_dict(conf) and str(conf.get("_target_", "")).endswith(CHECKED_CALLBACKS)):
+            continue
         for option, rule in CALLBACK_RULES.items():
-            if OmegaConf.is_dict(conf) and conf.get(option) is not None:
+            if conf.get(option) is not None:
                 rule(f"callbacks.{name}.{option}", conf[option])
 
 

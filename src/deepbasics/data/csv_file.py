@@ -11,6 +11,7 @@ import lzma
 import os
 import re
 import warnings
+import zlib
 from typing import TextIO
 
 import numpy as np
@@ -37,11 +38,11 @@ def delimiter_of(value) -> str:
 def open_text(path: str, encoding: str) -> TextIO:
     """The file as text, decompressed when it is gzip, bzip2 or xz."""
     try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ConfigError(
-            f"data.encoding={encoding!r} is not a text encoding Python knows; e.g. utf-8, cp949, latin-1"
-        ) from None
+        text = codecs.lookup(encoding)._is_text_encoding  # hex, rot13: codecs, but not of text to bytes
+    except (LookupError, TypeError, AttributeError):
+        text = False
+    if not text:
+        raise ConfigError(f"data.encoding={encoding!r} is not a text encoding Python knows; e.g. utf-8, cp949, latin-1")
     with open(path, "rb") as f:
         start = f.read(6)
     opener = next((o for magic, o in MAGIC.items() if start.startswith(magic)), open)
@@ -61,7 +62,11 @@ def read_table(
             return np.loadtxt(f, delimiter=delimiter, skiprows=int(header), dtype=np.float32, ndmin=2, quotechar='"')
     except UnicodeError:
         raise ConfigError(f"{key} {path}: {not_utf8(path, encoding, settings)}") from None
-    except (ValueError, EOFError, OSError) as err:  # OSError, EOFError: a damaged compressed file
+    except (EOFError, OSError, zlib.error, lzma.LZMAError) as err:
+        if isinstance(err, OSError) and err.errno is not None:  # permissions, a directory, ...
+            raise ConfigError(f"{key} {path}: cannot read it ({err.strerror})") from None
+        raise ConfigError(f"{key} {path} is a damaged compressed file ({err}); compress it again") from None
+    except ValueError as err:
         # numpy's text ends in advice about its own arguments ("use usecols ..."): keep the diagnosis
         found = re.match(r".*? at row \d+, column \d+", str(err))
         reason = found.group(0) if found else str(err).split("; ")[0].rstrip(".")
@@ -76,15 +81,28 @@ def not_utf8(path: str, encoding: str, settings: bool = True) -> str:
         start = f.read(65536)
     if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
         found = "utf-16"
+    elif _decodes(start, "utf-8"):
+        found = "utf-8"
     else:
         try:  # a Korean spreadsheet's CSV export
             found = "cp949" if any("\uac00" <= c <= "\ud7a3" for c in start.decode("cp949")) else "latin-1"
         except UnicodeDecodeError:
             found = "latin-1"
     name = codecs.lookup(encoding).name.removesuffix("-sig")
+    if found == "utf-8":  # the default reads it
+        return f"it is not {name} text but UTF-8" + ("; drop data.encoding" if settings else "")
     return f'it is not {name} text (it looks like {found}); save it as UTF-8 (a spreadsheet\'s "CSV UTF-8")' + (
         f" or pass data.encoding={found}" if settings else ""
     )
+
+
+def _decodes(start: bytes, encoding: str) -> bool:
+    """Whether the first bytes of a file decode (a character cut at the end of them does not count)."""
+    try:
+        start.decode(encoding)
+    except UnicodeDecodeError as err:
+        return err.start >= len(start) - 3
+    return True
 
 
 def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: str, settings: bool = True) -> str:
@@ -94,8 +112,10 @@ def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: st
         with open_text(path, encoding) as f:
             sample = "".join(itertools.islice(f, 20))
         sniffed = csv.Sniffer().sniff(sample, delimiters="".join(WORD_OF)).delimiter
-    except (csv.Error, OSError, EOFError, UnicodeError):
-        sniffed = None
+    except (csv.Error, OSError, EOFError, UnicodeError, zlib.error, lzma.LZMAError):
+        sample, sniffed = "", None
+    if re.search(r"(^|;)\s*-?\d+,\d+\s*(;|$)", sample, re.MULTILINE) and ";" in sample:
+        return "its numbers use decimal commas (1,5): save it with decimal points (1.5) and commas between cells"
     widths = {len(line.split(sniffed)) for line in sample.splitlines() if line.strip()} if sniffed else set()
     if sniffed and sniffed != delimiter and len(widths) == 1 and widths.pop() >= 2:
         fix = f"pass data.delimiter={WORD_OF[sniffed]}" if settings else "save it comma-separated"

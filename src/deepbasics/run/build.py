@@ -96,6 +96,10 @@ def check_monitors(cfg: DictConfig, model: L.LightningModule, datamodule) -> Non
     not as Lightning's error after training."""
     logged = [f"{split}/{name}" for split in ("train", "val") if datamodule.has(split)
               for name in ("loss", *model.make_metrics())]  # fmt: skip
+    # the position (ModelCheckpoint(monitor="step", mode="max") keeps the latest), and a plateau
+    # schedule's step loss
+    plateau = "Plateau" in str((cfg.model.get("scheduler") or {}).get("_target_", ""))
+    logged += ["step", "epoch"] + (["train/batch_loss"] if plateau else [])
     monitors = {"monitor.metric": cfg.monitor.metric}
     for name, conf in (cfg.get("callbacks") or {}).items():
         if OmegaConf.is_dict(conf) and conf.get("monitor") is not None:
@@ -175,7 +179,7 @@ def after_event_files(earlier: list[Path]) -> None:
     stamps = [int(p.name.split(".")[3]) for p in earlier if p.name.split(".")[3].isdigit()]
     if stamps:
         delay = max(stamps) + 1 - time.time()
-        if delay > 0:
+        if 0 < delay <= 2:  # more: a file from a clock ahead of this one (another node); no waiting on it
             time.sleep(delay)
 
 

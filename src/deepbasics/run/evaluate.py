@@ -32,6 +32,12 @@ def evaluate(cfg: DictConfig) -> dict:
             raise ConfigError(f"data.path={moved}: this run's data is not a CSV file ({config.data._target_}); drop it")
         config.data.path = os.path.abspath(os.path.expanduser(str(moved)))
     datamodule = build_datamodule(config, checkpoint["deepbasics"].get("standardization"))
+    width = checkpoint["hyper_parameters"]["net"]["in_features"]
+    if datamodule.in_features != width:  # data.path pointed at another table
+        raise ConfigError(
+            f"data.path={config.data.path} has {datamodule.in_features} input columns, the model takes {width};"
+            " pass the table the run trained on"
+        )
     split = cfg.split if cfg.split != "auto" else ("test" if datamodule.has("test") else "train")
     if not datamodule.has(split):
         raise ConfigError(f"split={split}: this run's data has only {', '.join(datamodule.splits)}; pick one")

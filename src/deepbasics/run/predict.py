@@ -70,7 +70,9 @@ def read_inputs(inputs, width: int) -> torch.Tensor:
             rows = np.asarray(values, dtype=np.float32)
         except (TypeError, ValueError):
             raise ConfigError(f"inputs={values!r}: give numbers, one list per row, e.g. [[2,2],[5,4]]") from None
-        if rows.ndim == 1:
+        if rows.ndim == 0:  # one number: one row of one feature
+            rows = rows.reshape(1, 1)
+        elif rows.ndim == 1:
             rows = rows.reshape(-1, 1) if width == 1 else rows.reshape(1, -1)
     if rows.ndim != 2 or rows.shape[1] != width or len(rows) == 0:
         shape = "x".join(map(str, rows.shape))

@@ -86,7 +86,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         model.load_state_dict(checkpoint["state_dict"])  # read_checkpoint already brought older names up to date
         best = _best_checkpoint(checkpoint)
         first = rank_zero_only.rank == 0  # under torchrun every rank finishes; rank 0 writes
-        with end_phase(cfg, done):
+        with end_phase(cfg, done, run_dir):
             return finish(cfg, run_dir, model, datamodule, trainer.loggers, checkpoint["global_step"], first,
                           stopped=stopped, best_checkpoint=best)  # fmt: skip
 
@@ -96,23 +96,31 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         raise diverged(str(err), err.epoch, run_dir) from None
     except SignalStop as stop:
         raise interruption(stop.signum, epochs_done(trainer), cfg, run_dir, "resume=auto", stop.saved) from None
-    with end_phase(cfg, epochs_done(trainer)):
+    with end_phase(cfg, epochs_done(trainer), run_dir):
         return _finish_fit(cfg, run_dir, model, datamodule, trainer)
 
 
 @contextlib.contextmanager
-def end_phase(cfg: DictConfig, epoch: int):
-    """Ctrl-C or SIGTERM while the end-of-run files are written: training is over and its checkpoint saved,
-    so the run stops with the line that says so and that a resume writes them (it does, from last.ckpt)."""
+def end_phase(cfg: DictConfig, epoch: int, run_dir: Path):
+    """Ctrl-C or SIGTERM while the end-of-run files are written: training is over, so the run stops with
+    the line that says so and that a resume writes them (it does, from last.ckpt), or that it cannot when
+    no last.ckpt was kept. Once metrics.json records the run as finished, only the report is left to
+    print: a signal then is ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handle(signum: int, frame) -> None:
+        if _finished(run_dir):
+            return
+        name = signal.Signals(signum).name
+        if not (run_dir / "checkpoints" / "last.ckpt").is_file():
+            what = "no checkpoint was kept (callbacks=none or save_last=false), so they cannot be written again"
+        else:
+            what = f"its checkpoint is saved; write them with: {resume_command(cfg)}"
         raise Interrupted(
-            f"{signal.Signals(signum).name}: stopped while writing the end-of-run files (metrics.json, model.pt,"
-            f" figures); training had finished at epoch {epoch}/{cfg.epochs} and is saved; write them with:"
-            f" {command_as_typed()} experiment={cfg.name} resume=auto",
+            f"{name}: stopped while writing the end-of-run files (metrics.json, model.pt, figures) after training"
+            f" finished at epoch {epoch}/{cfg.epochs}; {what}",
             code=128 + signum,
             epoch=epoch,
         )
@@ -122,7 +130,14 @@ def end_phase(cfg: DictConfig, epoch: int):
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+
+
+def resume_command(cfg: DictConfig, resume: str = "resume=auto") -> str:
+    """The command that continues this run, as the user would type it: the script as they started it, and
+    the output directory when it is not the default one (debug runs write under outputs/debug)."""
+    where = "" if str(cfg.paths.output_dir) == "outputs" else f" paths.output_dir={cfg.paths.output_dir}"
+    return f"{command_as_typed()} experiment={cfg.name}{where} {resume}"
 
 
 def _finish_fit(cfg: DictConfig, run_dir: Path, model, datamodule, trainer: L.Trainer) -> float:
@@ -167,7 +182,7 @@ def interruption(signum: int, epoch: int, cfg: DictConfig, run_dir: Path, resume
         )  # fmt: skip
     return Interrupted(
         f"{name}: stopped at epoch {epoch}/{cfg.epochs} and saved {saved[0]}; continue with:"
-        f" {command_as_typed()} experiment={cfg.name} {resume}",
+        f" {resume_command(cfg, resume)}",
         code=128 + signum,
         epoch=epoch,
     )
