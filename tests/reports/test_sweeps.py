@@ -68,7 +68,15 @@ def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path, monkeypatch, 
     assert len(best) == 1 and best[0]["model.optimizer.lr"] == "0.05"
     assert float(best[0]["value"]) == min(float(r["value"]) for r in rows[:4])
     markdown = (sweep / "summary.md").read_text()
-    assert "6 jobs, 4 completed, 2 not; monitored: train/loss." in markdown and "| * |" in markdown
+    assert "6 jobs, 4 completed, 2 not; monitored: train/loss (min)." in markdown
+    assert f"The same in every job: experiment=linear_scores, {', '.join(SHORT)}.\n" in markdown
+    header, _, *table = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert header.startswith("| rank | model.optimizer.lr | seed | train/loss (min) | train/mae |") and "epochs" not in header
+    assert header.endswith("| status | job | error | run_dir |")
+    cells = [line.strip("|").split(" | ") for line in table]
+    assert [c[0].strip() for c in cells] == ["1", "2", "3", "4", "", ""]  # ranked, the failed jobs last
+    assert [float(c[3]) for c in cells[:4]] == sorted(float(c[3]) for c in cells[:4])
+    assert cells[0][1].strip() == best[0]["model.optimizer.lr"]
     width, height = png_size(sweep / "summary.png")
     assert width > 400 and height > 300 and (sweep / "summary.png").stat().st_size > 10_000
 
@@ -99,6 +107,27 @@ def test_optuna_study_continues_where_it_stopped(tmp_path, monkeypatch, capfd):
     assert finished == sorted(t.value for t in study.trials if t.value != float("inf"))
     lrs = sorted(float(r["model.optimizer.lr"]) for r in rows)
     assert lrs == sorted(t.params["model.optimizer.lr"] for t in study.trials)
+
+
+def test_the_summary_figure_opens_on_the_comparison():
+    """Read back through matplotlib before saving: ticks at the swept values as written, a log axis for
+    values over decades, the best job starred and named, the seed dots in the legend."""
+    from deepbasics.reports.sweep import summary_figure
+
+    values = {("0.003", "0"): 0.5, ("0.003", "1"): 0.4, ("0.03", "0"): 0.05, ("0.03", "1"): 0.07,
+              ("0.3", "0"): 0.004, ("0.3", "1"): 0.006}  # fmt: skip
+    rows = [{"job": f"{i:02d}_lr={lr},seed={seed}", "model.optimizer.lr": lr, "seed": seed, "value": v,
+             "status": "completed", "_mode": "min"} for i, ((lr, seed), v) in enumerate(values.items())]  # fmt: skip
+    (ax,) = summary_figure(rows, ["model.optimizer.lr", "seed"], "val/loss").axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.003", "0.03", "0.3"]
+    assert list(ax.get_xticks()) == [0.003, 0.03, 0.3] and ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["mean over seeds", "each seed", "best: 04_lr=0.3,seed=0 (0.004)"]
+    assert ax.get_xlabel() == "model.optimizer.lr" and ax.get_ylabel() == "val/loss"
+    # values within a decade stay on a linear axis
+    for row in rows:
+        row["value"] = 0.5 + row["value"]
+    assert summary_figure(rows, ["model.optimizer.lr", "seed"], "val/loss").axes[0].get_yscale() == "linear"
 
 
 def hparams_of(tensorboard_dir: Path) -> tuple[dict, list[str], EventAccumulator]:

@@ -99,16 +99,31 @@ def swept(rows: list[dict]) -> list[str]:
     return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
 
 
+BOOKKEEPING = ("status", "job", "error", "run_dir")
+
+
+def ranks(rows: list[dict]) -> dict[int, int]:
+    """Row index -> rank by the monitored value (1: the best); jobs without a value have none."""
+    scored = [i for i, r in enumerate(rows) if _finite(r["value"])]
+    if not scored:
+        return {}
+    best_first = sorted(scored, key=lambda i: rows[i]["value"], reverse=rows[scored[0]]["_mode"] == "max")
+    return {i: rank for rank, i in enumerate(best_first, 1)}
+
+
 def write_report(sweep_dir: str | Path) -> dict[str, Any]:
-    """Write summary.csv, summary.md and summary.png into sweep_dir; returns counts and the best row."""
+    """Write summary.csv, summary.md and summary.png into sweep_dir; returns counts and the best row.
+    summary.csv keeps every column, in job order; summary.md opens on the comparison: what was the same in
+    every job in one line, then the jobs ranked by the monitored value, swept settings and metrics first."""
     sweep_dir = Path(sweep_dir)
     rows = job_rows(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"{sweep_dir} holds no job directories (with .hydra/overrides.yaml)")
     best = best_index(rows)
+    rank = ranks(rows)
     columns = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "_mode"]
-    columns = ["best"] + [c for c in columns if c not in ("error", "run_dir")] + ["error", "run_dir"]
-    table = [{"best": "*" if i == best else "", **r} for i, r in enumerate(rows)]
+    columns = ["best", "rank"] + [c for c in columns if c not in ("error", "run_dir")] + ["error", "run_dir"]
+    table = [{"best": "*" if i == best else "", "rank": rank.get(i, ""), **r} for i, r in enumerate(rows)]
 
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
@@ -120,17 +135,32 @@ def write_report(sweep_dir: str | Path) -> dict[str, Any]:
             return f"{value:.6g}"
         return "" if value is None else str(value).replace("|", "\\|")
 
-    metric = rows[0]["metric"]
-    lines = [f"# Sweep {sweep_dir}", ""]
+    metric, mode = rows[0]["metric"], rows[0]["_mode"]
+    varied = swept(rows)
+    settings = [k for k in rows[0] if k not in ("job", "status", "metric", "value", "error", "run_dir", "_mode")]
+    same = [f"{k}={rows[0][k]}" for k in settings if "/" not in k and k not in varied and rows[0].get(k) is not None]
+    metrics = [c for c in columns if "/" in c and c != metric]
+    shown = ["rank", *varied, "value", *metrics, *BOOKKEEPING]
+    headers = {"value": f"{metric} ({mode})"}
     failed = [r for r in rows if r["status"] not in FINISHED]
-    lines.append(f"{len(rows)} jobs, {len(rows) - len(failed)} completed, {len(failed)} not; monitored: {metric}.")
+    lines = [f"# Sweep {sweep_dir}", ""]
+    lines.append(
+        f"{len(rows)} jobs, {len(rows) - len(failed)} completed, {len(failed)} not; monitored: {metric} ({mode})."
+    )
     if best is not None:
-        lines.append(f"Best (marked *): job {rows[best]['job']}, {metric} = {cell(rows[best]['value'])}.")
-    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in table]
+        lines.append(f"Best (rank 1): job {rows[best]['job']}, {metric} = {cell(rows[best]['value'])}.")
+    if same:
+        lines.append(f"The same in every job: {', '.join(same)}.")
+    order = sorted(range(len(table)), key=lambda i: (i not in rank, rank.get(i, 0), i))
+    lines += ["", "| " + " | ".join(headers.get(c, c) for c in shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(cell(table[i].get(c)) for c in shown) + " |" for i in order]
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
-    plotted = _plot(rows, swept(rows), metric, sweep_dir / "summary.png")
+    figure = summary_figure(rows, varied, metric)
+    plotted = None
+    if figure is not None:
+        plotted = sweep_dir / "summary.png"
+        figure.savefig(plotted, dpi=110)
     best_row = rows[best] if best is not None else None
     return {"jobs": len(rows), "failed": len(failed), "best": best_row, "plot": plotted, "rows": rows}
 
@@ -146,46 +176,63 @@ def _number(text: Any) -> float | None:
         return None
 
 
-def _plot(rows: list[dict], params: list[str], metric: str, path: Path) -> Path | None:
-    """The metric against the first swept numeric parameter (seeds averaged, one line per value of the
-    other swept parameters); a bar per job when nothing numeric was swept."""
+def summary_figure(rows: list[dict], params: list[str], metric: str):
+    """The monitored metric against the first swept numeric parameter, ticks at its swept values (seeds
+    averaged into a line, each seed a dot, one line per value of the other swept parameters); a bar per job
+    when nothing numeric was swept. The best job is a star, named in the legend; a metric whose values span
+    a decade or more is drawn on a log axis. None when no job has a value."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     done = [r for r in rows if _finite(r["value"])]
     if not done:
         return None
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
+    best = rows[best_index(rows)]
     numeric = [p for p in params if p != "seed" and all(_number(r.get(p)) is not None for r in rows)]
     if numeric:
         x_key, others = numeric[0], [p for p in params if p not in (numeric[0], "seed")]
         groups: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in done:
-            label = ", ".join(f"{k}={r.get(k)}" for k in others) or metric
+            label = ", ".join(f"{k}={r.get(k)}" for k in others) or ("mean over seeds" if "seed" in params else metric)
             groups[label][_number(r[x_key])].append(r["value"])
+        seeds_shown = False
         for label, points in sorted(groups.items()):
             xs = sorted(points)
-            means = [sum(points[x]) / len(points[x]) for x in xs]
-            ax.plot(xs, means, "o-", label=label)
+            ax.plot(xs, [sum(points[x]) / len(points[x]) for x in xs], "o-", label=label)
             for x in xs:
                 if len(points[x]) > 1:
-                    ax.scatter([x] * len(points[x]), points[x], s=12, alpha=0.5, color="gray")
+                    dots = "each seed" if not seeds_shown else None
+                    ax.scatter([x] * len(points[x]), points[x], s=14, alpha=0.6, color="gray", label=dots, zorder=3)
+                    seeds_shown = True
         lost = sorted({_number(r[x_key]) for r in rows if not _finite(r["value"])})
         if lost:  # failed jobs: marked where they would have been
             top = max(r["value"] for r in done)
             ax.scatter(lost, [top] * len(lost), marker="x", s=60, color="red", label="failed", zorder=3)
-        values = [_number(r[x_key]) for r in rows]
-        if min(values) > 0 and max(values) / min(values) >= 20:
+        ax.scatter([_number(best[x_key])], [best["value"]], marker="*", s=260, color="gold", edgecolors="black",
+                   zorder=5, label=f"best: {best['job']} ({best['value']:.4g})")  # fmt: skip
+        swept_values = {_number(r[x_key]): str(r[x_key]) for r in rows}
+        if min(swept_values) > 0 and max(swept_values) / min(swept_values) >= 20:
             ax.set_xscale("log")
+        ticks = sorted(swept_values)
+        ax.set_xticks(ticks, [swept_values[t] for t in ticks])  # the values swept, as they were written
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(x_key)
-        ax.legend(fontsize="small", title=("mean over seeds" if "seed" in params else None))
     else:
-        ax.bar([r["job"] for r in done], [r["value"] for r in done])
+        names = [r["job"] for r in done]
+        bars = ax.bar(names, [r["value"] for r in done], color="tab:blue")
+        bars[names.index(best["job"])].set_color("gold")
+        bars[names.index(best["job"])].set_label(f"best: {best['job']} ({best['value']:.4g})")
         ax.set_xlabel("job")
+        ax.tick_params(axis="x", labelrotation=30)
+    values = [r["value"] for r in done]
+    if min(values) > 0 and max(values) / min(values) >= 10:
+        ax.set_yscale("log")
+    ax.legend(fontsize="small", title="lines: mean over seeds" if numeric and "seed" in params and others else None)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} ({len(done)} of {len(rows)} jobs completed)")
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
 class SweepReport(Callback):
