@@ -71,7 +71,10 @@ def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path, monkeypatch, 
     assert "6 jobs, 4 completed, 2 not; monitored: train/loss (min)." in markdown
     assert f"The same in every job: experiment=linear_scores, {', '.join(SHORT)}.\n" in markdown
     header, _, *table = [line for line in markdown.splitlines() if line.startswith("|")]
-    assert header.startswith("| rank | model.optimizer.lr | seed | train/loss (min) | train/mae |") and "epochs" not in header
+    assert (
+        header.startswith("| rank | model.optimizer.lr | seed | train/loss (min) | train/mae |")
+        and "epochs" not in header
+    )
     assert header.endswith("| status | job | error | run_dir |")
     cells = [line.strip("|").split(" | ") for line in table]
     assert [c[0].strip() for c in cells] == ["1", "2", "3", "4", "", ""]  # ranked, the failed jobs last
@@ -79,6 +82,11 @@ def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path, monkeypatch, 
     assert cells[0][1].strip() == best[0]["model.optimizer.lr"]
     width, height = png_size(sweep / "summary.png")
     assert width > 400 and height > 300 and (sweep / "summary.png").stat().st_size > 10_000
+
+    # TensorBoard's HParams: the swept settings first, marked as differing; the rest after, not
+    _, _, _, infos = hparams_of(jobs[0] / "tensorboard")
+    assert infos[:2] == [("optimizer.lr", True), ("seed", True)]
+    assert all(not differs for _, differs in infos[2:]) and len(infos) > 2
 
     # the script rebuilds the same report for any multirun directory
     before = (sweep / "summary.csv").read_text()
@@ -130,32 +138,40 @@ def test_the_summary_figure_opens_on_the_comparison():
     assert summary_figure(rows, ["model.optimizer.lr", "seed"], "val/loss").axes[0].get_yscale() == "linear"
 
 
-def hparams_of(tensorboard_dir: Path) -> tuple[dict, list[str], EventAccumulator]:
-    events = EventAccumulator(str(tensorboard_dir))
+def hparams_of(tensorboard_dir: Path) -> tuple[dict, list[str], EventAccumulator, list[tuple[str, bool]]]:
+    """What TensorBoard's HParams plugin reads from a run: its settings, the metrics' tags in order, the
+    events, and the experiment's hparams in order with whether each differs between the runs."""
+    events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
     events.Reload()
-    settings, metric_tags = {}, []
+    settings, metric_tags, infos = {}, [], []
     for raw in events.PluginTagToContent("hparams").values():
         data = plugin_data_pb2.HParamsPluginData.FromString(raw)
         if data.HasField("session_start_info"):
             settings = {k: v.string_value or v.number_value for k, v in data.session_start_info.hparams.items()}
         if data.HasField("experiment"):
             metric_tags = [m.name.tag for m in data.experiment.metric_infos]
-    return settings, metric_tags, events
+            infos = [(info.name, info.differs) for info in data.experiment.hparam_infos]
+    return settings, metric_tags, events, infos
 
 
 def test_hparams_tab_holds_real_final_metrics_and_figures_are_drawn(tmp_path):
     cfg = compose_experiment("blobs_mlp", "epochs=1000", "figure_every=500", run_dir=tmp_path)
     train(cfg)
     metrics = read_metrics(tmp_path)
-    settings, tags, events = hparams_of(tmp_path / "tensorboard")
+    settings, tags, events, infos = hparams_of(tmp_path / "tensorboard")
     assert (
         settings["optimizer.lr"] == 0.03 and settings["net.hidden_size"] == 5 and settings["experiment"] == "blobs_mlp"
     )
-    assert {"hp/test_acc", "hp/val_loss", "hp/train_loss"} <= set(tags)
-    for stage in ("train", "val", "test"):
-        for name, value in metrics[stage].items():
-            (point,) = events.Scalars(f"hp/{stage}_{name}")
-            assert point.step == 1000 and point.value == pytest.approx(value)
+    assert "data.seed" not in settings, "data.seed is ${seed}: one setting, shown once"
+    assert not any(differs for _, differs in infos), "a single run varies nothing"
+    # the monitored metric first, then the test metrics; each the run's own final point of that tag
+    assert tags == ["val/loss", "test/acc", "test/auroc", "test/loss", "val/acc", "val/auroc", "train/acc",
+                    "train/auroc", "train/loss"]  # fmt: skip
+    for tag in tags:
+        stage, name = tag.split("/")
+        last = events.Scalars(tag)[-1]
+        assert last.step == 1000 and last.value == pytest.approx(metrics[stage][name]), tag
+    assert not [t for t in events.Tags()["scalars"] if t.startswith("hp/")], "no one-point charts"
     assert [image.step for image in events.Images("fit")] == [500, 1000]
     for name in ("fit.png", "loss.png"):
         width, height = png_size(tmp_path / "figures" / name)

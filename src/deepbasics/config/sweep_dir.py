@@ -59,6 +59,22 @@ def definition(config: DictConfig) -> dict[str, Any]:
     }
 
 
+def swept_keys(sweep: Path) -> list[str]:
+    """The config keys a sweep varies, in the order of its definition: the command line's sweep overrides
+    (``lr=0.01,0.1``, ``range(...)``) and the sweeper's search space (Optuna's params); [] for a directory
+    that is not a sweep's."""
+    path = Path(sweep) / STATE / DEFINITION
+    if not path.is_file():
+        return []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    recorded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    parsed = OverridesParser.create().parse_overrides(recorded.get("overrides") or [])
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    keys += list((recorded.get("sweeper") or {}).get("params") or {})
+    return list(dict.fromkeys(keys))
+
+
 def difference(recorded: dict, asked: dict) -> str | None:
     """The first way ``asked`` is not the sweep ``recorded``, in words; None when they are the same."""
     if recorded["experiment"] != asked["experiment"]:

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from deepbasics.config.sweep_dir import swept_keys
 from deepbasics.files import atomic_write
 from deepbasics.models.optimum import MAX_ROWS, final_report
 from deepbasics.reports.figures import curves_from_events, save_figures
@@ -78,7 +79,7 @@ def write_end(
     atomic_write(run_dir / "model.pt", lambda f: torch.save(module.net.state_dict(), f))
     split = "test" if "test" in datamodule.splits else "train"
     evaluated = (split, *datamodule.splits[split])
-    tensorboard = log_hparams(cfg, stages, loggers, step)
+    tensorboard = log_hparams(cfg, stages, loggers, step, swept_keys(run_dir.parent))
     if tensorboard is None or not tensorboard.is_dir():
         curves = None  # loss.png comes from the TensorBoard events, as a run's own loss curve
     elif curves is None:
@@ -109,32 +110,60 @@ def identity(cfg: DictConfig, run_dir: Path, status: str) -> dict:
     return {"experiment": cfg.get("name"), "seed": cfg.get("seed"), "status": status, "run_dir": str(run_dir)}
 
 
-def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int) -> Path | None:
-    """Every logger gets this run's settings beside its real final metrics (hp/<stage>_<name>, as scalars at
-    the final epoch): TensorBoard's hparams tab, CSV's hparams.yaml, MLflow's params. Returns the
-    TensorBoard directory, if there is one."""
-    from torch.utils.tensorboard.summary import hparams
-
+def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int, swept: list[str] = ()) -> Path | None:
+    """Every logger gets this run's settings beside its real final metrics: TensorBoard's hparams tab (on
+    the run's own final points: train/*, val/*, test/*), CSV's hparams.yaml and MLflow's params (beside
+    hp/<stage>_<name> at the final epoch). ``swept``: the config keys its sweep varies, which TensorBoard
+    lists first and marks as differing. Returns the TensorBoard directory, if there is one."""
     settings = {"experiment": cfg.name, "seed": cfg.seed, "epochs": cfg.epochs}
     for group in ("net", "optimizer"):
         for key, value in cfg.model[group].items():
             if isinstance(value, (int, float, str, bool)):
                 settings[f"{group}.{key}"] = value
     for key, value in cfg.data.items():
-        if key != "_target_" and isinstance(value, (int, float, str, bool)):
+        if key == "_target_" or (key == "seed" and value == cfg.seed):  # data.seed: ${seed}, the same twice
+            continue
+        if isinstance(value, (int, float, str, bool)):
             settings[f"data.{key}"] = value
+    varied = [name for name in (key.removeprefix("model.") for key in swept) if name in settings]
+    # the monitored metric first, then the held-out splits' metrics
+    order = {"test": 0, "val": 1, "train": 2}
+    tags = [f"{stage}/{name}" for stage, values in stages.items() for name in values]
+    tags.sort(key=lambda tag: (tag != cfg.monitor.metric, order[tag.split("/")[0]]))
     metrics = {f"hp/{stage}_{name}": value for stage, values in stages.items() for name, value in values.items()}
     directory = None
     for logger in loggers:
-        logger.log_metrics(metrics, step=step)
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
-            for summary in hparams(settings, metrics):
+            for summary in tensorboard_hparams(settings, varied, tags):
                 logger.experiment.file_writer.add_summary(summary)
             logger.experiment.flush()  # figures/loss.png reads these events back
             directory = Path(logger.log_dir)
         else:  # CSV: hparams.yaml; MLflow: the run's params
+            logger.log_metrics(metrics, step=step)
             logger.log_hyperparams(settings)
     return directory
+
+
+def tensorboard_hparams(settings: dict, varied: list[str], tags: list[str]) -> list:
+    """The HParams plugin's summaries (torch's), its experiment rewritten to open on the comparison: the
+    swept settings first and marked as differing (the dashboard shows those), then the rest; as metrics
+    the run's own final points (the last value of each tag), so no one-point charts are written."""
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+    from torch.utils.tensorboard.summary import hparams
+
+    experiment, start, end = hparams(settings, {})
+    plugin = experiment.value[0].metadata.plugin_data
+    content = plugin_data_pb2.HParamsPluginData.FromString(plugin.content)
+    infos = {info.name: info for info in content.experiment.hparam_infos}
+    ordered = [*varied, *(name for name in infos if name not in varied)]
+    del content.experiment.hparam_infos[:]
+    for name in ordered:
+        infos[name].differs = name in varied
+        content.experiment.hparam_infos.append(infos[name])
+    del content.experiment.metric_infos[:]
+    content.experiment.metric_infos.extend(api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in tags)
+    plugin.content = content.SerializeToString()
+    return [experiment, start, end]
 
 
 def _print_report(cfg: DictConfig, stages: dict, optimum: dict | None, run_dir: Path, epochs: int, stopped) -> None:
