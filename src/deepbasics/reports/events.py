@@ -1,9 +1,11 @@
-"""TensorBoard event files checksummed in C. Without TensorFlow, TensorBoard checksums every record it
-writes or reads with a pure-Python CRC-32C: 13 ms per 100 KB figure here, more than drawing the figure.
-google-crc32c computes the same checksum in C (microseconds); ``fast_checksums`` points TensorBoard's
-record writer and reader at it."""
+"""TensorBoard event files: the end phase's writer (``event_writer``), and checksums computed in C.
+Without TensorFlow, TensorBoard checksums every record it writes or reads with a pure-Python CRC-32C:
+13 ms per 100 KB figure here, more than drawing the figure. google-crc32c computes the same checksum in C
+(microseconds); ``fast_checksums`` points TensorBoard's record writer and reader at it."""
 
 from __future__ import annotations
+
+import contextlib
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -26,3 +28,21 @@ def fast_checksums() -> None:
 
 
 _installed = False
+
+
+@contextlib.contextmanager
+def event_writer(logger):
+    """The event writer of a TensorBoardLogger. Lightning closes the logger's writer when fit ends; the end
+    phase's events (figures, the HParams tab) then go into an event file of their own in the same run
+    directory, which TensorBoard reads with the others."""
+    writer = logger.experiment.file_writer
+    if writer is not None:
+        yield writer
+        return
+    from torch.utils.tensorboard.writer import FileWriter
+
+    writer = FileWriter(logger.log_dir)
+    try:
+        yield writer
+    finally:
+        writer.close()

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from deepbasics.reports.events import event_writer
+
 
 class FitPlot:
     """The fit figure of one run or of a whole group of runs: decision boundary (2 features, classifier),
@@ -273,7 +275,8 @@ def log_image(loggers, tag: str, image: np.ndarray, encoded: bytes, step: int) -
                 height=image.shape[0], width=image.shape[1], colorspace=3, encoded_image_string=encoded
             )
             summary = Summary(value=[Summary.Value(tag=tag, image=picture)])
-            logger.experiment.file_writer.add_summary(summary, step)
+            with event_writer(logger) as writer:
+                writer.add_summary(summary, step)
 
 
 def draw_fit(

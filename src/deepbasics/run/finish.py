@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from deepbasics.config.sweep_dir import swept_keys
 from deepbasics.files import atomic_write
 from deepbasics.models.optimum import MAX_ROWS, final_report
+from deepbasics.reports.events import event_writer
 from deepbasics.reports.figures import curves_from_events, save_figures
 from deepbasics.reports.metrics import by_stage, optimum_line, results_table, write_json
 
@@ -134,9 +135,10 @@ def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int, swept: 
     directory = None
     for logger in loggers:
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
-            for summary in tensorboard_hparams(settings, varied, tags):
-                logger.experiment.file_writer.add_summary(summary)
-            logger.experiment.flush()  # figures/loss.png reads these events back
+            with event_writer(logger) as writer:
+                for summary in tensorboard_hparams(settings, varied, tags):
+                    writer.add_summary(summary)
+                writer.flush()  # figures/loss.png reads these events back
             directory = Path(logger.log_dir)
         else:  # CSV: hparams.yaml; MLflow: the run's params
             logger.log_metrics(metrics, step=step)
