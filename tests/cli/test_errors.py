@@ -40,6 +40,8 @@ def workdir(tmp_path_factory) -> Path:
         "named.csv": "a,b,y\n1,2,0\n3,1,1\n",
         "semicolon_inputs.csv": "1;2\n3;4\n",
         "decimal_commas.csv": "1,5;2;0\n3;1,25;1\n",
+        "trailing_commas.csv": "1,2,0,\n3,1,1,\n",
+        "word_labels.csv": "1,2,no\n3,1,yes\n2,2,no\n",
         "korean_utf8.csv": "키,몸무게,y\n1,2,0\n3,1,1\n",
     }
     for name, text in files.items():
@@ -164,6 +166,11 @@ CASES = {
     "UTF-8 file said to be cp949": (TRAIN, [*CSV, "data.path=korean_utf8.csv", "data.header=true", "data.encoding=cp949"], 2, "it is not cp949 text but UTF-8; drop data.encoding"),
     "a codec that is no text encoding": (TRAIN, [*CSV, "data.path=named.csv", "data.encoding=hex"], 2, "data.encoding='hex' is not a text encoding Python knows"),
     "damaged compressed file": (TRAIN, [*CSV, "data.path=damaged.csv.gz", "data.header=true"], 2, "damaged.csv.gz is a damaged compressed file (CRC check failed"),
+    "a comma at the end of each row": (TRAIN, [*CSV, "data.path=trailing_commas.csv"], 2, "every row ends with a comma (an empty last column): remove the comma at the end of each row"),
+    "a column of words": (TRAIN, [*CSV, "data.path=word_labels.csv"], 2, "column 3 holds text ('yes'): every cell must be a number; map text labels to numbers (yes/no to 1/0)"),
+    "an option the data group does not have": (TRAIN, ["experiment=linear_scores", "+data.path=named.csv"], 2, "data.path is not an option of ToyDataModule, which data is here; remove it, or pick a data group that has it"),
+    "an option the model group does not have": (TRAIN, ["+model.num_classes=3"], 2, "model.num_classes is not an option of BinaryClassifier"),
+    "resume as a boolean": (TRAIN, ["resume=true"], 2, "resume=True: pass resume=auto, a run directory or a .ckpt file"),
     "unknown encoding": (TRAIN, [*CSV, "data.path=named.csv", "data.encoding=klingon"], 2, "data.encoding='klingon' is not a text encoding Python knows"),
     # predict and evaluate
     "predict a NaN": ("deepbasics-predict", ["ckpt_path={run}", "inputs=[1,nan]"], 2, "inputs row 1, column 0 is nan; every input must be a finite number"),
@@ -227,6 +234,18 @@ def test_values_at_the_edges_are_taken(workdir, monkeypatch, capfd):
     run = Path((workdir / "earlier_run").read_text())
     proc = run_in_this_process("deepbasics-predict", [f"ckpt_path={run}", "inputs=5"], workdir, monkeypatch, capfd)
     assert proc.returncode == 0 and len(json.loads(proc.stdout)["predictions"]) == 1, proc.stderr
+    one = [
+        *CSV,
+        "data.path=named.csv",
+        "data.header=true",
+        "data.target=y",
+        "data.features=a",
+        "model.net.in_features=1",
+    ]
+    validate_train_config(cfg := compose_train(*one, run_dir=workdir / "unused"))
+    from deepbasics.run.build import build_datamodule
+
+    assert build_datamodule(cfg).in_features == 1  # data.features=a: a list of one column, not its letters
 
 
 def test_diabetes_csv_is_fine(workdir):
@@ -259,3 +278,20 @@ def test_a_refused_run_removes_only_a_directory_of_its_own(tmp_path, monkeypatch
     assert held.is_dir()
     discard_unstarted(held, tmp_path / "outputs", since=time.time() - 60)  # now it is this command's own
     assert not held.exists() and not (tmp_path / "outputs" / "runs").exists() and (tmp_path / "outputs").is_dir()
+
+
+def test_ctrl_c_before_training_is_one_line_and_leaves_no_run(tmp_path, monkeypatch, capfd):
+    """Ctrl-C while torch loads or the data is read (before any checkpoint can be saved): one line, 130."""
+    from deepbasics.run import training
+
+    def interrupted(cfg, overrides=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    proc = run_in_this_process(TRAIN, ["experiment=linear_scores"], tmp_path, monkeypatch, capfd)
+    assert proc.returncode == 130
+    assert proc.stderr == (
+        "SIGINT: stopped before training; nothing was trained or lost; run the command again (a sweep: the same"
+        " command with resume=auto)\n"
+    )
+    assert not (tmp_path / "outputs" / "runs").exists()

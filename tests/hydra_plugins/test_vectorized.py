@@ -342,7 +342,7 @@ def test_ctrl_c_stops_the_group_and_each_job_resumes_alone(grids, tmp_path, monk
     for job in jobs:
         metrics = read_metrics(job)
         assert metrics["status"] == "interrupted" and metrics["epochs"] == 50, metrics
-        assert f"resume='{job}'" in metrics["error"]
+        assert "continue with: the same command (with -m) and resume=auto, which finishes the sweep" in metrics["error"]
         assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 50
     monkeypatch.setattr(StackedModule, "validation_step", validate)
     proc = run_in_this_process(

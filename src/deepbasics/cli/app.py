@@ -29,6 +29,7 @@ from deepbasics.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, Interrupted,
 
 log = logging.getLogger(__name__)
 STARTED = time.time()  # this command's start: files older than it are not this command's own
+AGAIN = "nothing was trained or lost; run the command again (a sweep: the same command with resume=auto)"
 
 
 def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
@@ -48,6 +49,9 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[
         except OSError as err:  # Hydra making the run directory, or a file of the run
             where = f"{err.strerror}: {err.filename}"
             exit_with(f"cannot write outputs ({where}); pass paths.output_dir=<a writable directory>")
+        except KeyboardInterrupt:  # Ctrl-C while Hydra starts, or between a sweep's jobs
+            print(f"SIGINT: stopped before training; {AGAIN}", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
 
     return main
 
@@ -59,6 +63,13 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except Interrupted as err:
         print(str(err), file=sys.stderr, flush=True)
         raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
+    except KeyboardInterrupt:  # Ctrl-C before training started (loading torch, the data): nothing to save
+        if not in_multirun() and OmegaConf.select(cfg, "paths.run_dir"):
+            from deepbasics.config.run_dir import discard_unstarted
+
+            discard_unstarted(cfg.paths.run_dir, cfg.paths.output_dir, STARTED)
+        print(f"SIGINT: stopped before training; {AGAIN}", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     except (ConfigError, RunFailed) as err:
         if not in_multirun():
             if isinstance(err, ConfigError) and OmegaConf.select(cfg, "paths.run_dir"):

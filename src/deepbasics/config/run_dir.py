@@ -42,6 +42,8 @@ def resumed_run_dir(
     Everything that can be checked without torch is checked here, before Hydra writes into that directory."""
     if resume in (None, ""):
         return None
+    if not isinstance(resume, str):  # resume=true, resume=1
+        raise ConfigError(f"resume={resume!r}: pass resume=auto, a run directory or a .ckpt file")
     refuse_group_changes(overrides, groups)
     run_dir = _run_dir_of(output_dir, name, resume)
     # Checked here, before Hydra writes into the run directory: a run stays untouched when its checkpoint is bad.

@@ -36,6 +36,8 @@ def sweep_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> Pat
     root = Path(output_dir) / "multiruns" / name
     if resume in (None, ""):
         return root / fresh
+    if not isinstance(resume, str):  # resume=true
+        raise ConfigError(f"resume={resume!r}: pass resume=auto or a sweep directory")
     if resume == "auto":
         sweeps = [d for d in root.glob("*") if (d / STATE / DEFINITION).is_file()] if root.is_dir() else []
         if not sweeps:

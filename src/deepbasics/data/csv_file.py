@@ -105,6 +105,14 @@ def _decodes(start: bytes, encoding: str) -> bool:
     return True
 
 
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell.strip().strip('"'))
+    except ValueError:
+        return False
+    return True
+
+
 def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: str, settings: bool = True) -> str:
     """Which setting most likely reads a file numpy could not: another delimiter (sniffed by Python's
     csv.Sniffer on its first lines), or a header row; else what every file must be."""
@@ -120,6 +128,18 @@ def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: st
     if sniffed and sniffed != delimiter and len(widths) == 1 and widths.pop() >= 2:
         fix = f"pass data.delimiter={WORD_OF[sniffed]}" if settings else "save it comma-separated"
         return f"it looks {WORD_OF[sniffed]}-separated: {fix}"
+    lines = [line for line in sample.splitlines() if line.strip()]
+    if lines and all(line.rstrip().endswith(delimiter) for line in lines):
+        word = WORD_OF.get(delimiter, repr(delimiter))
+        return f"every row ends with a {word} (an empty last column): remove the {word} at the end of each row"
+    rows = list(csv.reader(lines[1:], delimiter=delimiter))  # the first line may be a header either way
+    texts = [(c, cell) for row in rows for c, cell in enumerate(row) if cell.strip() and not _is_number(cell)]
+    if texts:  # text below the first row: a column of words, not a header
+        column, cell = texts[0]
+        return (
+            f"column {column + 1} holds text ({cell.strip()!r}): every cell must be a number; map text labels"
+            " to numbers (yes/no to 1/0), or leave that column out with data.features"
+        )
     if not header and " at row 0," in reason:  # words in the first row: most likely column names
         return "if the first row names the columns, " + ("pass data.header=true" if settings else "remove that row")
     return "every cell must be a number, every row as wide"
@@ -167,10 +187,11 @@ class CSVDataModule(FullBatchDataModule):
         target = self._column(hp.label_column if hp.target is None else hp.target, names, "data.target")
         if hp.features is None:
             features = [i for i in range(table.shape[1]) if i != target]
-        else:
-            features = [self._column(f, names, "data.features") for f in hp.features]
+        else:  # one column given without brackets (data.features=glucose) is a list of one
+            given = [hp.features] if isinstance(hp.features, (str, int)) else hp.features
+            features = [self._column(f, names, "data.features") for f in given]
             if target in features or len(set(features)) != len(features) or not features:
-                raise ConfigError(f"data.features={list(hp.features)}: name each input column once, and not the target")
+                raise ConfigError(f"data.features={list(given)}: name each input column once, and not the target")
         y, x = table[:, target], table[:, features]
         n = len(table)
         n_test, n_val = round(n * hp.test_fraction), round(n * hp.val_fraction)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -39,13 +40,28 @@ for _handler in logging.getLogger("lightning").handlers:
     _handler.setLevel(logging.WARNING)
 
 
-def _instantiate(conf: DictConfig, **kwargs):
-    """hydra's instantiate, with our ConfigError (or Hydra's complaint) surfacing as a ConfigError."""
+def _instantiate(conf: DictConfig, key: str = "", **kwargs):
+    """hydra's instantiate, with our ConfigError (or Hydra's complaint) surfacing as a ConfigError; ``key``:
+    where the config sits (data, model, trainer), to name an option the class does not take."""
     try:
         return instantiate(conf, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        raise (cause if isinstance(cause, ConfigError) else ConfigError(one_line(err))) from None
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        name = str(conf.get("_target_", "")).rsplit(".", 1)[-1]
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+        if unknown and key:
+            raise ConfigError(
+                f"{key}.{unknown.group(1)} is not an option of {name}, which {key} is here; remove it, or pick a"
+                f" {key} group that has it (--help lists them)"
+            ) from None
+        if "gpu" in str(cause).lower() and not torch.cuda.is_available():
+            raise ConfigError(
+                f"{key or name}: {cause}; torch sees no GPU here (a CPU build, or no driver): use trainer=cpu, or"
+                " install torch's CUDA build (README, A CUDA build of torch)"
+            ) from None
+        raise ConfigError(f"{key + ': ' if key else ''}{one_line(err)}") from None
 
 
 def build_datamodule(
@@ -53,7 +69,7 @@ def build_datamodule(
 ) -> L.LightningDataModule:
     """The configured data, set up, to be served on ``schedule`` (for training); ``standardization`` (a
     checkpoint's) replaces statistics of its own."""
-    datamodule = _instantiate(cfg.data, _convert_="all")
+    datamodule = _instantiate(cfg.data, "data", _convert_="all")
     datamodule.standardization = standardization
     datamodule.schedule = schedule
     datamodule.setup()
@@ -79,7 +95,7 @@ def build_model(cfg: DictConfig, datamodule) -> L.LightningModule:
     model_cfg = cfg.model.copy()
     with open_dict(model_cfg):
         model_cfg.net = net  # replaced whole (instantiate's keyword arguments would merge into it)
-    model = _instantiate(model_cfg, _convert_="all", _recursive_=False)
+    model = _instantiate(model_cfg, "model", _convert_="all", _recursive_=False)
     classes = model.hparams.get("num_classes")
     outputs = model.hparams.net.get("out_features", 1)
     if classes is not None and outputs != classes:
@@ -128,7 +144,8 @@ def _check_labels(datamodule, classes: int | None) -> None:
         wrong = y[~torch.isin(y, allowed)]
         if len(wrong):
             raise ConfigError(
-                f"data.{split} has label {wrong[0].item():g}; {kind} (map them in the data, or use a regression model)"
+                f"data.{split} has label {wrong[0].item():g}; {kind} (for more classes: model=multiclass"
+                f" model.num_classes=<classes>; else map them in the data, or use a regression model)"
             )
     labels = datamodule.splits["train"][1].unique().tolist()
     if len(labels) < 2:
@@ -252,6 +269,7 @@ def lightning_trainer(
     full_batch = datamodule.batch_size is None
     trainer = _instantiate(
         cfg.trainer,
+        "trainer",
         **schedule.trainer_kwargs(None if full_batch else datamodule.steps_per_epoch, resumed),
         **extra,
         enable_progress_bar=bar,

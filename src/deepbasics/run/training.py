@@ -135,7 +135,13 @@ def end_phase(cfg: DictConfig, epoch: int, run_dir: Path):
 
 def resume_command(cfg: DictConfig, resume: str = "resume=auto") -> str:
     """The command that continues this run, as the user would type it: the script as they started it, and
-    the output directory when it is not the default one (debug runs write under outputs/debug)."""
+    the output directory when it is not the default one (debug runs write under outputs/debug). A job of a
+    sweep continues with its sweep: the same command with resume=auto."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return "the same command (with -m) and resume=auto, which finishes the sweep"
     where = "" if str(cfg.paths.output_dir) == "outputs" else f" paths.output_dir={cfg.paths.output_dir}"
     return f"{command_as_typed()} experiment={cfg.name}{where} {resume}"
 
