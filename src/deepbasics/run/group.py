@@ -185,8 +185,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
                 _close_logs(job, "interrupted")
                 mine = Path(job.checkpoint.dirpath) if job.checkpoint else None
                 saved = [p for p in stop.saved if Path(p).parent == mine]
-                resume = f"\"resume='{job.run_dir}'\""
-                stopped = interruption(stop.signum, step, job.cfg, job.run_dir, resume, saved)
+                stopped = interruption(stop.signum, step, job.cfg, job.run_dir, "resume=auto", saved, sweep=True)
                 job.fail(stopped, "interrupted", epochs=step)
         return
     except BaseException:

@@ -133,14 +133,17 @@ def end_phase(cfg: DictConfig, epoch: int, run_dir: Path):
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
-def resume_command(cfg: DictConfig, resume: str = "resume=auto") -> str:
+def resume_command(cfg: DictConfig, resume: str = "resume=auto", sweep: bool | None = None) -> str:
     """The command that continues this run, as the user would type it: the script as they started it, and
     the output directory when it is not the default one (debug runs write under outputs/debug). A job of a
-    sweep continues with its sweep: the same command with resume=auto."""
+    sweep continues with its sweep: the same command with resume=auto (``sweep``: whether this is a job of
+    one; None: Hydra's run mode says)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if sweep is None:
+        sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if sweep:
         return "the same command (with -m) and resume=auto, which finishes the sweep"
     where = "" if str(cfg.paths.output_dir) == "outputs" else f" paths.output_dir={cfg.paths.output_dir}"
     return f"{command_as_typed()} experiment={cfg.name}{where} {resume}"
@@ -178,7 +181,9 @@ def diverged(message: str, epoch: int, run_dir: Path) -> RunFailed:
     return RunFailed(f"{message}; {last_good(run_dir)}; a smaller model.optimizer.lr usually helps", epoch)
 
 
-def interruption(signum: int, epoch: int, cfg: DictConfig, run_dir: Path, resume: str, saved: list[str]) -> Interrupted:
+def interruption(
+    signum: int, epoch: int, cfg: DictConfig, run_dir: Path, resume: str, saved: list[str], sweep: bool | None = None
+) -> Interrupted:
     """A run stopped by a signal at ``epoch``, with the checkpoint it saved and the command that continues it."""
     name = signal.Signals(signum).name
     if not saved:
@@ -188,7 +193,7 @@ def interruption(signum: int, epoch: int, cfg: DictConfig, run_dir: Path, resume
         )  # fmt: skip
     return Interrupted(
         f"{name}: stopped at epoch {epoch}/{cfg.epochs} and saved {saved[0]}; continue with:"
-        f" {resume_command(cfg, resume)}",
+        f" {resume_command(cfg, resume, sweep)}",
         code=128 + signum,
         epoch=epoch,
     )
