@@ -170,6 +170,7 @@ CASES = {
     "a column of words": (TRAIN, [*CSV, "data.path=word_labels.csv"], 2, "column 3 holds text ('yes'): every cell must be a number; map text labels to numbers (yes/no to 1/0)"),
     "an option the data group does not have": (TRAIN, ["experiment=linear_scores", "+data.path=named.csv"], 2, "data.path is not an option of ToyDataModule, which data is here; remove it, or pick a data group that has it"),
     "an option the model group does not have": (TRAIN, ["+model.num_classes=3"], 2, "model.num_classes is not an option of BinaryClassifier"),
+    "a directory as the CSV": (TRAIN, [*CSV, "data.path=a_directory"], 2, "a_directory is a directory; pass data.path=<csv file>"),
     "resume as a boolean": (TRAIN, ["resume=true"], 2, "resume=True: pass resume=auto, a run directory or a .ckpt file"),
     "unknown encoding": (TRAIN, [*CSV, "data.path=named.csv", "data.encoding=klingon"], 2, "data.encoding='klingon' is not a text encoding Python knows"),
     # predict and evaluate

@@ -123,8 +123,8 @@ def discard_unstarted(run_dir: Path, output_dir: str | Path, since: float) -> No
         return
     for path in run_dir.rglob("*"):
         if path.is_file() and (
-            path.relative_to(run_dir).as_posix() not in BEFORE_TRAINING or path.stat().st_mtime < since
-        ):
+            path.relative_to(run_dir).as_posix() not in BEFORE_TRAINING or path.stat().st_mtime < since - 1
+        ):  # 1 s: file systems with coarse times
             return
     if (run_dir / ".lock").is_file():
         with open(run_dir / ".lock", "rb") as lock:

@@ -175,11 +175,14 @@ class CSVDataModule(FullBatchDataModule):
 
     def make_splits(self):
         hp = self.hparams
+        if os.path.isdir(hp.path):
+            raise ConfigError(f"data.path {hp.path} is a directory; pass data.path=<csv file>")
         if not os.path.isfile(hp.path):
             raise ConfigError(f"data.path: no file at {hp.path}; pass data.path=<csv file>")
         table = read_table(hp.path, delimiter_of(hp.delimiter), hp.header, hp.encoding)
         if table.size == 0:
-            raise ConfigError(f"data.path {hp.path} has no rows; give a CSV with data (header={hp.header})")
+            read = "beyond its header row" if hp.header else "(data.header=false)"
+            raise ConfigError(f"data.path {hp.path} has no rows {read}; give a CSV with data")
         if table.shape[1] < 2:
             raise ConfigError(f"data.path {hp.path} has one column; it needs features and a label column")
         self._width = table.shape[1]
