@@ -64,18 +64,14 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         print(str(err), file=sys.stderr, flush=True)
         raise SystemExit(err.code) from None  # also ends a sweep: Ctrl-C means stop
     except KeyboardInterrupt:  # Ctrl-C before training started (loading torch, the data): nothing to save
-        if not in_multirun() and OmegaConf.select(cfg, "paths.run_dir"):
-            from deepbasics.config.run_dir import discard_unstarted
-
-            discard_unstarted(cfg.paths.run_dir, cfg.paths.output_dir, STARTED)
+        if not in_multirun():
+            _discard_unstarted(cfg)
         print(f"SIGINT: stopped before training; {AGAIN}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     except (ConfigError, RunFailed) as err:
         if not in_multirun():
-            if isinstance(err, ConfigError) and OmegaConf.select(cfg, "paths.run_dir"):
-                from deepbasics.config.run_dir import discard_unstarted
-
-                discard_unstarted(cfg.paths.run_dir, cfg.paths.output_dir, STARTED)
+            if isinstance(err, ConfigError):
+                _discard_unstarted(cfg)
             exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
         log.error("job failed: %s", one_line(err))
         return _worst(cfg)
@@ -84,6 +80,14 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         log.exception("job failed")
         return _worst(cfg)
+
+
+def _discard_unstarted(cfg: DictConfig) -> None:
+    """The directory made for this command's run, when it stopped before training (predict has none)."""
+    if OmegaConf.select(cfg, "paths.run_dir"):
+        from deepbasics.config.run_dir import discard_unstarted
+
+        discard_unstarted(cfg.paths.run_dir, cfg.paths.output_dir, STARTED)
 
 
 def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[], Any]:

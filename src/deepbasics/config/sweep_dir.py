@@ -11,6 +11,7 @@ in the directories they had."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,19 @@ def swept_keys(sweep: Path) -> list[str]:
     path = Path(sweep) / STATE / DEFINITION
     if not path.is_file():
         return []
+    return list(_swept_keys(str(path), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _swept_keys(path: str, mtime_ns: int) -> tuple[str, ...]:
+    """``swept_keys`` of one version of a definition file: parsed once, not once per job that ends."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     recorded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     parsed = OverridesParser.create().parse_overrides(recorded.get("overrides") or [])
     keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
     keys += list((recorded.get("sweeper") or {}).get("params") or {})
-    return list(dict.fromkeys(keys))
+    return tuple(dict.fromkeys(keys))
 
 
 def difference(recorded: dict, asked: dict) -> str | None:

@@ -38,11 +38,11 @@ def delimiter_of(value) -> str:
 def open_text(path: str, encoding: str) -> TextIO:
     """The file as text, decompressed when it is gzip, bzip2 or xz."""
     try:
-        text = codecs.lookup(encoding)._is_text_encoding  # hex, rot13: codecs, but not of text to bytes
-    except (LookupError, TypeError, AttributeError):
-        text = False
-    if not text:
-        raise ConfigError(f"data.encoding={encoding!r} is not a text encoding Python knows; e.g. utf-8, cp949, latin-1")
+        "".encode(encoding)  # refuses hex, rot13 (codecs, but not of text) as it refuses unknown names
+    except (LookupError, TypeError):
+        raise ConfigError(
+            f"data.encoding={encoding!r} is not a text encoding Python knows; e.g. utf-8, cp949, latin-1"
+        ) from None
     with open(path, "rb") as f:
         start = f.read(6)
     opener = next((o for magic, o in MAGIC.items() if start.startswith(magic)), open)
