@@ -80,7 +80,7 @@ def killed_when(args: list[str], cwd: Path, ready, fork: bool = True) -> int:
 
 
 def curve(job: Path, tag: str) -> list[tuple[int, float]]:
-    events = EventAccumulator(str(job / "tensorboard"), size_guidance={"scalars": 0})
+    events = EventAccumulator(str(job), size_guidance={"scalars": 0})
     events.Reload()
     return [(e.step, e.value) for e in events.Scalars(tag)]
 

@@ -8,9 +8,11 @@ import csv
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import RECIPES, compose_train, read_metrics, run_in_this_process
@@ -95,8 +97,13 @@ def test_every_job_gets_what_a_basic_launcher_job_gets(grids):
         for checkpoint in sorted((theirs / "checkpoints").iterdir()):
             mine = torch.load(ours / "checkpoints" / checkpoint.name, weights_only=False)
             close(mine, torch.load(checkpoint, weights_only=False), ours, checkpoint.name)
-        hparams = [yaml.safe_load((j / "tensorboard" / "hparams.yaml").read_text()) for j in (ours, theirs)]
-        assert hparams[0] == hparams[1] and hparams[0]["optimizer"]["lr"] in (0.03, 0.3)
+        hparams = [yaml.safe_load((j / "hparams.yaml").read_text()) for j in (ours, theirs)]
+        assert hparams[0] == hparams[1] and hparams[0]["optimizer.lr"] in (0.03, 0.3)
+        # one axis policy under both launchers: the same job draws the same figures (float32 rounding
+        # may move a pixel's shade, not an axis)
+        for name in ("fit.png", "loss.png"):
+            mine, yours = (np.asarray(Image.open(j / "figures" / name)).astype(int) for j in (ours, theirs))
+            assert mine.shape == yours.shape and (mine != yours).any(axis=-1).mean() < 1e-3, name
         for name in ("config.yaml", "overrides.yaml"):
             assert without_paths((ours / ".hydra" / name).read_text(), ours) == without_paths(
                 (theirs / ".hydra" / name).read_text(), theirs
@@ -106,7 +113,7 @@ def test_every_job_gets_what_a_basic_launcher_job_gets(grids):
             hydra_ours["hydra"].pop(node), hydra_theirs["hydra"].pop(node)
         hydra_ours["hydra"]["overrides"]["hydra"].remove(VECTORIZED)
         assert hydra_ours == hydra_theirs
-        events = [EventAccumulator(str(j / "tensorboard"), size_guidance={"scalars": 0}) for j in (ours, theirs)]
+        events = [EventAccumulator(str(j), size_guidance={"scalars": 0}) for j in (ours, theirs)]
         for e in events:
             e.Reload()
         assert sorted(events[0].Tags()["scalars"]) == sorted(events[1].Tags()["scalars"])
@@ -365,8 +372,23 @@ def test_stacked_jobs_write_every_configured_logger(tmp_path, monkeypatch, capfd
     # set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ: monkeypatch takes it away afterwards
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    runs = mlflow.search_runs(search_all_experiments=True)
-    assert sorted(runs["tags.mlflow.runName"]) == [j.name for j in jobs]
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (parent,) = [r for r in runs if r.data.tags.get("deepbasics.kind") == "sweep"]
+    children = sorted((r for r in runs if r is not parent), key=lambda r: r.info.run_name)
+    assert [r.info.run_name for r in children] == [j.name for j in jobs]
+    assert parent.data.tags["deepbasics.launcher"] == "VectorizedLauncher"
+    histories = []
+    for run, job in zip(children, jobs, strict=True):
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["deepbasics.launcher"] == "VectorizedLauncher"
+        assert run.data.tags["deepbasics.run_dir"] == str(job)
+        # the jobs' runs span the group's training, as its points were logged live
+        points = client.get_metric_history(run.info.run_id, "train/loss")
+        assert run.info.start_time <= min(p.timestamp for p in points) <= max(p.timestamp for p in points)
+        assert max(p.timestamp for p in points) <= run.info.end_time
+        histories.append(sorted(p.timestamp for p in points))
+    assert histories[0][0] <= histories[1][-1] and histories[1][0] <= histories[0][-1]  # trained together
     for job in jobs:
         rows = list(csv.DictReader((job / "csv" / "metrics.csv").open()))
         losses = {int(r["step"]): float(r["val/loss"]) for r in rows if r.get("val/loss")}

@@ -66,7 +66,7 @@ def test_diabetes_gap_against_sklearn(tmp_path, diabetes_csv):
     assert metrics["optimum"]["loss_gap"] == pytest.approx(metrics["train"]["loss"] - best, abs=1e-6)
     assert metrics["train"]["acc"] == pytest.approx(0.7668, abs=1e-4)  # the lecture's 76.68%
 
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert [e.step for e in events.Scalars("optimum/loss")] == [0, 101]
     assert events.Scalars("gap/loss")[0].value == pytest.approx(metrics["optimum"]["loss_gap"], rel=1e-5)

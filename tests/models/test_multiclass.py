@@ -71,7 +71,7 @@ def test_figures_and_predictions(run, monkeypatch, capfd):
     cfg, run_dir = run
     for name in ("fit.png", "confusion.png", "loss.png"):
         assert (run_dir / "figures" / name).stat().st_size > 10_000, name
-    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events = EventAccumulator(str(run_dir))
     events.Reload()
     assert {"fit", "confusion"} <= set(events.Tags()["images"])
     args = [f"ckpt_path={run_dir}", "inputs=[[1,1],[-1,-1],[1,-1],[-1,1]]"]  # the run directory: its last.ckpt

@@ -99,7 +99,7 @@ def test_learning_rate_monitor_on_the_epoch_axis(tmp_path):
     from deepbasics.run.training import train
 
     train(compose_train("model/scheduler=step", "model.scheduler.step_size=300", "epochs=1500", run_dir=tmp_path))
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events = EventAccumulator(str(tmp_path))
     events.Reload()
     points = [(e.step, round(e.value, 8)) for e in events.Scalars("lr-SGD")]
     # Lightning's LearningRateMonitor at the start of each Lightning epoch (val_every=500 epochs): the

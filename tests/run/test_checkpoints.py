@@ -37,7 +37,7 @@ def full_run(tmp_path_factory) -> Path:
 
 
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events = EventAccumulator(str(run_dir))
     events.Reload()
     return [(e.step, e.value) for e in events.Scalars(tag)]
 

@@ -77,7 +77,7 @@ def test_train_command_end_to_end(tmp_path):
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
     assert metrics["best_checkpoint"].startswith(str(full / "checkpoints" / "best-epoch"))
 
-    events = EventAccumulator(str(full / "tensorboard"))
+    events = EventAccumulator(str(full))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"} <= tags
@@ -101,7 +101,7 @@ def test_fast_path_logs_the_same_numbers_as_one_step_per_lightning_epoch(tmp_pat
                 run_dir=run_dir,
             )
         )
-        events = EventAccumulator(str(run_dir / "tensorboard"))
+        events = EventAccumulator(str(run_dir))
         events.Reload()
         results[val_every] = (
             {e.step: e.value for e in events.Scalars("train/loss")},

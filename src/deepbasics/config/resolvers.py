@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from deepbasics.config.paths import CONF_DIR
 from deepbasics.config.run_dir import choose_run_dir, fresh_stem
-from deepbasics.config.sweep_dir import HOW_TO_RUN, sweep_dir
+from deepbasics.config.sweep_dir import HOW_TO_RUN, sweep_dir, swept_keys
 from deepbasics.errors import ConfigError, exit_with
 from deepbasics.files import lock_run_dir
 
@@ -47,14 +47,22 @@ def _sweep_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> st
 _NOT_IN_JOB_NAMES = ("hydra.", "hydra/", "paths.", "experiment", "hparams_search", *HOW_TO_RUN)
 
 
-def _job_dir(num: int, overrides, exclude=()) -> str:
-    """A multirun job's directory name: its number, then its overrides with short keys, e.g.
-    ``03_lr=0.1,seed=3``, so a TensorBoard run selector over the sweep reads as the sweep."""
+def _job_dir(num: int, overrides, exclude=(), sweep: str | None = None) -> str:
+    """A multirun job's directory name: its number, then the values its sweep varies with short keys, e.g.
+    ``03_lr=0.1,seed=3``, so a TensorBoard run selector over the sweep reads as the sweep (overrides every
+    job shares are the sweep's, not a job's). A job of a sweep being finished keeps the directory its first
+    attempt had, whatever the naming then was."""
+    if sweep is not None:
+        earlier = [p.name for p in Path(sweep).glob(f"{int(num):02d}*") if p.is_dir()]
+        earlier = [name for name in earlier if name == f"{int(num):02d}" or name.startswith(f"{int(num):02d}_")]
+        if earlier:
+            return earlier[0]
+    swept = set(swept_keys(Path(sweep))) if sweep is not None else set()
     parts = []
     for override in overrides:
         key, _, value = str(override).partition("=")
         key = key.lstrip("+~")
-        if key in set(exclude or ()) or key.startswith(_NOT_IN_JOB_NAMES):
+        if key in set(exclude or ()) or key.startswith(_NOT_IN_JOB_NAMES) or (swept and key not in swept):
             continue
         parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
     name = f"{int(num):02d}" + ("_" + ",".join(parts) if parts else "")
@@ -65,6 +73,16 @@ def _lightning_epochs(tutorial_epochs: int, val_every: int, batch_size: int | No
     """Tutorial epochs (a multiple of val_every) in Lightning epochs: with full batches one Lightning epoch
     holds val_every tutorial epochs, with mini-batches it is one (config.schema.Schedule)."""
     return tutorial_epochs // val_every if batch_size is None else tutorial_epochs
+
+
+def _artifacts_beside(tracking_uri: str | None, experiment: str) -> str | None:
+    """Where a new MLflow experiment keeps its artifacts: ``mlartifacts/<experiment>`` beside a local sqlite
+    store (MLflow's default, ./mlruns of whatever directory the run started in, would scatter them); a
+    server or a file store keeps its own default (None)."""
+    prefix = "sqlite:///"
+    if not tracking_uri or not str(tracking_uri).startswith(prefix):
+        return None
+    return str(Path(os.path.abspath(str(tracking_uri)[len(prefix) :])).parent / "mlartifacts" / experiment)
 
 
 def register_resolvers() -> None:
@@ -79,6 +97,7 @@ def register_resolvers() -> None:
         "abspath": os.path.abspath,  # a store shared by runs started from other directories
         "basename": os.path.basename,
         "lightning_epochs": _lightning_epochs,
+        "mlflow_artifacts": _artifacts_beside,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

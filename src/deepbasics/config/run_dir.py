@@ -44,8 +44,8 @@ def resumed_run_dir(
         return None
     if not isinstance(resume, str):  # resume=true, resume=1
         raise ConfigError(f"resume={resume!r}: pass resume=auto, a run directory or a .ckpt file")
-    refuse_group_changes(overrides, groups)
     run_dir = _run_dir_of(output_dir, name, resume)
+    refuse_group_changes(overrides, groups, run_dir)
     # Checked here, before Hydra writes into the run directory: a run stays untouched when its checkpoint is bad.
     check_checkpoint_path(resumed_checkpoint(run_dir, resume) if run_dir else resume, key="resume")
     if run_dir is not None:
@@ -63,12 +63,27 @@ def asked_experiment(overrides) -> str | None:
     return given[-1] if given else None
 
 
-def refuse_group_changes(overrides, groups) -> None:
-    """A resumed run keeps its model, data and trainer; only plain values (epochs=...) may change."""
+def refuse_group_changes(overrides, groups, run_dir: Path | None = None) -> None:
+    """A resumed run keeps its model, data and trainer; only plain values (epochs=...) may change. A group
+    named as the run already has it (the run's own command again, logger=mlflow and resume=auto) is no
+    change: ``run_dir``'s recorded choices allow it."""
+    choices = recorded_choices(run_dir) if run_dir is not None else {}
     for override in overrides:
         key, _, value = override.partition("=")
-        if key.lstrip("+~").split("/")[0] in set(groups) - {"experiment"}:
+        group = key.lstrip("+~")
+        if group.split("/")[0] in set(groups) - {"experiment"} and choices.get(group) != value:
             raise ConfigError(f"{override} cannot change on resume; start a new run instead")
+
+
+def recorded_choices(run_dir: Path) -> dict[str, str]:
+    """The config group choices a run directory's first run was composed with (Hydra's hydra.yaml)."""
+    path = Path(run_dir) / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    choices = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices", default=None) or {}
+    return {str(k): str(v) for k, v in choices.items()}
 
 
 def check_same_experiment(resume: str, found: str | None, asked: str | None) -> None:

@@ -24,6 +24,7 @@ from deepbasics.files import lock_run_dir, unlock_run_dir
 STATE = ".sweep"  # inside the sweep directory
 DEFINITION = "definition.yaml"
 JOBS = "jobs.yaml"
+LAUNCHER = "launcher"
 LAST = Path("checkpoints") / "last.ckpt"
 FINISHED = ("completed", "stopped_early")
 # Settings that may change when a sweep is finished: how it runs, not what it trains.
@@ -190,6 +191,9 @@ class SweepState(Callback):
             unlock_run_dir(sweep)
             exit_with(err)
         finish_writes(sweep)
+        # Which launcher runs this attempt (a resume may use another), for the jobs' MLflow tags.
+        launcher = str(config.hydra.launcher.get("_target_") or "").rsplit(".", 1)[-1]
+        (sweep / STATE / LAUNCHER).write_text(launcher + "\n")
 
     def _check(self, config: DictConfig, sweep: Path) -> None:
         asked = definition(config)

@@ -25,7 +25,7 @@ class BlobsDataModule(FullBatchDataModule):
         batch_size: int | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the flat settings (run.build.start_logs)
 
     def make_splits(self):
         from sklearn.datasets import make_blobs

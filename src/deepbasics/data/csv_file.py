@@ -171,7 +171,7 @@ class CSVDataModule(FullBatchDataModule):
         super().__init__()
         # Absolute, so evaluating a checkpoint later works from any directory.
         path = os.path.abspath(os.path.expanduser(str(path)))
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the flat settings (run.build.start_logs)
 
     def make_splits(self):
         hp = self.hparams

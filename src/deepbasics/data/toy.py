@@ -19,7 +19,7 @@ class ToyDataModule(FullBatchDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the flat settings (run.build.start_logs)
 
     def make_splits(self):
         splits = {}

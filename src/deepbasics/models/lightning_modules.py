@@ -64,7 +64,7 @@ class TutorialModule(L.LightningModule):
 
     def __init__(self, net: dict, optimizer: dict, scheduler: dict | None = None):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the flat settings (run.build.start_logs)
         OptimizerSpec.of(optimizer)  # a bad optimizer fails here, before any file of the run is written
         self.net = build_net(net)
         # One metric object per stage (keys avoid clashing with nn.Module.train).

@@ -1,8 +1,12 @@
 """Pictures of a run: the fitted model over its training data, and the loss curve. The fit goes into
 TensorBoard every ``figure_every`` epochs (0: never during training; the ``run.callbacks.Figures`` callback)
 and, after training, at the last epoch, which is also written with the loss curve as PNG files to
-``<run dir>/figures/``. A figure's layout is drawn once (for one run, or for every run of a stacked group)
-and each picture only draws its data over it; each picture is encoded to PNG once, for both places."""
+``<run dir>/figures/``. One axis policy, whatever launcher ran the job: every figure's axes come from its
+own run alone (the fit: its training data; the loss: its own curves, on a log axis snapped to 1-2-5 steps
+when every loss is positive), and its title names the run (a sweep's job: its swept values) and, at the
+end, its monitored result. A layout is drawn once and each picture only draws its data over it; runs whose
+axes coincide (a stacked group's jobs on the same data) share one (``Layouts``). Each picture is encoded
+to PNG once, for both places."""
 
 from __future__ import annotations
 
@@ -19,15 +23,14 @@ from deepbasics.reports.events import event_writer
 
 
 class FitPlot:
-    """The fit figure of one run or of a whole group of runs: decision boundary (2 features, classifier),
-    fitted sigmoid (1 feature, classifier) or fitted line (1 feature, regression) over the training points.
-    Axes, colour bar and legend are drawn once for the data of every run given (``xs``, ``ys``); a run's
-    own shading, boundary, points and title are then drawn over that background (matplotlib's blitting),
-    so a group of runs costs one layout, not one per run. ``shown`` is False for data no figure shows."""
+    """The fit figure of a run: decision boundary (2 features, classifier), fitted sigmoid (1 feature,
+    classifier) or fitted line (1 feature, regression) over the training points (x, y), whose range sets
+    the axes. Axes, colour bar and legend are drawn once; a run's own shading, boundary, points and title
+    are then drawn over that background (matplotlib's blitting), so runs on the same data (``Layouts``)
+    cost one layout, not one each. ``shown`` is False for data no figure shows."""
 
-    def __init__(self, classifier: bool, classes: int, xs: list[torch.Tensor], ys: list[torch.Tensor]):
-        x = torch.cat([v.detach().cpu() for v in xs])
-        y = torch.cat([v.detach().cpu() for v in ys])[:, 0]
+    def __init__(self, classifier: bool, classes: int, x: torch.Tensor, y: torch.Tensor):
+        x, y = x.detach().cpu(), y.detach().cpu()[:, 0]
         self.classifier, self.classes, self.width = classifier, classes, x.shape[1]
         self.shown = self.width == 1 or (self.width == 2 and classifier)
         if not self.shown:
@@ -63,7 +66,7 @@ class FitPlot:
             ax.set_ylim(extent[2], extent[3])
             ax.set_xlabel("x1")
             ax.set_ylabel("x2")
-            _heading(ax, "")
+            _legend_above(ax)
         else:
             span = float(x.max() - x.min())
             self.line = torch.linspace(float(x.min()) - 0.1 * span, float(x.max()) + 0.1 * span, 300).reshape(-1, 1)
@@ -78,9 +81,9 @@ class FitPlot:
                 ax.set_ylim(float(y.min()) - margin, float(y.max()) + margin)
             ax.set_xlabel("x")
             ax.set_ylabel("P(y = 1)" if classifier else "y")
-        self.title = ax.set_title("", loc="left", animated=True)
+        self.title = _title(self.fig)
         self.canvas = _canvas(self.fig)
-        self.canvas.draw()
+        _fit_inside(self.fig, self.canvas)
         self.background = self.canvas.copy_from_bbox(self.fig.bbox)
         if self.width == 2:
             # The shading goes straight into the canvas's pixels inside the axes (each pixel takes its grid
@@ -102,9 +105,12 @@ class FitPlot:
         alpha = colours[..., 3:]
         return (255 * (alpha * colours[..., :3] + (1 - alpha))).astype(np.uint8)
 
-    def render(self, module, x: torch.Tensor, y: torch.Tensor, epoch: int, optimum: dict | None = None) -> np.ndarray:
-        """One run's fit after ``epoch`` tutorial epochs as an RGB image; ``module`` is the LightningModule (or
-        anything with its ``predictions`` and ``__call__``): its predictions are what a user sees."""
+    def render(
+        self, module, x: torch.Tensor, y: torch.Tensor, epoch: int, optimum: dict | None = None, title: str = ""
+    ) -> np.ndarray:
+        """One run's fit after ``epoch`` tutorial epochs as an RGB image, headed ``title`` (the run) and the
+        epoch; ``module`` is the LightningModule (or anything with its ``predictions`` and ``__call__``):
+        its predictions are what a user sees."""
         x, y = x.detach().cpu(), y.detach().cpu()[:, 0]
         ax, device = self.ax, module.device
         self.canvas.restore_region(self.background)
@@ -149,9 +155,10 @@ class FitPlot:
                 legend.set_animated(True)
                 drawn.append(legend)
                 removed.append(legend)
-        self.title.set_text(f"epoch {epoch}")
-        for artist in [*drawn, self.title]:
+        _set_title(self.title, self.canvas, " · ".join(t for t in (title, f"epoch {epoch}") if t))
+        for artist in drawn:
             ax.draw_artist(artist)
+        self.fig.draw_artist(self.title)
         for artist in removed:
             artist.remove()
         return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
@@ -174,7 +181,9 @@ def confusion_figure(module, x: torch.Tensor, y: torch.Tensor, split: str):
     ax.set_yticks(range(classes))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"confusion matrix, {split} ({len(y)} rows)", loc="left")
+    canvas = _canvas(fig)
+    _set_title(_title(fig), canvas, f"confusion matrix, {split} ({len(y)} rows)", animated=False)
+    _fit_inside(fig, canvas)
     return fig
 
 
@@ -194,51 +203,144 @@ def curves_from_events(tensorboard_dir: Path) -> dict[str, list[tuple[int, float
 LOSS_CURVES = {"train/loss": "-", "val/loss": "o--", "optimum/loss": "g:"}  # tag -> line style
 
 
-class LossPlot:
-    """train/val loss (and the optimum's) against epochs, for one run or a group of runs drawn on one set of
-    axes (limits from all of ``curves_of_runs``; log scale when every loss is positive), run by run."""
+def loss_axes(curves: dict[str, list[tuple[int, float]]]) -> tuple:
+    """The loss figure's axes for a run's own curves: (tags, x limits, y scale, y limits). Log scale when
+    every loss is positive (a fall over decades reads as one), its limits snapped outwards to 1-2-5 steps;
+    otherwise linear, snapped to round ticks. Runs whose curves give the same axes share a layout."""
+    from matplotlib.ticker import MaxNLocator
 
-    def __init__(self, curves_of_runs: list[dict[str, list[tuple[int, float]]]]):
-        points = [p for curves in curves_of_runs for line in curves.values() for p in line if math.isfinite(p[1])]
+    tags = tuple(tag for tag in LOSS_CURVES if tag in curves)
+    points = [p for line in curves.values() for p in line if math.isfinite(p[1])]
+    if not points:
+        return tags, (0.0, 1.0), "linear", (0.0, 1.0)
+    last = max(p[0] for p in points) or 1
+    xlim = (-0.02 * last, 1.02 * last)
+    low, high = min(p[1] for p in points), max(p[1] for p in points)
+    if low > 0:
+        return tags, xlim, "log", (_step_125(low, down=True), _step_125(high, down=False))
+    ticks = MaxNLocator(nbins=6).tick_values(low, high if high > low else low + 1)
+    return tags, xlim, "linear", (float(ticks[0]), float(ticks[-1]))
+
+
+def _step_125(value: float, down: bool) -> float:
+    """The nearest of 1, 2, 5 times a power of ten below (``down``) or above ``value`` (> 0)."""
+    decade = 10.0 ** math.floor(math.log10(value))
+    steps = [decade * m for m in (1, 2, 5, 10)]
+    if down:
+        return max(s for s in steps if s <= value * (1 + 1e-12))
+    return min(s for s in steps if s >= value * (1 - 1e-12))
+
+
+class LossPlot:
+    """train/val loss (and the optimum's) against epochs, on the axes ``loss_axes`` gives; drawn once per
+    axes and each run's curves over that layout."""
+
+    def __init__(self, axes: tuple):
+        tags, xlim, scale, ylim = axes
         self.fig = _figure()
         ax = self.ax = self.fig.subplots()
-        tags = [tag for tag in LOSS_CURVES if any(tag in curves for curves in curves_of_runs)]
         self.lines = {tag: ax.plot([], [], LOSS_CURVES[tag], label=tag, animated=True)[0] for tag in tags}
-        if points:
-            steps, values = [p[0] for p in points], [p[1] for p in points]
-            ax.set_xlim(min(steps) - 0.02 * max(steps), 1.02 * max(steps) or 1)
-            if min(values) > 0:
-                ax.set_yscale("log")
-                ax.set_ylim(min(values) / 1.3, max(values) * 1.3)
-            else:
-                margin = 0.05 * (max(values) - min(values)) or 1.0
-                ax.set_ylim(min(values) - margin, max(values) + margin)
+        ax.set_xlim(*xlim)
+        ax.set_yscale(scale)
+        ax.set_ylim(*ylim)
+        if scale == "log" and ylim[1] / ylim[0] <= 1000:  # within three decades: label 1, 2 and 5 of each
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("epoch (full-batch steps)")
         ax.set_ylabel("loss")
-        _heading(ax, "loss")
+        _legend_above(ax)
+        self.title = _title(self.fig)
         self.canvas = _canvas(self.fig)
-        self.canvas.draw()
+        _fit_inside(self.fig, self.canvas)
         self.background = self.canvas.copy_from_bbox(self.fig.bbox)
 
-    def render(self, curves: dict[str, list[tuple[int, float]]]) -> np.ndarray:
+    def render(self, curves: dict[str, list[tuple[int, float]]], title: str = "") -> np.ndarray:
         self.canvas.restore_region(self.background)
         for tag, line in self.lines.items():
             points = curves.get(tag, [])
             line.set_data([p[0] for p in points], [p[1] for p in points])
             self.ax.draw_artist(line)
+        _set_title(self.title, self.canvas, title)
+        self.fig.draw_artist(self.title)
         return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
 
 
-def _heading(ax, title: str) -> None:
-    # Title left, legend right, both above the axes: nothing covers the data, and no "best" placement search.
-    ax.set_title(title, loc="left")
+class Layouts:
+    """Figure layouts by their axes, so that runs drawn in one process (a stacked group's jobs) share the
+    layouts whose axes coincide and draw their own otherwise: the axes each would get alone."""
+
+    def __init__(self):
+        self.fits: dict[tuple, FitPlot] = {}
+        self.losses: dict[tuple, LossPlot] = {}
+
+    def fit(self, classifier: bool, classes: int, x: torch.Tensor, y: torch.Tensor) -> FitPlot:
+        x, y = x.detach().cpu(), y.detach().cpu()
+        key = (classifier, classes, tuple(x.shape[1:]), *x.min(0).values.tolist(), *x.max(0).values.tolist())
+        key += (float(y.min()), float(y.max()))
+        if key not in self.fits:
+            self.fits[key] = FitPlot(classifier, classes, x, y)
+        return self.fits[key]
+
+    def loss(self, curves: dict[str, list[tuple[int, float]]]) -> LossPlot:
+        axes = loss_axes(curves)
+        if axes not in self.losses:
+            self.losses[axes] = LossPlot(axes)
+        return self.losses[axes]
+
+
+def _legend_above(ax) -> None:
+    # The legend right above the axes and the title in a row of its own above it: nothing covers the data
+    # or the title, and no "best" placement search.
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, fontsize="small", frameon=False, borderaxespad=0.2)
+
+
+def _title(fig: Figure):
+    return fig.text(0.015, 0.985, "", ha="left", va="top", fontsize=10, animated=True)
+
+
+def _set_title(text, canvas, value: str, animated: bool = True) -> None:
+    """Set a title that fits the figure's width: smaller type for a long one, then cut with an ellipsis."""
+    text.set_animated(animated)
+    text.set_text(value)
+    text.set_fontsize(10)
+    width = canvas.get_width_height()[0] * 0.97
+    renderer = canvas.get_renderer()
+    size = 10
+    while text.get_window_extent(renderer).width > width and size > 7:
+        size -= 1
+        text.set_fontsize(size)
+    while text.get_window_extent(renderer).width > width and len(value) > 4:
+        value = value[:-2]
+        text.set_text(value.rstrip(" ·,") + "…")
+
+
+def _fit_inside(fig: Figure, canvas, pad: float = 4.0) -> None:
+    """Draw the layout; if a label or tick label reaches past the figure's edge (a wide tick label pushing
+    the y label out, say), move and shrink the axes until everything lies ``pad`` pixels inside, and draw
+    again (twice at most: new positions can bring new tick labels). Fixed margins serve most figures
+    without a layout engine's cost; this catches the rest."""
+    canvas.draw()
+    width, height = canvas.get_width_height()
+    for _ in range(3):
+        box = fig.get_tightbbox(canvas.get_renderer()).transformed(fig.dpi_scale_trans)  # pixels
+        left, right = max(0.0, pad - box.x0), max(0.0, box.x1 - width + pad)
+        bottom, top = max(0.0, pad - box.y0), max(0.0, box.y1 - height + pad)
+        if not (left or right or bottom or top):
+            return
+        sx, sy = 1 - (left + right) / width, 1 - (bottom + top) / height
+        for ax in fig.axes:  # colour bars too: every axes moved and shrunk by the same map
+            x0, y0, x1, y1 = ax.get_position().extents
+            ax.set_position([left / width + x0 * sx, bottom / height + y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy])
+        canvas.draw()
 
 
 def _figure() -> Figure:
     # Fixed margins: a layout engine would cost more than the drawing.
     fig = Figure(figsize=(5.5, 4.2), dpi=100)
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.9)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.86)
     return fig
 
 
@@ -280,15 +382,23 @@ def log_image(loggers, tag: str, image: np.ndarray, encoded: bytes, step: int) -
 
 
 def draw_fit(
-    module, x, y, step: int, loggers, optimum: dict | None, plot: FitPlot | None = None, epoch: int | None = None
+    module,
+    x,
+    y,
+    step: int,
+    loggers,
+    optimum: dict | None,
+    plot: FitPlot | None = None,
+    epoch: int | None = None,
+    title: str = "",
 ) -> bytes | None:
-    """The fit figure after ``epoch`` tutorial epochs (default: ``step``) over the training data (x, y), into
-    every TensorBoard logger at ``step``; the PNG, or None for data no figure shows. ``plot``: a FitPlot to
-    draw on (built for these data when None)."""
-    plot = plot or FitPlot(module.is_classifier, getattr(module, "num_classes", 1), [x], [y])
+    """The fit figure after ``epoch`` tutorial epochs (default: ``step``) over the training data (x, y),
+    headed ``title``, into every TensorBoard logger at ``step``; the PNG, or None for data no figure shows.
+    ``plot``: a FitPlot to draw on (built for these data when None)."""
+    plot = plot or FitPlot(module.is_classifier, getattr(module, "num_classes", 1), x, y)
     if not plot.shown:
         return None
-    image = plot.render(module, x, y, step if epoch is None else epoch, optimum)
+    image = plot.render(module, x, y, step if epoch is None else epoch, optimum, title)
     encoded = png(image)
     log_image(loggers, "fit", image, encoded, step)
     return encoded
@@ -304,23 +414,43 @@ def save_figures(
     optimum: dict | None,
     curves: dict | None,
     evaluated=None,
-    plots: tuple[FitPlot, LossPlot | None] | None = None,
+    layouts: Layouts | None = None,
     epoch: int | None = None,
+    title: str = "",
 ) -> None:
     """After training: the last epoch's fit (TensorBoard and figures/fit.png), figures/loss.png of
     ``curves`` (none for None) and, for a multi-class classifier, the confusion matrix on ``evaluated`` =
-    (split, x, y) (TensorBoard and figures/confusion.png). ``plots``: (fit, loss) plots shared by a group of
-    runs; None draws this run's own."""
+    (split, x, y) (TensorBoard and figures/confusion.png); fit and loss headed ``title``. ``layouts``:
+    those of a group of runs, shared where their axes coincide; None draws this run's own."""
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)
-    fit, loss = plots or (None, None)
-    encoded = draw_fit(module, x, y, step, loggers, optimum, fit, epoch)
+    layouts = layouts or Layouts()
+    fit = layouts.fit(module.is_classifier, getattr(module, "num_classes", 1), x, y)
+    encoded = draw_fit(module, x, y, step, loggers, optimum, fit, epoch, title)
     if encoded is not None:
         (out / "fit.png").write_bytes(encoded)
     if curves is not None:
-        (out / "loss.png").write_bytes(png((loss or LossPlot([curves])).render(curves)))
+        (out / "loss.png").write_bytes(png(layouts.loss(curves).render(curves, title)))
     if evaluated is not None and getattr(module, "num_classes", None):
         image = rasterise(confusion_figure(module, evaluated[1], evaluated[2], evaluated[0]))
         encoded = png(image)
         (out / "confusion.png").write_bytes(encoded)
         log_image(loggers, "confusion", image, encoded, step)
+
+
+def run_title(cfg, run_dir: Path, monitored: float | None = None) -> str:
+    """What a figure's title says of its run: a sweep's job by the values its sweep varies (``lr=0.03,
+    seed=1``), a run of its own by its experiment; and its monitored result, once there is one."""
+    from omegaconf import OmegaConf
+
+    from deepbasics.config.sweep_dir import swept_keys
+
+    parts = []
+    for key in swept_keys(Path(run_dir).parent):
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, (int, float, str, bool)):
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    title = ", ".join(parts) or str(cfg.get("name", ""))
+    if monitored is not None and math.isfinite(monitored):
+        title += f" · {cfg.monitor.metric} {monitored:.4g}"
+    return title

@@ -73,3 +73,27 @@ def optimum_line(optimum: dict) -> str:
         f"optimum ({optimum['method']}): loss {optimum['loss']:.6g} at W [{weight}], b {optimum['bias']:.4g};"
         f" SGD is {optimum['loss_gap']:.4g} above it in loss, {optimum['param_gap']:.4g} away in parameters"
     )
+
+
+def flat_settings(cfg) -> dict[str, Any]:
+    """A run's settings as the loggers get them, once and flat: MLflow's params, CSV's hparams.yaml and
+    TensorBoard's HParams columns. Scalars as they are, a list (blob centres, column names) as one line of
+    JSON; data.seed is left out when it is the run's seed (``data.seed: ${seed}`` would repeat it)."""
+    settings: dict[str, Any] = {"experiment": cfg.name, "seed": cfg.seed, "epochs": cfg.epochs}
+    groups = [(f"{group}.", cfg.model[group]) for group in ("net", "optimizer")]
+    if cfg.model.get("scheduler"):
+        groups.append(("scheduler.", cfg.model.scheduler))
+    groups.append(("data.", cfg.data))
+    for prefix, values in groups:
+        for key, value in values.items():
+            if key == "_target_" or (prefix == "data." and key == "seed" and value == cfg.seed):
+                continue
+            if hasattr(value, "items"):  # a nested group (a scheduler's own options): not one setting
+                continue
+            if not isinstance(value, (int, float, str, bool)) and value is not None:
+                from omegaconf import OmegaConf
+
+                value = json.dumps(OmegaConf.to_container(value), separators=(",", ":"))
+            if value is not None:
+                settings[prefix + key] = value
+    return settings

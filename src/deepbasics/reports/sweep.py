@@ -248,6 +248,10 @@ class SweepReport(Callback):
         if not sweep_dir.is_dir():
             return
         report = write_report(sweep_dir)
+        if (sweep_dir / ".sweep" / "mlflow.json").is_file():  # its jobs logged to MLflow: its parent run
+            from deepbasics.reports.mlflow_runs import end_sweep
+
+            end_sweep(sweep_dir, report)
         best = report["best"]
         line = f"sweep report: {sweep_dir / 'summary.md'} ({report['jobs']} jobs"
         line += f", best job {best['job']}: {best['metric']} {best['value']:.6g})" if best else ")"

@@ -22,6 +22,8 @@ from deepbasics.config.schema import NetSpec, Schedule
 from deepbasics.errors import ConfigError, one_line
 from deepbasics.models.optimum import MAX_ROWS, OptimumGap, has_optimum
 from deepbasics.reports.events import fast_checksums
+from deepbasics.reports.figures import run_title
+from deepbasics.reports.metrics import flat_settings
 from deepbasics.run.callbacks import ConsoleLog, EpochProgressBar, Figures, LastCheckpoint, RunState
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 
@@ -184,8 +186,31 @@ def build_loggers(cfg: DictConfig, run_dir: Path, start_step: int = 0) -> list:
             elif earlier:
                 extra["purge_step"] = 0
             after_event_files(earlier)
+        elif conf._target_.endswith("MLFlowLogger"):
+            from deepbasics.reports.mlflow_runs import logger_kwargs
+
+            extra.update(logger_kwargs(conf, run_dir))
         loggers.append(_instantiate(conf, **extra))
     return loggers
+
+
+def start_logs(loggers: list, cfg: DictConfig, run_dir: Path) -> None:
+    """What the loggers get when training starts (or continues): the run's settings, once and flat
+    (``flat_settings``; not Lightning's nested hparams, which the modules keep out of the loggers), and
+    for MLflow the run opened, tagged and nested under its sweep's."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # the loggers write from rank 0
+        return
+    settings = flat_settings(cfg)
+    for logger in loggers:
+        if isinstance(logger, L.pytorch.loggers.MLFlowLogger):
+            from deepbasics.reports.mlflow_runs import start_run
+
+            start_run(logger, settings, run_dir)
+        else:
+            logger.log_hyperparams(settings)
+        logger.save()
 
 
 def after_event_files(earlier: list[Path]) -> None:
@@ -239,7 +264,7 @@ def build_trainer(
     if gap is not None:
         callbacks.append(gap)
     if cfg.figure_every:
-        callbacks.append(Figures(cfg.figure_every, gap))
+        callbacks.append(Figures(cfg.figure_every, gap, run_title(cfg, run_dir)))
     callbacks.append(RunState(OmegaConf.to_container(cfg, resolve=True)))
     callbacks += build_callbacks(cfg, run_dir)
     loggers = build_loggers(cfg, run_dir, start[1])

@@ -100,8 +100,9 @@ class Figures(L.Callback):
     """The fit figure into TensorBoard every ``every`` epochs during training (0: none); the last epoch's
     figure is drawn after training by ``save_figures``."""
 
-    def __init__(self, every: int, gap=None):
+    def __init__(self, every: int, gap=None, title: str = ""):
         self.every, self.gap = every, gap  # gap: the OptimumGap callback, for the optimum line
+        self.title = title  # the run's (reports.figures.run_title)
         self.plot: FitPlot | None = None  # laid out once, redrawn at every figure
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
@@ -109,9 +110,9 @@ class Figures(L.Callback):
         if self.every and done % self.every == 0 and done < trainer.datamodule.schedule.epochs:
             x, y = trainer.datamodule.splits["train"]
             if self.plot is None:
-                self.plot = FitPlot(pl_module.is_classifier, getattr(pl_module, "num_classes", 1), [x], [y])
+                self.plot = FitPlot(pl_module.is_classifier, getattr(pl_module, "num_classes", 1), x, y)
             report = self.gap.report if self.gap is not None else None
-            draw_fit(pl_module, x, y, trainer.global_step, trainer.loggers, report, self.plot, done)
+            draw_fit(pl_module, x, y, trainer.global_step, trainer.loggers, report, self.plot, done, self.title)
 
 
 class SignalStop(Exception):

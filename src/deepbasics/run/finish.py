@@ -17,8 +17,9 @@ from deepbasics.config.sweep_dir import swept_keys
 from deepbasics.files import atomic_write
 from deepbasics.models.optimum import MAX_ROWS, final_report
 from deepbasics.reports.events import event_writer
-from deepbasics.reports.figures import curves_from_events, save_figures
-from deepbasics.reports.metrics import by_stage, optimum_line, results_table, write_json
+from deepbasics.reports.figures import LOSS_CURVES, curves_from_events, run_title, save_figures
+from deepbasics.reports.metrics import by_stage, flat_settings, optimum_line, results_table, write_json
+from deepbasics.reports.mlflow_runs import curves_of_run, log_run_files
 
 
 def finish(
@@ -56,14 +57,15 @@ def write_end(
     best_checkpoint: str | None = None,
     optimum: dict | None = None,
     curves: dict | None = None,
-    plots=None,
+    layouts=None,
     report: bool = True,
 ) -> float:
     """The run's end-of-run files from its final metrics ``values`` ({"<split>/<name>": value}): test
     points and the optimum's gap into the loggers, model.pt, figures, the hparams tab and metrics.json
     last; the monitored value. ``curves`` (the loss curves, read back from TensorBoard when None) and
-    ``plots`` (shared figure layouts) come from a group of runs trained together; such a group prints its
-    own lines (one per validation for all its jobs), so its runs do not ``report`` each."""
+    ``layouts`` (figure layouts, shared where axes coincide) come from a group of runs trained together;
+    such a group prints its own lines (one per validation for all its jobs), so its runs do not ``report``
+    each."""
     stages = by_stage(values)
     monitored = float(values[cfg.monitor.metric])
     if "test" in stages:  # train and val were logged at this step while training
@@ -81,12 +83,19 @@ def write_end(
     split = "test" if "test" in datamodule.splits else "train"
     evaluated = (split, *datamodule.splits[split])
     tensorboard = log_hparams(cfg, stages, loggers, step, swept_keys(run_dir.parent))
-    if tensorboard is None or not tensorboard.is_dir():
-        curves = None  # loss.png comes from the TensorBoard events, as a run's own loss curve
+    tracked = [logger for logger in loggers if isinstance(logger, L.pytorch.loggers.MLFlowLogger)]
+    # loss.png shows the run's own logged curves (a stacked group passes them from its history): from
+    # TensorBoard's events, else MLflow's metric history; none without either, under any launcher
+    logged = tensorboard is not None and tensorboard.is_dir()
+    if not (logged or tracked):
+        curves = None
     elif curves is None:
-        curves = curves_from_events(tensorboard)
+        curves = curves_from_events(tensorboard) if logged else curves_of_run(tracked[0], LOSS_CURVES)
     epochs = datamodule.epochs_done(step)
-    save_figures(run_dir, module, x, y, step, loggers, optimum, curves, evaluated, plots, epochs)
+    title = run_title(cfg, run_dir, monitored)
+    save_figures(run_dir, module, x, y, step, loggers, optimum, curves, evaluated, layouts, epochs, title)
+    for logger in tracked:
+        log_run_files(logger, run_dir)
     for logger in loggers:  # Lightning finalized them when fit ended; the end phase logged more since
         logger.finalize("success")
     status = "stopped_early" if stopped else "completed"
@@ -112,20 +121,11 @@ def identity(cfg: DictConfig, run_dir: Path, status: str) -> dict:
 
 
 def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int, swept: list[str] = ()) -> Path | None:
-    """Every logger gets this run's settings beside its real final metrics: TensorBoard's hparams tab (on
-    the run's own final points: train/*, val/*, test/*), CSV's hparams.yaml and MLflow's params (beside
-    hp/<stage>_<name> at the final epoch). ``swept``: the config keys its sweep varies, which TensorBoard
-    lists first and marks as differing. Returns the TensorBoard directory, if there is one."""
-    settings = {"experiment": cfg.name, "seed": cfg.seed, "epochs": cfg.epochs}
-    for group in ("net", "optimizer"):
-        for key, value in cfg.model[group].items():
-            if isinstance(value, (int, float, str, bool)):
-                settings[f"{group}.{key}"] = value
-    for key, value in cfg.data.items():
-        if key == "_target_" or (key == "seed" and value == cfg.seed):  # data.seed: ${seed}, the same twice
-            continue
-        if isinstance(value, (int, float, str, bool)):
-            settings[f"data.{key}"] = value
+    """Every logger gets this run's final metrics beside its settings: TensorBoard's hparams tab (on the
+    run's own final points: train/*, val/*, test/*), CSV and MLflow hp/<stage>_<name> at the final epoch.
+    ``swept``: the config keys its sweep varies, which TensorBoard lists first and marks as differing.
+    Returns the TensorBoard directory, if there is one."""
+    settings = flat_settings(cfg)
     varied = [name for name in (key.removeprefix("model.") for key in swept) if name in settings]
     # the monitored metric first, then the held-out splits' metrics
     order = {"test": 0, "val": 1, "train": 2}
@@ -140,9 +140,8 @@ def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int, swept: 
                     writer.add_summary(summary)
                 writer.flush()  # figures/loss.png reads these events back
             directory = Path(logger.log_dir)
-        else:  # CSV: hparams.yaml; MLflow: the run's params
+        else:  # CSV and MLflow: the final metrics beside their params (logged at the start, start_logs)
             logger.log_metrics(metrics, step=step)
-            logger.log_hyperparams(settings)
     return directory
 
 

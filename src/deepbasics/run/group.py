@@ -31,7 +31,7 @@ from deepbasics.files import FileSet, lock_run_dir, unlock_run_dir
 from deepbasics.models.lightning_modules import build_optimizer
 from deepbasics.models.optimum import MAX_ROWS, log_optimum_line, optimum
 from deepbasics.models.stacked import StackedModule
-from deepbasics.reports.figures import FitPlot, LossPlot
+from deepbasics.reports.figures import Layouts
 from deepbasics.run.build import (
     build_callbacks,
     build_datamodule,
@@ -39,6 +39,7 @@ from deepbasics.run.build import (
     build_model,
     is_model_checkpoint,
     lightning_trainer,
+    start_logs,
 )
 from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
@@ -210,10 +211,7 @@ def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
     its failure, as a run of its own does)."""
     for job in jobs:
         job.loggers = build_loggers(job.cfg, job.run_dir, start_step)
-        hparams = {**job.module.hparams_initial, **job.datamodule.hparams_initial}
-        for logger in job.loggers:
-            logger.log_hyperparams(hparams)
-            logger.save()
+        start_logs(job.loggers, job.cfg, job.run_dir)
         if start_step == 0:
             x, y = job.datamodule.splits["train"]
             limit = job.cfg.get("optimum_max_rows", MAX_ROWS)
@@ -253,11 +251,14 @@ def _end_jobs(
         x, y = job.datamodule.splits["train"]
         optima[k] = optimum(job.module.net, x, y, job.module.loss_fn, job.cfg.get("optimum_max_rows", MAX_ROWS))
         curves[k] = _curves(group, k, optima[k], step) if from_start else _logged_curves(job, optima[k], step)
-    template = jobs[alive[0]].module
-    classes = getattr(template, "num_classes", 1)
-    xs, ys = zip(*(jobs[k].datamodule.splits["train"] for k in alive), strict=True)
-    fit = FitPlot(template.is_classifier, classes, list(xs), list(ys))
-    plots = (fit, LossPlot(list(curves.values())))
+    # Each job's figures on the axes it would get alone; jobs whose axes coincide share a layout, drawn
+    # here once, before the workers fork.
+    layouts = Layouts()
+    for k in alive:
+        module = jobs[k].module
+        layouts.fit(module.is_classifier, getattr(module, "num_classes", 1), *jobs[k].datamodule.splits["train"])
+        if curves[k] is not None:
+            layouts.loss(curves[k])
 
     def end(k: int) -> float | RunFailed:
         job = jobs[k]
@@ -266,7 +267,7 @@ def _end_jobs(
             values = {name: float(v[k]) for name, v in finals.items()}
             best = job.checkpoint.best_model_path if job.checkpoint else None
             return write_end(job.cfg, job.run_dir, job.module, job.datamodule, loggers, step, values,
-                             best_checkpoint=best, optimum=optima[k], curves=curves[k], plots=plots,
+                             best_checkpoint=best, optimum=optima[k], curves=curves[k], layouts=layouts,
                              report=False)  # fmt: skip
         except Exception as err:  # this job's end failed (a logger of its own, a file): the others go on
             job.fail(err)

@@ -19,19 +19,20 @@ def resumed_config(cfg: DictConfig, ckpt_path: Path, overrides: list[str] | None
     checkpoint = read_checkpoint(ckpt_path, key="resume")
     resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])
     check_same_experiment(cfg.resume, resumed.name, asked_experiment(overrides))
-    for key, value in _values(overrides):
+    for key, value in _values(overrides, Path(ckpt_path).parent.parent):
         OmegaConf.update(resumed, key, value, merge=False)
     resumed.resume = cfg.resume
     resumed.paths.run_dir = cfg.paths.run_dir
     return resumed, checkpoint
 
 
-def _values(overrides: list[str]) -> list[tuple[str, object]]:
-    """The plain ``key=value`` overrides; a config group change is refused."""
+def _values(overrides: list[str], run_dir: Path) -> list[tuple[str, object]]:
+    """The plain ``key=value`` overrides; a config group change is refused (the checkpoint's run directory
+    ``run_dir`` says which groups it has)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     groups = config_groups()
-    refuse_group_changes(overrides, groups)
+    refuse_group_changes(overrides, groups, run_dir)
     values = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group

@@ -20,7 +20,7 @@ from deepbasics.errors import ConfigError, Interrupted, RunFailed, command_as_ty
 from deepbasics.files import lock_run_dir, unlock_run_dir
 from deepbasics.models.optimum import OptimumGap
 from deepbasics.reports.metrics import FINISHED, read_json, write_json
-from deepbasics.run.build import build_datamodule, build_model, build_trainer
+from deepbasics.run.build import build_datamodule, build_model, build_trainer, start_logs
 from deepbasics.run.callbacks import SignalStop, epochs_done, stopped_early
 from deepbasics.run.checkpoints import read_checkpoint
 from deepbasics.run.finish import finish, identity
@@ -90,6 +90,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
             return finish(cfg, run_dir, model, datamodule, trainer.loggers, checkpoint["global_step"], first,
                           stopped=stopped, best_checkpoint=best)  # fmt: skip
 
+    start_logs(trainer.loggers, cfg, run_dir)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path if checkpoint else None, weights_only=True)
     except RunFailed as err:

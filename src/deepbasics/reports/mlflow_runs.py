@@ -1,0 +1,210 @@
+"""MLflow runs that read as what they are: a sweep is a parent run with its jobs as child runs (MLflow's
+UI nests them), every run tagged with its run directory (and a job with its sweep, number and launcher),
+each setting logged once as a flat param at the start, a resumed run continuing its own MLflow run, and
+the files a user opens (figures, model.pt, the config, the sweep summary) logged as artifacts.
+
+Lightning's MLFlowLogger does the logging; this module gives it its tags and the run to continue, and
+does what the logger has no option for, through MLflow's public client. A run directory remembers its
+MLflow run in ``.mlflow.json``, a sweep its parent run in ``.sweep/mlflow.json`` (one entry per store and
+experiment), so nothing is looked up by a search that a path's quotes could break."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from deepbasics.files import file_mode
+
+RUN_RECORD = ".mlflow.json"  # in a run directory: {"<tracking URI>#<experiment>": run id}
+SWEEP_RECORD = "mlflow.json"  # in <sweep dir>/.sweep/: {"<tracking URI>#<experiment>": {run_id, uri}}
+SWEEP_STATE = ".sweep"  # config.sweep_dir.STATE (not imported: that module loads Hydra)
+TAG = "deepbasics."
+# The MLflow 3 UI opens an experiment of this kind on its training runs, not on the GenAI overview.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def logger_kwargs(conf, run_dir: Path) -> dict[str, Any]:
+    """MLFlowLogger's arguments for the run in ``run_dir``: its tags and, for a run that had an MLflow
+    run in this store already (a resume, a job of a sweep being finished), that run to continue."""
+    run_dir = Path(run_dir).resolve()
+    tags = {f"{TAG}run_dir": str(run_dir)}
+    sweep = sweep_of(run_dir)
+    if sweep is not None:
+        tags[f"{TAG}sweep"] = str(sweep)
+        number = job_number(run_dir)
+        if number is not None:
+            tags[f"{TAG}job"] = str(number)
+        launcher = launcher_name(sweep)
+        if launcher:
+            tags[f"{TAG}launcher"] = launcher
+    extra: dict[str, Any] = {"tags": {**tags, **dict(conf.get("tags") or {})}}
+    known = _read(run_dir / RUN_RECORD).get(_store_key(conf.get("tracking_uri"), conf.get("experiment_name")))
+    if known and not conf.get("run_id"):
+        extra["run_id"] = known
+    return extra
+
+
+def sweep_of(run_dir: Path) -> Path | None:
+    """The sweep directory a run directory is a job of, or None for a run of its own."""
+    parent = Path(run_dir).resolve().parent
+    return parent if (parent / SWEEP_STATE / "definition.yaml").is_file() else None
+
+
+def job_number(run_dir: Path) -> int | None:
+    """A job's number: the digits its directory name starts with (config.resolvers' job_dir), or Hydra's."""
+    digits = Path(run_dir).name.split("_", 1)[0]
+    if digits.isdigit():
+        return int(digits)
+    from hydra.core.hydra_config import HydraConfig
+
+    return int(HydraConfig.get().job.num) if HydraConfig.initialized() else None
+
+
+def launcher_name(sweep: Path) -> str | None:
+    """The class name of the Hydra launcher running the sweep's current attempt (BasicLauncher,
+    VectorizedLauncher, JoblibLauncher, LocalLauncher, SlurmLauncher), as the sweep recorded it."""
+    try:
+        return (Path(sweep) / SWEEP_STATE / "launcher").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def start_run(logger, settings: dict[str, Any], run_dir: Path) -> None:
+    """Open the logger's MLflow run for training (a new one, or the one this run directory had), nest it
+    under its sweep's parent run, and log the run's settings once as flat params. A resume that changed a
+    setting (``epochs=`` more) records the change in a tag, as MLflow params cannot change."""
+    import mlflow
+
+    client = logger.experiment  # creates the experiment (with its artifact location) and the run
+    run_id, experiment_id = logger.run_id, logger.experiment_id
+    experiment = client.get_experiment(experiment_id)
+    key = _store_key(mlflow.get_tracking_uri(), experiment.name)  # the logger set the tracking URI
+    run_dir = Path(run_dir).resolve()
+    _record(run_dir / RUN_RECORD, key, run_id)
+    if KIND_TAG not in experiment.tags:  # a kind the user chose stays
+        client.set_experiment_tag(experiment_id, KIND_TAG, KIND)
+    run = client.get_run(run_id)
+    if run.info.status != "RUNNING":  # a run continued after an interruption
+        client.update_run(run_id, status="RUNNING")
+    sweep = sweep_of(run_dir)
+    if sweep is not None:
+        if "mlflow.parentRunId" not in run.data.tags:
+            client.set_tag(run_id, "mlflow.parentRunId", sweep_parent(client, key, experiment_id, sweep))
+        launcher = launcher_name(sweep)  # the attempt that continues it may run under another
+        if launcher and run.data.tags.get(f"{TAG}launcher") != launcher:
+            client.set_tag(run_id, f"{TAG}launcher", launcher)
+    logged = run.data.params
+    new = {k: v for k, v in settings.items() if k not in logged}
+    changed = [f"{k}: {logged[k]} -> {v}" for k, v in settings.items() if k in logged and logged[k] != str(v)]
+    if new:
+        logger.log_hyperparams(new)
+    if changed:
+        client.set_tag(run_id, f"{TAG}changed_on_resume", "; ".join(changed))
+
+
+def sweep_parent(client, key: str, experiment_id: str, sweep: Path) -> str:
+    """The id of the sweep's parent run in the client's store and experiment (``key``), made by the first
+    job that asks (under a lock: jobs of the parallel launchers ask at once); a resumed sweep's is running
+    again."""
+    record = sweep / SWEEP_STATE / SWEEP_RECORD
+    with _locked(sweep / SWEEP_STATE / "mlflow.lock"):
+        known = _read(record).get(key, {}).get("run_id")
+        if known:
+            try:
+                run = client.get_run(known)
+            except Exception:  # deleted from the store since: the sweep gets a new parent run
+                run = None
+            if run is not None and run.info.lifecycle_stage == "active":
+                if run.info.status != "RUNNING":
+                    client.update_run(known, status="RUNNING")
+                return known
+        tags = {f"{TAG}sweep": str(sweep), f"{TAG}kind": "sweep"}
+        launcher = launcher_name(sweep)
+        if launcher:
+            tags[f"{TAG}launcher"] = launcher
+        run = client.create_run(experiment_id, run_name=f"sweep {sweep.name}", tags=tags)
+        _record(record, key, {"run_id": run.info.run_id, "uri": key.rsplit("#", 1)[0]})
+        return run.info.run_id
+
+
+def log_run_files(logger, run_dir: Path) -> None:
+    """A finished run's files as artifacts of its MLflow run: figures/*.png, model.pt and its config."""
+    client, run_id = logger.experiment, logger.run_id
+    for figure in sorted((run_dir / "figures").glob("*.png")):
+        client.log_artifact(run_id, str(figure), "figures")
+    if (run_dir / "model.pt").is_file():
+        client.log_artifact(run_id, str(run_dir / "model.pt"))
+    for name in ("config.yaml", "overrides.yaml"):
+        if (run_dir / ".hydra" / name).is_file():
+            client.log_artifact(run_id, str(run_dir / ".hydra" / name), "hydra")
+
+
+def curves_of_run(logger, tags) -> dict[str, list[tuple[int, float]]]:
+    """The loss curves (``tags``) of the logger's MLflow run, for loss.png where no TensorBoard events are
+    written; a step logged twice (by an attempt cut short, then by its resume) counts once, as the last."""
+    client, run_id = logger.experiment, logger.run_id
+    curves = {}
+    for tag in tags:
+        points = {p.step: p.value for p in sorted(client.get_metric_history(run_id, tag), key=lambda p: p.timestamp)}
+        if points:
+            curves[tag] = sorted(points.items())
+    return curves
+
+
+def end_sweep(sweep: Path, report: dict[str, Any]) -> None:
+    """The sweep report on the sweep's parent runs: the summary files as artifacts, summary.md as the run's
+    description, the best job in tags; FINISHED when every job finished, KILLED when some did not (a
+    resume runs it again)."""
+    records = _read(Path(sweep) / SWEEP_STATE / SWEEP_RECORD)
+    if not records:
+        return
+    from mlflow import MlflowClient
+
+    summary = Path(sweep) / "summary.md"
+    best = report.get("best")
+    for entry in records.values():
+        client, run_id = MlflowClient(entry["uri"]), entry["run_id"]
+        for name in ("summary.md", "summary.csv", "summary.png"):
+            if (Path(sweep) / name).is_file():
+                client.log_artifact(run_id, str(Path(sweep) / name))
+        if summary.is_file():
+            client.set_tag(run_id, "mlflow.note.content", summary.read_text())
+        if best:
+            client.set_tag(run_id, f"{TAG}best_job", best["job"])
+            client.set_tag(run_id, f"{TAG}best", f"{best['metric']} {best['value']:.6g}")
+        client.set_tag(run_id, f"{TAG}jobs", f"{report['jobs'] - report['failed']} of {report['jobs']} finished")
+        client.set_terminated(run_id, "KILLED" if report["failed"] else "FINISHED")
+
+
+def _store_key(uri: str | None, experiment: str | None) -> str:
+    return f"{uri or os.environ.get('MLFLOW_TRACKING_URI', '')}#{experiment}"
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record(path: Path, key: str, value) -> None:
+    """Set ``key: value`` in a small JSON record (a run's MLflow run id, a sweep's parent run)."""
+    from deepbasics.files import atomic_write
+
+    data = _read(path)
+    data[key] = value
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits: the other job is making the parent run, in milliseconds
+        yield
+    finally:
+        os.close(fd)
