@@ -61,7 +61,7 @@ def test_sweeps_are_parent_runs_with_their_jobs_nested_and_their_files_logged(tm
         children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id),
                           key=lambda r: r.info.run_name)  # fmt: skip
         assert [c.info.run_name for c in children] == [j.name for j in jobs]
-        assert parent.info.run_name == f"sweep {sweep.name}" and parent.info.status == "FINISHED"
+        assert parent.info.run_name == sweep.name and parent.info.status == "FINISHED"
         assert parent.data.tags["deepbasics.launcher"] == "BasicLauncher"
         summary = (sweep / "summary.md").read_text()
         assert parent.data.tags["mlflow.note.content"] == summary  # the run's description: the ranked table
@@ -70,6 +70,12 @@ def test_sweeps_are_parent_runs_with_their_jobs_nested_and_their_files_logged(tm
             and parent.data.tags["deepbasics.jobs"] == "2 of 2 finished"
         )
         assert artifacts(client, parent.info.run_id) == ["summary.csv", "summary.md", "summary.png"]
+        # the sweep's row in the runs table reads as its result: the best job's metrics, the shared settings
+        best = jobs[[j.name for j in jobs].index(parent.data.tags["deepbasics.best_job"])]
+        assert parent.data.metrics["val/loss"] == pytest.approx(read_metrics(best)["val"]["loss"])
+        assert parent.data.metrics["test/acc"] == pytest.approx(read_metrics(best)["test"]["acc"])
+        assert parent.data.params == {"experiment": "blobs_mlp", "epochs": "40", "log_every": "10", "val_every": "20",
+                                      "ckpt_every": "20", "logger": "mlflow"}  # fmt: skip
         for number, (child, job) in enumerate(zip(children, jobs, strict=True)):
             tags = child.data.tags
             assert (tags["deepbasics.sweep"], tags["deepbasics.job"]) == (str(sweep), str(number))

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +128,7 @@ def sweep_parent(client, key: str, experiment_id: str, sweep: Path) -> str:
         launcher = launcher_name(sweep)
         if launcher:
             tags[f"{TAG}launcher"] = launcher
-        run = client.create_run(experiment_id, run_name=f"sweep {sweep.name}", tags=tags)
+        run = client.create_run(experiment_id, run_name=sweep.name, tags=tags)
         _record(record, key, {"run_id": run.info.run_id, "uri": key.rsplit("#", 1)[0]})
         return run.info.run_id
 
@@ -157,14 +159,17 @@ def curves_of_run(logger, tags) -> dict[str, list[tuple[int, float]]]:
 
 def end_sweep(sweep: Path, report: dict[str, Any]) -> None:
     """The sweep report on the sweep's parent runs: the summary files as artifacts, summary.md as the run's
-    description, the best job in tags; FINISHED when every job finished, KILLED when some did not (a
-    resume runs it again)."""
+    description, the settings every job shared as its params, the best job's final metrics as its metrics
+    (the runs table's row of the sweep reads as its result) and its name in a tag; FINISHED when every job
+    finished, KILLED when some did not (a resume runs it again)."""
     records = _read(Path(sweep) / SWEEP_STATE / SWEEP_RECORD)
     if not records:
         return
     from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
 
     summary = Path(sweep) / "summary.md"
+    stamp = int(time.time() * 1000)
     best = report.get("best")
     for entry in records.values():
         client, run_id = MlflowClient(entry["uri"]), entry["run_id"]
@@ -173,7 +178,13 @@ def end_sweep(sweep: Path, report: dict[str, Any]) -> None:
                 client.log_artifact(run_id, str(Path(sweep) / name))
         if summary.is_file():
             client.set_tag(run_id, "mlflow.note.content", summary.read_text())
+        run = client.get_run(run_id)
+        shared = {k: str(v) for k, v in (report.get("same") or {}).items() if k not in run.data.params}
+        if shared:
+            client.log_batch(run_id, params=[Param(k, v) for k, v in shared.items()])
         if best:
+            values = {k: v for k, v in best.items() if "/" in k and isinstance(v, (int, float)) and math.isfinite(v)}
+            client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in values.items()])
             client.set_tag(run_id, f"{TAG}best_job", best["job"])
             client.set_tag(run_id, f"{TAG}best", f"{best['metric']} {best['value']:.6g}")
         client.set_tag(run_id, f"{TAG}jobs", f"{report['jobs'] - report['failed']} of {report['jobs']} finished")

@@ -138,7 +138,8 @@ def write_report(sweep_dir: str | Path) -> dict[str, Any]:
     metric, mode = rows[0]["metric"], rows[0]["_mode"]
     varied = swept(rows)
     settings = [k for k in rows[0] if k not in ("job", "status", "metric", "value", "error", "run_dir", "_mode")]
-    same = [f"{k}={rows[0][k]}" for k in settings if "/" not in k and k not in varied and rows[0].get(k) is not None]
+    constant = {k: rows[0][k] for k in settings if "/" not in k and k not in varied and rows[0].get(k) is not None}
+    same = [f"{k}={v}" for k, v in constant.items()]
     metrics = [c for c in columns if "/" in c and c != metric]
     shown = ["rank", *varied, "value", *metrics, *BOOKKEEPING]
     headers = {"value": f"{metric} ({mode})"}
@@ -162,7 +163,7 @@ def write_report(sweep_dir: str | Path) -> dict[str, Any]:
         plotted = sweep_dir / "summary.png"
         figure.savefig(plotted, dpi=110)
     best_row = rows[best] if best is not None else None
-    return {"jobs": len(rows), "failed": len(failed), "best": best_row, "plot": plotted, "rows": rows}
+    return {"jobs": len(rows), "failed": len(failed), "best": best_row, "plot": plotted, "rows": rows, "same": constant}
 
 
 def _finite(value: Any) -> bool:

@@ -146,20 +146,25 @@ def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int, swept: 
 
 
 def tensorboard_hparams(settings: dict, varied: list[str], tags: list[str]) -> list:
-    """The HParams plugin's summaries (torch's), its experiment rewritten to open on the comparison: the
-    swept settings first and marked as differing (the dashboard shows those), then the rest; as metrics
-    the run's own final points (the last value of each tag), so no one-point charts are written."""
+    """The HParams plugin's summaries (torch's): the run's session with all its settings and, for a job of
+    a sweep, the experiment rewritten to open on the comparison. TensorBoard shows the first five of an
+    experiment's hparams, differing ones first, the rest by name: so a sweep's experiment lists its swept
+    settings alone, marked as differing (what every job shares is in summary.md's header and each job's
+    hparams.yaml), and as metrics the run's own final points (the last value of each tag, monitored
+    first), so no one-point charts are written. A run of its own writes no experiment: TensorBoard then
+    works out which settings differ across the runs it is shown."""
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
     from torch.utils.tensorboard.summary import hparams
 
     experiment, start, end = hparams(settings, {})
+    if not varied:
+        return [start, end]
     plugin = experiment.value[0].metadata.plugin_data
     content = plugin_data_pb2.HParamsPluginData.FromString(plugin.content)
     infos = {info.name: info for info in content.experiment.hparam_infos}
-    ordered = [*varied, *(name for name in infos if name not in varied)]
     del content.experiment.hparam_infos[:]
-    for name in ordered:
-        infos[name].differs = name in varied
+    for name in varied:
+        infos[name].differs = True
         content.experiment.hparam_infos.append(infos[name])
     del content.experiment.metric_infos[:]
     content.experiment.metric_infos.extend(api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in tags)
