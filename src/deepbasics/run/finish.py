@@ -82,7 +82,7 @@ def write_end(
     atomic_write(run_dir / "model.pt", lambda f: torch.save(module.net.state_dict(), f))
     split = "test" if "test" in datamodule.splits else "train"
     evaluated = (split, *datamodule.splits[split])
-    tensorboard = log_hparams(cfg, stages, loggers, step, swept_keys(run_dir.parent))
+    tensorboard = log_hparams(cfg, stages, loggers, swept_keys(run_dir.parent))
     tracked = [logger for logger in loggers if isinstance(logger, L.pytorch.loggers.MLFlowLogger)]
     # loss.png shows the run's own logged curves (a stacked group passes them from its history): from
     # TensorBoard's events, else MLflow's metric history; none without either, under any launcher
@@ -120,18 +120,17 @@ def identity(cfg: DictConfig, run_dir: Path, status: str) -> dict:
     return {"experiment": cfg.get("name"), "seed": cfg.get("seed"), "status": status, "run_dir": str(run_dir)}
 
 
-def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int, swept: list[str] = ()) -> Path | None:
-    """Every logger gets this run's final metrics beside its settings: TensorBoard's hparams tab (on the
-    run's own final points: train/*, val/*, test/*), CSV and MLflow hp/<stage>_<name> at the final epoch.
-    ``swept``: the config keys its sweep varies, which TensorBoard lists first and marks as differing.
-    Returns the TensorBoard directory, if there is one."""
+def log_hparams(cfg: DictConfig, stages: dict, loggers: list, swept: list[str] = ()) -> Path | None:
+    """TensorBoard's HParams tab for this run: its settings beside its own final points (train/*, val/*,
+    test/*), no copies. ``swept``: the config keys its sweep varies, which the tab lists, marked as
+    differing. (CSV and MLflow got the settings at the start, ``start_logs``, and hold the same final
+    points: nothing is logged twice.) Returns the TensorBoard directory, if there is one."""
     settings = flat_settings(cfg)
     varied = [name for name in (key.removeprefix("model.") for key in swept) if name in settings]
     # the monitored metric first, then the held-out splits' metrics
     order = {"test": 0, "val": 1, "train": 2}
     tags = [f"{stage}/{name}" for stage, values in stages.items() for name in values]
     tags.sort(key=lambda tag: (tag != cfg.monitor.metric, order[tag.split("/")[0]]))
-    metrics = {f"hp/{stage}_{name}": value for stage, values in stages.items() for name, value in values.items()}
     directory = None
     for logger in loggers:
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
@@ -140,8 +139,6 @@ def log_hparams(cfg: DictConfig, stages: dict, loggers: list, step: int, swept: 
                     writer.add_summary(summary)
                 writer.flush()  # figures/loss.png reads these events back
             directory = Path(logger.log_dir)
-        else:  # CSV and MLflow: the final metrics beside their params (logged at the start, start_logs)
-            logger.log_metrics(metrics, step=step)
     return directory
 
 
