@@ -52,7 +52,8 @@ def _job_dir(num: int, overrides, exclude=(), sweep: str | None = None) -> str:
     ``03_lr=0.1,seed=3``, so a TensorBoard run selector over the sweep reads as the sweep (overrides every
     job shares are the sweep's, not a job's). A job of a sweep being finished keeps the directory its first
     attempt had, whatever the naming then was."""
-    if sweep is not None:
+    resuming = any(str(o).partition("=")[0] == "resume" for o in overrides)
+    if sweep is not None and resuming:
         earlier = [p.name for p in Path(sweep).glob(f"{int(num):02d}*") if p.is_dir()]
         earlier = [name for name in earlier if name == f"{int(num):02d}" or name.startswith(f"{int(num):02d}_")]
         if earlier:

@@ -340,7 +340,7 @@ def _fit_inside(fig: Figure, canvas, pad: float = 4.0) -> None:
 def _figure() -> Figure:
     # Fixed margins: a layout engine would cost more than the drawing.
     fig = Figure(figsize=(5.5, 4.2), dpi=100)
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.86)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.86)
     return fig
 
 

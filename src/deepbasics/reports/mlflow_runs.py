@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deepbasics.config.sweep_dir import DEFINITION, LAUNCHER, STATE
 from deepbasics.files import file_mode
 
 RUN_RECORD = ".mlflow.json"  # in a run directory: {"<tracking URI>#<experiment>": run id}
 SWEEP_RECORD = "mlflow.json"  # in <sweep dir>/.sweep/: {"<tracking URI>#<experiment>": {run_id, uri}}
-SWEEP_STATE = ".sweep"  # config.sweep_dir.STATE (not imported: that module loads Hydra)
 TAG = "deepbasics."
-# The MLflow 3 UI opens an experiment of this kind on its training runs, not on the GenAI overview.
+# MLflow 3 UIs before the GenAI/training switch open an experiment of this kind on its training runs, not on
+# the GenAI overview; 3.17's switch reads ?workflowType=machine_learning from the URL instead (README).
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
@@ -53,7 +54,7 @@ def logger_kwargs(conf, run_dir: Path) -> dict[str, Any]:
 def sweep_of(run_dir: Path) -> Path | None:
     """The sweep directory a run directory is a job of, or None for a run of its own."""
     parent = Path(run_dir).resolve().parent
-    return parent if (parent / SWEEP_STATE / "definition.yaml").is_file() else None
+    return parent if (parent / STATE / DEFINITION).is_file() else None
 
 
 def job_number(run_dir: Path) -> int | None:
@@ -70,7 +71,7 @@ def launcher_name(sweep: Path) -> str | None:
     """The class name of the Hydra launcher running the sweep's current attempt (BasicLauncher,
     VectorizedLauncher, JoblibLauncher, LocalLauncher, SlurmLauncher), as the sweep recorded it."""
     try:
-        return (Path(sweep) / SWEEP_STATE / "launcher").read_text().strip() or None
+        return (Path(sweep) / STATE / LAUNCHER).read_text().strip() or None
     except OSError:
         return None
 
@@ -112,8 +113,8 @@ def sweep_parent(client, key: str, experiment_id: str, sweep: Path) -> str:
     """The id of the sweep's parent run in the client's store and experiment (``key``), made by the first
     job that asks (under a lock: jobs of the parallel launchers ask at once); a resumed sweep's is running
     again."""
-    record = sweep / SWEEP_STATE / SWEEP_RECORD
-    with _locked(sweep / SWEEP_STATE / "mlflow.lock"):
+    record = sweep / STATE / SWEEP_RECORD
+    with _locked(sweep / STATE / "mlflow.lock"):
         known = _read(record).get(key, {}).get("run_id")
         if known:
             try:
@@ -162,7 +163,7 @@ def end_sweep(sweep: Path, report: dict[str, Any]) -> None:
     description, the settings every job shared as its params, the best job's final metrics as its metrics
     (the runs table's row of the sweep reads as its result) and its name in a tag; FINISHED when every job
     finished, KILLED when some did not (a resume runs it again)."""
-    records = _read(Path(sweep) / SWEEP_STATE / SWEEP_RECORD)
+    records = _read(Path(sweep) / STATE / SWEEP_RECORD)
     if not records:
         return
     from mlflow import MlflowClient

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepbasics.config.schema import SPLITS
 from deepbasics.config.sweep_dir import HOW_TO_RUN, recorded_jobs
 from deepbasics.reports.metrics import FINISHED, read_json
+from deepbasics.reports.mlflow_runs import end_sweep
 
 IGNORED = ("hydra.", "paths.")  # overrides that say where, not what
 
@@ -249,10 +250,7 @@ class SweepReport(Callback):
         if not sweep_dir.is_dir():
             return
         report = write_report(sweep_dir)
-        if (sweep_dir / ".sweep" / "mlflow.json").is_file():  # its jobs logged to MLflow: its parent run
-            from deepbasics.reports.mlflow_runs import end_sweep
-
-            end_sweep(sweep_dir, report)
+        end_sweep(sweep_dir, report)  # the sweep's MLflow parent runs, if its jobs logged to MLflow
         best = report["best"]
         line = f"sweep report: {sweep_dir / 'summary.md'} ({report['jobs']} jobs"
         line += f", best job {best['job']}: {best['metric']} {best['value']:.6g})" if best else ")"
