@@ -337,8 +337,10 @@ def main() -> None:
     print(f"{'--help':20}{'':>14}{statistics.median(help_time):>11.3f}s  (median)")
     print(f"{'config error':20}{'':>14}{statistics.median(error_time):>11.3f}s  (median)")
     stock = statistics.median(fit_stock) / statistics.median(fit_plain)
-    print(f"{'stock Lightning fit':20}{'':>14}{min(fit_stock):>11.3f}s{min(fit_stock) / min(fit_plain):>12.2f}x"
-          f"{stock:>15.2f}x   (the smallest module, same logging)")
+    print(
+        f"{'stock Lightning fit':20}{'':>14}{min(fit_stock):>11.3f}s{min(fit_stock) / min(fit_plain):>12.2f}x"
+        f"{stock:>15.2f}x   (the smallest module, same logging)"
+    )
     print(f"deepbasics fit over stock Lightning: {min(fit_ours) / min(fit_stock):.2f}x (min),"
           f" {statistics.median(fit_ours) / statistics.median(fit_stock):.2f}x (median)")  # fmt: skip
     bar_min, bar_median = min(fit_bar) / min(fit_lines), statistics.median(fit_bar) / statistics.median(fit_lines)
