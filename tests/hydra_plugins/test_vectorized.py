@@ -117,7 +117,7 @@ def test_every_job_gets_what_a_basic_launcher_job_gets(grids):
         for e in events:
             e.Reload()
         assert sorted(events[0].Tags()["scalars"]) == sorted(events[1].Tags()["scalars"])
-        assert events[0].Tags()["images"] == events[1].Tags()["images"] == ["fit"]
+        assert events[0].Tags()["images"] == events[1].Tags()["images"] == ["visual/fit"]
         for tag in events[1].Tags()["scalars"]:
             mine, yours = (sorted((p.step, p.value) for p in e.Scalars(tag)) for e in events)
             assert [s for s, _ in mine] == [s for s, _ in yours], tag

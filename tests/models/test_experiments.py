@@ -68,5 +68,5 @@ def test_diabetes_gap_against_sklearn(tmp_path, diabetes_csv):
 
     events = EventAccumulator(str(tmp_path))
     events.Reload()
-    assert [e.step for e in events.Scalars("optimum/loss")] == [0, 101]
-    assert events.Scalars("gap/loss")[0].value == pytest.approx(metrics["optimum"]["loss_gap"], rel=1e-5)
+    assert [e.step for e in events.Scalars("train/optimum_loss")] == [0, 101]
+    assert events.Scalars("train/loss_gap")[0].value == pytest.approx(metrics["optimum"]["loss_gap"], rel=1e-5)

@@ -73,7 +73,7 @@ def test_figures_and_predictions(run, monkeypatch, capfd):
         assert (run_dir / "figures" / name).stat().st_size > 10_000, name
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    assert {"fit", "confusion"} <= set(events.Tags()["images"])
+    assert {"visual/fit", "visual/confusion"} <= set(events.Tags()["images"])
     args = [f"ckpt_path={run_dir}", "inputs=[[1,1],[-1,-1],[1,-1],[-1,1]]"]  # the run directory: its last.ckpt
     out = run_in_this_process("deepbasics-predict", args, run_dir, monkeypatch, capfd)
     answer = json.loads(out.stdout)

@@ -177,7 +177,7 @@ def test_hparams_tab_holds_real_final_metrics_and_figures_are_drawn(tmp_path):
         last = events.Scalars(tag)[-1]
         assert last.step == 1000 and last.value == pytest.approx(metrics[stage][name]), tag
     assert not [t for t in events.Tags()["scalars"] if t.startswith("hp/")], "no one-point charts"
-    assert [image.step for image in events.Images("fit")] == [500, 1000]
+    assert [image.step for image in events.Images("visual/fit")] == [500, 1000]
     for name in ("fit.png", "loss.png"):
         width, height = png_size(tmp_path / "figures" / name)
         assert width > 400 and height > 300 and (tmp_path / "figures" / name).stat().st_size > 15_000

@@ -17,6 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from deepbasics.errors import ConfigError
 
 SPLITS = ("train", "val", "test")  # data splits, and the metric stages named after them
+# The least-squares optimum's tags (linear and logistic tutorials) sit in the train group beside
+# train/loss, as they describe the training split; the figures sit in a group after val. Dashboards
+# that sort groups by name and open the first two (TensorBoard) then open on the curves.
+OPTIMUM_LOSS, LOSS_GAP, PARAM_GAP = "train/optimum_loss", "train/loss_gap", "train/param_gap"
+FIGURE_TAGS = {"fit": "visual/fit", "confusion": "visual/confusion"}
 NET_NAMES = ("LinearRegression", "LogisticRegression", "NeuralNet")
 OPTIMIZER_NAMES = ("sgd", "adam")
 

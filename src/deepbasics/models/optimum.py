@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepbasics.config.schema import OPTIMUM_LOSS
 from deepbasics.models.nets import LinearRegression, LogisticRegression
 
 # Above this many training rows the exact fit costs more than the training (optimum_max_rows).
@@ -98,7 +99,7 @@ def log_optimum_line(report: dict | None, loggers) -> None:
     """The optimum's loss as the start of its flat line beside train/loss (at epoch 0), when there is one."""
     if report and "loss" in report:
         for logger in loggers:
-            logger.log_metrics({"optimum/loss": report["loss"]}, step=0)
+            logger.log_metrics({OPTIMUM_LOSS: report["loss"]}, step=0)
 
 
 def _linear(weight: np.ndarray, bias: float) -> nn.Linear:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from deepbasics.config.schema import FIGURE_TAGS, OPTIMUM_LOSS
 from deepbasics.reports.events import event_writer
 
 
@@ -200,7 +201,7 @@ def curves_from_events(tensorboard_dir: Path) -> dict[str, list[tuple[int, float
     return {tag: [(p.step, p.value) for p in events.Scalars(tag)] for tag in LOSS_CURVES if tag in tags}
 
 
-LOSS_CURVES = {"train/loss": "-", "val/loss": "o--", "optimum/loss": "g:"}  # tag -> line style
+LOSS_CURVES = {"train/loss": "-", "val/loss": "o--", OPTIMUM_LOSS: "g:"}  # tag -> line style
 
 
 def loss_axes(curves: dict[str, list[tuple[int, float]]]) -> tuple:
@@ -400,7 +401,7 @@ def draw_fit(
         return None
     image = plot.render(module, x, y, step if epoch is None else epoch, optimum, title)
     encoded = png(image)
-    log_image(loggers, "fit", image, encoded, step)
+    log_image(loggers, FIGURE_TAGS["fit"], image, encoded, step)
     return encoded
 
 
@@ -435,7 +436,7 @@ def save_figures(
         image = rasterise(confusion_figure(module, evaluated[1], evaluated[2], evaluated[0]))
         encoded = png(image)
         (out / "confusion.png").write_bytes(encoded)
-        log_image(loggers, "confusion", image, encoded, step)
+        log_image(loggers, FIGURE_TAGS["confusion"], image, encoded, step)
 
 
 def run_title(cfg, run_dir: Path, monitored: float | None = None) -> str:

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from deepbasics.config.schema import LOSS_GAP, OPTIMUM_LOSS, PARAM_GAP
 from deepbasics.config.sweep_dir import swept_keys
 from deepbasics.files import atomic_write
 from deepbasics.models.optimum import MAX_ROWS, final_report
@@ -75,7 +76,7 @@ def write_end(
     net, loss_fn, most = module.net, module.loss_fn, cfg.get("optimum_max_rows", MAX_ROWS)
     optimum = final_report(net, x.to(module.device), y.to(module.device), loss_fn, optimum, most)
     if optimum and "loss" in optimum:
-        gaps = {"optimum/loss": optimum["loss"], "gap/loss": optimum["loss_gap"], "gap/params": optimum["param_gap"]}
+        gaps = {OPTIMUM_LOSS: optimum["loss"], LOSS_GAP: optimum["loss_gap"], PARAM_GAP: optimum["param_gap"]}
         for logger in loggers:
             logger.log_metrics(gaps, step=step)
     # The tutorials' model.pt: the plain net's state_dict, loadable into the tutorial's own class.

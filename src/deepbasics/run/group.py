@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.compat import lightning_epochs_done
 from deepbasics.config.run_dir import LAST
-from deepbasics.config.schema import Schedule, validate_train_config
+from deepbasics.config.schema import OPTIMUM_LOSS, Schedule, validate_train_config
 from deepbasics.config.sweep_dir import STATE
 from deepbasics.data.in_memory import StackedSplits
 from deepbasics.errors import ConfigError, RunFailed, one_line
@@ -327,7 +327,7 @@ def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dic
             if tag in values:
                 curves.setdefault(tag, []).append((at, float(values[tag][k])))
     if report and "loss" in report:
-        curves["optimum/loss"] = [(0, report["loss"]), (step, report["loss"])]
+        curves[OPTIMUM_LOSS] = [(0, report["loss"]), (step, report["loss"])]
     return curves
 
 
@@ -341,7 +341,7 @@ def _logged_curves(job: Job, report: dict | None, step: int) -> dict[str, list[t
         return None
     curves = curves_from_events(job.run_dir / conf.get("name", ""))
     if report and "loss" in report:
-        curves["optimum/loss"] = [(0, report["loss"]), (step, report["loss"])]
+        curves[OPTIMUM_LOSS] = [(0, report["loss"]), (step, report["loss"])]
     return curves
 
 
