@@ -38,9 +38,12 @@ def test_sweeps_are_parent_runs_with_their_jobs_nested_and_their_files_logged(tm
     from deepbasics.reports.metrics import flat_settings
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the runs' own default store, under outputs/
-    for lrs in ("0.03,0.3", "0.1,1.0"):  # two sweeps of one experiment, into one store
-        proc = run_in_this_process("deepbasics-train", ["-m", *SHORT, f"model.optimizer.lr={lrs}"], tmp_path,
-                                   monkeypatch, capfd)  # fmt: skip
+    # two sweeps of one experiment into one store; the first under the parallel launcher, whose two jobs
+    # start together on a store that does not exist yet (one makes its tables, the other waits)
+    launchers = {"0.03,0.3": ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], "0.1,1.0": []}
+    for lrs, launcher in launchers.items():
+        args = ["-m", *SHORT, f"model.optimizer.lr={lrs}", *launcher]
+        proc = run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd)
         assert proc.returncode == 0, proc.stderr
     sweeps = sorted((tmp_path / "outputs" / "multiruns" / "blobs_mlp").iterdir())
     client = client_of(tmp_path, monkeypatch)
@@ -62,7 +65,8 @@ def test_sweeps_are_parent_runs_with_their_jobs_nested_and_their_files_logged(tm
                           key=lambda r: r.info.run_name)  # fmt: skip
         assert [c.info.run_name for c in children] == [j.name for j in jobs]
         assert parent.info.run_name == sweep.name and parent.info.status == "FINISHED"
-        assert parent.data.tags["deepbasics.launcher"] == "BasicLauncher"
+        launcher = "JoblibLauncher" if parent is parents[0] else "BasicLauncher"
+        assert parent.data.tags["deepbasics.launcher"] == launcher
         summary = (sweep / "summary.md").read_text()
         assert parent.data.tags["mlflow.note.content"] == summary  # the run's description: the ranked table
         assert (
@@ -79,7 +83,7 @@ def test_sweeps_are_parent_runs_with_their_jobs_nested_and_their_files_logged(tm
         for number, (child, job) in enumerate(zip(children, jobs, strict=True)):
             tags = child.data.tags
             assert (tags["deepbasics.sweep"], tags["deepbasics.job"]) == (str(sweep), str(number))
-            assert (tags["deepbasics.run_dir"], tags["deepbasics.launcher"]) == (str(job), "BasicLauncher")
+            assert (tags["deepbasics.run_dir"], tags["deepbasics.launcher"]) == (str(job), launcher)
             # every setting once, flat: no Lightning-nested duplicates (optimizer/lr), no multi-line values
             cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
             expected = {k: str(v) for k, v in flat_settings(cfg).items()}

@@ -30,7 +30,7 @@ FINISHED = ("completed", "stopped_early")
 # Settings that may change when a sweep is finished: how it runs, not what it trains.
 HOW = {"n_jobs", "max_batch_size", "storage", "_target_"}
 # Command-line keys that say how to run the command, not what the sweep is (nor a job's name).
-HOW_TO_RUN = ("resume", "dry_run")
+HOW_TO_RUN = ("resume", "dry_run", "progress")  # progress: a bar or lines, the same training
 
 
 def sweep_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> Path:

@@ -33,6 +33,7 @@ KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 def logger_kwargs(conf, run_dir: Path) -> dict[str, Any]:
     """MLFlowLogger's arguments for the run in ``run_dir``: its tags and, for a run that had an MLflow
     run in this store already (a resume, a job of a sweep being finished), that run to continue."""
+    ready_store(conf.get("tracking_uri"))
     run_dir = Path(run_dir).resolve()
     tags = {f"{TAG}run_dir": str(run_dir)}
     sweep = sweep_of(run_dir)
@@ -49,6 +50,23 @@ def logger_kwargs(conf, run_dir: Path) -> dict[str, Any]:
     if known and not conf.get("run_id"):
         extra["run_id"] = known
     return extra
+
+
+def ready_store(tracking_uri: str | None) -> None:
+    """Make a local sqlite store's tables, one process at a time. MLflow creates them on a store's first
+    use, and two jobs of a parallel sweep doing so at once leave one of them on a half-made schema
+    (``AttributeError: dimension_attributes`` as its logger starts)."""
+    prefix = "sqlite:///"
+    if not tracking_uri or not str(tracking_uri).startswith(prefix):
+        return
+    path = Path(str(tracking_uri)[len(prefix) :])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.with_name(path.name + ".lock")):  # whoever makes the tables holds it until they are made
+        if path.is_file() and path.stat().st_size > 0:
+            return
+        from mlflow import MlflowClient
+
+        MlflowClient(str(tracking_uri)).search_experiments(max_results=1)
 
 
 def sweep_of(run_dir: Path) -> Path | None:
