@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import read_metrics, run_dirs, run_in_this_process
+from conftest import read_metrics, run_cli, run_dirs, run_in_this_process
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -38,13 +38,15 @@ def test_sweeps_are_parent_runs_with_their_jobs_nested_and_their_files_logged(tm
     from deepbasics.reports.metrics import flat_settings
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the runs' own default store, under outputs/
-    # two sweeps of one experiment into one store; the first under the parallel launcher, whose two jobs
-    # start together on a store that does not exist yet (one makes its tables, the other waits)
-    launchers = {"0.03,0.3": ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], "0.1,1.0": []}
-    for lrs, launcher in launchers.items():
-        args = ["-m", *SHORT, f"model.optimizer.lr={lrs}", *launcher]
-        proc = run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd)
-        assert proc.returncode == 0, proc.stderr
+    # two sweeps of one experiment into one store. The first runs under the parallel launcher, whose two
+    # jobs start together on a store that does not exist yet (one makes its tables, the other waits); in a
+    # process of its own, as joblib's workers outlive a sweep and would serve another test's from its
+    # directory.
+    parallel = ["-m", *SHORT, "model.optimizer.lr=0.03,0.3", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2"]
+    run_cli("deepbasics-train", *parallel, cwd=tmp_path)
+    proc = run_in_this_process("deepbasics-train", ["-m", *SHORT, "model.optimizer.lr=0.1,1.0"], tmp_path,
+                               monkeypatch, capfd)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
     sweeps = sorted((tmp_path / "outputs" / "multiruns" / "blobs_mlp").iterdir())
     client = client_of(tmp_path, monkeypatch)
 
