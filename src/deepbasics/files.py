@@ -38,12 +38,15 @@ def _umask() -> int:
     return mask
 
 
+TEMPORARY = ".tmp-"  # the prefix of atomic_write's temporary files
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """``write`` fills a temporary file beside ``path``; it is fsynced and renamed over ``path``, so a
     reader (or a crash at any moment) sees either the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY, suffix=path.suffix)
     try:
         # mkstemp creates 0600 and the rename keeps that mode: give the file what open() would have.
         os.fchmod(fd, file_mode())
@@ -135,6 +138,16 @@ def lock_run_dir(run_dir: str | Path) -> None:
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
     os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
     _held[run_dir] = fd
+
+
+def remove_dead_writes(run_dir: str | Path) -> None:
+    """Remove the temporary files of atomic writes that a killed process left in ``run_dir`` (a SIGKILL
+    runs no cleanup): once this process holds the directory, no other writes there, so any is dead."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir not in _held:
+        return
+    for path in run_dir.rglob(f"{TEMPORARY}*"):
+        path.unlink(missing_ok=True)
 
 
 def unlock_run_dir(run_dir: str | Path) -> None:

@@ -49,10 +49,15 @@ def test_kill_9_between_checkpoints_then_resume_is_bit_identical(full_run, tmp_p
     (run_dir,) = run_dirs(tmp_path, "blobs_mlp")
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 200
     assert not (run_dir / "metrics.json").exists()
+    # what a kill during a checkpoint's write leaves (a SIGKILL runs no cleanup): the resume removes it
+    dead = run_dir / "checkpoints" / ".tmp-k1ll3d.ckpt"
+    dead.write_bytes(b"the first half of a checkpoint")
 
     resumed = run_in_this_process("deepbasics-train", [*RECIPE, "resume=auto"], tmp_path, monkeypatch, capfd)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {run_dir / 'checkpoints' / 'last.ckpt'} at epoch 200/600" in resumed.stdout
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == sorted(p.name for p in (full_run / "checkpoints").iterdir()) and not dead.exists(), names
     assert run_dirs(tmp_path, "blobs_mlp") == [run_dir], "resume writes into the same run directory"
 
     a = torch.load(full_run / "checkpoints" / "last.ckpt", weights_only=True)

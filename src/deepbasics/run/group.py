@@ -27,7 +27,7 @@ from deepbasics.config.schema import OPTIMUM_LOSS, Schedule, validate_train_conf
 from deepbasics.config.sweep_dir import STATE
 from deepbasics.data.in_memory import StackedSplits
 from deepbasics.errors import ConfigError, RunFailed, one_line
-from deepbasics.files import FileSet, lock_run_dir, unlock_run_dir
+from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.models.lightning_modules import build_optimizer
 from deepbasics.models.optimum import MAX_ROWS, log_optimum_line, optimum
 from deepbasics.models.stacked import StackedModule
@@ -89,6 +89,7 @@ def train_group(
             try:
                 lock_run_dir(job.run_dir)
                 held.append(job.run_dir)
+                remove_dead_writes(job.run_dir)  # a checkpoint a kill cut short
             except (ConfigError, OSError) as err:  # held by another process, or out of file descriptors
                 job.outcome = err
         shared: dict[str, L.LightningDataModule] = {}

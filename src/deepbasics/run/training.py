@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from deepbasics.config.run_dir import resumed_checkpoint
 from deepbasics.config.schema import Schedule, validate_train_config
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, command_as_typed, one_line
-from deepbasics.files import lock_run_dir, unlock_run_dir
+from deepbasics.files import lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.models.optimum import OptimumGap
 from deepbasics.reports.metrics import FINISHED, read_json, write_json
 from deepbasics.run.build import build_datamodule, build_model, build_trainer, start_logs
@@ -34,6 +34,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     run_dir = Path(cfg.paths.run_dir)
     # First: a process that does not hold the directory writes nothing into it, not even a failure.
     lock_run_dir(run_dir)
+    remove_dead_writes(run_dir)  # a checkpoint a kill cut short
     try:
         return _train(cfg, run_dir, overrides)
     except Interrupted as err:
