@@ -70,6 +70,12 @@ def test_wide_tick_labels_and_long_titles_stay_inside_the_figure():
     assert fit.title.get_text() == "scores · epoch 100"
 
 
+def test_a_flat_or_empty_curve_still_gets_an_axis_with_a_height():
+    flat = {"train/loss": [(s, 0.5) for s in range(0, 101, 10)]}
+    assert loss_axes(flat)[2:] == ("log", (0.5, 1.0))
+    assert loss_axes({"train/loss": [(0, float("nan"))]})[2:] == ("linear", (0.0, 1.0))
+
+
 def test_runs_share_a_layout_only_where_their_own_axes_coincide():
     layouts = Layouts()
     a, b, c = decaying(0.7, 0.005), decaying(0.69, 0.006), decaying(0.7, 0.08)

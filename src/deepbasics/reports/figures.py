@@ -218,7 +218,10 @@ def loss_axes(curves: dict[str, list[tuple[int, float]]]) -> tuple:
     xlim = (-0.02 * last, 1.02 * last)
     low, high = min(p[1] for p in points), max(p[1] for p in points)
     if low > 0:
-        return tags, xlim, "log", (_step_125(low, down=True), _step_125(high, down=False))
+        bottom, top = _step_125(low, down=True), _step_125(high, down=False)
+        if top <= bottom:  # a flat curve on a step: one step up, so the axis has a height
+            top = _step_125(bottom * 1.001, down=False)
+        return tags, xlim, "log", (bottom, top)
     ticks = MaxNLocator(nbins=6).tick_values(low, high if high > low else low + 1)
     return tags, xlim, "linear", (float(ticks[0]), float(ticks[-1]))
 
