@@ -247,12 +247,8 @@ class LossPlot:
         ax.set_xlim(*xlim)
         ax.set_yscale(scale)
         ax.set_ylim(*ylim)
-        if scale == "log" and ylim[1] / ylim[0] <= 1000:  # within three decades: label 1, 2 and 5 of each
-            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            ax.yaxis.set_minor_formatter(NullFormatter())
+        if scale == "log":
+            label_log_axis(ax.yaxis, *ylim)
         ax.set_xlabel("epoch (full-batch steps)")
         ax.set_ylabel("loss")
         _legend_above(ax)
@@ -270,6 +266,18 @@ class LossPlot:
         _set_title(self.title, self.canvas, title)
         self.fig.draw_artist(self.title)
         return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+
+
+def label_log_axis(axis, low: float, high: float) -> None:
+    """A log axis that reads: within three decades, labels at 1, 2 and 5 of each, written plainly (0.005,
+    not 5x10^-3); over more, matplotlib's decades."""
+    if high / low > 1000:
+        return
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 class Layouts:

@@ -186,6 +186,8 @@ def summary_figure(rows: list[dict], params: list[str], metric: str):
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
+    from deepbasics.reports.figures import label_log_axis
+
     done = [r for r in rows if _finite(r["value"])]
     if not done:
         return None
@@ -231,6 +233,7 @@ def summary_figure(rows: list[dict], params: list[str], metric: str):
     values = [r["value"] for r in done]
     if min(values) > 0 and max(values) / min(values) >= 10:
         ax.set_yscale("log")
+        label_log_axis(ax.yaxis, min(values), max(values))
     ax.legend(fontsize="small", title="lines: mean over seeds" if numeric and "seed" in params and others else None)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} ({len(done)} of {len(rows)} jobs completed)")
