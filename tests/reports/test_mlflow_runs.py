@@ -6,8 +6,7 @@ continues its own MLflow run."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -123,16 +122,23 @@ def test_a_resumed_run_continues_its_own_mlflow_run(tmp_path, monkeypatch, capfd
     assert found.data.metrics["test/loss"] == pytest.approx(read_metrics(run)["test"]["loss"])
 
 
+def _open_store(store: str, name: str) -> None:
+    from deepbasics.reports.mlflow_runs import ready_store
+
+    ready_store(store)
+    mlflow.MlflowClient(store).create_experiment(name)
+
+
 def test_jobs_that_start_together_on_a_new_store_wait_for_its_tables(tmp_path):
     """Two jobs of a parallel sweep open a store that does not exist yet at the same moment: one makes its
-    tables, the other waits for them (two at once left one on a half-made schema, AttributeError)."""
+    tables, the other waits for them (two at once left one on a half-made schema, AttributeError). The jobs
+    are forked processes, as a launcher's workers are other processes."""
     store = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
-    job = (
-        "import sys; from deepbasics.reports.mlflow_runs import ready_store; ready_store(sys.argv[1]);"
-        " from mlflow import MlflowClient; MlflowClient(sys.argv[1]).create_experiment(sys.argv[2])"
-    )
-    procs = [subprocess.Popen([sys.executable, "-c", job, store, f"e{i}"], stderr=subprocess.PIPE) for i in (1, 2)]
-    errors = [p.communicate()[1].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], errors
-    names = {e.name for e in mlflow.MlflowClient(store).search_experiments()}
-    assert {"e1", "e2"} <= names
+    fork = multiprocessing.get_context("fork")
+    jobs = [fork.Process(target=_open_store, args=(store, f"e{i}")) for i in (1, 2)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(60)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    assert {"e1", "e2"} <= {e.name for e in mlflow.MlflowClient(store).search_experiments()}

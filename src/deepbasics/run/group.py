@@ -258,8 +258,9 @@ def _end_jobs(
     for k in alive:
         module = jobs[k].module
         layouts.fit(module.is_classifier, getattr(module, "num_classes", 1), *jobs[k].datamodule.splits["train"])
-        if curves[k] is not None:
-            layouts.loss(curves[k])
+        loggers = (jobs[k].cfg.get("logger") or {}).values()
+        if curves[k] is not None and any(c._target_.endswith(("TensorBoardLogger", "MLFlowLogger")) for c in loggers):
+            layouts.loss(curves[k])  # loss.png shows logged curves: none without a logger that keeps them
 
     def end(k: int) -> float | RunFailed:
         job = jobs[k]
