@@ -3,6 +3,7 @@ one writer per run directory."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -148,6 +149,18 @@ def remove_dead_writes(run_dir: str | Path) -> None:
         return
     for path in run_dir.rglob(f"{TEMPORARY}*"):
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def locked(path: str | Path):
+    """Hold an exclusive flock on ``path`` (made if need be) for the block, waiting for another holder:
+    for a short piece of work one process at a time (unlike ``lock_run_dir``, which refuses a second)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 def unlock_run_dir(run_dir: str | Path) -> None:

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from deepbasics.config.schema import SPLITS
 from deepbasics.files import atomic_write
 
@@ -91,8 +93,6 @@ def flat_settings(cfg) -> dict[str, Any]:
             if hasattr(value, "items"):  # a nested group (a scheduler's own options): not one setting
                 continue
             if not isinstance(value, (int, float, str, bool)) and value is not None:
-                from omegaconf import OmegaConf
-
                 value = json.dumps(OmegaConf.to_container(value), separators=(",", ":"))
             if value is not None:
                 settings[prefix + key] = value

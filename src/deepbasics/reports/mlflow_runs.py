@@ -10,8 +10,6 @@ experiment), so nothing is looked up by a search that a path's quotes could brea
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import math
 import os
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deepbasics.config.sweep_dir import DEFINITION, LAUNCHER, STATE
-from deepbasics.files import file_mode
+from deepbasics.files import atomic_write, locked
 
 RUN_RECORD = ".mlflow.json"  # in a run directory: {"<tracking URI>#<experiment>": run id}
 SWEEP_RECORD = "mlflow.json"  # in <sweep dir>/.sweep/: {"<tracking URI>#<experiment>": {run_id, uri}}
@@ -31,7 +29,8 @@ KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def logger_kwargs(conf, run_dir: Path) -> dict[str, Any]:
-    """MLFlowLogger's arguments for the run in ``run_dir``: its tags and, for a run that had an MLflow
+    """MLFlowLogger's arguments for the run in ``run_dir``: the tags a new MLflow run is made with (its
+    launcher, which a later attempt may change, is set by ``start_run``) and, for a run that had an MLflow
     run in this store already (a resume, a job of a sweep being finished), that run to continue."""
     ready_store(conf.get("tracking_uri"))
     run_dir = Path(run_dir).resolve()
@@ -42,9 +41,6 @@ def logger_kwargs(conf, run_dir: Path) -> dict[str, Any]:
         number = job_number(run_dir)
         if number is not None:
             tags[f"{TAG}job"] = str(number)
-        launcher = launcher_name(sweep)
-        if launcher:
-            tags[f"{TAG}launcher"] = launcher
     extra: dict[str, Any] = {"tags": {**tags, **dict(conf.get("tags") or {})}}
     known = _read(run_dir / RUN_RECORD).get(_store_key(conf.get("tracking_uri"), conf.get("experiment_name")))
     if known and not conf.get("run_id"):
@@ -61,7 +57,7 @@ def ready_store(tracking_uri: str | None) -> None:
         return
     path = Path(str(tracking_uri)[len(prefix) :])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_name(path.name + ".lock")):  # whoever makes the tables holds it until they are made
+    with locked(path.with_name(path.name + ".lock")):  # whoever makes the tables holds it until they are made
         if path.is_file() and path.stat().st_size > 0:
             return
         from mlflow import MlflowClient
@@ -115,7 +111,7 @@ def start_run(logger, settings: dict[str, Any], run_dir: Path) -> None:
     if sweep is not None:
         if "mlflow.parentRunId" not in run.data.tags:
             client.set_tag(run_id, "mlflow.parentRunId", sweep_parent(client, key, experiment_id, sweep))
-        launcher = launcher_name(sweep)  # the attempt that continues it may run under another
+        launcher = launcher_name(sweep)  # this attempt's: one that continues a run may use another
         if launcher and run.data.tags.get(f"{TAG}launcher") != launcher:
             client.set_tag(run_id, f"{TAG}launcher", launcher)
     logged = run.data.params
@@ -132,7 +128,7 @@ def sweep_parent(client, key: str, experiment_id: str, sweep: Path) -> str:
     job that asks (under a lock: jobs of the parallel launchers ask at once); a resumed sweep's is running
     again."""
     record = sweep / STATE / SWEEP_RECORD
-    with _locked(sweep / STATE / "mlflow.lock"):
+    with locked(sweep / STATE / "mlflow.lock"):
         known = _read(record).get(key, {}).get("run_id")
         if known:
             try:
@@ -223,18 +219,6 @@ def _read(path: Path) -> dict:
 
 def _record(path: Path, key: str, value) -> None:
     """Set ``key: value`` in a small JSON record (a run's MLflow run id, a sweep's parent run)."""
-    from deepbasics.files import atomic_write
-
     data = _read(path)
     data[key] = value
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # waits: the other job is making the parent run, in milliseconds
-        yield
-    finally:
-        os.close(fd)

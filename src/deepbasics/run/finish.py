@@ -85,13 +85,10 @@ def write_end(
     evaluated = (split, *datamodule.splits[split])
     tensorboard = log_hparams(cfg, stages, loggers, swept_keys(run_dir.parent))
     tracked = [logger for logger in loggers if isinstance(logger, L.pytorch.loggers.MLFlowLogger)]
-    # loss.png shows the run's own logged curves (a stacked group passes them from its history): from
-    # TensorBoard's events, else MLflow's metric history; none without either, under any launcher
-    logged = tensorboard is not None and tensorboard.is_dir()
-    if not (logged or tracked):
+    if not keeps_curves(loggers):
         curves = None
-    elif curves is None:
-        curves = curves_from_events(tensorboard) if logged else curves_of_run(tracked[0], LOSS_CURVES)
+    elif curves is None:  # a stacked group passes them from its history
+        curves = curves_from_events(tensorboard) if tensorboard else curves_of_run(tracked[0], LOSS_CURVES)
     epochs = datamodule.epochs_done(step)
     title = run_title(cfg, run_dir, monitored)
     save_figures(run_dir, module, x, y, step, loggers, optimum, curves, evaluated, layouts, epochs, title)
@@ -115,6 +112,13 @@ def write_end(
     if report:
         _print_report(cfg, stages, optimum, run_dir, epochs, stopped)
     return monitored
+
+
+def keeps_curves(loggers: list) -> bool:
+    """Whether a run's loggers keep its loss curves, which loss.png shows as they were logged: TensorBoard's
+    events, else MLflow's metric history; no loss.png without either, under any launcher."""
+    kinds = (L.pytorch.loggers.TensorBoardLogger, L.pytorch.loggers.MLFlowLogger)
+    return any(isinstance(logger, kinds) for logger in loggers)
 
 
 def identity(cfg: DictConfig, run_dir: Path, status: str) -> dict:

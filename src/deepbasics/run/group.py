@@ -43,7 +43,7 @@ from deepbasics.run.build import (
 )
 from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
-from deepbasics.run.finish import write_end
+from deepbasics.run.finish import keeps_curves, write_end
 from deepbasics.run.rng import rng_states
 from deepbasics.run.training import diverged, interruption, record_status
 
@@ -258,9 +258,8 @@ def _end_jobs(
     for k in alive:
         module = jobs[k].module
         layouts.fit(module.is_classifier, getattr(module, "num_classes", 1), *jobs[k].datamodule.splits["train"])
-        loggers = (jobs[k].cfg.get("logger") or {}).values()
-        if curves[k] is not None and any(c._target_.endswith(("TensorBoardLogger", "MLFlowLogger")) for c in loggers):
-            layouts.loss(curves[k])  # loss.png shows logged curves: none without a logger that keeps them
+        if curves[k] is not None and keeps_curves(jobs[k].loggers):
+            layouts.loss(curves[k])
 
     def end(k: int) -> float | RunFailed:
         job = jobs[k]
