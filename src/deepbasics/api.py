@@ -104,9 +104,10 @@ def load_model(path: str | Path):
     """The trained plain net (eval mode) of a run directory, a checkpoint (.ckpt) or a model.pt that lies
     in its run directory."""
     import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
-    from deepbasics.models.nets import build_net, upgrade_state_dict
-    from deepbasics.run.checkpoints import read_checkpoint
+    from deepbasics.run.checkpoints import read_checkpoint, upgrade_model_config, upgrade_state_dict
     from deepbasics.run.predict import net_of
 
     path = Path(path).expanduser()
@@ -125,14 +126,12 @@ def load_model(path: str | Path):
     config = path.parent / ".hydra" / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"{path} alone does not say which net it holds; pass its run directory or a .ckpt")
-    from omegaconf import OmegaConf
-
-    saved = OmegaConf.load(config)
-    if saved.data.get("standardize"):
+    saved = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
+    if (saved.get("data") or {}).get("standardize"):
         raise ConfigError(f"{path}: its inputs were standardized; load its run's checkpoint, which keeps the scale")
-    spec = OmegaConf.to_container(saved.model.net, resolve=True)
-    if spec.get("in_features") is None:  # the data gave it: the first layer's weight is (out, in)
+    spec = upgrade_model_config(saved["model"])["net"]
+    if spec.get("in_features", 0) is None:  # the data gave it: the first layer's weight is (out, in)
         spec["in_features"] = next(v for k, v in weights.items() if k.endswith("weight")).shape[1]
-    net = build_net(spec)
+    net = instantiate(spec)
     net.load_state_dict(weights)
     return net.eval()

@@ -20,34 +20,35 @@ def basic_sweeper() -> type:
 
 
 # Lightning 2.6.6: the loop state inside a checkpoint ("loops"), as Lightning's fit loop saves and restores
-# it. Earlier releases of deepbasics took all the full-batch steps of a Lightning epoch inside one Lightning
-# step and counted them in the manual-optimization step counter; ``loops_of_own_loop`` writes that state as
-# Lightning's own loop (automatic optimization, one step per batch) keeps it at the same epoch end.
+# it. Earlier releases of deepbasics held several full-batch steps in one Lightning epoch (or took them all
+# inside one Lightning step); ``loops_at_epoch_end`` writes their state as Lightning's own loop keeps it at
+# the end of an epoch of one full-batch step, which is what a tutorial epoch is now.
 FIT_LOOP = "fit_loop"
-AUTOMATIC_STEPS = "epoch_loop.automatic_optimization.optim_progress"
-MANUAL_STEPS = "epoch_loop.manual_optimization.optim_step_progress"
+EPOCHS = "epoch_progress"
 BATCHES = "epoch_loop.batch_progress"
+STEPS = "epoch_loop.automatic_optimization.optim_progress"
+MANUAL_STEPS = "epoch_loop.manual_optimization.optim_step_progress"
+SCHEDULER_STEPS = "epoch_loop.scheduler_progress"
 BATCHES_THAT_STEPPED = "epoch_loop.state_dict"
 
 
-def lightning_epochs_done(checkpoint: dict[str, Any]) -> int:
-    """The Lightning epochs a checkpoint's run has finished when it resumes: the fit loop's processed
-    epochs (a checkpoint saved at an epoch end has processed it; one saved within an epoch has not)."""
-    return int(checkpoint["loops"][FIT_LOOP]["epoch_progress"]["current"]["processed"])
+def loops_at_epoch_end(loops: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """``loops`` of a checkpoint saved at the end of epoch ``epochs`` (its epoch-end hooks, where checkpoints
+    are saved, ran; its end is not counted yet), each epoch one batch and one optimizer step."""
 
+    def counts(total: int, current: int, *names: str) -> dict:
+        return {"total": dict.fromkeys(names, total), "current": dict.fromkeys(names, current)}
 
-def loops_of_own_loop(loops: dict[str, Any], steps: int) -> dict[str, Any]:
-    """``loops`` of a checkpoint saved at an epoch end by a release that ran its own loop, ``steps``
-    optimizer steps in, as Lightning's own loop saves them there."""
     loops = copy.deepcopy(loops)
     fit = loops[FIT_LOOP]
-    counted = {"ready": steps, "completed": steps}
-    fit[AUTOMATIC_STEPS]["optimizer"]["step"] = {"total": dict(counted), "current": dict(counted)}
-    fit[AUTOMATIC_STEPS]["optimizer"]["zero_grad"] = {
-        part: {"ready": steps, "started": steps, "completed": steps} for part in ("total", "current")
-    }
-    fit[MANUAL_STEPS] = {part: {"ready": 0, "completed": 0} for part in ("total", "current")}
-    batches = {"ready": steps, "started": steps, "processed": steps, "completed": steps}
-    fit[BATCHES] = {"total": dict(batches), "current": dict(batches), "is_last_batch": True}
-    fit[BATCHES_THAT_STEPPED] = {"_batches_that_stepped": steps}
+    fit[EPOCHS] = counts(epochs, epochs, "ready", "started", "processed", "completed")
+    for part in ("total", "current"):
+        fit[EPOCHS][part]["completed"] = epochs - 1
+    fit[BATCHES] = counts(epochs, 1, "ready", "started", "processed", "completed") | {"is_last_batch": True}
+    fit[STEPS] = {"optimizer": {"step": counts(epochs, 1, "ready", "completed"),
+                                "zero_grad": counts(epochs, 1, "ready", "started", "completed")}}  # fmt: skip
+    fit[MANUAL_STEPS] = counts(0, 0, "ready", "completed")
+    scheduled = max(epochs - 1, 0) if fit.get(SCHEDULER_STEPS, {}).get("total", {}).get("completed") else 0
+    fit[SCHEDULER_STEPS] = counts(scheduled, 0, "ready", "completed")
+    fit[BATCHES_THAT_STEPPED] = {"_batches_that_stepped": epochs}
     return loops

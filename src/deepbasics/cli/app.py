@@ -95,7 +95,7 @@ def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[],
 
     def task(cfg: DictConfig) -> Any:
         from deepbasics.config.paths import check_checkpoint_path
-        from deepbasics.config.schema import require_values
+        from deepbasics.config.settings import require_values
 
         require_values(cfg)
         cfg.ckpt_path = str(check_checkpoint_path(cfg.ckpt_path))  # a run directory stands for its last.ckpt

@@ -12,7 +12,7 @@ from deepbasics.cli.app import checkpoint_app, hydra_app, in_multirun
 def _train(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
 
-    from deepbasics.config.schema import validate_train_config
+    from deepbasics.config.settings import check_settings
 
     # This command line's overrides: a resume applies its plain values (epochs=...) to the stored config.
     overrides = list(HydraConfig.get().overrides.task)
@@ -26,7 +26,7 @@ def _train(cfg: DictConfig):
     # A mistake answers before torch loads (run.training.train checks the effective config again: it is also
     # called in-process, and a resumed run's config is the one stored in its checkpoint).
     if not cfg.get("resume"):
-        validate_train_config(cfg)
+        check_settings(cfg)
     from deepbasics.run.training import train
 
     return train(cfg, overrides=overrides)

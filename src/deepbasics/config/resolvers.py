@@ -70,12 +70,6 @@ def _job_dir(num: int, overrides, exclude=(), sweep: str | None = None) -> str:
     return re.sub(r"[\\/\s]+", "_", name)[:120]  # one path component, within any file system's limit
 
 
-def _lightning_epochs(tutorial_epochs: int, val_every: int, batch_size: int | None) -> int:
-    """Tutorial epochs (a multiple of val_every) in Lightning epochs: with full batches one Lightning epoch
-    holds val_every tutorial epochs, with mini-batches it is one (config.schema.Schedule)."""
-    return tutorial_epochs // val_every if batch_size is None else tutorial_epochs
-
-
 def _artifacts_beside(tracking_uri: str | None, experiment: str) -> str | None:
     """Where a new MLflow experiment keeps its artifacts: ``mlartifacts/<experiment>`` beside a local sqlite
     store (MLflow's default, ./mlruns of whatever directory the run started in, would scatter them); a
@@ -97,7 +91,6 @@ def register_resolvers() -> None:
         "job_dir": _job_dir,
         "abspath": os.path.abspath,  # a store shared by runs started from other directories
         "basename": os.path.basename,
-        "lightning_epochs": _lightning_epochs,
         "mlflow_artifacts": _artifacts_beside,
     }
     for name, resolver in resolvers.items():

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepbasics.config.schema import SPLITS
-from deepbasics.data.in_memory import FullBatchDataModule
+from deepbasics.config.settings import SPLITS
+from deepbasics.data.in_memory import InMemoryDataModule
 from deepbasics.errors import ConfigError
 
 
-class BlobsDataModule(FullBatchDataModule):
+class BlobsDataModule(InMemoryDataModule):
     """sklearn make_blobs around ``centers``; ``labels[i]`` is the class of points drawn around centre i.
     Each split is its own seeded draw, as the tutorial draws its train and test sets separately."""
 
@@ -25,7 +25,12 @@ class BlobsDataModule(FullBatchDataModule):
         batch_size: int | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(logger=False)  # the loggers get the flat settings (run.build.start_logs)
+        for key, rows, low in (("n_train", n_train, 1), ("n_val", n_val, 0), ("n_test", n_test, 0)):
+            if isinstance(rows, bool) or not isinstance(rows, int) or rows < low:
+                raise ConfigError(f"data.{key}={rows!r} must be an integer of {low} or more (rows)")
+        if isinstance(cluster_std, bool) or not isinstance(cluster_std, (int, float)) or not cluster_std > 0:
+            raise ConfigError(f"data.cluster_std={cluster_std!r} must be a number above 0")
+        self.save_hyperparameters(logger=False)  # the loggers get the run's flat settings instead
 
     def make_splits(self):
         from sklearn.datasets import make_blobs

@@ -16,7 +16,7 @@ from typing import TextIO
 
 import numpy as np
 
-from deepbasics.data.in_memory import FullBatchDataModule
+from deepbasics.data.in_memory import InMemoryDataModule
 from deepbasics.errors import ConfigError
 
 # data.delimiter as a word or an escape, as users write it on a command line
@@ -145,7 +145,7 @@ def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: st
     return "every cell must be a number, every row as wide"
 
 
-class CSVDataModule(FullBatchDataModule):
+class CSVDataModule(InMemoryDataModule):
     """A numeric CSV (numbers may be quoted; gzip, bzip2 and xz files are read as they are). ``target`` is
     the target column and ``features`` the input columns, by name (with ``header``: the first row names the
     columns) or by position; by default the target is ``label_column`` (the last) and the features are all
@@ -169,9 +169,20 @@ class CSVDataModule(FullBatchDataModule):
         encoding: str = "utf-8-sig",
     ):
         super().__init__()
+        for key, value in (("header", header), ("standardize", standardize)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"data.{key}={value!r} must be true or false")
+        for key, share in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+                raise ConfigError(f"data.{key}={share!r} must be a number from 0 up to (not including) 1")
+        if val_fraction + test_fraction >= 1:
+            raise ConfigError(
+                f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no rows to train on;"
+                " keep their sum below 1"
+            )
         # Absolute, so evaluating a checkpoint later works from any directory.
         path = os.path.abspath(os.path.expanduser(str(path)))
-        self.save_hyperparameters(logger=False)  # the loggers get the flat settings (run.build.start_logs)
+        self.save_hyperparameters(logger=False)  # the loggers get the run's flat settings instead
 
     def make_splits(self):
         hp = self.hparams

@@ -1,31 +1,53 @@
-"""The base of every DataModule here: splits held in memory as tensors and served to Lightning's own loop.
+"""The project's DataModules hold every split in memory as two tensors and serve them to Lightning's own loop
+without a DataLoader (one over a TensorDataset would cost more per step than these nets' whole step).
 
-With full batches (the tutorials) a tutorial epoch is one optimizer step on the whole training split, and
-one Lightning epoch holds the steps up to the next validation (``schedule.val_every``): Lightning's work at
-each epoch end (validation, checkpoints) then runs once per validation, not once per step. With
-``data.batch_size`` a Lightning epoch is one pass over the training rows in shuffled slices. Either way the
-data stay two tensors per split, sliced in place: a DataLoader over a TensorDataset would cost more per
-step than these models' whole step."""
+With full batches (the tutorials) an epoch is one optimizer step on the whole training split; with
+``batch_size`` it is one pass over the training rows in shuffled slices.
+
+They offer their whole splits through one small protocol, ``WholeSplits``: what needs a whole split (the
+fit figure, the closed-form optimum, train metrics over the whole split, label checks, stacked sweeps) asks
+for it with ``whole_splits(datamodule)`` and is skipped for any other LightningDataModule."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import numpy as np
 import torch
 
-from deepbasics.config.schema import SPLITS, Schedule
 from deepbasics.errors import ConfigError
 
-# Measuring a split needs no small batches: slices of at least this many rows keep memory bounded while
-# keeping the per-slice cost of torchmetrics' updates off large splits.
-MEASURE_ROWS = 65_536
+MEASURE_ROWS = 65_536  # measuring a split: slices this large keep memory bounded and torchmetrics' calls few
+
+
+@runtime_checkable
+class WholeSplits(Protocol):
+    """A DataModule holding its whole splits in memory (after ``setup``)."""
+
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]  # x (N, features), y (N, 1): float32, on the CPU
+    standardization: dict | None  # {"mean", "std"} the inputs were scaled by (kept in checkpoints), or None
+
+    def batches(self, split: str) -> Any:  # the split as this process measures it, on the training device
+        ...
+
+
+def whole_splits(datamodule) -> WholeSplits | None:
+    """The datamodule, set up, when it offers its whole splits; None for any other LightningDataModule."""
+    if not isinstance(datamodule, WholeSplits):
+        return None
+    datamodule.setup("fit")
+    return datamodule
+
+
+def offers_whole_splits(cls: type) -> bool:
+    """Whether a DataModule class offers ``WholeSplits`` (for a decision made before it is built)."""
+    return callable(getattr(cls, "batches", None))
 
 
 class Standardize(torch.nn.Module):
-    """(x - mean) / std per feature, with the training split's mean and std (``stats`` as stored in
-    checkpoints: {"mean": [...], "std": [...]}): the data's transform, also put before a net that predicts."""
+    """(x - mean) / std per feature with the training split's statistics (``stats`` as kept in checkpoints):
+    the data's transform, also put before a net that predicts from raw rows."""
 
     def __init__(self, stats: dict):
         super().__init__()
@@ -36,34 +58,31 @@ class Standardize(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
-class StepsToValidation:
-    """The full training batch once per tutorial epoch, up to the next validation: one Lightning epoch.
-    It has no length on purpose: Lightning ends the epoch when it runs out and validates there, so the
-    last epoch of a run (or the first after a resume between validations) can be shorter."""
+class FullBatch:
+    """The whole training split as the one batch of an epoch."""
 
-    def __init__(self, datamodule: FullBatchDataModule):
-        self.datamodule = datamodule
-
-    def __iter__(self):
-        dm = self.datamodule
-        step, schedule = dm.trainer.global_step, dm.schedule
-        x, y = dm.rows("train")
-        for _ in range(min(schedule.val_every - step % schedule.val_every, schedule.epochs - step)):
-            yield x, y
-
-
-class ShuffledPass:
-    """One pass over the training rows in shuffled slices of ``batch_size`` (the last one shorter). The
-    order is a permutation drawn from the data's seed and the pass number alone, so a resumed run repeats
-    it. Under DDP every process holds all rows and takes every world_size-th row of each batch, with its
-    share of the batch (rows here x processes / rows in the batch): weighting its mean loss by that share
-    makes DDP's average of the processes' gradients the whole batch's, even for an uneven last batch."""
-
-    def __init__(self, datamodule: FullBatchDataModule):
+    def __init__(self, datamodule: InMemoryDataModule):
         self.datamodule = datamodule
 
     def __len__(self) -> int:
-        return self.datamodule.steps_per_epoch
+        return 1
+
+    def __iter__(self):
+        yield self.datamodule.rows("train")
+
+
+class ShuffledPass:
+    """One pass over the training rows in shuffled slices of ``batch_size`` (the last one shorter). The order
+    is a permutation drawn from the data's seed and the epoch alone, so a resumed run repeats it. Under DDP
+    every process holds all rows and takes every world_size-th row of each batch, with its share of the batch
+    (rows here x processes / rows in the batch): weighting its mean loss by that share makes DDP's average
+    of the processes' gradients the whole batch's, even for an uneven last batch."""
+
+    def __init__(self, datamodule: InMemoryDataModule):
+        self.datamodule = datamodule
+
+    def __len__(self) -> int:
+        return -(-len(self.datamodule.splits["train"][0]) // self.datamodule.batch_size)
 
     def __iter__(self):
         dm = self.datamodule
@@ -95,32 +114,31 @@ class Slices:
             yield self.x[start : start + self.size], self.y[start : start + self.size]
 
 
-def placed_batch(batch, device: torch.device):
-    """Lightning's transfer_batch_to_device for data placed on the training device already (``rows``):
-    the batch as it is, where Lightning's own move would walk it at every step to find that out."""
-    from lightning.pytorch.utilities import move_data_to_device
-
-    return batch if batch[0].device == device else move_data_to_device(batch, device)
-
-
-class FullBatchDataModule(L.LightningDataModule):
-    """Subclasses return their splits as arrays; this class turns them into float32 tensors, targets (N, 1),
-    and serves them to the run's ``schedule`` (set by ``deepbasics.run.build``)."""
+class InMemoryDataModule(L.LightningDataModule):
+    """Subclasses return their splits as arrays (``make_splits``); this class turns them into float32
+    tensors, targets (N, 1), and serves them. ``batch_size`` None: one full-batch step per epoch.
+    ``standardize``: scale each feature by the training split's mean and std (or by ``standardization``
+    when it is given, a checkpoint's)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        # {"mean", "std"} when features are standardized: from the training split, or given (a checkpoint's)
         self.standardization: dict | None = None
-        self.schedule: Schedule | None = None
         self._placed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def make_splits(self) -> dict[str, tuple[Any, Any]]:
         raise NotImplementedError
 
+    @property
+    def batch_size(self) -> int | None:
+        return self.hparams.get("batch_size")
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
+        size = self.batch_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise ConfigError(f"data.batch_size={size!r} must be a positive integer (rows per step) or null")
         for name, (x, y) in self.make_splits().items():
             x = torch.as_tensor(np.asarray(x, dtype=np.float32))
             x = x.reshape(-1, 1) if x.ndim == 1 else x
@@ -138,59 +156,14 @@ class FullBatchDataModule(L.LightningDataModule):
                         " every value must be a finite number: fix or drop that row"
                     )
             self.splits[name] = (x, y)
-        size = self.batch_size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
-            raise ConfigError(f"data.batch_size={size!r} must be a positive integer (rows per step) or null")
         if self.hparams.get("standardize") or self.standardization is not None:
-            self._standardize()
-
-    def _standardize(self) -> None:
-        if self.standardization is None:  # from the training split only: nothing of val or test leaks in
-            x = self.splits["train"][0].double()
-            std = x.std(0, unbiased=False)
-            std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column is centred, not divided
-            self.standardization = {"mean": x.mean(0).tolist(), "std": std.tolist()}
-        scale = Standardize(self.standardization)
-        self.splits = {name: (scale(x), y) for name, (x, y) in self.splits.items()}
-
-    def overfit(self, rows: int) -> None:
-        """Keep the first ``rows`` training rows and validate and test on them too (debug=overfit): a
-        model that cannot drive that loss toward 0 has a bug, not too little data."""
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows <= 0:
-            raise ConfigError(f"overfit_rows={rows!r} must be a positive integer")
-        x, y = self.splits["train"]  # a split of fewer rows overfits on all of them
-        self.splits = {split: (x[:rows], y[:rows]) for split in SPLITS}
-
-    @property
-    def in_features(self) -> int:
-        self.setup()
-        return self.splits["train"][0].shape[1]
-
-    def has(self, split: str) -> bool:
-        self.setup()
-        return split in self.splits
-
-    @property
-    def batch_size(self) -> int | None:
-        """data.batch_size: None for the tutorials' one full-batch step per epoch, else rows per step."""
-        return self.hparams.get("batch_size")
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps in one tutorial epoch: one full batch, or the batches of a pass."""
-        if self.batch_size is None:
-            return 1
-        return -(-len(self.splits["train"][0]) // self.batch_size)
-
-    def epochs_done(self, global_step: int) -> int:
-        """Lightning's optimizer steps in tutorial epochs."""
-        return global_step // self.steps_per_epoch
-
-    def ends_lightning_epoch(self, global_step: int) -> bool:
-        """Whether the step that brought training to ``global_step`` ended a Lightning epoch."""
-        if self.batch_size is not None:
-            return global_step % self.steps_per_epoch == 0
-        return global_step % self.schedule.val_every == 0 or global_step >= self.schedule.epochs
+            if self.standardization is None:  # from the training split only: nothing of val or test leaks in
+                x = self.splits["train"][0].double()
+                std = x.std(0, unbiased=False)
+                std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column is centred only
+                self.standardization = {"mean": x.mean(0).tolist(), "std": std.tolist()}
+            scale = Standardize(self.standardization)
+            self.splits = {name: (scale(x), y) for name, (x, y) in self.splits.items()}
 
     def rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's rows of ``split`` on the training device (the CPU outside a fit), placed once.
@@ -215,74 +188,26 @@ class FullBatchDataModule(L.LightningDataModule):
             self._placed[key] = (x.to(device), y.to(device))
         return self._placed[key]
 
-    def measured_rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rows this process measures of ``split``: its shard (under DDP with mini-batches every
-        process holds all training rows, so it measures every world_size-th one, as with full batches)."""
+    def batches(self, split: str) -> Slices:
+        """``split`` as this process measures it: its shard, in slices (one for full batches)."""
         x, y = self.rows(split)
         trainer = self.trainer
         if split == "train" and self.batch_size is not None and trainer is not None and trainer.world_size > 1:
-            return x[trainer.global_rank :: trainer.world_size], y[trainer.global_rank :: trainer.world_size]
-        return x, y
-
-    def slices(self, split: str) -> Slices:
-        """``split`` as this process measures it, in slices (one for full batches)."""
-        size = max(self.batch_size, MEASURE_ROWS) if self.batch_size else None
-        return Slices(*self.measured_rows(split), size)
+            x, y = x[trainer.global_rank :: trainer.world_size], y[trainer.global_rank :: trainer.world_size]
+        return Slices(x, y, max(self.batch_size, MEASURE_ROWS) if self.batch_size else None)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        return placed_batch(batch, device)
+        # Placed on the training device already (``rows``): Lightning's own move would walk the batch at
+        # every step to find that out.
+        if batch[0].device == device:
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self):
-        return StepsToValidation(self) if self.batch_size is None else ShuffledPass(self)
+        return FullBatch(self) if self.batch_size is None else ShuffledPass(self)
 
     def val_dataloader(self):
-        return self.slices("val") if self.has("val") else []
+        return self.batches("val") if "val" in self.splits else []
 
     def test_dataloader(self):
-        return self.slices("test") if self.has("test") else []
-
-
-class StackedSplits(L.LightningDataModule):
-    """The data of K jobs trained as one stacked model (``models.stacked``): each split as one batch with a
-    leading job axis, x (K, N, features) and y (K, N, 1). Jobs that share one DataModule share its tensors
-    (a view, no copy). Full batches only, on the same schedule as a run of its own."""
-
-    def __init__(self, datamodules: list[FullBatchDataModule], schedule: Schedule):
-        super().__init__()
-        self.schedule = schedule
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for split in datamodules[0].splits:
-            parts = [dm.splits[split] for dm in datamodules]
-            if all(p is parts[0] for p in parts):
-                x, y = parts[0]
-                self.splits[split] = (x.expand(len(parts), *x.shape), y.expand(len(parts), *y.shape))
-            else:
-                self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
-        self._placed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    batch_size = None
-    steps_per_epoch = 1
-    epochs_done = FullBatchDataModule.epochs_done
-    ends_lightning_epoch = FullBatchDataModule.ends_lightning_epoch
-
-    def has(self, split: str) -> bool:
-        return split in self.splits
-
-    def rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        if (split, str(device)) not in self._placed:
-            x, y = self.splits[split]
-            self._placed[split, str(device)] = (x.to(device), y.to(device))
-        return self._placed[split, str(device)]
-
-    measured_rows = rows
-
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        return placed_batch(batch, device)
-
-    def train_dataloader(self):
-        return StepsToValidation(self)
-
-    def val_dataloader(self):
-        return Slices(*self.rows("val"), None) if self.has("val") else []
+        return self.batches("test") if "test" in self.splits else []

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from deepbasics.config.schema import SPLITS
-from deepbasics.data.in_memory import FullBatchDataModule
+from deepbasics.config.settings import SPLITS
+from deepbasics.data.in_memory import InMemoryDataModule
 from deepbasics.errors import ConfigError
 
 
-class ToyDataModule(FullBatchDataModule):
+class ToyDataModule(InMemoryDataModule):
     """x and y written inline in the config; ``val`` and ``test`` are optional splits of the same form."""
 
     def __init__(
@@ -19,7 +19,7 @@ class ToyDataModule(FullBatchDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters(logger=False)  # the loggers get the flat settings (run.build.start_logs)
+        self.save_hyperparameters(logger=False)  # the loggers get the run's flat settings instead
 
     def make_splits(self):
         splits = {}

@@ -1,2 +1,7 @@
-"""The models: the tutorials' plain nets (``nets``), the LightningModules that train them
-(``lightning_modules``) and the closed-form optimum a linear model class can reach (``optimum``)."""
+"""The models: the tutorials' plain nets (``nets``), the LightningModules that train any net
+(``lightning_modules``), their stacked form for sweeps (``stacked``) and the closed-form optimum a linear
+model can reach (``optimum``)."""
+
+from deepbasics.models.lightning_modules import BinaryClassifier, MulticlassClassifier, RegressionModule, TaskModule
+
+__all__ = ["BinaryClassifier", "MulticlassClassifier", "RegressionModule", "TaskModule"]

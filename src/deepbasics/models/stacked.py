@@ -1,116 +1,110 @@
-"""K copies of one small net trained as one model: every parameter stacked on a leading job axis, every
-layer one batched matrix product (``torch.baddbmm``), one backward pass and one optimizer step for all K.
+"""K runs of one net class and size trained as one model: the jobs of a sweep that share a shape take one
+optimizer step together.
 
-The tutorials' nets have 3 to 21 parameters: trained one at a time, a step is all kernel launches and
-Python, no arithmetic. Stacked, K jobs cost about what one does until the products get wide. Jobs never
-mix: the loss is the sum of the jobs' mean losses, so each job's parameters get exactly their own job's
-gradient, and the optimizers below apply each job's own hyperparameters elementwise, as torch's SGD and
-Adam would to that job alone (the sums inside a batched product run in another order, so the numbers
-agree to float32 rounding, not bit for bit).
-"""
+Any ``nn.Module`` stacks through torch.func: ``stack_module_state`` gives each parameter a leading job axis,
+and ``vmap(functional_call)`` runs each job's rows through its own parameters. The loss is the sum of the
+jobs' mean losses, so each job's parameters get exactly their own job's gradient, and ``StackedOptimizer``
+applies each job's own hyperparameters elementwise, as torch's SGD, Adam or AdamW would to that job alone
+(the sums inside a batched product run in another order: the numbers agree to float32 rounding, not bit
+for bit)."""
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 from collections.abc import Sequence
 
 import lightning as L
 import torch
+from hydra.utils import get_class
 from torch import nn
+from torch.func import functional_call, stack_module_state
 
-from deepbasics.config.schema import OptimizerSpec
-from deepbasics.models.lightning_modules import TutorialModule
-
-# Options the stacked optimizers apply per job; a flag (True/False) must be the same for every job of a group.
+# The optimizers the stacked step applies per job, with the options it applies; flags (True/False) must be
+# the same for every job of a group. Options that only choose how torch computes the same update are ignored.
 STACKED_OPTIONS = {
-    "sgd": {"momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False, "maximize": False},
-    "adam": {
-        "betas": (0.9, 0.999),
-        "eps": 1e-8,
-        "weight_decay": 0.0,
-        "amsgrad": False,
-        "maximize": False,
-        "decoupled_weight_decay": False,
-    },
+    torch.optim.SGD: ("momentum", "dampening", "weight_decay", "nesterov", "maximize"),
+    torch.optim.Adam: ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"),
+    torch.optim.AdamW: ("betas", "eps", "weight_decay", "amsgrad", "maximize"),
 }
+HOW_TORCH_COMPUTES = ("foreach", "fused", "capturable")
+
+
+def optimizer_options(spec: dict) -> tuple[type, dict]:
+    """(optimizer class, every option with torch's defaults filled in) of a ``_partial_`` optimizer config."""
+    cls = get_class(spec["_target_"])
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}  # fmt: skip
+    options = defaults | {k: v for k, v in spec.items() if not k.startswith("_")}
+    if cls is torch.optim.AdamW:  # AdamW is Adam with decoupled weight decay
+        options["decoupled_weight_decay"] = True
+    return cls, options
 
 
 def unstackable_optimizer(spec: dict) -> str | None:
-    """Why this optimizer cannot train stacked (an option the stacked step does not apply), or None."""
-    checked = OptimizerSpec.of(spec)
-    unknown = sorted(set(checked.options) - set(STACKED_OPTIONS[checked.name]))
-    if unknown:
-        return f"model.optimizer.{unknown[0]} is not applied by the stacked {checked.name}"
-    return None
+    """Why this optimizer cannot train stacked (a class or an option the stacked step does not apply), or None."""
+    cls, options = optimizer_options(spec)
+    if cls not in STACKED_OPTIONS:
+        return f"model.optimizer is {cls.__name__}; stacked jobs train with SGD, Adam or AdamW"
+    defaults = optimizer_options({"_target_": spec["_target_"]})[1]
+    known = {"lr", *STACKED_OPTIONS[cls], *HOW_TORCH_COMPUTES, "decoupled_weight_decay"}
+    unknown = sorted(k for k in options if k not in known and options[k] != defaults.get(k))
+    return f"model.optimizer.{unknown[0]} is not applied by the stacked {cls.__name__}" if unknown else None
 
 
 def optimizer_kind(spec: dict) -> tuple:
     """What jobs must share to step together: the optimizer, its flags, and (SGD) whether it has momentum
     at all (torch skips the momentum buffer for momentum 0, which changes what dampening does)."""
-    checked = OptimizerSpec.of(spec)
-    options = {**STACKED_OPTIONS[checked.name], **checked.options}
-    flags = tuple(sorted((k, v) for k, v in options.items() if isinstance(v, bool)))
-    return (checked.name, flags, bool(options.get("momentum", 0)))
+    cls, options = optimizer_options(spec)
+    flags = tuple(sorted((k, v) for k, v in options.items() if isinstance(v, bool) and k in STACKED_OPTIONS[cls]))
+    return (cls.__name__, flags, bool(options.get("momentum", 0)))
 
 
 class StackedNet(nn.Module):
-    """K nets of one class and size as one module: parameter ``name`` of job k is ``params[i][k]``."""
+    """K nets of one class and size as one module: parameter ``names[i]`` of job k is ``params[i][k]``."""
 
     def __init__(self, nets: Sequence[nn.Module]):
         super().__init__()
-        first = nets[0]
-        self.names = [name for name, _ in first.named_parameters()]
-        per_net = [dict(net.named_parameters()) for net in nets]
-        self.params = nn.ParameterList(
-            nn.Parameter(torch.stack([p[name].detach() for p in per_net])) for name in self.names
-        )
-        index = {name: i for i, name in enumerate(self.names)}
-        self._plan: list[tuple[int, int] | None] = []
-        for layer in type(first).LAYERS:
-            module = getattr(first, layer)
-            if isinstance(module, nn.Linear):
-                self._plan.append((index[f"{layer}.weight"], index[f"{layer}.bias"]))
-            elif isinstance(module, nn.ReLU):
-                self._plan.append(None)
-            else:
-                raise TypeError(f"{type(first).__name__}.{layer}: {type(module).__name__} has no stacked form")
+        params, buffers = stack_module_state(list(nets))
+        self.names = list(params)
+        self.params = nn.ParameterList(nn.Parameter(params[name].detach()) for name in self.names)
+        self.stacked_buffers = buffers
+        self.__dict__["base"] = copy.deepcopy(nets[0]).to("meta")  # the shape functional_call fills in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, N, in) -> (K, N, out): job k's rows through job k's net."""
-        for layer in self._plan:
-            if layer is None:
-                x = torch.relu(x)
-            else:
-                weight, bias = self.params[layer[0]], self.params[layer[1]]
-                x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-        return x
+
+        def one(params, buffers, rows):
+            return functional_call(self.base, (params, buffers), (rows,))
+
+        return torch.vmap(one)(dict(zip(self.names, self.params, strict=True)), self.stacked_buffers, x)
 
     def job_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Job k's parameters as its own net's state_dict (on the CPU)."""
-        return {name: p[k].detach().cpu().clone() for name, p in zip(self.names, self.params, strict=True)}
+        """Job k's parameters and buffers as its own net's state_dict (on the CPU)."""
+        state = {name: p[k].detach().cpu().clone() for name, p in zip(self.names, self.params, strict=True)}
+        return state | {name: b[k].cpu().clone() for name, b in self.stacked_buffers.items()}
 
 
 class StackedOptimizer(torch.optim.Optimizer):
-    """torch's SGD or Adam over stacked parameters, with each job's own hyperparameters: the update of job
-    k's slice is the one ``torch.optim.<SGD|Adam>(lr=..., **options)`` makes for job k alone."""
+    """torch's SGD, Adam or AdamW over stacked parameters, with each job's own hyperparameters: the update of
+    job k's slice is the one ``torch.optim.<class>(**job k's options)`` makes for job k alone."""
 
     def __init__(self, params: Sequence[nn.Parameter], specs: Sequence[dict]):
-        checked = [OptimizerSpec.of(spec) for spec in specs]
-        self.kind = checked[0].name
-        defaults = STACKED_OPTIONS[self.kind]
-        options = [{**defaults, **c.options} for c in checked]
+        cls, first = optimizer_options(specs[0])
+        options = [optimizer_options(spec)[1] for spec in specs]
+        self.kind = "sgd" if cls is torch.optim.SGD else "adam"
         device = params[0].device
         precise = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-        self.flags = {k: options[0][k] for k, v in defaults.items() if isinstance(v, bool)}
 
         def per_job(values) -> torch.Tensor:
             return torch.tensor(values, dtype=precise, device=device)
 
-        self.lr = per_job([c.lr for c in checked])
-        self.hyper = {
-            k: per_job([o[k] for o in options]) for k, v in defaults.items() if not isinstance(v, bool)
-        }  # betas -> (K, 2)
-        h = self.hyper
+        self.flags = {k: bool(first[k]) for k in STACKED_OPTIONS[cls] + ("decoupled_weight_decay",)
+                      if isinstance(first.get(k), bool)}  # fmt: skip
+        self.lr = per_job([o["lr"] for o in options])
+        h = self.hyper = {k: per_job([o[k] for o in options]) for k in STACKED_OPTIONS[cls]
+                          if not isinstance(first[k], bool)}  # fmt: skip  # betas -> (K, 2)
         self.per_job = {"neg_lr": -self.lr}  # the fixed per-job factors of the update, by name
         if self.kind == "sgd":
             self.per_job.update(weight_decay=h["weight_decay"], momentum=h["momentum"], damped=1 - h["dampening"])
@@ -187,9 +181,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         p.addcdiv_(state["exp_avg"] * self._view("", p, step_size), denominator)
 
     def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["steps"] = self.steps  # Adam's bias corrections count the steps taken
-        return state
+        return super().state_dict() | {"steps": self.steps}  # Adam's bias corrections count the steps
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -221,80 +213,76 @@ class StackedOptimizer(torch.optim.Optimizer):
 
 
 class StackedModule(L.LightningModule):
-    """A group of jobs as one LightningModule in Lightning's own loop: a step is one optimizer step of all K
-    jobs on their full batches, with each job's loss and metrics as its module defines them
-    (``TutorialModule.job_losses``, ``make_metrics(jobs)``). ``history`` keeps every logged point as
-    (step, {"<stage>/<metric>": (K,) values}) and ``latest`` the points of the current step;
-    ``failed_at``/``failed_value``: the epoch whose loss first went non-finite, per job (-1: never)."""
+    """A group of jobs as one LightningModule in Lightning's own loop: an epoch is one optimizer step of all K
+    jobs on their full batches, with each job's loss and metrics as its own module defines them. ``history``
+    keeps every recorded point as (epoch, {"<stage>/<metric>": (K,) values}) and ``latest`` the points of
+    the current epoch; ``failed_at``/``failed_value``: the epoch whose loss first went non-finite, per job."""
 
-    def __init__(self, jobs: Sequence[TutorialModule]):
+    def __init__(self, jobs: Sequence[L.LightningModule], log_every: int):
         super().__init__()
         self.jobs = tuple(jobs)  # a tuple: the job modules are not submodules (their nets are copied below)
-        # the loss and metric definitions of every job, kept out of the submodules (never moved or cast)
-        self.__dict__["kind"] = jobs[0]
+        self.__dict__["kind"] = jobs[0]  # the loss and metric definitions, kept out of the submodules
         self.net = StackedNet([job.net for job in jobs])
-        self.job_metrics = jobs[0].make_metrics(len(jobs))
+        self.job_metrics = jobs[0].make_metrics()  # one collection, measuring each job in turn
+        self.log_every = log_every
         self.history: list[tuple[int, dict[str, torch.Tensor]]] = []
         self.latest: dict[str, torch.Tensor] = {}
         self.failed_at = torch.full((len(jobs),), -1, dtype=torch.long)
         self.failed_value = torch.zeros(len(jobs))
-        self.on_record = None  # called with (step, values) at every recorded point (each job's loggers)
+        self.on_record = None  # called with (epoch, values) at every recorded point (each job's loggers)
 
     def configure_optimizers(self):
         return StackedOptimizer(list(self.net.params), [job.hparams.optimizer for job in self.jobs])
 
+    def job_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each job's mean loss, (K,): their sum has each job's own gradient in its own parameters."""
+        return torch.vmap(self.kind.loss_fn)(out, y)
+
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        losses = self.kind.job_losses(self.net(x), y)
+        losses = self.job_losses(self.net(batch[0]), batch[1])
         total = losses.sum()
         if not math.isfinite(total.item()):  # one host sync for all jobs; the jobs never mix, so the others
-            self._mark_failed(~torch.isfinite(losses), losses)  # train on as if alone
+            new = ~torch.isfinite(losses.detach().cpu()) & (self.failed_at < 0)  # train on as if alone
+            self.failed_at[new] = self.current_epoch
+            self.failed_value[new] = losses.detach().float().cpu()[new]
         return total
 
     def on_train_start(self) -> None:
-        if self.global_step == 0:  # the curves' first point: the jobs before any step
-            self.record("train")
+        if self.current_epoch == 0:  # the curves' first point: the jobs before any step
+            self.record("train", 0)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        step, datamodule = self.global_step, self.trainer.datamodule
-        if step % self.trainer.log_every_n_steps == 0 or (
-            datamodule.ends_lightning_epoch(step) and step >= datamodule.schedule.epochs
-        ):
-            self.record("train")
+    def on_train_epoch_end(self) -> None:
+        done = self.current_epoch + 1
+        val_every = self.trainer.check_val_every_n_epoch
+        if done % self.log_every == 0 or done % val_every == 0 or done >= self.trainer.max_epochs:
+            self.record("train", done)
 
     def validation_step(self, batch, batch_idx) -> None:
-        self.record("val")
+        self.record("val", self.current_epoch + 1)
 
-    def record(self, stage: str) -> dict[str, torch.Tensor]:
-        """Every job's metrics on ``stage`` as the jobs are now, kept as the point of this step."""
+    def record(self, stage: str, epoch: int) -> dict[str, torch.Tensor]:
+        """Every job's metrics on ``stage`` as the jobs are now, kept as the point of this epoch."""
         values = self.measure(stage, *self.trainer.datamodule.rows(stage))
-        if not self.latest or self.history[-1][0] != self.global_step:
+        if not self.history or self.history[-1][0] != epoch:
             self.latest = {}
         self.latest.update(values)
-        self.history.append((self.global_step, values))
+        self.history.append((epoch, values))
         if self.on_record is not None:
-            self.on_record(self.global_step, values)
+            self.on_record(epoch, values)
         return values
 
     def measure(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``stage``'s metrics of every job on its rows ``x`` (K, N, features), (K,) each, on the CPU."""
+        """``stage``'s metrics of every job on its rows x (K, N, features), (K,) each on the CPU; NaN for
+        jobs that failed."""
         with torch.no_grad():
-            return self.metrics_of(stage, self.net(x), y)
-
-    def metrics_of(self, stage: str, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``stage``'s metrics of every job from its outputs (K, N, outputs) and targets (K, N, 1)."""
-        jobs = len(self.jobs)
-        with torch.no_grad():
-            self.job_metrics.update(*self.kind.metric_inputs(out, y))
-            values = {f"{stage}/{k}": v.reshape(jobs) for k, v in self.job_metrics.compute().items()}
-            self.job_metrics.reset()
-            values[f"{stage}/loss"] = self.kind.job_losses(out, y)
-        return {k: v.detach().float().cpu() for k, v in sorted(values.items())}
-
-    def _mark_failed(self, bad: torch.Tensor, losses: torch.Tensor) -> None:
-        new = bad.cpu() & (self.failed_at < 0)
-        self.failed_at[new] = self.global_step
-        self.failed_value[new] = losses.detach().float().cpu()[new]
+            out = self.net(x)
+            values = {f"{stage}/loss": self.job_losses(out, y).float().cpu()}
+            for k in self.alive():
+                self.job_metrics.update(*self.kind.metric_inputs(out[k], y[k]))
+                for name, value in self.job_metrics.compute().items():
+                    values.setdefault(f"{stage}/{name}", torch.full((len(self.jobs),), math.nan))[k] = float(value)
+                self.job_metrics.reset()
+        return dict(sorted(values.items()))
 
     def alive(self) -> list[int]:
         return [k for k in range(len(self.jobs)) if self.failed_at[k] < 0]

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from deepbasics.config.schema import SPLITS
+from deepbasics.config.settings import SPLITS
 from deepbasics.files import atomic_write
 
 # metrics.json statuses of runs whose end phase is done (the others: interrupted, failed)
@@ -79,21 +79,21 @@ def optimum_line(optimum: dict) -> str:
 
 def flat_settings(cfg) -> dict[str, Any]:
     """A run's settings as the loggers get them, once and flat: MLflow's params, CSV's hparams.yaml and
-    TensorBoard's HParams columns. Scalars as they are, a list (blob centres, column names) as one line of
-    JSON; data.seed is left out when it is the run's seed (``data.seed: ${seed}`` would repeat it)."""
+    TensorBoard's HParams columns. A part's class by its short name (``optimizer: SGD``), scalars as they
+    are, a list (blob centres, column names) as one line of JSON; data.seed is left out when it is the run's
+    seed (``data.seed: ${seed}`` would repeat it)."""
     settings: dict[str, Any] = {"experiment": cfg.name, "seed": cfg.seed, "epochs": cfg.epochs}
-    groups = [(f"{group}.", cfg.model[group]) for group in ("net", "optimizer")]
-    if cfg.model.get("scheduler"):
-        groups.append(("scheduler.", cfg.model.scheduler))
-    groups.append(("data.", cfg.data))
-    for prefix, values in groups:
-        for key, value in values.items():
-            if key == "_target_" or (prefix == "data." and key == "seed" and value == cfg.seed):
+    parts = [(group, cfg.model.get(group)) for group in ("net", "optimizer", "scheduler")] + [("data", cfg.data)]
+    for prefix, values in parts:
+        for key, value in (values or {}).items():
+            if key == "_target_":
+                settings[prefix] = str(value).rsplit(".", 1)[-1]
                 continue
-            if hasattr(value, "items"):  # a nested group (a scheduler's own options): not one setting
+            if key.startswith("_") or (prefix == "data" and key == "seed" and value == cfg.seed):
                 continue
-            if not isinstance(value, (int, float, str, bool)) and value is not None:
+            if hasattr(value, "items") or value is None:  # a nested part: not one setting
+                continue
+            if not isinstance(value, (int, float, str, bool)):
                 value = json.dumps(OmegaConf.to_container(value), separators=(",", ":"))
-            if value is not None:
-                settings[prefix + key] = value
+            settings[f"{prefix}.{key}"] = value
     return settings

@@ -16,7 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from deepbasics.config.schema import SPLITS
+from deepbasics.config.settings import SPLITS
 from deepbasics.config.sweep_dir import HOW_TO_RUN, recorded_jobs
 from deepbasics.reports.metrics import FINISHED, read_json
 from deepbasics.reports.mlflow_runs import end_sweep

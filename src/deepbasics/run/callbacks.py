@@ -1,5 +1,6 @@
 """Callbacks of our own, on Lightning's public hooks; checkpointing, early stopping and the learning-rate
-monitor are Lightning's own classes (configured in conf/callbacks)."""
+monitor are Lightning's own classes (configured in conf/callbacks). An epoch is a tutorial epoch: one
+full-batch step, or one pass of mini-batches."""
 
 from __future__ import annotations
 
@@ -8,19 +9,25 @@ import signal
 import statistics
 import sys
 import threading
-from collections.abc import Callable
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
 
-from deepbasics.reports.figures import FitPlot, draw_fit
+from deepbasics.models.optimum import optimum, optimum_points
+from deepbasics.reports.figures import FitPlot, log_image, png
 from deepbasics.run.rng import rng_states, set_rng_states
 
 
 def epochs_done(trainer: L.Trainer) -> int:
-    """Tutorial epochs trained so far."""
-    return trainer.datamodule.epochs_done(trainer.global_step)
+    """Epochs trained, in any hook: Lightning counts an epoch as processed before its end hooks run (while
+    ``current_epoch`` is still its number) and as completed after them."""
+    return trainer.fit_loop.epoch_progress.current.processed
+
+
+def validates(trainer: L.Trainer, done: int) -> bool:
+    """Whether the epoch that brings training to ``done`` epochs validates (or is the last)."""
+    return done % trainer.check_val_every_n_epoch == 0 or done >= trainer.max_epochs
 
 
 class ConsoleLog(L.Callback):
@@ -31,10 +38,10 @@ class ConsoleLog(L.Callback):
         self.monitor, self.mode, self.labels = monitor, mode, labels
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        schedule, done = trainer.datamodule.schedule, epochs_done(trainer)
-        if trainer.is_global_zero and (done % schedule.val_every == 0 or done >= schedule.epochs):
+        done = trainer.current_epoch + 1
+        if trainer.is_global_zero and validates(trainer, done):
             shown = self._group(pl_module) if self.labels is not None else self._run(trainer)
-            print(f"epoch {done:>{len(str(schedule.epochs))}}/{schedule.epochs}  {shown}", flush=True)
+            print(f"epoch {done:>{len(str(trainer.max_epochs))}}/{trainer.max_epochs}  {shown}", flush=True)
 
     @staticmethod
     def _run(trainer: L.Trainer) -> str:
@@ -48,16 +55,14 @@ class ConsoleLog(L.Callback):
             ranked = sorted(alive, key=lambda k: float(values[k]), reverse=self.mode == "max")
             best, worst = ranked[0], ranked[-1]
             median = statistics.median(float(values[k]) for k in alive)
-            line += (
-                f"  {self.monitor} best {float(values[best]):.6g} (#{self.labels[best]})  median {median:.6g}"
-                f"  worst {float(values[worst]):.6g} (#{self.labels[worst]})"
-            )
+            line += (f"  {self.monitor} best {float(values[best]):.6g} (#{self.labels[best]})  median {median:.6g}"
+                     f"  worst {float(values[worst]):.6g} (#{self.labels[worst]})")  # fmt: skip
         failed = len(self.labels) - len(alive)
         return line + (f"  {failed} failed" if failed else "")
 
 
 class EpochProgressBar(ProgressBar):
-    """A live bar on a terminal, counting tutorial epochs with rate, ETA and the latest train loss."""
+    """A live bar on a terminal, counting epochs with rate, ETA and the latest train loss."""
 
     def __init__(self, name: str = "train") -> None:
         super().__init__()
@@ -72,51 +77,63 @@ class EpochProgressBar(ProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(
-            total=trainer.datamodule.schedule.epochs, initial=epochs_done(trainer), unit="epoch",
-            dynamic_ncols=True, desc=self.name, file=sys.stdout, smoothing=0.1, disable=not self.enabled,
-        )  # fmt: skip
+        self.bar = tqdm(total=trainer.max_epochs, initial=trainer.current_epoch, unit="epoch", dynamic_ncols=True,
+                        desc=self.name, file=sys.stdout, smoothing=0.1, disable=not self.enabled)  # fmt: skip
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        done = epochs_done(trainer)
-        if done > self.bar.n:
-            if (trainer.global_step - 1) % trainer.log_every_n_steps == 0:  # the module logged after the last step
-                self._loss(trainer)
-            self.bar.update(done - self.bar.n)
-
-    def _loss(self, trainer: L.Trainer) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:
             self.bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+        self.bar.update(trainer.current_epoch + 1 - self.bar.n)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bar is not None:
-            self._loss(trainer)
             self.bar.close()
             self.bar = None
 
 
-class Figures(L.Callback):
-    """The fit figure into TensorBoard every ``every`` epochs during training (0: none); the last epoch's
-    figure is drawn after training by ``save_figures``."""
+class WholeTrainSplit(L.Callback):
+    """What the whole training split gives while training, for data that offers it (``data.in_memory``):
+    the train metrics of the model as it is after every ``log_every`` epochs (and at every validation and
+    the last epoch; the first point is the model before any step), the closed-form optimum's flat line
+    beside train/loss, and the fit figure every ``figure_every`` epochs (0: only at the end)."""
 
-    def __init__(self, every: int, gap=None, title: str = ""):
-        self.every, self.gap = every, gap  # gap: the OptimumGap callback, for the optimum line
-        self.title = title  # the run's (reports.figures.run_title)
+    def __init__(self, splits, log_every: int, figure_every: int = 0, title: str = ""):
+        self.splits, self.log_every, self.figure_every, self.title = splits, log_every, figure_every, title
+        self.report: dict | None = None  # the optimum, once fit starts
         self.plot: FitPlot | None = None  # laid out once, redrawn at every figure
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.report = optimum(pl_module, *self.splits.splits["train"])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:  # Lightning logs after steps only: the first point goes to the loggers
+            first = pl_module.measure("train", self.splits.batches("train")) | optimum_points(self.report)
+            write(trainer.loggers, first, 0)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        done = epochs_done(trainer)
-        if self.every and done % self.every == 0 and done < trainer.datamodule.schedule.epochs:
-            x, y = trainer.datamodule.splits["train"]
+        done = trainer.current_epoch + 1
+        if done % self.log_every == 0 or validates(trainer, done):
+            values = pl_module.measure("train", self.splits.batches("train"))
+            pl_module.log_dict(values, logger=False)  # for the monitors: checkpoints, early stopping, console
+            write(trainer.loggers, values, trainer.global_step)  # the point now, before this epoch's checkpoint
+        if self.figure_every and done % self.figure_every == 0 and done < trainer.max_epochs:
+            x, y = self.splits.splits["train"]
             if self.plot is None:
-                self.plot = FitPlot(pl_module.is_classifier, getattr(pl_module, "num_classes", 1), x, y)
-            report = self.gap.report if self.gap is not None else None
-            draw_fit(pl_module, x, y, trainer.global_step, trainer.loggers, report, self.plot, done, self.title)
+                self.plot = FitPlot(pl_module, x, y)
+            image = self.plot.render(pl_module, x, y, done, self.report, self.title)
+            log_image(trainer.loggers, "visual/fit", image, png(image), trainer.global_step)
+
+
+def write(loggers: list, values: dict, step: int) -> None:
+    """Points straight into the loggers at ``step`` (Lightning writes an epoch's points after its end hooks,
+    where its checkpoint is saved, and one step behind the model they describe)."""
+    for logger in loggers:
+        logger.log_metrics({name: float(value) for name, value in values.items()}, step=step)
 
 
 class SignalStop(Exception):
-    """Training stopped at a whole step after Ctrl-C or SIGTERM, with last.ckpt saved."""
+    """Training stopped at an epoch's end after Ctrl-C or SIGTERM, with last.ckpt saved."""
 
     def __init__(self, signum: int, saved: list[str]):
         super().__init__(signal.Signals(signum).name)
@@ -129,27 +146,23 @@ class LastCheckpoint(Checkpoint):
 
     - at each checkpoint interval: ModelCheckpoint writes last.ckpt only beside a checkpoint it keeps (one
       that improved on the best, for save_top_k=1); this writes it when ModelCheckpoint did not;
-    - Ctrl-C or SIGTERM: training stops at the next whole step (with mini-batches, at the end of the pass),
-      saves last.ckpt and raises ``SignalStop``; a step that ends a Lightning epoch first runs that epoch's
-      validation and checkpoints, so a resumed run repeats nothing and skips nothing. A second signal
-      stops at once;
+    - Ctrl-C or SIGTERM: training stops at the end of the epoch (one step with full batches), after its
+      validation and checkpoints, saves last.ckpt and raises ``SignalStop``; a second signal stops at once;
     - the end of training (the last epoch, or an early stop), when it falls between intervals.
 
-    A Checkpoint callback, so Lightning runs it after ModelCheckpoint at an epoch end. ``targets`` gives
-    (ModelCheckpoint, last.ckpt path) for every ModelCheckpoint that keeps a last.ckpt (``save_last``)."""
+    A Checkpoint callback, so Lightning runs it after ModelCheckpoint. ``targets`` gives (ModelCheckpoint,
+    last.ckpt path) for every ModelCheckpoint that keeps a last.ckpt (``save_last``)."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, targets: Callable[[L.Trainer], list[tuple[ModelCheckpoint, str]]] | None = None) -> None:
+    def __init__(self, targets=None) -> None:
         self.targets = targets or last_checkpoints
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Installed after Lightning's own SIGTERM handler, and instead of it (it would stop after the
-        # current step's validation, with no checkpoint); restored when training ends.
+        # Installed after Lightning's own SIGTERM handler, and instead of it (it would stop without a
+        # checkpoint); restored when training ends.
         if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
+            for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame) -> None:
@@ -157,14 +170,15 @@ class LastCheckpoint(Checkpoint):
             raise KeyboardInterrupt
         self.received = signum
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # Within a Lightning epoch of full batches; an epoch's last step waits for its end.
-        if trainer.datamodule.batch_size is None and not trainer.datamodule.ends_lightning_epoch(trainer.global_step):
-            self._stop_if_signalled(trainer)
-        commit(trainer)
-
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stop_if_signalled(trainer)
+        received = self.received or 0
+        if trainer.world_size > 1:  # a signal may reach one rank only: every rank stops at the same epoch
+            flag = torch.tensor(float(received), device=trainer.strategy.root_device)
+            received = int(trainer.strategy.reduce(flag, reduce_op="max"))
+        if received:
+            saved = self.save(trainer)
+            commit(trainer)
+            raise SignalStop(received, saved)
         self.save(trainer, due=True)
         commit(trainer)
 
@@ -176,16 +190,6 @@ class LastCheckpoint(Checkpoint):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
 
-    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
-        received = self.received or 0
-        if trainer.world_size > 1:  # a signal may reach one rank only: every rank stops at the same step
-            flag = torch.tensor(float(received), device=trainer.strategy.root_device)
-            received = int(trainer.strategy.reduce(flag, reduce_op="max"))
-        if received:
-            saved = self.save(trainer)
-            commit(trainer)
-            raise SignalStop(received, saved)
-
     def save(self, trainer: L.Trainer, due: bool = False) -> list[str]:
         """Write each target's last.ckpt that does not hold this step yet (``due``: only those whose
         checkpoint interval ends at this epoch); the paths that hold it now."""
@@ -193,7 +197,9 @@ class LastCheckpoint(Checkpoint):
         for callback, path in self.targets(trainer):
             if due and not (callback.every_n_epochs and (trainer.current_epoch + 1) % callback.every_n_epochs == 0):
                 continue
-            if not written_at(trainer, path):
+            written = getattr(trainer.strategy.checkpoint_io, "written", {})  # what this run wrote
+            # under DDP only rank 0 writes, so every rank writes again rather than decide apart
+            if trainer.world_size > 1 or written.get(os.path.realpath(path)) != trainer.global_step:
                 trainer.save_checkpoint(path)
             paths.append(path)
         return paths
@@ -222,30 +228,24 @@ def last_checkpoints(trainer: L.Trainer) -> list[tuple[ModelCheckpoint, str]]:
     ]
 
 
-def written_at(trainer: L.Trainer, path: str) -> bool:
-    """Whether ``path`` already holds this step (the run's CheckpointIO records what it wrote; with
-    save_last=link, last.ckpt links to a checkpoint that may). Under DDP only rank 0 writes, so every rank
-    writes again rather than decide apart."""
-    written = getattr(trainer.strategy.checkpoint_io, "written", {})
-    return trainer.world_size == 1 and written.get(os.path.realpath(path)) == trainer.global_step
-
-
 class RunState(L.Callback):
     """Puts the run's resolved config into every checkpoint (evaluate, predict and resume rebuild the run
     from it, predict without Lightning) and carries the random generators' state across a resume."""
 
-    def __init__(self, config: dict):
-        self.config = config
+    def __init__(self, config: dict, standardization: dict | None = None):
+        self.config, self.standardization = config, standardization
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["deepbasics"] = self.state(trainer, pl_module.is_classifier, trainer.datamodule)
+        checkpoint["deepbasics"] = self.state(trainer, pl_module.is_classifier)
 
-    def state(self, trainer: L.Trainer, classifier: bool, datamodule) -> dict:
+    def state(self, trainer: L.Trainer, classifier: bool) -> dict:
         """What deepbasics keeps in a checkpoint beside Lightning's own keys."""
+        from deepbasics.run.checkpoints import FORMAT
+
         state = {"config": self.config, "classifier": classifier, "epochs": epochs_done(trainer)}
-        standardization = getattr(datamodule, "standardization", None)
-        if standardization is not None:  # predict and evaluate apply these, not statistics of their own
-            state["standardization"] = standardization
+        state["format"] = FORMAT
+        if self.standardization is not None:  # predict and evaluate apply these, not statistics of their own
+            state["standardization"] = self.standardization
         stopped = stopped_early(trainer)
         if stopped:  # a resume of this checkpoint finishes the run instead of training on
             state["stopped"] = stopped
@@ -259,10 +259,10 @@ class RunState(L.Callback):
 
 
 def stopped_early(trainer: L.Trainer) -> dict | None:
-    """{"epoch", "reason"} when a callback (EarlyStopping, a user's) ended training before ``epochs``; None
-    when training runs on or ran to the end (a signal is an interruption, ``SignalStop``, not a finish)."""
+    """{"epoch", "reason"} when a callback (EarlyStopping, a user's) ended training before its last epoch;
+    None when training runs on or ran to the end (a signal is an interruption, ``SignalStop``)."""
     done = epochs_done(trainer)
-    if not trainer.should_stop or done >= trainer.datamodule.schedule.epochs:
+    if not trainer.should_stop or done >= trainer.max_epochs:
         return None
     reasons = [getattr(c, "stopping_reason_message", None) for c in trainer.callbacks]
     reason = next((r for r in reasons if r), "a callback set trainer.should_stop")

@@ -1,4 +1,5 @@
-"""Checkpoints: written so that a crash cannot half-finish them, read back with weights_only=True."""
+"""Checkpoints: written so that a crash cannot half-finish them, read back with weights_only=True, and
+brought up to date in one place (``upgrade``) when an earlier release wrote them."""
 
 from __future__ import annotations
 
@@ -12,17 +13,18 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from deepbasics.compat import loops_at_epoch_end
 from deepbasics.config.paths import check_checkpoint_path
 from deepbasics.errors import ConfigError
 from deepbasics.files import atomic_write
-from deepbasics.models.nets import upgrade_state_dict
+
+FORMAT = 2  # deepbasics.format of today's checkpoints: one Lightning epoch per epoch, nets by _target_
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write beside the target, fsync, then rename over it: a kill at any moment leaves either the old
-    checkpoint or the new one, never a truncated file (Lightning's own save may copy across filesystems).
-    Read back with weights_only=True and brought up to date (``upgrade``), so a resume of a checkpoint of an
-    earlier release continues it."""
+    checkpoint or the new one, never a truncated file. Read back through ``read_checkpoint``, so a resume of
+    a checkpoint of an earlier release continues it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -36,41 +38,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path, key="resume")
 
 
-# Class paths of earlier releases -> today's: a checkpoint stores the config it was trained with.
-RENAMED_TARGETS = {
-    "deepbasics.modules.": "deepbasics.models.lightning_modules.",
-    "deepbasics.callbacks.": "deepbasics.run.callbacks.",
-}
-# The releases whose module ran its own loop clocked Lightning's callbacks with subclasses of their own.
-OLD_CALLBACKS = {
-    "ScheduledCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
-    "ScheduledEarlyStopping": "lightning.pytorch.callbacks.EarlyStopping",
-}
-
-
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """A deepbasics checkpoint, loaded with weights_only=True and brought to today's names; a ConfigError
-    naming the problem otherwise."""
+    """A deepbasics checkpoint, loaded with weights_only=True and brought up to date; a ConfigError naming
+    the problem otherwise."""
     path = check_checkpoint_path(path, key)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's safe unpickler names the object it refused as a GLOBAL; other refusals are damaged bytes.
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if found is None:  # damaged bytes, or a pickle instruction the safe loader does not take (protocol 4+)
-            raise ConfigError(
-                f"{key}={path} is corrupt or was not written by deepbasics (the safe loader stopped at"
-                f" {_operand(err)}); it was not loaded; pass another checkpoint"
-            ) from None
+        if found is None:
+            raise ConfigError(f"{key}={path} is corrupt or was not written by deepbasics (the safe loader stopped);"
+                              " it was not loaded; pass another checkpoint") from None  # fmt: skip
         raise ConfigError(
             f"{key}={path} holds objects other than tensors and plain values ({found.group(1)}), so it was not"
             " loaded: loading it could run code. deepbasics never writes such files; never disable this check for"
             " a file you did not make"
         ) from None
     except (OSError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as err:
-        raise ConfigError(
-            f"{key}={path} is truncated or corrupt ({_first_line(err)}); pass another checkpoint"
-        ) from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{key}={path} is truncated or corrupt ({first}); pass another checkpoint") from None
     if isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         beside = path.parent / "checkpoints" / "last.ckpt"
         instead = f"its run directory, {key}={path.parent}" if beside.is_file() else "its run's checkpoints/last.ckpt"
@@ -83,65 +70,92 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     return upgrade(checkpoint)
 
 
-# Module arguments of the releases whose module ran its own loop: the schedule, now the Trainer's.
-OLD_SCHEDULE_ARGUMENTS = ("epochs", "log_every", "val_every")
+# --- earlier releases, in this one place
+RENAMED_TARGETS = {"deepbasics.modules.": "deepbasics.models.lightning_modules."}  # class paths since renamed
+RENAMED_PARAMETERS = {"layer1.": "linear_1.", "layer2.": "linear_2."}  # the NeuralNet took the tutorial's names
+NETS = "deepbasics.models.nets."
+OPTIMIZERS = {"sgd": "torch.optim.SGD", "adam": "torch.optim.Adam"}
+OLD_RUN_KEYS = ("ckpt_every", "overfit_rows", "optimum_max_rows")  # the run's keys that left the config
 
 
 def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint of an earlier release in today's form, in this one place: class paths and parameter
-    names renamed since, and the module's schedule arguments dropped. The releases whose module ran its own
-    loop inside one Lightning step counted tutorial epochs in ``global_step``; their loop state is brought
-    to Lightning's own (``deepbasics.compat``), and ``deepbasics.epochs`` (tutorial epochs trained) is set."""
+    """A checkpoint of an earlier release in today's form: nets, optimizers and schedulers as ``_target_``
+    configs (they were looked up by name), class paths and parameter names renamed since, and Lightning's
+    loop state as one epoch per tutorial epoch (earlier releases held several full-batch steps in one
+    Lightning epoch, or ran a loop of their own)."""
     state = checkpoint["deepbasics"]
-    if "config" in state:
-        state["config"] = _renamed_targets(state["config"])
+    if state.get("format", 1) >= FORMAT:
+        return checkpoint
+    config = state.get("config")
+    if config is not None:
+        config = state["config"] = _renamed(config)
+        config["model"] = upgrade_model_config(config["model"])
+        full_batch = not (config.get("data") or {}).get("batch_size")
+        for key in OLD_RUN_KEYS:
+            config.pop(key, None)
+        for conf in (config.get("callbacks") or {}).values():
+            if "ModelCheckpoint" in str(conf.get("_target_")) or "ScheduledCheckpoint" in str(conf.get("_target_")):
+                conf.update(_target_="lightning.pytorch.callbacks.ModelCheckpoint", every_n_epochs=config["val_every"],
+                            save_on_train_epoch_end=True, enable_version_counter=False, filename="best-epoch{epoch}")
+            elif "EarlyStopping" in str(conf.get("_target_")):
+                conf["_target_"] = "lightning.pytorch.callbacks.EarlyStopping"
+        for key in ("max_epochs", "max_steps", "log_every_n_steps", "check_val_every_n_epoch", "enable_progress_bar"):
+            (config.get("trainer") or {}).pop(key, None)
+    else:
+        full_batch = True
+    if "hyper_parameters" in checkpoint:
+        for key in ("epochs", "log_every", "val_every"):  # the module's own loop had the schedule
+            checkpoint["hyper_parameters"].pop(key, None)
+        checkpoint["hyper_parameters"] = upgrade_model_config(checkpoint["hyper_parameters"])
     if "state_dict" in checkpoint:
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
-    for key in OLD_SCHEDULE_ARGUMENTS:
-        (checkpoint.get("hyper_parameters") or {}).pop(key, None)
-    if "epochs" not in state:  # written by the module's own loop
-        from deepbasics.compat import loops_of_own_loop
-
-        if "config" in state:
-            _config_of_own_loop(state["config"])
-        state["epochs"] = int(checkpoint.get("global_step", 0))
-        state["own_loop"] = True
-        if "loops" in checkpoint:
-            checkpoint["loops"] = loops_of_own_loop(checkpoint["loops"], state["epochs"])
+    steps = int(checkpoint.get("global_step", 0))
+    if "epochs" not in state:  # the releases with their own loop: a mini-batch checkpoint of theirs cannot resume
+        state.update(epochs=steps, own_loop=True)
+    if "loops" in checkpoint and full_batch:  # several full-batch steps were one Lightning epoch
+        checkpoint["loops"] = loops_at_epoch_end(checkpoint["loops"], state["epochs"])
+        checkpoint["epoch"] = state["epochs"] - 1  # Lightning's number of the epoch that saved it
+    state["format"] = FORMAT
     return checkpoint
 
 
-def _operand(err: BaseException) -> str:
-    found = re.search(r"Unsupported operand \d+", str(err))
-    return found.group().lower() if found else "an instruction it does not take"
+def upgrade_model_config(model: dict) -> dict:
+    """A module's arguments (or its config) with the net and optimizer given by name as ``_target_`` configs,
+    the net's ``init`` a module argument, and a scheduler a ``_partial_`` config."""
+    model = dict(model)
+    net = dict(model.get("net") or {})
+    if "name" in net:
+        model.setdefault("init", net.pop("init", "default"))
+        net = {"_target_": NETS + net.pop("name"), **{k: v for k, v in net.items() if v is not None or k == "in_features"}}
+        if not net["_target_"].endswith("NeuralNet"):
+            net.pop("hidden_size", None)
+        if net.get("out_features") == 1:
+            net.pop("out_features")
+        model["net"] = net
+    optimizer = dict(model.get("optimizer") or {})
+    if "name" in optimizer:
+        model["optimizer"] = {"_target_": OPTIMIZERS[optimizer.pop("name")], "_partial_": True, **optimizer}
+    if model.get("scheduler"):
+        model["scheduler"] = {**model["scheduler"], "_partial_": True}
+    return model
 
 
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def _config_of_own_loop(config: dict) -> None:
-    """A config of the releases whose module ran its own loop, on Lightning's: their callbacks as
-    Lightning's own classes on the same schedule (the checkpoints every ckpt_every epochs, now Lightning
-    epochs of val_every), and without the Trainer settings the run now sets itself."""
-    from deepbasics.config.schema import SET_BY_THE_RUN
-
-    for key in set(config.get("trainer") or {}) & set(SET_BY_THE_RUN):
-        del config["trainer"][key]
-    for conf in (config.get("callbacks") or {}).values():
-        old = str(conf.get("_target_", "")).rsplit(".", 1)[-1]
-        if conf.get("_target_", "").startswith("deepbasics.") and old in OLD_CALLBACKS:
-            conf["_target_"] = OLD_CALLBACKS[old]
-            if old == "ScheduledCheckpoint":
-                every = config["ckpt_every"] // config["val_every"]
-                conf.update(every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
-
-
-def _renamed_targets(config: Any) -> Any:
+def _renamed(config: Any) -> Any:
     if isinstance(config, dict):
-        return {k: _renamed_targets(v) for k, v in config.items()}
+        return {k: _renamed(v) for k, v in config.items()}
     if isinstance(config, str):
         for old, new in RENAMED_TARGETS.items():
             if config.startswith(old):
                 return new + config[len(old) :]
     return config
+
+
+def upgrade_state_dict(state: dict, prefix: str = "") -> dict:
+    """``state`` with parameter names of earlier releases renamed (keys under ``prefix``)."""
+    renamed = {}
+    for key, value in state.items():
+        for old, new in RENAMED_PARAMETERS.items():
+            if key.startswith(prefix + old):
+                key = prefix + new + key[len(prefix + old) :]
+        renamed[key] = value
+    return renamed

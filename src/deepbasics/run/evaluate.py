@@ -8,10 +8,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import get_class
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.errors import ConfigError
 from deepbasics.reports.metrics import by_stage, results_table, write_json
+from deepbasics.data.in_memory import whole_splits
 from deepbasics.run.build import build_datamodule
 from deepbasics.run.checkpoints import read_checkpoint
 
@@ -31,16 +33,21 @@ def evaluate(cfg: DictConfig) -> dict:
         if "path" not in config.data:
             raise ConfigError(f"data.path={moved}: this run's data is not a CSV file ({config.data._target_}); drop it")
         config.data.path = os.path.abspath(os.path.expanduser(str(moved)))
-    datamodule = build_datamodule(config, checkpoint["deepbasics"].get("standardization"))
-    width = checkpoint["hyper_parameters"]["net"]["in_features"]
-    if datamodule.in_features != width:  # data.path pointed at another table
-        raise ConfigError(
-            f"data.path={config.data.path} has {datamodule.in_features} input columns, the model takes {width};"
-            " pass the table the run trained on"
-        )
-    split = cfg.split if cfg.split != "auto" else ("test" if datamodule.has("test") else "train")
-    if not datamodule.has(split):
-        raise ConfigError(f"split={split}: this run's data has only {', '.join(datamodule.splits)}; pick one")
+    datamodule = build_datamodule(config.data, checkpoint["deepbasics"].get("standardization"))
+    splits = whole_splits(datamodule)
+    width = checkpoint["hyper_parameters"]["net"].get("in_features")
+    if splits is not None and width is not None and splits.splits["train"][0].shape[1] != width:
+        raise ConfigError(f"data.path={config.data.path} has {splits.splits['train'][0].shape[1]} input columns, the"
+                          f" model takes {width}; pass the table the run trained on")  # fmt: skip
+    if splits is not None:
+        has = list(splits.splits)
+    else:
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        has = ["train"] + [s for s in ("val", "test") if is_overridden(f"{s}_dataloader", datamodule)]
+    split = cfg.split if cfg.split != "auto" else ("test" if "test" in has else "train")
+    if split not in has:
+        raise ConfigError(f"split={split}: this run's data has only {', '.join(has)}; pick one")
     module.eval_split = split
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
@@ -50,7 +57,8 @@ def evaluate(cfg: DictConfig) -> dict:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.test(module, dataloaders=datamodule.slices(split), verbose=False)
+    loader = splits.batches(split) if splits is not None else getattr(datamodule, f"{split}_dataloader")()
+    trainer.test(module, dataloaders=loader, verbose=False)
     metrics = by_stage(trainer.callback_metrics)[split]
     out_dir = Path(cfg.paths.run_dir)
     write_json(

@@ -19,45 +19,37 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from deepbasics.compat import lightning_epochs_done
 from deepbasics.config.run_dir import LAST
-from deepbasics.config.schema import OPTIMUM_LOSS, Schedule, validate_train_config
+from deepbasics.config.settings import check_settings
 from deepbasics.config.sweep_dir import STATE
-from deepbasics.data.in_memory import StackedSplits
+from deepbasics.data.in_memory import Slices, whole_splits
 from deepbasics.errors import ConfigError, RunFailed, one_line
 from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
-from deepbasics.models.lightning_modules import build_optimizer
-from deepbasics.models.optimum import MAX_ROWS, log_optimum_line, optimum
-from deepbasics.models.stacked import StackedModule
-from deepbasics.reports.figures import Layouts
-from deepbasics.run.build import (
-    build_callbacks,
-    build_datamodule,
-    build_loggers,
-    build_model,
-    is_model_checkpoint,
-    lightning_trainer,
-    start_logs,
-)
-from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop
+from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
+from deepbasics.models.stacked import StackedModule, StackedOptimizer
+from deepbasics.reports.figures import FitPlot, curves_from_events
+from deepbasics.run.build import (build_callbacks, build_datamodule, build_loggers, build_model, build_trainer,
+                                  is_model_checkpoint, start_logs)  # fmt: skip
+from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop, write
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
-from deepbasics.run.finish import keeps_curves, write_end
+from deepbasics.run.finish import Run, write_end
 from deepbasics.run.rng import rng_states
-from deepbasics.run.training import diverged, interruption, record_status
+from deepbasics.run.training import diverged, interruption
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Job:
-    """One job of a group: its config (resolved), directory, and once built its module, data and own
-    checkpoint callback; ``outcome`` is its monitored value or the error that ended it."""
+    """One job of a group: its config (resolved), and once built its module, data and own checkpoint
+    callback; ``outcome`` is its monitored value or the error that ended it."""
 
     cfg: DictConfig
     label: str
-    run_dir: Path = field(init=False)
+    run: Run = field(init=False)
     module: L.LightningModule | None = None
     datamodule: L.LightningDataModule | None = None
     checkpoint: L.pytorch.callbacks.ModelCheckpoint | None = None
@@ -69,16 +61,17 @@ class Job:
     outcome: float | BaseException | None = None
 
     def __post_init__(self) -> None:
-        self.run_dir = Path(self.cfg.paths.run_dir)
+        self.run = Run.of(self.cfg)
 
     def fail(self, err: BaseException, status: str = "failed", **extra) -> None:
+        from deepbasics.run.training import record_status
+
         self.outcome = err
-        record_status(self.run_dir, self.cfg, status, one_line(err) if status == "failed" else str(err), **extra)
+        identity = {k: v for k, v in self.run.identity(status).items() if k != "status"}
+        record_status(self.run.dir, identity, status, one_line(err) if status == "failed" else str(err), **extra)
 
 
-def train_group(
-    cfgs: Sequence[DictConfig], labels: Sequence[str], timings: dict | None = None
-) -> list[float | BaseException]:
+def train_group(cfgs: Sequence[DictConfig], labels: Sequence[str], timings: dict | None = None) -> list:
     """Train these jobs' configs (same net shape, optimizer kind and schedule: the launcher groups them) as
     stacked models; one outcome per job, in order. ``timings["fit"]`` gets the seconds spent in fit."""
     jobs = [Job(cfg, label) for cfg, label in zip(cfgs, labels, strict=True)]
@@ -87,9 +80,9 @@ def train_group(
     try:
         for job in jobs:  # first: a job whose directory another process holds writes nothing into it
             try:
-                lock_run_dir(job.run_dir)
-                held.append(job.run_dir)
-                remove_dead_writes(job.run_dir)  # a checkpoint a kill cut short
+                lock_run_dir(job.run.dir)
+                held.append(job.run.dir)
+                remove_dead_writes(job.run.dir)  # a checkpoint a kill cut short
             except (ConfigError, OSError) as err:  # held by another process, or out of file descriptors
                 job.outcome = err
         shared: dict[str, L.LightningDataModule] = {}
@@ -98,10 +91,9 @@ def train_group(
         for job in built:  # the data may differ per job, their shapes may not
             shape = tuple((name, tuple(x.shape)) for name, (x, _) in job.datamodule.splits.items())
             shapes.setdefault(shape, []).append(job)
-        if len(shapes) > 1:
-            for members in list(shapes.values())[1:]:
-                numbers = ", #".join(job.label for job in members)
-                log.info(f"#{numbers}: other data shapes (rows per split) than the first jobs': a group of their own")
+        for members in list(shapes.values())[1:]:
+            numbers = ", #".join(job.label for job in members)
+            log.info(f"#{numbers}: other data shapes (rows per split) than the first jobs': a group of their own")
         for members in shapes.values():
             try:
                 _train_stacked(members, timings if timings is not None else {})
@@ -123,8 +115,7 @@ def _allow_open_files(jobs: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = jobs + 256
     if soft != resource.RLIM_INFINITY and soft < wanted:
-        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
 
 
 def _build(job: Job, shared: dict) -> bool:
@@ -133,53 +124,85 @@ def _build(job: Job, shared: dict) -> bool:
     under the basic launcher)."""
     cfg = job.cfg
     try:
-        validate_train_config(cfg)
-        schedule = Schedule.of(cfg)
+        check_settings(cfg)
         L.seed_everything(cfg.seed, verbose=False)
-        key = json.dumps([OmegaConf.to_container(cfg.data, resolve=True), cfg.get("overfit_rows")], sort_keys=True)
+        key = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True)
         if key not in shared:  # data builders draw from their own seeded generators: sharing changes nothing
-            shared[key] = build_datamodule(cfg, schedule=schedule)
+            shared[key] = build_datamodule(cfg.data)
         job.datamodule = shared[key]
-        job.module = build_model(cfg, job.datamodule)
+        job.module = build_model(cfg.model, job.datamodule)
+        if whole_splits(job.datamodule) is None:
+            raise ConfigError("data: its splits are not held in memory, so its jobs cannot be stacked")
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
         if cfg.get("resume"):  # a job of a resumed sweep: its own last checkpoint (config.sweep_dir)
             job.resumed = read_checkpoint(Path(cfg.resume) / LAST, key="resume")
             job.rng = job.resumed["callbacks"][RunState.__qualname__]["rng"]
-        # torch checks the optimizer's values (the stacked step does not): a bad one fails its own job here
-        job.optimizer = build_optimizer(job.module.net.parameters(), job.module.hparams.optimizer)
-        callbacks = build_callbacks(cfg, job.run_dir)
+        # torch's own optimizer for this job: the form its checkpoints keep the optimizer state in
+        job.optimizer = instantiate(job.module.hparams.optimizer)(job.module.net.parameters())
+        callbacks = build_callbacks(cfg.get("callbacks"), job.run.dir)
         job.checkpoint = next((c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None)
-        job.run_state = RunState(OmegaConf.to_container(cfg, resolve=True))
+        job.run_state = RunState(job.run.config)
     except Exception as err:
         job.fail(err)
         return False
     return True
 
 
+class StackedSplits(L.LightningDataModule):
+    """The data of K jobs trained as one stacked model: each split as one batch with a leading job axis, x
+    (K, N, features) and y (K, N, 1). Jobs that share one DataModule share its tensors (a view, no copy)."""
+
+    def __init__(self, datamodules: list):
+        super().__init__()
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for split in datamodules[0].splits:
+            parts = [dm.splits[split] for dm in datamodules]
+            if all(p is parts[0] for p in parts):
+                x, y = parts[0]
+                self.splits[split] = (x.expand(len(parts), *x.shape), y.expand(len(parts), *y.shape))
+            else:
+                self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
+        self._placed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if (split, str(device)) not in self._placed:
+            x, y = self.splits[split]
+            self._placed[split, str(device)] = (x.to(device), y.to(device))
+        return self._placed[split, str(device)]
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        return batch  # placed once (``rows``)
+
+    def train_dataloader(self):
+        return Slices(*self.rows("train"), None)
+
+    def val_dataloader(self):
+        return Slices(*self.rows("val"), None) if "val" in self.splits else []
+
+
 def _train_stacked(jobs: list[Job], timings: dict) -> None:
     first = jobs[0].cfg
-    schedule = Schedule.of(first)
     torch.set_num_threads(first.threads)
-    group = StackedModule([job.module for job in jobs])
-    data = StackedSplits([job.datamodule for job in jobs], schedule)
+    group = StackedModule([job.module for job in jobs], first.log_every)
+    data = StackedSplits([job.datamodule for job in jobs])
     checkpoints = JobCheckpoints(jobs, group)
-    labels = [job.label for job in jobs]
-    console = ConsoleLog(first.monitor.metric, first.monitor.mode, labels)
+    console = ConsoleLog(first.monitor.metric, first.monitor.mode, [job.label for job in jobs])
     callbacks = [console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
-    root = jobs[0].run_dir.parent
+    root = jobs[0].run.dir.parent
     resumed = jobs[0].resumed  # the launcher groups the jobs of a resumed group, all at the same step
-    start = (lightning_epochs_done(resumed), resumed["global_step"]) if resumed else (0, 0)
-    journal = root / STATE / f"journal-{jobs[0].label}.json"  # config.sweep_dir' folder in the sweep directory
-    trainer = lightning_trainer(first, schedule, root, callbacks, [], data, resumed=start,
-                                checkpoint_io=JobCheckpointIO(checkpoints, journal))  # fmt: skip
+    start = resumed["global_step"] if resumed else 0
+    io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")  # config.sweep_dir's folder
+    trainer = build_trainer(first.trainer, root, callbacks, [], first.epochs, first.val_every, first.log_every,
+                            checkpoint_io=io)  # fmt: skip
     _check_device_memory(trainer, group, data)
-    _start_logs(jobs, group, start[1])
+    _start_logs(jobs, group, start)
     began = time.perf_counter()
     try:
-        trainer.fit(group, datamodule=data, ckpt_path=str(jobs[0].run_dir / LAST) if resumed else None)
+        trainer.fit(group, datamodule=data, ckpt_path=str(jobs[0].run.dir / LAST) if resumed else None)
     except SignalStop as stop:
         timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - began
-        step = trainer.global_step
+        done = trainer.current_epoch + 1
         for k, job in enumerate(jobs):
             if group.failed_at[k] >= 0:  # it had diverged before the signal came
                 _end_failed(job, k, group)
@@ -187,8 +210,8 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
                 _close_logs(job, "interrupted")
                 mine = Path(job.checkpoint.dirpath) if job.checkpoint else None
                 saved = [p for p in stop.saved if Path(p).parent == mine]
-                stopped = interruption(stop.signum, step, job.cfg, job.run_dir, "resume=auto", saved, sweep=True)
-                job.fail(stopped, "interrupted", epochs=step)
+                job.fail(interruption(stop.signum, done, job.run, "resume=auto", saved, sweep=True), "interrupted",
+                         epochs=done)  # fmt: skip
         return
     except BaseException:
         for job in jobs:
@@ -196,8 +219,8 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
         raise
     timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - began
     for k, job in enumerate(jobs):
-        if group.failed_at[k] < 0:  # as Lightning finalizes a run's loggers when its fit ends; the end of
-            for logger in job.loggers:  # the run logs more into them (TensorBoard's writer opens again)
+        if group.failed_at[k] < 0:  # as Lightning finalizes a run's loggers when its fit ends
+            for logger in job.loggers:
                 logger.finalize("success")
     finals: dict[str, torch.Tensor] = {}
     for split in data.splits:
@@ -206,26 +229,22 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
 
 
 def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
-    """Each job's loggers, written as the group trains, so a kill loses none of its points: its
-    hyperparameters (as Lightning logs them at a fit's start), its optimum's flat line from epoch 0, then
-    every point the group records, for the jobs still alive (a job that diverged logged the points up to
-    its failure, as a run of its own does)."""
+    """Each job's loggers, written as the group trains, so a kill loses none of its points: its settings,
+    its optimum's flat line from epoch 0, then every point the group records, for the jobs still alive (a
+    job that diverged logged the points up to its failure, as a run of its own does)."""
     for job in jobs:
-        job.loggers = build_loggers(job.cfg, job.run_dir, start_step)
-        start_logs(job.loggers, job.cfg, job.run_dir)
+        job.loggers = build_loggers(job.cfg.get("logger"), job.run.dir, start_step)
+        start_logs(job.loggers, job.run.settings, job.run.dir)
         if start_step == 0:
-            x, y = job.datamodule.splits["train"]
-            limit = job.cfg.get("optimum_max_rows", MAX_ROWS)
-            log_optimum_line(optimum(job.module.net, x, y, job.module.loss_fn, limit), job.loggers)
+            write(job.loggers, optimum_points(optimum(job.module, *job.datamodule.splits["train"])), 0)
 
-    def write(step: int, values: dict[str, torch.Tensor]) -> None:
+    def record(epoch: int, values: dict[str, torch.Tensor]) -> None:
         for k in group.alive():
-            scalars = {name: float(v[k]) for name, v in values.items()}
+            write(jobs[k].loggers, {name: v[k] for name, v in values.items()}, epoch)
             for logger in jobs[k].loggers:
-                logger.log_metrics(scalars, step=step)
                 logger.save()
 
-    group.on_record = write
+    group.on_record = record
 
 
 def _close_logs(job: Job, status: str) -> None:
@@ -234,53 +253,41 @@ def _close_logs(job: Job, status: str) -> None:
     job.loggers = []
 
 
-def _end_jobs(
-    jobs: list[Job], group: StackedModule, finals: dict[str, torch.Tensor], step: int, from_start: bool = True
-) -> None:
+def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, from_start: bool = True) -> None:
     """Each job's end: a failure record for a job that diverged, the end-of-run files for the others.
     ``from_start``: the group trained from epoch 0, so its history holds every point of the loss curves."""
-    alive = [k for k in range(len(jobs)) if group.failed_at[k] < 0]
+    alive = group.alive()
     for k in range(len(jobs)):
         if group.failed_at[k] >= 0:
             _end_failed(jobs[k], k, group)
-    if not alive:
-        return
-    optima, curves = {}, {}
+    optima, curves, plots = {}, {}, {}
     for k in alive:
         job = jobs[k]
         job.module.net.load_state_dict(group.net.job_state(k))
-        x, y = job.datamodule.splits["train"]
-        optima[k] = optimum(job.module.net, x, y, job.module.loss_fn, job.cfg.get("optimum_max_rows", MAX_ROWS))
+        train = job.datamodule.splits["train"]
+        optima[k] = optimum(job.module, *train)
         curves[k] = _curves(group, k, optima[k], step) if from_start else _logged_curves(job, optima[k], step)
-    # Each job's figures on the axes it would get alone; jobs whose axes coincide share a layout, drawn
-    # here once, before the workers fork.
-    layouts = Layouts()
-    for k in alive:
-        module = jobs[k].module
-        layouts.fit(module.is_classifier, getattr(module, "num_classes", 1), *jobs[k].datamodule.splits["train"])
-        if curves[k] is not None and keeps_curves(jobs[k].loggers):
-            layouts.loss(curves[k])
+        if id(job.datamodule) not in plots:  # drawn here once per data, before the workers fork
+            plots[id(job.datamodule)] = FitPlot(job.module, *train)
 
     def end(k: int) -> float | RunFailed:
         job = jobs[k]
         try:
-            loggers = job.loggers  # the ones it trained with (one MLflow run per job)
+            splits = job.datamodule.splits
+            evaluated = ("test", *splits["test"]) if "test" in splits else ("train", *splits["train"])
             values = {name: float(v[k]) for name, v in finals.items()}
             best = job.checkpoint.best_model_path if job.checkpoint else None
-            return write_end(job.cfg, job.run_dir, job.module, job.datamodule, loggers, step, values,
-                             best_checkpoint=best, optimum=optima[k], curves=curves[k], layouts=layouts,
-                             report=False)  # fmt: skip
+            return write_end(job.run, job.module, splits["train"], job.loggers, step, values, evaluated,
+                             best_checkpoint=best, optimum=optima[k], curves=curves[k],
+                             plot=plots[id(job.datamodule)], report=False)  # fmt: skip
         except Exception as err:  # this job's end failed (a logger of its own, a file): the others go on
             job.fail(err)
             return RunFailed(f"the end of the run failed: {one_line(err)}", step)  # picklable, for a worker
 
     # Loggers that write files of their own (TensorBoard, CSV) can be written from forked workers; one
     # that shares a store between runs (MLflow's database) is written from this process alone.
-    own_files = all(
-        conf._target_.endswith(("TensorBoardLogger", "CSVLogger"))
-        for k in alive
-        for conf in (jobs[k].cfg.get("logger") or {}).values()
-    )
+    own_files = all(part._target_.endswith(("TensorBoardLogger", "CSVLogger"))
+                    for k in alive for part in (jobs[k].cfg.get("logger") or {}).values())  # fmt: skip
     results = _forked_map(end, alive) if own_files else [end(k) for k in alive]
     for k, value in zip(alive, results, strict=True):
         jobs[k].outcome = value
@@ -295,11 +302,9 @@ def _call(item):
 
 def _forked_map(work, items: list) -> list:
     """``[work(i) for i in items]``, spread over forked processes, one per CPU core this process may use:
-    the end-of-run files of many jobs (figures above all) are independent CPU work. Each child inherits
-    the parent's state; only the results (and any error) come back. One process for small groups, where a
-    fork would cost more than it saves, and where fork is missing."""
+    the end-of-run files of many jobs (figures above all) are independent CPU work. One process for small
+    groups, where a fork would cost more than it saves, and where fork is missing."""
     import multiprocessing
-    import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     workers = min(cores, len(items) // 4)
@@ -317,7 +322,7 @@ def _forked_map(work, items: list) -> list:
 def _end_failed(job: Job, k: int, group: StackedModule) -> None:
     epoch, value = int(group.failed_at[k]), float(group.failed_value[k])
     _close_logs(job, "failed")  # its points up to its failure were written as it trained
-    job.fail(diverged(f"the loss became {value} at epoch {epoch}", epoch, job.run_dir), failed_at_epoch=epoch)
+    job.fail(diverged(f"the loss became {value} at epoch {epoch}", epoch, job.run.dir), failed_at_epoch=epoch)
 
 
 def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dict[str, list[tuple[int, float]]]:
@@ -335,12 +340,10 @@ def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dic
 def _logged_curves(job: Job, report: dict | None, step: int) -> dict[str, list[tuple[int, float]]] | None:
     """The loss curves of a job of a resumed group, from its TensorBoard events (the group's history holds
     only what it trained since the resume); None without a TensorBoard logger."""
-    from deepbasics.reports.figures import curves_from_events
-
-    conf = next((c for c in (job.cfg.get("logger") or {}).values() if c._target_.endswith("TensorBoardLogger")), None)
-    if conf is None:
+    part = next((p for p in (job.cfg.get("logger") or {}).values() if p._target_.endswith("TensorBoardLogger")), None)
+    if part is None:
         return None
-    curves = curves_from_events(job.run_dir / conf.get("name", ""))
+    curves = curves_from_events(job.run.dir / part.get("name", ""))
     if report and "loss" in report:
         curves[OPTIMUM_LOSS] = [(0, report["loss"]), (step, report["loss"])]
     return curves
@@ -357,13 +360,11 @@ def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: Stacked
         return
     free, _ = torch.cuda.mem_get_info(device)
     params = sum(p.numel() for p in group.net.params)
-    x, _ = data.splits["train"]
     widths = sum(p.shape[1] for p in group.net.params if p.dim() == 3)  # every layer's outputs per row
-    rows = max(len(split[0][0]) for split in data.splits.values())
+    rows = max(split[0].shape[1] for split in data.splits.values())
     # parameters, gradients, two optimizer states; the data; activations and their gradients, twice over
-    need = 4 * (
-        4 * params + sum(s[0].numel() + s[1].numel() for s in data.splits.values()) + 4 * len(x) * rows * widths
-    )
+    need = 4 * (4 * params + sum(s[0].numel() + s[1].numel() for s in data.splits.values())
+                + 4 * len(group.jobs) * rows * widths)  # fmt: skip
     if need > 0.9 * free:
         raise DeviceTooSmall(
             f"{len(group.jobs)} stacked jobs need about {need / 2**30:.1f} GiB on {device}, which has"
@@ -376,18 +377,15 @@ class JobCheckpoints(L.Callback):
     """Each job's own ModelCheckpoint, built from its config as a run of its own builds it, driven by the
     group's trainer at the hooks where it saves, with the trainer's ``callback_metrics`` showing that job's
     metrics alone while it decides. Its saves go through the trainer (``trainer.save_checkpoint``) to
-    ``JobCheckpointIO``, which writes that job's part of the group's checkpoint. A group pays for its jobs'
-    checkpoints only where one can be due: at epoch ends, and at steps only for the options that save
-    between them (every_n_train_steps, train_time_interval). Jobs that failed save nothing more."""
+    ``JobCheckpointIO``, which writes that job's part of the group's checkpoint. Jobs that failed save
+    nothing more."""
 
     def __init__(self, jobs: list[Job], group: StackedModule):
         self.jobs, self.group = jobs, group
         self.dirs = {Path(job.checkpoint.dirpath): k for k, job in enumerate(jobs) if job.checkpoint is not None}
-        # The callbacks config is part of the group's key, so every job's ModelCheckpoint has these options.
-        configured = (jobs[0].cfg.get("callbacks") or {}).values()
-        options = next((conf for conf in configured if is_model_checkpoint(conf)), {})
-        self.every_n_train_steps = options.get("every_n_train_steps") or 0
-        self.timed = options.get("train_time_interval") is not None
+        # Its options are part of the group's key: every job's ModelCheckpoint saves between epochs or none does
+        options = next((part for part in (jobs[0].cfg.get("callbacks") or {}).values() if is_model_checkpoint(part)), {})
+        self.between = bool(options.get("every_n_train_steps") or options.get("train_time_interval"))
 
     def _each(self, trainer: L.Trainer, hook: str, *args) -> None:
         metrics = trainer.callback_metrics
@@ -404,35 +402,32 @@ class JobCheckpoints(L.Callback):
             metrics.update(shared)
 
     def job_metrics(self, trainer: L.Trainer, k: int) -> dict[str, torch.Tensor]:
-        """Job k's metrics of this step, as its own run's trainer would hold them."""
-        values = {name: v[k].clone() for name, v in self.group.latest.items()}
-        values["step"] = torch.tensor(float(trainer.global_step))
-        values["epoch"] = torch.tensor(float(trainer.global_step))  # full batches: a step is an epoch
-        return values
+        """Job k's metrics of this epoch, as its own run's trainer would hold them."""
+        return {name: v[k].clone() for name, v in self.group.latest.items()} | {
+            "step": torch.tensor(float(trainer.global_step))}  # fmt: skip
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for job in self.jobs:
             if job.checkpoint is not None:
                 job.checkpoint.setup(trainer, pl_module, stage)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
         self._each(trainer, "on_train_start")
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
-        every = self.every_n_train_steps
-        if self.timed or (every and trainer.global_step % every == 0):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.between:  # a group pays for its jobs' checkpoints only where one can be due
             self._each(trainer, "on_train_batch_end", outputs, batch, batch_idx)
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
         self._each(trainer, "on_validation_end")
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._each(trainer, "on_train_epoch_end")
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_end(self, trainer, pl_module) -> None:
         self._each(trainer, "on_train_end")
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._each(trainer, "on_exception", exception)
 
     def last_checkpoints(self, trainer: L.Trainer) -> list[tuple[L.pytorch.callbacks.ModelCheckpoint, str]]:
@@ -456,46 +451,32 @@ class JobCheckpoints(L.Callback):
         if "optimizer_states" in checkpoint:  # what Lightning leaves out of a weights-only checkpoint
             own["optimizer_states"] = [self._optimizer_state(job, k)]
         if "callbacks" in checkpoint:
-            own["callbacks"] = {
-                job.run_state.state_key: {"rng": job.rng},
-                job.checkpoint.state_key: job.checkpoint.state_dict(),
-            }
+            own["callbacks"] = {job.run_state.state_key: {"rng": job.rng},
+                                job.checkpoint.state_key: job.checkpoint.state_dict()}  # fmt: skip
         # save_hyperparameters() records its init arguments under this name, in a run of its own too
         for owner in (job.module, job.datamodule):
             if owner.hparams:
                 own[owner.CHECKPOINT_HYPER_PARAMS_NAME] = "kwargs"
                 own[owner.CHECKPOINT_HYPER_PARAMS_KEY] = dict(owner.hparams)
-        own["deepbasics"] = job.run_state.state(group.trainer, job.module.is_classifier, job.datamodule)
+        own["deepbasics"] = job.run_state.state(group.trainer, job.module.is_classifier)
         return own
 
     def group_checkpoint(self) -> dict:
         """The group's checkpoint from its jobs' own last checkpoints (``Job.resumed``), so that the group
         resumes as a group: the loop state they share (a run of its own's), each job's weights and optimizer
         state stacked, each job's ModelCheckpoint state for it (``load_state_dict``)."""
-        from deepbasics.models.stacked import StackedOptimizer
-
         checkpoints = [job.resumed for job in self.jobs]
         names = self.group.net.names
         params = [torch.stack([c["state_dict"][f"net.{name}"] for c in checkpoints]) for name in names]
-        specs = [job.hparams.optimizer for job in self.group.jobs]
-        optimizer = StackedOptimizer([torch.nn.Parameter(p) for p in params], specs)
+        optimizer = StackedOptimizer([torch.nn.Parameter(p) for p in params], [j.hparams.optimizer for j in self.group.jobs])
         job_states = [[c["optimizer_states"][0]["state"].get(i, {}) for i in range(len(names))] for c in checkpoints]
         shared = ("epoch", "global_step", "pytorch-lightning_version", "loops")  # a run of its own's
-        head = {k: v for k, v in checkpoints[0].items() if k in shared}
-        return {
-            **head,
-            "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
-            "optimizer_states": [optimizer.stacked_state(job_states)],
-            "lr_schedulers": [],
-            "callbacks": {
-                self.state_key: {
-                    "jobs": [
-                        c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
-                        for c, job in zip(checkpoints, self.jobs, strict=True)
-                    ]
-                }
-            },  # fmt: skip
-        }
+        jobs = [c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
+                for c, job in zip(checkpoints, self.jobs, strict=True)]  # fmt: skip
+        return {**{k: v for k, v in checkpoints[0].items() if k in shared},
+                "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
+                "optimizer_states": [optimizer.stacked_state(job_states)], "lr_schedulers": [],
+                "callbacks": {self.state_key: {"jobs": jobs}}}  # fmt: skip
 
     def load_state_dict(self, state_dict: dict) -> None:
         for job, state in zip(self.jobs, state_dict["jobs"], strict=True):
@@ -505,9 +486,8 @@ class JobCheckpoints(L.Callback):
     def _optimizer_state(self, job: Job, k: int) -> dict:
         """Job k's slice of the stacked optimizer, in the form torch's own optimizer for job k saves."""
         stacked = self.group.trainer.optimizers[0]
-        params = list(job.module.net.parameters())
         job.optimizer.state.clear()
-        for p, state in zip(params, stacked.job_state(k), strict=True):
+        for p, state in zip(job.module.net.parameters(), stacked.job_state(k), strict=True):
             if state:
                 job.optimizer.state[p] = state
         return job.optimizer.state_dict()
@@ -515,9 +495,9 @@ class JobCheckpoints(L.Callback):
 
 class JobCheckpointIO(AtomicCheckpointIO):
     """The group's checkpoint written as the checkpoint of the job whose directory it goes to. A group's
-    checkpoints of one step change together (``FileSet``, committed by ``LastCheckpoint`` at the end of the
-    hook): a kill while they are written leaves every job at the same step, so a resumed sweep stacks the
-    same group again (a group of other jobs sums in other orders, off by float32 rounding)."""
+    checkpoints of one epoch change together (``FileSet``, committed by ``LastCheckpoint`` at the end of
+    the hook): a kill while they are written leaves every job at the same epoch, so a resumed sweep stacks
+    the same group again (a group of other jobs sums in other orders, off by float32 rounding)."""
 
     def __init__(self, checkpoints: JobCheckpoints, journal: Path):
         super().__init__()

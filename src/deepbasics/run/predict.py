@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.data.csv_file import read_table
 from deepbasics.data.in_memory import Standardize
-from deepbasics.errors import ConfigError
-from deepbasics.models.nets import build_net, predictions
+from deepbasics.errors import ConfigError, one_line
+from deepbasics.models.lightning_modules import predictions
 from deepbasics.run.checkpoints import read_checkpoint
 
 
@@ -24,9 +24,12 @@ def predict(cfg: DictConfig) -> list:
     torch.set_num_threads(cfg.threads)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     net = net_of(checkpoint)
-    x = read_inputs(cfg.inputs, checkpoint["hyper_parameters"]["net"]["in_features"])
-    with torch.no_grad():
-        values = predictions(net(x), checkpoint["deepbasics"]["classifier"])
+    x = read_inputs(cfg.inputs, checkpoint["hyper_parameters"]["net"].get("in_features"))
+    try:
+        with torch.no_grad():
+            values = predictions(net(x), checkpoint["deepbasics"]["classifier"])
+    except RuntimeError as err:  # a net of the user's own, whose input width the config does not say
+        raise ConfigError(f"inputs of shape {'x'.join(map(str, x.shape))} do not fit the net: {one_line(err)}") from None
     if values.shape[1] > 1:  # one probability per class
         answer = {"predictions": values.argmax(dim=1).tolist(), "probabilities": values.tolist()}
     else:
@@ -47,7 +50,9 @@ def _finite(value):
 def net_of(checkpoint: dict) -> torch.nn.Module:
     """The plain trained net inside a checkpoint (read by ``read_checkpoint``), in eval mode; behind the
     run's standardization when its features were standardized, so it takes raw rows."""
-    net = build_net(checkpoint["hyper_parameters"]["net"])
+    from hydra.utils import instantiate
+
+    net = instantiate(checkpoint["hyper_parameters"]["net"])
     state = checkpoint["state_dict"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
     standardization = checkpoint["deepbasics"].get("standardization")
@@ -56,7 +61,7 @@ def net_of(checkpoint: dict) -> torch.nn.Module:
     return net.eval()
 
 
-def read_inputs(inputs, width: int) -> torch.Tensor:
+def read_inputs(inputs, width: int | None) -> torch.Tensor:
     """Rows of features from an inline list (``[[2, 2], [5, 4]]``; ``[1, 2, 3]`` for one feature) or a
     numeric CSV file with one row per input and no label column."""
     if isinstance(inputs, str):
@@ -74,7 +79,7 @@ def read_inputs(inputs, width: int) -> torch.Tensor:
             rows = rows.reshape(1, 1)
         elif rows.ndim == 1:
             rows = rows.reshape(-1, 1) if width == 1 else rows.reshape(1, -1)
-    if rows.ndim != 2 or rows.shape[1] != width or len(rows) == 0:
+    if rows.ndim != 2 or rows.shape[1] != (width or rows.shape[1]) or len(rows) == 0:
         shape = "x".join(map(str, rows.shape))
         raise ConfigError(f"inputs have shape {shape}, the model takes rows of {width} features; give N x {width}")
     bad = np.argwhere(~np.isfinite(rows))

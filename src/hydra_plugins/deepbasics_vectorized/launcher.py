@@ -41,6 +41,9 @@ PER_JOB = ("seed", "paths", "logger", "data", "progress")
 def group_key(cfg: DictConfig) -> tuple[str | None, str]:
     """(why this job cannot be stacked, "") or (None, the key its group shares: the config but for what may
     differ between the jobs of a group)."""
+    from hydra.utils import get_class
+
+    from deepbasics.data.in_memory import offers_whole_splits
     from deepbasics.models.stacked import optimizer_kind, unstackable_optimizer
 
     if cfg.get("resume"):
@@ -52,6 +55,8 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
         return "model.scheduler is set (the stacked step has no learning-rate schedulers)", ""
     if OmegaConf.select(cfg, "data.batch_size"):
         return "data.batch_size is set (stacked jobs train on full batches)", ""
+    if not offers_whole_splits(get_class(cfg.data._target_)):
+        return "its data are served through DataLoaders (stacked jobs hold their data in memory)", ""
     if cfg.get("figure_every"):
         return "figure_every is set (stacked jobs draw their figures at the end)", ""
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -67,8 +72,7 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
         return reason, ""
     keys = [key for key in cfg if key not in (*PER_JOB, "hydra")]
     shared = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=False)
-    shared["model"] = {k: v for k, v in model.items() if k != "optimizer"}
-    shared["model"]["net"] = {k: v for k, v in model["net"].items() if k != "init"}
+    shared["model"] = {k: v for k, v in model.items() if k not in ("optimizer", "init")}
     shared["optimizer"] = optimizer_kind(model["optimizer"])
     shared["trainer"] = trainer
     env = OmegaConf.select(cfg, "hydra.job.env_set")
