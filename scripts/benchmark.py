@@ -178,7 +178,7 @@ def minibatch(repeats: int, rows: int = 1_000_000, features: int = 8, batch: int
             return [
                 str(BIN / "deepbasics-train"), "experiment=logistic_diabetes", f"data.path={path}",
                 f"model.net.in_features={features}", f"data.batch_size={batch}", f"epochs={epochs}",
-                f"log_every={epochs}", f"val_every={epochs}", f"ckpt_every={epochs}", "model.optimizer.lr=0.1",
+                f"log_every={epochs}", f"val_every={epochs}", f"callbacks.model_checkpoint.every_n_epochs={epochs}", "model.optimizer.lr=0.1",
             ]  # fmt: skip
 
         plain = [sys.executable, str(REPO / "scripts" / "plain_minibatch.py"), str(big), f"--epochs={epochs}"]
@@ -216,7 +216,7 @@ def minibatch_fit(path: Path, features: int, batch: int, epochs: int) -> float:
     overrides = [
         "experiment=logistic_diabetes", f"data.path={path}", f"model.net.in_features={features}",
         f"data.batch_size={batch}", f"epochs={epochs}", f"log_every={epochs}", f"val_every={epochs}",
-        f"ckpt_every={epochs}", "model.optimizer.lr=0.1", "progress=lines",
+        f"callbacks.model_checkpoint.every_n_epochs={epochs}", "model.optimizer.lr=0.1", "progress=lines",
     ]  # fmt: skip
     with tempfile.TemporaryDirectory() as run_dir:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

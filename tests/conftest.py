@@ -118,6 +118,14 @@ RECIPES = {
 }
 
 
+def data_of(cfg):
+    """A composed config's data, set up, as the run builds it (the project's in-memory modules)."""
+    from deepbasics.data.in_memory import whole_splits
+    from deepbasics.run.build import build_datamodule
+
+    return whole_splits(build_datamodule(cfg.data))
+
+
 def run_dirs(root: Path, experiment: str) -> list[Path]:
     return sorted((root / "outputs" / "runs" / experiment).iterdir())
 

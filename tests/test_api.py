@@ -116,7 +116,7 @@ def test_a_command_run_earlier_in_the_process_leaves_no_overrides_behind(tmp_pat
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["deepbasics-train", "model=neuralnet", "epochs=20", "val_every=10",
-                                      "log_every=10", "ckpt_every=10"])  # fmt: skip
+                                      "log_every=10", "callbacks.model_checkpoint.every_n_epochs=10"])  # fmt: skip
     commands.train()
     first = deepbasics.fit("linear_scores", overrides=["epochs=40"], output_dir=tmp_path)
     again = deepbasics.fit("linear_scores", overrides=[f"resume={first.run_dir}", "epochs=60"], output_dir=tmp_path)

@@ -29,12 +29,12 @@ def test_option_composes(group, option):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_builds_data_and_model(experiment, diabetes_csv, tmp_path):
-    from deepbasics.run.build import build_datamodule, build_model
+    from deepbasics.run.build import build_datamodule, build_model, input_width
 
     cfg = compose_experiment(experiment, run_dir=tmp_path)
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg, datamodule)
-    assert model.hparams.net["in_features"] == datamodule.in_features
+    datamodule = build_datamodule(cfg.data)
+    model = build_model(cfg.model, datamodule)
+    assert model.hparams.net["in_features"] == input_width(datamodule) == datamodule.splits["train"][0].shape[1]
     assert cfg.name == experiment
     assert instantiate(cfg.logger.tensorboard, save_dir=str(tmp_path)).log_dir.startswith(str(tmp_path))
 

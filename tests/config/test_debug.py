@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from conftest import compose_train, read_metrics, run_in_this_process
+from conftest import compose_train, data_of, read_metrics, run_in_this_process
 
 
 def test_debug_fast_runs_end_to_end_under_outputs_debug(tmp_path, monkeypatch, capfd):
@@ -13,16 +13,15 @@ def test_debug_fast_runs_end_to_end_under_outputs_debug(tmp_path, monkeypatch, c
     (run,) = (tmp_path / "outputs" / "debug" / "runs" / "blobs_mlp").iterdir()
     metrics = read_metrics(run)
     assert metrics["status"] == "completed" and metrics["epochs"] == 10
-    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.ckpt", "best-epoch10.ckpt"}
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.ckpt", "best-epoch9.ckpt"}
     assert (run / "model.pt").is_file() and (run / "figures" / "fit.png").is_file()
 
 
 def test_debug_overfit_trains_and_checks_on_a_handful_of_rows(tmp_path):
-    from deepbasics.run.build import build_datamodule
     from deepbasics.run.training import train
 
     cfg = compose_train("debug=overfit", "overfit_rows=6", "epochs=1500", run_dir=tmp_path)
-    datamodule = build_datamodule(cfg)
+    datamodule = data_of(cfg)
     assert {split: len(x) for split, (x, _) in datamodule.splits.items()} == {"train": 6, "val": 6, "test": 6}
     assert cfg.paths.output_dir == "outputs/debug"
     train(cfg)
@@ -33,7 +32,7 @@ def test_debug_overfit_trains_and_checks_on_a_handful_of_rows(tmp_path):
 def test_debug_profiler_writes_lightnings_report_into_the_run(tmp_path):
     from deepbasics.run.training import train
 
-    train(compose_train("debug=profiler", "epochs=200", "val_every=100", "ckpt_every=100", run_dir=tmp_path))
+    train(compose_train("debug=profiler", "epochs=200", "val_every=100", "callbacks.model_checkpoint.every_n_epochs=100", run_dir=tmp_path))
     report = (tmp_path / "fit-profile.txt").read_text()
     assert "run_training_epoch" in report and "[Strategy]SingleDeviceStrategy.training_step" in report
 
@@ -50,7 +49,7 @@ def test_debug_anomaly_turns_on_autograd_anomaly_detection(tmp_path, monkeypatch
         return step(self, batch, batch_idx)
 
     monkeypatch.setattr(TutorialModule, "training_step", probed)
-    short = ["epochs=10", "val_every=5", "log_every=5", "ckpt_every=5"]
+    short = ["epochs=10", "val_every=5", "log_every=5", "callbacks.model_checkpoint.every_n_epochs=5"]
     train(compose_train("debug=anomaly", *short, run_dir=tmp_path / "anomaly"))
     train(compose_train(*short, run_dir=tmp_path / "plain"))
     assert seen == [True] * 10 + [False] * 10

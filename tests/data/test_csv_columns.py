@@ -36,7 +36,7 @@ def test_columns_by_name(named_csv):
     assert np.array_equal(y[:, 0].numpy(), table[:, 8].astype(np.float32))
     every = CSVDataModule(path=str(path), header=True, target="outcome")  # features: all but the target
     every.setup()
-    assert every.in_features == 8
+    assert every.splits["train"][0].shape[1] == 8
     assert np.array_equal(every.splits["train"][0][:, 1].numpy(), table[:, 1].astype(np.float32))
     by_index = CSVDataModule(path=str(path), header=True, target=2, features=[1, 6])
     by_index.setup()

@@ -29,7 +29,7 @@ def test_blobs_shapes_dtypes_and_label_mapping():
         # at std 0.3 every point is closest to its own centre: its label is that centre's label
         nearest = torch.cdist(x, torch.tensor(CENTERS, dtype=torch.float32)).argmin(1)
         assert torch.equal(y.squeeze(1), torch.tensor([0.0, 0, 1, 1])[nearest])
-    assert dm.in_features == 2
+    assert dm.splits["train"][0].shape[1] == 2
 
 
 def test_blobs_seeds_reproduce_and_differ():
@@ -39,24 +39,15 @@ def test_blobs_seeds_reproduce_and_differ():
     assert not torch.equal(a.splits["train"][0][:20], a.splits["test"][0])  # separate draws per split
 
 
-def test_a_lightning_epoch_of_full_batches_runs_to_the_next_validation():
-    from types import SimpleNamespace
-
-    from deepbasics.config.schema import Schedule
-
+def test_an_epoch_of_full_batches_is_the_whole_training_split_once():
     dm = ToyDataModule(train={"x": [1, 2, 3], "y": [2, 4, 6]})
     dm.setup()
-    dm.schedule = Schedule(epochs=7, log_every=1, val_every=3, ckpt_every=3)
-    steps = {}
-    for start in (0, 3, 4, 6):  # a fresh run, at a validation, between validations (a resume), the last one
-        dm.trainer = SimpleNamespace(global_step=start, world_size=1, global_rank=0, strategy=SimpleNamespace(
-            root_device=torch.device("cpu")))  # fmt: skip
-        steps[start] = list(dm.train_dataloader())
-    assert {start: len(batches) for start, batches in steps.items()} == {0: 3, 3: 3, 4: 2, 6: 1}
-    x, y = steps[0][0]
+    epochs = [list(dm.train_dataloader()) for _ in range(3)]
+    assert [len(batches) for batches in epochs] == [1, 1, 1] and len(dm.train_dataloader()) == 1
+    x, y = epochs[0][0]
     assert x.tolist() == [[1.0], [2.0], [3.0]] and y.tolist() == [[2.0], [4.0], [6.0]]
-    assert all(b[0] is x for b in steps[0]), "the full batch is one tensor, served again at every step"
-    assert dm.val_dataloader() == [] and not dm.has("test")
+    assert all(batches[0][0] is x for batches in epochs), "placed once, the same tensor at every epoch"
+    assert dm.val_dataloader() == [] and "test" not in dm.splits
 
 
 def test_toy_rejects_mismatched_lengths():

@@ -11,12 +11,11 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_experiment, compose_train, read_metrics, run_in_this_process
+from conftest import compose_experiment, compose_train, data_of, read_metrics, run_in_this_process
 from deepbasics.errors import ConfigError
-from deepbasics.run.build import build_datamodule
 from deepbasics.run.training import train
 
-SHORT = ["epochs=600", "log_every=100", "val_every=300", "ckpt_every=300"]
+SHORT = ["epochs=600", "log_every=100", "val_every=300", "callbacks.model_checkpoint.every_n_epochs=300"]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def run(tmp_path_factory):
 
 def test_equals_a_plain_cross_entropy_loop(run):
     cfg, run_dir = run
-    x, y = build_datamodule(cfg).splits["train"]
+    x, y = data_of(cfg).splits["train"]
     torch.manual_seed(cfg.seed)  # the same seeded init as the run's NeuralNet(2, 8, 4)
     from deepbasics.models.nets import NeuralNet
 
@@ -52,7 +51,7 @@ def test_equals_a_plain_cross_entropy_loop(run):
 
 def test_accuracy_and_macro_f1_agree_with_sklearn(run):
     cfg, run_dir = run
-    x, y = build_datamodule(cfg).splits["test"]
+    x, y = data_of(cfg).splits["test"]
     from deepbasics.models.nets import NeuralNet
 
     net = NeuralNet(2, 8, 4)
@@ -86,14 +85,15 @@ def test_a_csv_with_an_integer_class_column(tmp_path):
     table = tmp_path / "three.csv"
     rows = [(i % 3 + 0.1 * i, -(i % 3), i % 3) for i in range(30)]
     table.write_text("".join(f"{a},{b},{c}\n" for a, b, c in rows))
-    # the diabetes recipe's CSV set-up (SGD lr 1 from zero, its LogisticRegression) with three classes: a
-    # softmax regression, as the README writes it (the input width from the data, no hidden_size to remove)
-    model = ["experiment=logistic_diabetes", "model=multiclass", "model.num_classes=3"]
+    # the diabetes recipe's CSV set-up (SGD lr 1 from zero) with three classes and a softmax regression,
+    # as the README writes it (the input width from the data)
+    model = ["experiment=logistic_diabetes", "model=multiclass", "model.num_classes=3",
+             "model.net._target_=deepbasics.models.nets.LogisticRegression", "~model.net.hidden_size"]  # fmt: skip
     train(compose_train(*model, f"data.path={table}", "epochs=300", run_dir=tmp_path / "run"))
     metrics = read_metrics(tmp_path / "run")
     assert metrics["train"]["acc"] > 0.9 and metrics["optimum"] is None
     net = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["net"]
-    assert net["name"] == "LogisticRegression" and net["in_features"] == 2 and "hidden_size" not in net
+    assert net["_target_"].endswith("LogisticRegression") and net["in_features"] == 2 and "hidden_size" not in net
     bad = tmp_path / "bad.csv"
     bad.write_text(table.read_text() + "1,1,3\n")
     with pytest.raises(ConfigError, match="data.train has label 3; a 3-class classifier needs labels 0 to 2"):

@@ -1,45 +1,57 @@
-"""Stacked training (models.stacked) against each job trained alone with torch's own optimizer: every net
-class, SGD and Adam with their options, different hyperparameters and data per job."""
+"""Stacked training (models.stacked) against each job trained alone with torch's own optimizer: the
+tutorials' nets and any other module, SGD, Adam and AdamW with their options, different hyperparameters
+and data per job."""
 
 import pytest
 import torch
 
+from hydra.utils import instantiate
+
 from deepbasics.models.lightning_modules import BinaryClassifier, MulticlassClassifier, RegressionModule
-from deepbasics.models.nets import NETS, build_net
 from deepbasics.models.stacked import StackedModule, StackedNet, StackedOptimizer, optimizer_kind, unstackable_optimizer
 
 # (module class, net spec, outputs kind): kind makes the targets
+NETS = "deepbasics.models.nets."
+TANH = {"_target_": "torch.nn.Sequential", "_args_": [
+    {"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 4}, {"_target_": "torch.nn.Tanh"},
+    {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 1}]}  # fmt: skip
 CASES = {
-    "linear": (RegressionModule, {"name": "LinearRegression", "in_features": 3}, "values"),
-    "logistic": (BinaryClassifier, {"name": "LogisticRegression", "in_features": 2}, "labels"),
-    "neuralnet": (BinaryClassifier, {"name": "NeuralNet", "in_features": 2, "hidden_size": 5}, "labels"),
+    "linear": (RegressionModule, {"_target_": NETS + "LinearRegression", "in_features": 3}, "values"),
+    "logistic": (BinaryClassifier, {"_target_": NETS + "LogisticRegression", "in_features": 2}, "labels"),
+    "neuralnet": (BinaryClassifier, {"_target_": NETS + "NeuralNet", "in_features": 2, "hidden_size": 5}, "labels"),
     "multiclass": (
         MulticlassClassifier,
-        {"name": "NeuralNet", "in_features": 2, "hidden_size": 4, "out_features": 3},
+        {"_target_": NETS + "NeuralNet", "in_features": 2, "hidden_size": 4, "out_features": 3},
         "classes",
     ),
+    "sequential-tanh": (BinaryClassifier, TANH, "labels"),
 }
+
+
+def optimizer(name: str, **options) -> dict:
+    return {"_target_": f"torch.optim.{name}", "_partial_": True, **options}
+
+
 # each a group: what may differ between jobs differs
 OPTIMIZERS = {
-    "sgd": [{"name": "sgd", "lr": 0.05}, {"name": "sgd", "lr": 0.02}],
+    "sgd": [optimizer("SGD", lr=0.05), optimizer("SGD", lr=0.02)],
     "sgd-momentum": [
-        {"name": "sgd", "lr": 0.02, "momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-3},
-        {"name": "sgd", "lr": 0.05, "momentum": 0.5},
+        optimizer("SGD", lr=0.02, momentum=0.9, dampening=0.1, weight_decay=1e-3),
+        optimizer("SGD", lr=0.05, momentum=0.5),
     ],
     "sgd-nesterov": [
-        {"name": "sgd", "lr": 0.02, "momentum": 0.9, "nesterov": True},
-        {"name": "sgd", "lr": 0.01, "momentum": 0.7, "nesterov": True, "weight_decay": 0.01},
+        optimizer("SGD", lr=0.02, momentum=0.9, nesterov=True),
+        optimizer("SGD", lr=0.01, momentum=0.7, nesterov=True, weight_decay=0.01),
     ],
-    "adam": [
-        {"name": "adam", "lr": 0.01},
-        {"name": "adam", "lr": 0.003, "betas": [0.8, 0.99], "eps": 1e-6, "weight_decay": 0.01},
-    ],
+    "adam": [optimizer("Adam", lr=0.01), optimizer("Adam", lr=0.003, betas=[0.8, 0.99], eps=1e-6, weight_decay=0.01)],
     "adam-amsgrad-decoupled": [
-        {"name": "adam", "lr": 0.01, "amsgrad": True, "decoupled_weight_decay": True},
-        {"name": "adam", "lr": 0.005, "amsgrad": True, "decoupled_weight_decay": True, "weight_decay": 0.1},
+        optimizer("Adam", lr=0.01, amsgrad=True, decoupled_weight_decay=True),
+        optimizer("Adam", lr=0.005, amsgrad=True, decoupled_weight_decay=True, weight_decay=0.1),
     ],
+    "adamw": [optimizer("AdamW", lr=0.01), optimizer("AdamW", lr=0.02, weight_decay=0.1)],
 }
 STEPS = 150
+FEATURES = {"linear": 3}  # the others: 2
 
 
 def make_data(kind: str, features: int, seed: int):
@@ -69,7 +81,7 @@ def test_stacked_jobs_train_as_each_alone(case, optimizers):
     for job, spec in enumerate(specs):
         torch.manual_seed(job)
         modules.append(module_for(cls, net_spec, spec))
-        data.append(make_data(kind, net_spec["in_features"], seed=10 + job))
+        data.append(make_data(kind, FEATURES.get(case, 2), seed=10 + job))
     stacked = StackedNet([m.net for m in modules])
     optimizer = StackedOptimizer(list(stacked.params), specs)
     xs, ys = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
@@ -81,17 +93,17 @@ def test_stacked_jobs_train_as_each_alone(case, optimizers):
 
     alone = []
     for module, spec, (x, y) in zip(modules, specs, data, strict=True):
-        from deepbasics.models.lightning_modules import build_optimizer
-
-        opt = build_optimizer(module.net.parameters(), spec)
+        opt = instantiate(spec)(module.net.parameters())  # torch's own optimizer, for this job alone
         for _ in range(STEPS):
             loss = module.loss_fn(module.net(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
         alone.append(opt)
+    group = StackedModule(modules, log_every=1)
+    group.net = stacked
     for _ in range(STEPS):
-        losses = modules[0].job_losses(stacked(xs), ys)
+        losses = group.job_losses(stacked(xs), ys)
         optimizer.zero_grad()
         losses.sum().backward()
         optimizer.step()
@@ -105,10 +117,10 @@ def test_stacked_jobs_train_as_each_alone(case, optimizers):
             assert set(ours) == set(theirs)
             for key in ours:
                 torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=f"job {k} {key}")
-        # the metrics of all jobs at once are each job's own
+        # the metrics the group measures for each job are the job's own
         x, y = data[k]
         own = module.measure("val", [(x, y)])
-        together = StackedModule(modules).metrics_of("val", stacked(xs), ys)
+        together = group.measure("val", xs, ys)
         for key, value in own.items():
             assert float(together[key][k]) == pytest.approx(float(value), rel=1e-4, abs=1e-6), key
 
@@ -116,41 +128,35 @@ def test_stacked_jobs_train_as_each_alone(case, optimizers):
 @pytest.mark.parametrize("case", CASES)
 def test_one_job_is_a_group_too(case):
     cls, net_spec, kind = CASES[case]
-    module = module_for(cls, net_spec, {"name": "sgd", "lr": 0.1})
-    x, y = make_data(kind, net_spec["in_features"], seed=3)
+    module = module_for(cls, net_spec, optimizer("SGD", lr=0.1))
+    x, y = make_data(kind, FEATURES.get(case, 2), seed=3)
     own = module.measure("val", [(x, y)])
-    alone = StackedModule([module]).measure("val", x[None], y[None])
+    alone = StackedModule([module], log_every=1).measure("val", x[None], y[None])
     for key, value in own.items():
         assert alone[key].shape == (1,) and float(alone[key][0]) == pytest.approx(float(value), rel=1e-5), key
 
 
 def test_a_diverged_job_leaves_the_others_metrics_alone():
     cls, net_spec, kind = CASES["neuralnet"]
-    modules = [module_for(cls, net_spec, {"name": "sgd", "lr": 0.1}) for _ in range(3)]
+    modules = [module_for(cls, net_spec, optimizer("SGD", lr=0.1)) for _ in range(3)]
     data = [make_data(kind, 2, seed=20 + k) for k in range(3)]
     xs, ys = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
+    group = StackedModule(modules, log_every=1)
     with torch.no_grad():
-        out = StackedNet([m.net for m in modules])(xs)
-    out[1] = float("nan")  # job 1 diverged
-    together = StackedModule(modules).metrics_of("val", out, ys)
+        group.net.params[0][1] = float("nan")  # job 1 diverged
+    group.failed_at[1] = 7
+    together = group.measure("val", xs, ys)
+    assert torch.isnan(together["val/acc"][1]) and torch.isnan(together["val/loss"][1])
     for k in (0, 2):
         own = modules[k].measure("val", [data[k]])
         for key, value in own.items():
             assert float(together[key][k]) == pytest.approx(float(value), rel=1e-5), (k, key)
 
 
-def test_every_net_has_a_stacked_form():
-    for name in NETS:
-        spec = {"name": name, "in_features": 2, **({"hidden_size": 3} if name == "NeuralNet" else {})}
-        nets = [build_net(spec) for _ in range(3)]
-        x = torch.randn(3, 7, 2)
-        with torch.no_grad():
-            out = StackedNet(nets)(x)
-            for k, net in enumerate(nets):
-                torch.testing.assert_close(out[k], net(x[k]))
-
-
 def test_options_outside_the_stacked_step_are_named():
-    assert "foreach" in unstackable_optimizer({"name": "sgd", "lr": 0.1, "foreach": True})
-    assert optimizer_kind({"name": "sgd", "lr": 0.1}) != optimizer_kind({"name": "sgd", "lr": 0.1, "momentum": 0.9})
-    assert optimizer_kind({"name": "adam", "lr": 0.1}) != optimizer_kind({"name": "adam", "lr": 0.1, "amsgrad": True})
+    assert "differentiable" in unstackable_optimizer(optimizer("SGD", lr=0.1, differentiable=True))
+    assert "RMSprop" in unstackable_optimizer(optimizer("RMSprop", lr=0.1))
+    assert unstackable_optimizer(optimizer("SGD", lr=0.1, foreach=True)) is None  # how torch computes the same step
+    assert optimizer_kind(optimizer("SGD", lr=0.1)) != optimizer_kind(optimizer("SGD", lr=0.1, momentum=0.9))
+    assert optimizer_kind(optimizer("Adam", lr=0.1)) != optimizer_kind(optimizer("Adam", lr=0.1, amsgrad=True))
+    assert optimizer_kind(optimizer("Adam", lr=0.1)) != optimizer_kind(optimizer("AdamW", lr=0.1))

@@ -16,7 +16,7 @@ from conftest import read_metrics, run_dirs, run_in_this_process
 
 mlflow = pytest.importorskip("mlflow")
 
-SHORT = ["experiment=blobs_mlp", "epochs=40", "log_every=10", "val_every=20", "ckpt_every=20", "logger=mlflow"]
+SHORT = ["experiment=blobs_mlp", "epochs=40", "log_every=10", "val_every=20", "callbacks.model_checkpoint.every_n_epochs=20", "logger=mlflow"]
 
 
 def client_of(tmp_path: Path, monkeypatch):

@@ -14,7 +14,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from conftest import REPO, compose_experiment, read_metrics, run_in_this_process
 from deepbasics.run.training import train
 
-SHORT = ["epochs=100", "log_every=50", "val_every=50", "ckpt_every=50", "figure_every=0"]
+SHORT = ["epochs=100", "log_every=50", "val_every=50", "callbacks.model_checkpoint.every_n_epochs=50", "figure_every=0"]
 
 
 def png_size(path: Path) -> tuple[int, int]:

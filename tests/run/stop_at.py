@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from deepbasics.models.lightning_modules import TutorialModule
+from deepbasics.models.lightning_modules import TaskModule
 from deepbasics.run import finish
 
 
@@ -31,14 +31,14 @@ def install(action: str, point: str) -> None:
             time.sleep(1)
 
     if point.isdigit():
-        batch_end = TutorialModule.on_train_batch_end
+        batch_end = TaskModule.on_train_batch_end
 
         def batch_end_then_maybe_stop(self, outputs, batch, batch_idx):
             batch_end(self, outputs, batch, batch_idx)
-            if self.trainer.datamodule.epochs_done(self.global_step) >= int(point):
+            if self.global_step >= int(point) * self.trainer.num_training_batches:  # the epoch's last step
                 stop()
 
-        TutorialModule.on_train_batch_end = batch_end_then_maybe_stop
+        TaskModule.on_train_batch_end = batch_end_then_maybe_stop
         return
     when, name = point.split(":")
     original = getattr(finish, name)

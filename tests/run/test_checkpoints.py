@@ -22,8 +22,8 @@ from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
 
 # Adam, so the optimizer has state worth restoring; checkpoints every 200 epochs, logs every 50.
 RECIPE = [
-    "experiment=blobs_mlp", "epochs=600", "log_every=50", "val_every=100", "ckpt_every=200",
-    "model.optimizer.name=adam", "model.optimizer.lr=0.01",
+    "experiment=blobs_mlp", "epochs=600", "log_every=50", "val_every=100", "callbacks.model_checkpoint.every_n_epochs=200",
+    "model.optimizer._target_=torch.optim.Adam", "model.optimizer.lr=0.01",
 ]  # fmt: skip
 
 
@@ -119,10 +119,10 @@ def test_checkpoints_load_with_weights_only(full_run):
     assert {p.name for p in paths} >= {"last.ckpt"} and any(p.name.startswith("best-epoch") for p in paths)
     for path in paths:
         checkpoint = torch.load(path, weights_only=True)
-        assert checkpoint["hyper_parameters"]["net"]["name"] == "NeuralNet"
+        assert checkpoint["hyper_parameters"]["net"]["_target_"] == "deepbasics.models.nets.NeuralNet"
         assert checkpoint["deepbasics"]["config"]["name"] == "blobs_mlp"
         module = BinaryClassifier.load_from_checkpoint(path, weights_only=True)
-        assert module.hparams.optimizer == {"name": "adam", "lr": 0.01}
+        assert module.hparams.optimizer == {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
 
 
 def test_resume_of_a_finished_run_extends_it_when_asked(full_run, tmp_path, monkeypatch, capfd):
@@ -230,7 +230,7 @@ def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path, monkeypatch, capfd
     from conftest import compose_train
     from deepbasics.run.training import train
 
-    recipe = ["epochs=1200", "log_every=50", "val_every=100", "ckpt_every=100"]
+    recipe = ["epochs=1200", "log_every=50", "val_every=100", "callbacks.model_checkpoint.every_n_epochs=100"]
     reference = tmp_path / "whole"
     train(compose_train(*recipe, run_dir=reference))  # uninterrupted, in this process
 
@@ -270,26 +270,27 @@ def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path, monkeypatch, capfd
         assert scalars(run_dir, tag) == scalars(reference, tag), tag
 
 
-def _as_previous_layout(value):
-    """A config written by the flat layout: its class paths as they were then."""
-    if isinstance(value, dict):
-        return {k: _as_previous_layout(v) for k, v in value.items()}
-    if isinstance(value, str):
-        return value.replace("deepbasics.models.lightning_modules.", "deepbasics.modules.").replace(
-            "deepbasics.run.callbacks.", "deepbasics.callbacks."
-        )
-    return value
-
-
-def test_checkpoints_of_the_previous_layout_still_evaluate_predict_and_resume(full_run, tmp_path, monkeypatch, capfd):
-    checkpoint = torch.load(full_run / "checkpoints" / "last.ckpt", weights_only=True)
+def _as_previous_release(checkpoint: dict) -> dict:
+    """A checkpoint as the releases before nets were named by _target_ wrote it: the module under its flat
+    layout's path, the net and the optimizer by name (the init inside the net), the NeuralNet's layers
+    under their old names, no format mark."""
+    state = checkpoint["deepbasics"]
+    del state["format"]
+    model = state["config"]["model"]
+    model["_target_"] = "deepbasics.modules.BinaryClassifier"
+    for spec in (model, checkpoint["hyper_parameters"]):
+        spec["net"] = {"name": "NeuralNet", "in_features": 2, "hidden_size": 5, "init": spec.pop("init")}
+        spec["optimizer"] = {"name": "adam", "lr": spec["optimizer"]["lr"]}
     checkpoint["state_dict"] = {
         k.replace("net.linear_1.", "net.layer1.").replace("net.linear_2.", "net.layer2."): v
         for k, v in checkpoint["state_dict"].items()
     }
+    return checkpoint
+
+
+def test_checkpoints_of_the_previous_layout_still_evaluate_predict_and_resume(full_run, tmp_path, monkeypatch, capfd):
+    checkpoint = _as_previous_release(torch.load(full_run / "checkpoints" / "last.ckpt", weights_only=True))
     assert "net.layer1.weight" in checkpoint["state_dict"]
-    checkpoint["deepbasics"]["config"] = _as_previous_layout(checkpoint["deepbasics"]["config"])
-    assert checkpoint["deepbasics"]["config"]["model"]["_target_"] == "deepbasics.modules.BinaryClassifier"
     old = tmp_path / "old.ckpt"
     torch.save(checkpoint, old)
 

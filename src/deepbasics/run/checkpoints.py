@@ -84,21 +84,32 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
     loop state as one epoch per tutorial epoch (earlier releases held several full-batch steps in one
     Lightning epoch, or ran a loop of their own)."""
     state = checkpoint["deepbasics"]
+    if "config" in state:
+        state["config"] = _renamed(state["config"])
+    if "state_dict" in checkpoint:
+        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
     if state.get("format", 1) >= FORMAT:
         return checkpoint
     config = state.get("config")
     if config is not None:
-        config = state["config"] = _renamed(config)
         config["model"] = upgrade_model_config(config["model"])
         full_batch = not (config.get("data") or {}).get("batch_size")
+        for key, value in {"dry_run": False, "progress": "auto", "figure_every": 0, "threads": 1}.items():
+            config.setdefault(key, value)  # the run's keys that came since
+        every = config.get("ckpt_every")  # the checkpoints' interval, in epochs: now ModelCheckpoint's own
         for key in OLD_RUN_KEYS:
             config.pop(key, None)
         for conf in (config.get("callbacks") or {}).values():
-            if "ModelCheckpoint" in str(conf.get("_target_")) or "ScheduledCheckpoint" in str(conf.get("_target_")):
-                conf.update(_target_="lightning.pytorch.callbacks.ModelCheckpoint", every_n_epochs=config["val_every"],
+            if "Checkpoint" in str(conf.get("_target_")):
+                every = every or conf.get("every_n_epochs") or config["val_every"]
+                conf.update(_target_="lightning.pytorch.callbacks.ModelCheckpoint", every_n_epochs=every,
                             save_on_train_epoch_end=True, enable_version_counter=False, filename="best-epoch{epoch}")
             elif "EarlyStopping" in str(conf.get("_target_")):
                 conf["_target_"] = "lightning.pytorch.callbacks.EarlyStopping"
+        for key in list(checkpoint.get("callbacks") or {}):  # their state, under the name it has now
+            if re.match(r"(Model|Scheduled)Checkpoint\{", key) and every:
+                new = re.sub(r"'every_n_epochs': \d+", f"'every_n_epochs': {every}", "Model" + key[key.index("Checkpoint"):])
+                checkpoint["callbacks"][new] = checkpoint["callbacks"].pop(key)
         for key in ("max_epochs", "max_steps", "log_every_n_steps", "check_val_every_n_epoch", "enable_progress_bar"):
             (config.get("trainer") or {}).pop(key, None)
     else:
@@ -107,8 +118,6 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
         for key in ("epochs", "log_every", "val_every"):  # the module's own loop had the schedule
             checkpoint["hyper_parameters"].pop(key, None)
         checkpoint["hyper_parameters"] = upgrade_model_config(checkpoint["hyper_parameters"])
-    if "state_dict" in checkpoint:
-        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
     steps = int(checkpoint.get("global_step", 0))
     if "epochs" not in state:  # the releases with their own loop: a mini-batch checkpoint of theirs cannot resume
         state.update(epochs=steps, own_loop=True)
