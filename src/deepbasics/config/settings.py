@@ -41,12 +41,14 @@ def check_settings(cfg: DictConfig) -> None:
     for key, (low, high, what) in COUNTS.items():
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
-            bounds = f"from {low} to {high}" if high else "a positive integer" if low == 1 else f"{low} or more"
+            bounds = f"an integer from {low} to {high}" if high else "a positive integer" if low == 1 else (
+                f"an integer of {low} or more")
             raise ConfigError(f"{key}={value!r} must be {bounds}{what}")
     for key, options in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if not any(value is option or (isinstance(option, str) and value == option) for option in options):
-            raise ConfigError(f"{key}={value!r}: use {' or '.join(str(o).lower() for o in options)}")
+            words = [str(o).lower() for o in options]
+            raise ConfigError(f"{key}={value!r}: use {', '.join(words[:-1])} or {words[-1]}")
     for key in cfg.get("trainer") or ():
         if key in SET_BY_THE_RUN:
             raise ConfigError(f"trainer.{key} is set by the run itself; pass {SET_BY_THE_RUN[key]} instead")

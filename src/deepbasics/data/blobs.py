@@ -26,9 +26,9 @@ class BlobsDataModule(InMemoryDataModule):
     ):
         super().__init__()
         for key, rows, low in (("n_train", n_train, 1), ("n_val", n_val, 0), ("n_test", n_test, 0)):
-            if isinstance(rows, bool) or not isinstance(rows, int) or rows < low:
-                raise ConfigError(f"data.{key}={rows!r} must be an integer of {low} or more (rows)")
-        if isinstance(cluster_std, bool) or not isinstance(cluster_std, (int, float)) or not cluster_std > 0:
+            if rows < low:
+                raise ConfigError(f"data.{key}={rows!r} must be {low} or more (rows)")
+        if not cluster_std > 0:
             raise ConfigError(f"data.cluster_std={cluster_std!r} must be a number above 0")
         self.save_hyperparameters(logger=False)  # the loggers get the run's flat settings instead
 

@@ -169,9 +169,6 @@ class CSVDataModule(InMemoryDataModule):
         encoding: str = "utf-8-sig",
     ):
         super().__init__()
-        for key, value in (("header", header), ("standardize", standardize)):
-            if not isinstance(value, bool):
-                raise ConfigError(f"data.{key}={value!r} must be true or false")
         for key, share in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
                 raise ConfigError(f"data.{key}={share!r} must be a number from 0 up to (not including) 1")

@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from deepbasics.errors import ConfigError
+from deepbasics.errors import ConfigError, one_line
 
 MEASURE_ROWS = 65_536  # measuring a split: slices this large keep memory bounded and torchmetrics' calls few
 
@@ -36,7 +36,10 @@ def whole_splits(datamodule) -> WholeSplits | None:
     """The datamodule, set up, when it offers its whole splits; None for any other LightningDataModule."""
     if not isinstance(datamodule, WholeSplits):
         return None
-    datamodule.setup("fit")
+    try:
+        datamodule.setup("fit")
+    except (ValueError, TypeError) as err:  # the values it was given, which no check of its own caught
+        raise ConfigError(f"data ({type(datamodule).__name__}): {one_line(err)}; check its arguments") from None
     return datamodule
 
 

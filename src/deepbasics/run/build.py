@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+import typing
 import warnings
 from pathlib import Path
 
@@ -40,22 +41,64 @@ for _handler in logging.getLogger("lightning").handlers:
 
 
 def build(conf: DictConfig, key: str = "", **kwargs):
-    """Hydra's instantiate, with a failure as one line naming where the config sits (data, model, trainer)."""
+    """Hydra's instantiate, with a failure as one line naming where the config sits (data, model.net,
+    trainer): of a part built inside another (a module builds its net), the innermost."""
+    check_types(conf, key)
     try:
         return instantiate(conf, **kwargs)
     except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        name = str(conf.get("_target_", "")).rsplit(".", 1)[-1]
+        while isinstance(err.__cause__, InstantiationException):  # a part the part being built builds
+            err = err.__cause__
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        target = re.search(r"target '([\w.]+)'", str(err))
+        name = target.group(1) if target else str(conf.get("_target_", ""))
+        where = _key_of(conf, name, key) or key or name
+        cause = err.__cause__ or err
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
-        if unknown and key:
-            raise ConfigError(f"{key}.{unknown.group(1)} is not an option of {name}, which {key} is here; remove it,"
-                              " or pick a group that has it (--help lists them)") from None  # fmt: skip
+        short = name.rsplit(".", 1)[-1]
+        if unknown:
+            raise ConfigError(f"{where}.{unknown.group(1)} is not an option of {short}, which {where} is here; remove"
+                              " it, or pick a group that has it (--help lists them)") from None  # fmt: skip
         if "gpu" in str(cause).lower() and not torch.cuda.is_available():
-            raise ConfigError(f"{key or name}: {cause}; torch sees no GPU here (a CPU build, or no driver): use"
+            raise ConfigError(f"{where}: {cause}; torch sees no GPU here (a CPU build, or no driver): use"
                               " trainer=cpu, or install torch's CUDA build (README)") from None  # fmt: skip
-        raise ConfigError(f"{key + ': ' if key else ''}{one_line(err)}") from None
+        raise ConfigError(f"{where} ({short}): {one_line(cause)}; check its arguments") from None
+
+
+WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "null"}
+
+
+def check_types(conf, key: str) -> None:
+    """Each value of ``conf`` against the annotation its class gives that argument, where it is a plain
+    type (int, float, bool, str, or None): a word where a number goes answers here in one line, not as a
+    traceback at the first epoch."""
+    try:
+        cls = get_class(conf._target_)
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # no class, or annotations that do not resolve: the class checks for itself
+        return
+    for name, value in conf.items():
+        allowed = typing.get_args(hints.get(name)) or (hints.get(name),)
+        if not all(kind in WORDS for kind in allowed):
+            continue
+        fits = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not (fits or (float in allowed and type(value) is int)):
+            raise ConfigError(f"{key}.{name}={value!r} must be {' or '.join(WORDS[k] for k in allowed)}"
+                              f" ({cls.__name__}'s {name})")  # fmt: skip
+
+
+def _key_of(conf, target: str, key: str) -> str | None:
+    """Where in ``conf`` (itself at ``key``) the part whose _target_ is ``target`` sits."""
+    if not OmegaConf.is_dict(conf):
+        return None
+    if conf.get("_target_") == target:
+        return key
+    for name, value in conf.items():
+        found = _key_of(value, target, f"{key}.{name}" if key else str(name))
+        if found:
+            return found
+    return None
 
 
 def build_datamodule(conf: DictConfig, standardization: dict | None = None) -> L.LightningDataModule:
@@ -100,12 +143,15 @@ def build_model(conf: DictConfig, datamodule: L.LightningDataModule) -> L.Lightn
         spec = model.hparams.get(part)
         if spec and not spec.get("_partial_"):
             raise ConfigError(f"model.{part} is built by the module around its parameters: add _partial_: true")
+    part = "optimizer"
     try:
         optimizer = instantiate(model.hparams.optimizer)(model.parameters())
         if model.hparams.get("scheduler"):
+            part = "scheduler"
             instantiate(model.hparams.scheduler)(optimizer)
     except Exception as err:
-        raise ConfigError(f"model.optimizer/scheduler: {one_line(err.__cause__ or err)}") from None
+        name = str(model.hparams[part]["_target_"]).rsplit(".", 1)[-1]
+        raise ConfigError(f"model.{part} ({name}): {one_line(err.__cause__ or err)}; check its arguments") from None
     splits = whole_splits(datamodule)
     if splits is None:
         model.batch_metrics = True  # no whole training split to measure: the epoch's batches
@@ -142,10 +188,11 @@ def check_monitors(monitors: dict[str, str], model: L.LightningModule, datamodul
     for key, metric in monitors.items():
         if metric in logged:
             continue
-        split = str(metric).split("/")[0]
-        if split == "val":
+        split, _, name = str(metric).partition("/")
+        if split == "val" and not has_val and name in names:
             raise ConfigError(f"{key}={metric} but the data has no val split; monitor train/loss instead")
-        reason = "test metrics are measured once, after training" if split == "test" else "the run does not log it"
+        reason = "test metrics are measured once, after training" if split == "test" else (
+            "it is not a metric this run logs")
         raise ConfigError(f"{key}={metric}: {reason}; pick one of {', '.join(logged)}")
 
 
