@@ -53,8 +53,8 @@ def test_fit_errors_raise_the_command_lines_message(tmp_path):
     with pytest.raises(ConfigError) as raised:
         deepbasics.fit("blobs_mlp", overrides=["epoks=10"], output_dir=tmp_path / "outputs")
     assert cli.stderr.strip() == f"error: {raised.value}"
-    with pytest.raises(ConfigError, match="model.optimizer.lr=0 must be a positive number"):
-        deepbasics.fit("blobs_mlp", overrides=["model.optimizer.lr=0"], output_dir=tmp_path / "outputs")
+    with pytest.raises(ConfigError, match="Invalid learning rate: -1"):
+        deepbasics.fit("blobs_mlp", overrides=["model.optimizer.lr=-1"], output_dir=tmp_path / "outputs")
     with pytest.raises(ConfigError, match="Could not find 'experiment/nope'"):
         deepbasics.fit("nope", output_dir=tmp_path / "outputs")
     with pytest.raises(RunFailed, match="the loss became inf at epoch 47"):

@@ -77,7 +77,7 @@ def test_sweeps_are_parent_runs_with_their_jobs_nested_and_their_files_logged(tm
         assert parent.data.metrics["val/loss"] == pytest.approx(read_metrics(best)["val"]["loss"])
         assert parent.data.metrics["test/acc"] == pytest.approx(read_metrics(best)["test"]["acc"])
         assert parent.data.params == {"experiment": "blobs_mlp", "epochs": "40", "log_every": "10", "val_every": "20",
-                                      "ckpt_every": "20", "logger": "mlflow"}  # fmt: skip
+                                      "callbacks.model_checkpoint.every_n_epochs": "20", "logger": "mlflow"}  # fmt: skip
         for number, (child, job) in enumerate(zip(children, jobs, strict=True)):
             tags = child.data.tags
             assert (tags["deepbasics.sweep"], tags["deepbasics.job"]) == (str(sweep), str(number))

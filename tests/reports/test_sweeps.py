@@ -83,11 +83,10 @@ def test_parallel_grid_with_a_failing_job_and_its_report(tmp_path, monkeypatch, 
     assert width > 400 and height > 300 and (sweep / "summary.png").stat().st_size > 10_000
 
     # TensorBoard's HParams opens on the first five hparams: a sweep's experiment lists the swept settings
-    # alone, marked as differing, then the monitored metric and the test metrics; each job's session still
-    # carries every setting
+    # alone, then the monitored metric and the test metrics; each job's session still carries every setting
     for job in jobs[:4]:  # the completed ones (linear_scores has a train split alone)
         settings, tags, events, infos = hparams_of(job)
-        assert infos == [("optimizer.lr", True), ("seed", True)]
+        assert [name for name, _ in infos] == ["optimizer.lr", "seed"]
         assert tags == ["train/loss", "train/mae", "train/mse", "train/r2"] and settings["epochs"] == 100
 
     # the script rebuilds the same report for any multirun directory

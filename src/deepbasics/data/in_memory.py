@@ -76,7 +76,8 @@ class FullBatch:
 
 class ShuffledPass:
     """One pass over the training rows in shuffled slices of ``batch_size`` (the last one shorter). The order
-    is a permutation drawn from the data's seed and the epoch alone, so a resumed run repeats it. Under DDP
+    is a permutation drawn from the data's seed and the epoch alone, so a resumed run repeats it (none with
+    Lightning's overfit_batches). Under DDP
     every process holds all rows and takes every world_size-th row of each batch, with its share of the batch
     (rows here x processes / rows in the batch): weighting its mean loss by that share makes DDP's average
     of the processes' gradients the whole batch's, even for an uneven last batch."""
@@ -92,7 +93,9 @@ class ShuffledPass:
         trainer = dm.trainer
         x, y = dm.rows("train")
         generator = torch.Generator().manual_seed(int(dm.hparams.get("seed", 0)) * 1_000_003 + trainer.current_epoch)
-        order = torch.randperm(len(x), generator=generator).to(x.device)
+        # Lightning's overfit_batches takes the first batches in order, as it does with a DataLoader
+        order = torch.arange(len(x)) if trainer.overfit_batches else torch.randperm(len(x), generator=generator)
+        order = order.to(x.device)
         rank, world, size = trainer.global_rank, trainer.world_size, dm.batch_size
         for start in range(0, len(x), size):
             rows = order[start : start + size]

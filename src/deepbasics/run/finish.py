@@ -145,20 +145,25 @@ def _parameters(net: torch.nn.Module) -> dict | None:
 
 
 def log_hparams(run: Run, stages: dict, loggers: list) -> Path | None:
-    """TensorBoard's HParams tab for this run (torch's ``hparams`` summaries): its settings (a sweep's job:
-    the settings its sweep varies, which the tab then shows first) beside the metrics it logged, named by
-    their tags, the monitored one first; TensorBoard reads each tag's last value from the run's own
-    curves, so nothing is logged twice. Returns the TensorBoard directory, if there is one."""
+    """TensorBoard's HParams tab for this run (torch's ``hparams`` summaries). A sweep's job writes its
+    sweep's experiment: the settings the sweep varies and the metrics the run logged, named by their tags,
+    the monitored one first (TensorBoard reads each tag's last value from the run's own curves, so nothing
+    is logged twice). Every run's session holds all its settings; a run of its own writes no experiment,
+    and TensorBoard works out which settings differ across the runs it is shown. Returns the TensorBoard
+    directory, if there is one."""
     from torch.utils.tensorboard.summary import hparams
 
-    settings = {key.removeprefix("model."): value for key, value in run.swept.items()} or run.settings
+    order = ("test", "val", "train")
     tags = sorted((f"{stage}/{name}" for stage, names in stages.items() for name in names),
-                  key=lambda tag: (tag != run.monitor, ("test", "val", "train").index(tag.split("/")[0]), tag))
+                  key=lambda tag: (tag != run.monitor, order.index(tag.split("/")[0]), tag))  # fmt: skip
+    swept = {key.removeprefix("model."): value for key, value in run.swept.items()}
+    experiment = hparams(swept, dict.fromkeys(tags, 0.0))[0]  # TensorBoard opens on its first five hparams
+    session = hparams(run.settings, {})[1:]
     directory = None
     for logger in loggers:
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
             with event_writer(logger) as writer:
-                for summary in hparams(settings, dict.fromkeys(tags, 0.0)):
+                for summary in [experiment, *session] if run.swept else session:
                     writer.add_summary(summary)
                 writer.flush()  # figures/loss.png reads these events back
             directory = Path(logger.log_dir)

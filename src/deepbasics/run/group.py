@@ -276,7 +276,12 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
             splits = job.datamodule.splits
             evaluated = ("test", *splits["test"]) if "test" in splits else ("train", *splits["train"])
             values = {name: float(v[k]) for name, v in finals.items()}
-            best = job.checkpoint.best_model_path if job.checkpoint else None
+            # as trainer.test logs a run's test points at its end (and trainer.validate its val points, when
+            # its last epoch did not validate)
+            validated = step % job.cfg.val_every == 0
+            write(job.loggers, {n: v for n, v in values.items() if n.startswith("test/") or
+                                (n.startswith("val/") and not validated)}, step)  # fmt: skip
+            best = (job.checkpoint.best_model_path if job.checkpoint else None) or None
             return write_end(job.run, job.module, splits["train"], job.loggers, step, values, evaluated,
                              best_checkpoint=best, optimum=optima[k], curves=curves[k],
                              plot=plots[id(job.datamodule)], report=False)  # fmt: skip
@@ -377,8 +382,9 @@ class JobCheckpoints(L.Callback):
     """Each job's own ModelCheckpoint, built from its config as a run of its own builds it, driven by the
     group's trainer at the hooks where it saves, with the trainer's ``callback_metrics`` showing that job's
     metrics alone while it decides. Its saves go through the trainer (``trainer.save_checkpoint``) to
-    ``JobCheckpointIO``, which writes that job's part of the group's checkpoint. Jobs that failed save
-    nothing more."""
+    ``JobCheckpointIO``, which writes that job's part of the group's checkpoint. A group pays for its jobs'
+    checkpoints only where one can be due (their options are part of the group's key); jobs that failed
+    save nothing more."""
 
     def __init__(self, jobs: list[Job], group: StackedModule):
         self.jobs, self.group = jobs, group
@@ -386,6 +392,7 @@ class JobCheckpoints(L.Callback):
         # Its options are part of the group's key: every job's ModelCheckpoint saves between epochs or none does
         options = next((part for part in (jobs[0].cfg.get("callbacks") or {}).values() if is_model_checkpoint(part)), {})
         self.between = bool(options.get("every_n_train_steps") or options.get("train_time_interval"))
+        self.every = options.get("every_n_epochs") or 1
 
     def _each(self, trainer: L.Trainer, hook: str, *args) -> None:
         metrics = trainer.callback_metrics
@@ -422,7 +429,8 @@ class JobCheckpoints(L.Callback):
         self._each(trainer, "on_validation_end")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._each(trainer, "on_train_epoch_end")
+        if (trainer.current_epoch + 1) % self.every == 0:  # where one can be due
+            self._each(trainer, "on_train_epoch_end")
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._each(trainer, "on_train_end")
