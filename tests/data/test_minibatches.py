@@ -3,6 +3,8 @@ validation and test in batches; bad sizes get one line."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -57,7 +59,8 @@ def test_the_default_is_the_tutorials_full_batch(tmp_path):
     assert cfg.data.batch_size is None and data_of(cfg).batch_size is None
 
 
-@pytest.mark.parametrize("size", [0, -3, 2.5])
-def test_bad_batch_sizes(tmp_path, size):
-    with pytest.raises(ConfigError, match=f"data.batch_size={size!r} must be a positive integer"):
+@pytest.mark.parametrize("size, message", [(0, "must be a positive integer"), (-3, "must be a positive integer"),
+                                           (2.5, "must be an integer or null (BlobsDataModule's batch_size)")])
+def test_bad_batch_sizes(tmp_path, size, message):
+    with pytest.raises(ConfigError, match=f"data.batch_size={size!r} {re.escape(message)}"):
         data_of(compose_train("experiment=blobs_mlp", f"data.batch_size={size}", run_dir=tmp_path))

@@ -38,6 +38,8 @@ def whole_splits(datamodule) -> WholeSplits | None:
         return None
     try:
         datamodule.setup("fit")
+    except ConfigError:
+        raise
     except (ValueError, TypeError) as err:  # the values it was given, which no check of its own caught
         raise ConfigError(f"data ({type(datamodule).__name__}): {one_line(err)}; check its arguments") from None
     return datamodule
