@@ -206,14 +206,14 @@ def log_image(loggers, tag: str, image: np.ndarray, encoded: bytes, step: int) -
 def save_figures(run_dir: Path, module, train: tuple, loggers, step: int, epoch: int, optimum: dict | None = None,
                  curves: dict | None = None, evaluated: tuple | None = None, plot: FitPlot | None = None,
                  title: str = "") -> None:  # fmt: skip
-    """The end of a run's pictures: the fit over the training split ``train`` = (x, y) (``plot``: a layout
-    shared with runs on the same data), loss.png of ``curves`` (none for None) and, for several classes, the
+    """The end of a run's pictures: the fit over the training split ``train`` = (x, y), when the data offer
+    it (``plot``: a layout shared with runs on the same data), loss.png of ``curves`` (none for None) and, for several classes, the
     confusion matrix on ``evaluated`` = (split, x, y); into figures/ and TensorBoard at ``step``."""
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)
-    plot = plot or FitPlot(module, *train)
+    plot = plot or (FitPlot(module, *train) if train is not None else None)
     figures = {}
-    if plot.shown:
+    if plot is not None and plot.shown:
         figures["fit"] = plot.render(module, *train, epoch, optimum, title)
     if curves is not None:
         figures["loss"] = image_of(loss_figure(curves, title))

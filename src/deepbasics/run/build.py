@@ -25,6 +25,7 @@ from deepbasics.errors import ConfigError, one_line
 from deepbasics.reports.events import fast_checksums
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 
+log = logging.getLogger(__name__)
 # Lightning's advice for DataLoader-fed training does not apply to in-memory batches.
 for _message in (
     ".*does not have many workers.*",
@@ -155,6 +156,8 @@ def build_model(conf: DictConfig, datamodule: L.LightningDataModule) -> L.Lightn
     splits = whole_splits(datamodule)
     if splits is None:
         model.batch_metrics = True  # no whole training split to measure: the epoch's batches
+        log.info(f"{type(datamodule).__name__} does not hold its splits in memory (data.in_memory.WholeSplits):"
+                 " train metrics are each epoch's over its batches; no fit figure and no closed-form optimum")
     elif model.is_classifier:
         check_labels(splits.splits, getattr(model, "num_classes", None))
     return model

@@ -53,10 +53,10 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     if model.get("scheduler"):
         return "model.scheduler is set (the stacked step has no learning-rate schedulers)", ""
-    if OmegaConf.select(cfg, "data.batch_size"):
-        return "data.batch_size is set (stacked jobs train on full batches)", ""
     if not offers_whole_splits(get_class(cfg.data._target_)):
         return "its data are served through DataLoaders (stacked jobs hold their data in memory)", ""
+    if OmegaConf.select(cfg, "data.batch_size"):
+        return "data.batch_size is set (stacked jobs train on full batches)", ""
     if cfg.get("figure_every"):
         return "figure_every is set (stacked jobs draw their figures at the end)", ""
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
