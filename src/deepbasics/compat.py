@@ -45,8 +45,12 @@ def loops_at_epoch_end(loops: dict[str, Any], epochs: int) -> dict[str, Any]:
     for part in ("total", "current"):
         fit[EPOCHS][part]["completed"] = epochs - 1
     fit[BATCHES] = counts(epochs, 1, "ready", "started", "processed", "completed") | {"is_last_batch": True}
-    fit[STEPS] = {"optimizer": {"step": counts(epochs, 1, "ready", "completed"),
-                                "zero_grad": counts(epochs, 1, "ready", "started", "completed")}}  # fmt: skip
+    fit[STEPS] = {
+        "optimizer": {
+            "step": counts(epochs, 1, "ready", "completed"),
+            "zero_grad": counts(epochs, 1, "ready", "started", "completed"),
+        }
+    }
     fit[MANUAL_STEPS] = counts(0, 0, "ready", "completed")
     scheduled = max(epochs - 1, 0) if fit.get(SCHEDULER_STEPS, {}).get("total", {}).get("completed") else 0
     fit[SCHEDULER_STEPS] = counts(scheduled, 0, "ready", "completed")

@@ -119,9 +119,14 @@ def resumed_checkpoint(run_dir: Path, resume: str) -> Path:
 # What a run directory holds before training starts: Hydra's record of the config, the job's log (train,
 # evaluate), the lock, and the failure record of a refused run
 BEFORE_TRAINING = {
-    ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "evaluate.log", "metrics.json",
+    ".hydra/config.yaml",
+    ".hydra/hydra.yaml",
+    ".hydra/overrides.yaml",
+    "train.log",
+    "evaluate.log",
+    "metrics.json",
     ".lock",
-}  # fmt: skip
+}
 FRESH_STEM = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_[0-9a-f]{6}")
 
 

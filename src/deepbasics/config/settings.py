@@ -21,11 +21,16 @@ COUNTS = {
 CHOICES = {"progress": ("auto", "bar", "lines"), "monitor.mode": ("min", "max"), "dry_run": (False, True)}
 # Trainer arguments the run sets from its own keys: set under trainer. they would be overridden
 SET_BY_THE_RUN = {
-    "max_epochs": "epochs=<epochs>", "max_steps": "epochs=<epochs>", "check_val_every_n_epoch": "val_every=<epochs>",
-    "log_every_n_steps": "log_every=<epochs>", "enable_progress_bar": "progress=bar or progress=lines",
-    "callbacks": "callbacks=<group> or callbacks.<name>.<option>=...", "logger": "logger=<group>",
-    "default_root_dir": "paths.output_dir=<dir>", "plugins": "nothing (checkpoints are written by the run)",
-}  # fmt: skip
+    "max_epochs": "epochs=<epochs>",
+    "max_steps": "epochs=<epochs>",
+    "check_val_every_n_epoch": "val_every=<epochs>",
+    "log_every_n_steps": "log_every=<epochs>",
+    "enable_progress_bar": "progress=bar or progress=lines",
+    "callbacks": "callbacks=<group> or callbacks.<name>.<option>=...",
+    "logger": "logger=<group>",
+    "default_root_dir": "paths.output_dir=<dir>",
+    "plugins": "nothing (checkpoints are written by the run)",
+}
 
 
 def require_values(cfg: DictConfig) -> None:
@@ -41,8 +46,13 @@ def check_settings(cfg: DictConfig) -> None:
     for key, (low, high, what) in COUNTS.items():
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
-            bounds = f"an integer from {low} to {high}" if high else "a positive integer" if low == 1 else (
-                f"an integer of {low} or more")
+            bounds = (
+                f"an integer from {low} to {high}"
+                if high
+                else "a positive integer"
+                if low == 1
+                else (f"an integer of {low} or more")
+            )
             raise ConfigError(f"{key}={value!r} must be {bounds}{what}")
     for key, options in CHOICES.items():
         value = OmegaConf.select(cfg, key)

@@ -179,8 +179,9 @@ class MulticlassClassifier(TaskModule):
 
     def make_metrics(self) -> MetricCollection:
         classes = self.num_classes
-        return MetricCollection({"acc": MulticlassAccuracy(classes, average="micro"),
-                                 "f1": MulticlassF1Score(classes, average="macro")})  # fmt: skip
+        return MetricCollection(
+            {"acc": MulticlassAccuracy(classes, average="micro"), "f1": MulticlassF1Score(classes, average="macro")}
+        )
 
     def metric_inputs(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.softmax(out, dim=1), y[:, 0].long()

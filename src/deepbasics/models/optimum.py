@@ -53,17 +53,19 @@ def final_report(module, x: torch.Tensor, y: torch.Tensor, report: dict | None =
     best = _linear(np.asarray(report["weight"]), report["bias"])
     with torch.no_grad():
         loss = float(module.loss_fn(trained(x.double().cpu()), y.double().cpu()))
-        distance = torch.linalg.vector_norm(torch.cat([p.flatten() - q.flatten() for p, q in
-                                                       zip(trained.parameters(), best.parameters(), strict=True)]))
-    return report | {"loss_gap": loss - report["loss"], "param_gap": float(distance)}  # fmt: skip
+        distance = torch.linalg.vector_norm(
+            torch.cat([p.flatten() - q.flatten() for p, q in zip(trained.parameters(), best.parameters(), strict=True)])
+        )
+    return report | {"loss_gap": loss - report["loss"], "param_gap": float(distance)}
 
 
 def optimum_points(report: dict | None, final: bool = False) -> dict[str, float]:
     """The optimum's points beside train/loss: its loss (a flat line), and at the end the gaps."""
     if not report or "loss" not in report:
         return {}
-    return {OPTIMUM_LOSS: report["loss"]} | ({LOSS_GAP: report["loss_gap"], PARAM_GAP: report["param_gap"]}
-                                             if final else {})  # fmt: skip
+    return {OPTIMUM_LOSS: report["loss"]} | (
+        {LOSS_GAP: report["loss_gap"], PARAM_GAP: report["param_gap"]} if final else {}
+    )
 
 
 def _linear(weight: np.ndarray, bias: float) -> nn.Linear:

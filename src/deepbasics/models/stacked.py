@@ -34,8 +34,11 @@ HOW_TORCH_COMPUTES = ("foreach", "fused", "capturable")
 def optimizer_options(spec: dict) -> tuple[type, dict]:
     """(optimizer class, every option with torch's defaults filled in) of a ``_partial_`` optimizer config."""
     cls = get_class(spec["_target_"])
-    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
-                if p.default is not inspect.Parameter.empty}  # fmt: skip
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
     options = defaults | {k: v for k, v in spec.items() if not k.startswith("_")}
     if cls is torch.optim.AdamW:  # AdamW is Adam with decoupled weight decay
         options["decoupled_weight_decay"] = True
@@ -100,8 +103,11 @@ class StackedOptimizer(torch.optim.Optimizer):
         def per_job(values) -> torch.Tensor:
             return torch.tensor(values, dtype=precise, device=device)
 
-        self.flags = {k: bool(first[k]) for k in STACKED_OPTIONS[cls] + ("decoupled_weight_decay",)
-                      if isinstance(first.get(k), bool)}  # fmt: skip
+        self.flags = {
+            k: bool(first[k])
+            for k in STACKED_OPTIONS[cls] + ("decoupled_weight_decay",)
+            if isinstance(first.get(k), bool)
+        }
         self.lr = per_job([o["lr"] for o in options])
         h = self.hyper = {k: per_job([o[k] for o in options]) for k in STACKED_OPTIONS[cls]
                           if not isinstance(first[k], bool)}  # fmt: skip  # betas -> (K, 2)
@@ -110,8 +116,14 @@ class StackedOptimizer(torch.optim.Optimizer):
             self.per_job.update(weight_decay=h["weight_decay"], momentum=h["momentum"], damped=1 - h["dampening"])
         else:
             beta1, beta2 = h["betas"][:, 0], h["betas"][:, 1]
-            self.per_job.update(weight_decay=h["weight_decay"], eps=h["eps"], beta2=beta2, one_minus_beta1=1 - beta1,
-                                one_minus_beta2=1 - beta2, decay=1 - self.lr * h["weight_decay"])  # fmt: skip
+            self.per_job.update(
+                weight_decay=h["weight_decay"],
+                eps=h["eps"],
+                beta2=beta2,
+                one_minus_beta1=1 - beta1,
+                one_minus_beta2=1 - beta2,
+                decay=1 - self.lr * h["weight_decay"],
+            )
         # Skip what no job uses (the per-step cost of these tiny updates is the number of kernels).
         self.decays = bool(h["weight_decay"].any())
         self.momentum = self.kind == "sgd" and bool(h["momentum"].any())

@@ -57,8 +57,9 @@ class FitPlot:
         ax = self.ax = self.fig.subplots()
         if self.width == 2:
             lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
-            self.g0, self.g1 = torch.meshgrid(torch.linspace(lo[0], hi[0], 120), torch.linspace(lo[1], hi[1], 120),
-                                              indexing="ij")  # fmt: skip
+            self.g0, self.g1 = torch.meshgrid(
+                torch.linspace(lo[0], hi[0], 120), torch.linspace(lo[1], hi[1], 120), indexing="ij"
+            )
             self.grid = torch.stack([self.g0.flatten(), self.g1.flatten()], 1)
             extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
             if self.classes > 1:  # each point of the plane coloured by its most probable class
@@ -70,12 +71,24 @@ class FitPlot:
             else:
                 cmap, limits, alpha = "RdBu_r", (0, 1), 0.6
                 labels = [(0, "o", "tab:blue", "y = 0"), (1, "s", "tab:red", "y = 1")]
-            self.shade = ax.imshow(np.zeros((120, 120)), origin="lower", extent=extent, aspect="auto", cmap=cmap,
-                                   vmin=limits[0], vmax=limits[1], alpha=alpha, interpolation="nearest", animated=True)
+            self.shade = ax.imshow(
+                np.zeros((120, 120)),
+                origin="lower",
+                extent=extent,
+                aspect="auto",
+                cmap=cmap,
+                vmin=limits[0],
+                vmax=limits[1],
+                alpha=alpha,
+                interpolation="nearest",
+                animated=True,
+            )
             if self.classes == 1:
                 self.fig.colorbar(self.shade, ax=ax, label="P(y = 1)")
-            self.points = [(c, ax.scatter([], [], marker=m, c=colour, edgecolors="k", label=name, animated=True))
-                           for c, m, colour, name in labels]  # fmt: skip
+            self.points = [
+                (c, ax.scatter([], [], marker=m, c=colour, edgecolors="k", label=name, animated=True))
+                for c, m, colour, name in labels
+            ]
             ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="x1", ylabel="x2")
         else:
             span = float(x.max() - x.min()) or 1.0
@@ -85,8 +98,12 @@ class FitPlot:
             self.data = ax.scatter([], [], c="tab:red", edgecolors="k", zorder=3, label="data", animated=True)
             margin = 0.15 * float(y.max() - y.min()) or 1.0
             ylim = (-0.05, 1.05) if classifier else (float(y.min()) - margin, float(y.max()) + margin)
-            ax.set(xlim=(float(self.line[0, 0]), float(self.line[-1, 0])), ylim=ylim, xlabel="x",
-                   ylabel="P(y = 1)" if classifier else "y")  # fmt: skip
+            ax.set(
+                xlim=(float(self.line[0, 0]), float(self.line[-1, 0])),
+                ylim=ylim,
+                xlabel="x",
+                ylabel="P(y = 1)" if classifier else "y",
+            )
         ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, fontsize="small", frameon=False)
         self.title = _title(self.fig, animated=True)
         self.fig.canvas.draw()
@@ -109,8 +126,14 @@ class FitPlot:
                     shading = surface = probabilities[:, 0]
                     levels, style = [0.5], {"linewidths": 1.5}
                 self.shade.set_data(shading.reshape(self.g0.shape).T.numpy())
-                lines = ax.contour(self.g0.numpy(), self.g1.numpy(), surface.reshape(self.g0.shape).numpy(),
-                                   levels=levels, colors="k", **style)  # fmt: skip
+                lines = ax.contour(
+                    self.g0.numpy(),
+                    self.g1.numpy(),
+                    surface.reshape(self.g0.shape).numpy(),
+                    levels=levels,
+                    colors="k",
+                    **style,
+                )
                 for label, points in self.points:
                     points.set_offsets(x[y == label].numpy().reshape(-1, 2))
                 drawn += [self.shade, lines, *(points for _, points in self.points)]
@@ -121,8 +144,9 @@ class FitPlot:
                 self.data.set_offsets(np.column_stack([x[:, 0].numpy(), y.numpy()]))
                 drawn += [self.model, self.data]
                 if self.best is not None and optimum and "weight" in optimum:
-                    self.best.set_data(self.line[:, 0].numpy(),
-                                       optimum["weight"][0] * self.line[:, 0].numpy() + optimum["bias"])  # fmt: skip
+                    self.best.set_data(
+                        self.line[:, 0].numpy(), optimum["weight"][0] * self.line[:, 0].numpy() + optimum["bias"]
+                    )
                     drawn.append(self.best)
         self.title.set_text(" · ".join(t for t in (title, f"epoch {epoch}") if t))
         for artist in drawn:
@@ -197,15 +221,26 @@ def log_image(loggers, tag: str, image: np.ndarray, encoded: bytes, step: int) -
 
     for logger in loggers:
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
-            picture = Summary.Image(height=image.shape[0], width=image.shape[1], colorspace=3,
-                                    encoded_image_string=encoded)  # fmt: skip
+            picture = Summary.Image(
+                height=image.shape[0], width=image.shape[1], colorspace=3, encoded_image_string=encoded
+            )
             with event_writer(logger) as writer:
                 writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
 
 
-def save_figures(run_dir: Path, module, train: tuple, loggers, step: int, epoch: int, optimum: dict | None = None,
-                 curves: dict | None = None, evaluated: tuple | None = None, plot: FitPlot | None = None,
-                 title: str = "") -> None:  # fmt: skip
+def save_figures(
+    run_dir: Path,
+    module,
+    train: tuple,
+    loggers,
+    step: int,
+    epoch: int,
+    optimum: dict | None = None,
+    curves: dict | None = None,
+    evaluated: tuple | None = None,
+    plot: FitPlot | None = None,
+    title: str = "",
+) -> None:
     """The end of a run's pictures: the fit over the training split ``train`` = (x, y), when the data offer
     it (``plot``: a layout shared with runs on the same data), loss.png of ``curves`` (none for None) and, for several classes, the
     confusion matrix on ``evaluated`` = (split, x, y); into figures/ and TensorBoard at ``step``."""

@@ -214,8 +214,16 @@ def summary_figure(rows: list[dict], params: list[str], metric: str):
         if lost:  # failed jobs: marked where they would have been
             top = max(r["value"] for r in done)
             ax.scatter(lost, [top] * len(lost), marker="x", s=60, color="red", label="failed", zorder=3)
-        ax.scatter([_number(best[x_key])], [best["value"]], marker="*", s=260, color="gold", edgecolors="black",
-                   zorder=5, label=f"best: {best['job']} ({best['value']:.4g})")  # fmt: skip
+        ax.scatter(
+            [_number(best[x_key])],
+            [best["value"]],
+            marker="*",
+            s=260,
+            color="gold",
+            edgecolors="black",
+            zorder=5,
+            label=f"best: {best['job']} ({best['value']:.4g})",
+        )
         swept_values = {_number(r[x_key]): str(r[x_key]) for r in rows}
         if min(swept_values) > 0 and max(swept_values) / min(swept_values) >= 20:
             ax.set_xscale("log")
@@ -266,6 +274,8 @@ class SweepReport(Callback):
             where = sweep_dir / "summary.md"
             print(
                 f"error: {report['failed']} of {report['jobs']} jobs did not finish (see {where}); the same command"
-                " with resume=auto finishes the sweep", file=sys.stderr, flush=True,
-            )  # fmt: skip
+                " with resume=auto finishes the sweep",
+                file=sys.stderr,
+                flush=True,
+            )
             raise SystemExit(1)

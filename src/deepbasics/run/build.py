@@ -59,11 +59,15 @@ def build(conf: DictConfig, key: str = "", **kwargs):
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
         short = name.rsplit(".", 1)[-1]
         if unknown:
-            raise ConfigError(f"{where}.{unknown.group(1)} is not an option of {short}, which {where} is here; remove"
-                              " it, or pick a group that has it (--help lists them)") from None  # fmt: skip
+            raise ConfigError(
+                f"{where}.{unknown.group(1)} is not an option of {short}, which {where} is here; remove"
+                " it, or pick a group that has it (--help lists them)"
+            ) from None
         if "gpu" in str(cause).lower() and not torch.cuda.is_available():
-            raise ConfigError(f"{where}: {cause}; torch sees no GPU here (a CPU build, or no driver): use"
-                              " trainer=cpu, or install torch's CUDA build (README)") from None  # fmt: skip
+            raise ConfigError(
+                f"{where}: {cause}; torch sees no GPU here (a CPU build, or no driver): use"
+                " trainer=cpu, or install torch's CUDA build (README)"
+            ) from None
         raise ConfigError(f"{where} ({short}): {one_line(cause)}; check its arguments") from None
 
 
@@ -85,8 +89,9 @@ def check_types(conf, key: str) -> None:
             continue
         fits = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
         if not (fits or (float in allowed and type(value) is int)):
-            raise ConfigError(f"{key}.{name}={value!r} must be {' or '.join(WORDS[k] for k in allowed)}"
-                              f" ({cls.__name__}'s {name})")  # fmt: skip
+            raise ConfigError(
+                f"{key}.{name}={value!r} must be {' or '.join(WORDS[k] for k in allowed)} ({cls.__name__}'s {name})"
+            )
 
 
 def _key_of(conf, target: str, key: str) -> str | None:
@@ -137,8 +142,10 @@ def build_model(conf: DictConfig, datamodule: L.LightningDataModule) -> L.Lightn
         if net["in_features"] is None:
             net["in_features"] = width
         elif net["in_features"] != width:
-            raise ConfigError(f"model.net.in_features={net['in_features']} but the data has {width} features; set"
-                              f" model.net.in_features={width}, or null (the data sets it)")  # fmt: skip
+            raise ConfigError(
+                f"model.net.in_features={net['in_features']} but the data has {width} features; set"
+                f" model.net.in_features={width}, or null (the data sets it)"
+            )
     model = build(OmegaConf.create(config), "model", _convert_="all", _recursive_=False)
     for part in ("optimizer", "scheduler"):
         spec = model.hparams.get(part)
@@ -156,8 +163,10 @@ def build_model(conf: DictConfig, datamodule: L.LightningDataModule) -> L.Lightn
     splits = whole_splits(datamodule)
     if splits is None:
         model.batch_metrics = True  # no whole training split to measure: the epoch's batches
-        log.info(f"{type(datamodule).__name__} does not hold its splits in memory (data.in_memory.WholeSplits):"
-                 " train metrics are each epoch's over its batches; no fit figure and no closed-form optimum")
+        log.info(
+            f"{type(datamodule).__name__} does not hold its splits in memory (data.in_memory.WholeSplits):"
+            " train metrics are each epoch's over its batches; no fit figure and no closed-form optimum"
+        )
     elif model.is_classifier:
         check_labels(splits.splits, getattr(model, "num_classes", None))
     return model
@@ -166,13 +175,18 @@ def build_model(conf: DictConfig, datamodule: L.LightningDataModule) -> L.Lightn
 def check_labels(splits: dict, classes: int | None) -> None:
     """Binary classifiers need labels 0 and 1; a classifier of ``classes`` classes 0..classes-1."""
     allowed = torch.arange(classes or 2, dtype=torch.float32)
-    kind = f"a {classes}-class classifier needs labels 0 to {classes - 1}" if classes else (
-        "a binary classifier needs labels 0 and 1")  # fmt: skip
+    kind = (
+        f"a {classes}-class classifier needs labels 0 to {classes - 1}"
+        if classes
+        else ("a binary classifier needs labels 0 and 1")
+    )
     for split, (_, y) in splits.items():
         wrong = y[~torch.isin(y, allowed)]
         if len(wrong):
-            raise ConfigError(f"data.{split} has label {wrong[0].item():g}; {kind} (for more classes: model=multiclass"
-                              " model.num_classes=<classes>; else map them in the data, or use a regression model)")
+            raise ConfigError(
+                f"data.{split} has label {wrong[0].item():g}; {kind} (for more classes: model=multiclass"
+                " model.num_classes=<classes>; else map them in the data, or use a regression model)"
+            )
     labels = splits["train"][1].unique().tolist()
     if len(labels) < 2:
         wanted = "of at least two classes" if classes else "of both 0 and 1"
@@ -194,8 +208,11 @@ def check_monitors(monitors: dict[str, str], model: L.LightningModule, datamodul
         split, _, name = str(metric).partition("/")
         if split == "val" and not has_val and name in names:
             raise ConfigError(f"{key}={metric} but the data has no val split; monitor train/loss instead")
-        reason = "test metrics are measured once, after training" if split == "test" else (
-            "it is not a metric this run logs")
+        reason = (
+            "test metrics are measured once, after training"
+            if split == "test"
+            else ("it is not a metric this run logs")
+        )
         raise ConfigError(f"{key}={metric}: {reason}; pick one of {', '.join(logged)}")
 
 
@@ -267,8 +284,10 @@ def build_callbacks(conf: DictConfig | None, run_dir: Path) -> list:
     callbacks = []
     for name, part in (conf or {}).items():
         if part.get("dirpath") is not None:
-            raise ConfigError(f"callbacks.{name}.dirpath={part.dirpath}: checkpoints go into the run directory's"
-                              " checkpoints/ (resume and evaluate look there); leave dirpath unset")  # fmt: skip
+            raise ConfigError(
+                f"callbacks.{name}.dirpath={part.dirpath}: checkpoints go into the run directory's"
+                " checkpoints/ (resume and evaluate look there); leave dirpath unset"
+            )
         # Given here, not by the config: the config travels inside checkpoints, and a resumed or evaluated
         # run must never write into the directory of the run it was copied from.
         extra = {"dirpath": str(run_dir / "checkpoints")} if is_model_checkpoint(part) else {}
@@ -283,16 +302,35 @@ def is_model_checkpoint(conf: DictConfig) -> bool:
         return False
 
 
-def build_trainer(conf: DictConfig, run_dir: Path, callbacks: list, loggers: list, epochs: int, val_every: int,
-                  log_every: int, bar: bool = False, checkpoint_io=None) -> L.Trainer:  # fmt: skip
+def build_trainer(
+    conf: DictConfig,
+    run_dir: Path,
+    callbacks: list,
+    loggers: list,
+    epochs: int,
+    val_every: int,
+    log_every: int,
+    bar: bool = False,
+    checkpoint_io=None,
+) -> L.Trainer:
     """``conf`` (the trainer group) with the run's own schedule: ``epochs`` epochs, a validation every
     ``val_every``. Its profiler's report goes into the run directory (debug=profiler)."""
     extra = {}
     if conf.get("profiler"):
         extra["profiler"] = build(conf.profiler, dirpath=str(run_dir))
-    trainer = build(conf, "trainer", max_epochs=epochs, check_val_every_n_epoch=val_every, log_every_n_steps=log_every,
-                    enable_progress_bar=bar, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                    plugins=[checkpoint_io or AtomicCheckpointIO()], **extra)  # fmt: skip
+    trainer = build(
+        conf,
+        "trainer",
+        max_epochs=epochs,
+        check_val_every_n_epoch=val_every,
+        log_every_n_steps=log_every,
+        enable_progress_bar=bar,
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
+        plugins=[checkpoint_io or AtomicCheckpointIO()],
+        **extra,
+    )
     # deterministic=True also fills every new tensor with NaN to expose reads of uninitialised memory,
     # which costs these tiny nets a quarter of their step time; the algorithms stay deterministic.
     torch.utils.deterministic.fill_uninitialized_memory = False

@@ -55,8 +55,10 @@ class ConsoleLog(L.Callback):
             ranked = sorted(alive, key=lambda k: float(values[k]), reverse=self.mode == "max")
             best, worst = ranked[0], ranked[-1]
             median = statistics.median(float(values[k]) for k in alive)
-            line += (f"  {self.monitor} best {float(values[best]):.6g} (#{self.labels[best]})  median {median:.6g}"
-                     f"  worst {float(values[worst]):.6g} (#{self.labels[worst]})")  # fmt: skip
+            line += (
+                f"  {self.monitor} best {float(values[best]):.6g} (#{self.labels[best]})  median {median:.6g}"
+                f"  worst {float(values[worst]):.6g} (#{self.labels[worst]})"
+            )
         failed = len(self.labels) - len(alive)
         return line + (f"  {failed} failed" if failed else "")
 
@@ -77,8 +79,16 @@ class EpochProgressBar(ProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=trainer.max_epochs, initial=trainer.current_epoch, unit="epoch", dynamic_ncols=True,
-                        desc=self.name, file=sys.stdout, smoothing=0.1, disable=not self.enabled)  # fmt: skip
+        self.bar = tqdm(
+            total=trainer.max_epochs,
+            initial=trainer.current_epoch,
+            unit="epoch",
+            dynamic_ncols=True,
+            desc=self.name,
+            file=sys.stdout,
+            smoothing=0.1,
+            disable=not self.enabled,
+        )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loss = trainer.callback_metrics.get("train/loss")

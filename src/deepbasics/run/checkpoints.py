@@ -48,8 +48,10 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         # torch's safe unpickler names the object it refused as a GLOBAL; other refusals are damaged bytes.
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if found is None:
-            raise ConfigError(f"{key}={path} is corrupt or was not written by deepbasics (the safe loader stopped);"
-                              " it was not loaded; pass another checkpoint") from None  # fmt: skip
+            raise ConfigError(
+                f"{key}={path} is corrupt or was not written by deepbasics (the safe loader stopped);"
+                " it was not loaded; pass another checkpoint"
+            ) from None
         raise ConfigError(
             f"{key}={path} holds objects other than tensors and plain values ({found.group(1)}), so it was not"
             " loaded: loading it could run code. deepbasics never writes such files; never disable this check for"
@@ -102,13 +104,20 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
         for conf in (config.get("callbacks") or {}).values():
             if "Checkpoint" in str(conf.get("_target_")):
                 every = every or conf.get("every_n_epochs") or config["val_every"]
-                conf.update(_target_="lightning.pytorch.callbacks.ModelCheckpoint", every_n_epochs=every,
-                            save_on_train_epoch_end=True, enable_version_counter=False, filename="best-epoch{epoch}")
+                conf.update(
+                    _target_="lightning.pytorch.callbacks.ModelCheckpoint",
+                    every_n_epochs=every,
+                    save_on_train_epoch_end=True,
+                    enable_version_counter=False,
+                    filename="best-epoch{epoch}",
+                )
             elif "EarlyStopping" in str(conf.get("_target_")):
                 conf["_target_"] = "lightning.pytorch.callbacks.EarlyStopping"
         for key in list(checkpoint.get("callbacks") or {}):  # their state, under the name it has now
             if re.match(r"(Model|Scheduled)Checkpoint\{", key) and every:
-                new = re.sub(r"'every_n_epochs': \d+", f"'every_n_epochs': {every}", "Model" + key[key.index("Checkpoint"):])
+                new = re.sub(
+                    r"'every_n_epochs': \d+", f"'every_n_epochs': {every}", "Model" + key[key.index("Checkpoint") :]
+                )
                 checkpoint["callbacks"][new] = checkpoint["callbacks"].pop(key)
         for key in ("max_epochs", "max_steps", "log_every_n_steps", "check_val_every_n_epoch", "enable_progress_bar"):
             (config.get("trainer") or {}).pop(key, None)
@@ -135,7 +144,10 @@ def upgrade_model_config(model: dict) -> dict:
     net = dict(model.get("net") or {})
     if "name" in net:
         model.setdefault("init", net.pop("init", "default"))
-        net = {"_target_": NETS + net.pop("name"), **{k: v for k, v in net.items() if v is not None or k == "in_features"}}
+        net = {
+            "_target_": NETS + net.pop("name"),
+            **{k: v for k, v in net.items() if v is not None or k == "in_features"},
+        }
         if not net["_target_"].endswith("NeuralNet"):
             net.pop("hidden_size", None)
         if net.get("out_features") == 1:

@@ -11,9 +11,9 @@ from hydra.utils import get_class
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
+from deepbasics.data.in_memory import whole_splits
 from deepbasics.errors import ConfigError
 from deepbasics.reports.metrics import by_stage, results_table, write_json
-from deepbasics.data.in_memory import whole_splits
 from deepbasics.run.build import build_datamodule
 from deepbasics.run.checkpoints import read_checkpoint
 
@@ -37,8 +37,10 @@ def evaluate(cfg: DictConfig) -> dict:
     splits = whole_splits(datamodule)
     width = checkpoint["hyper_parameters"]["net"].get("in_features")
     if splits is not None and width is not None and splits.splits["train"][0].shape[1] != width:
-        raise ConfigError(f"data.path={config.data.path} has {splits.splits['train'][0].shape[1]} input columns, the"
-                          f" model takes {width}; pass the table the run trained on")  # fmt: skip
+        raise ConfigError(
+            f"data.path={config.data.path} has {splits.splits['train'][0].shape[1]} input columns, the"
+            f" model takes {width}; pass the table the run trained on"
+        )
     if splits is not None:
         has = list(splits.splits)
     else:

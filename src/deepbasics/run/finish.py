@@ -45,9 +45,17 @@ class Run:
     def of(cls, cfg: DictConfig) -> Run:
         run_dir = Path(cfg.paths.run_dir)
         swept = {key: OmegaConf.select(cfg, key) for key in swept_keys(run_dir.parent)}
-        return cls(run_dir, cfg.name, cfg.seed, cfg.epochs, cfg.monitor.metric, cfg.monitor.mode,
-                   OmegaConf.to_container(cfg, resolve=True), flat_settings(cfg),
-                   {k: v for k, v in swept.items() if isinstance(v, (int, float, str, bool))})  # fmt: skip
+        return cls(
+            run_dir,
+            cfg.name,
+            cfg.seed,
+            cfg.epochs,
+            cfg.monitor.metric,
+            cfg.monitor.mode,
+            OmegaConf.to_container(cfg, resolve=True),
+            flat_settings(cfg),
+            {k: v for k, v in swept.items() if isinstance(v, (int, float, str, bool))},
+        )
 
     def title(self, monitored: float | None = None) -> str:
         return run_title(self.name, self.swept, None if monitored is None else (self.monitor, monitored))
@@ -56,8 +64,15 @@ class Run:
         return {"experiment": self.name, "seed": self.seed, "status": status, "run_dir": str(self.dir)}
 
 
-def finish(run: Run, trainer: L.Trainer, module: L.LightningModule, datamodule, stopped: dict | None = None,
-           best_checkpoint: str | None = None, optimum: dict | None = None) -> float:  # fmt: skip
+def finish(
+    run: Run,
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule,
+    stopped: dict | None = None,
+    best_checkpoint: str | None = None,
+    optimum: dict | None = None,
+) -> float:
     """Measure the final weights on every split, write the run's files (rank 0), return the monitored
     value. Under DDP every rank measures its shard (torchmetrics syncs), so every rank calls this."""
     module.eval()
@@ -68,7 +83,12 @@ def finish(run: Run, trainer: L.Trainer, module: L.LightningModule, datamodule, 
         values = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/") and "batch" not in k}
     has = splits.splits if splits is not None else {s: 1 for s in ("val", "test") if _serves(datamodule, s)}
     validated = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if "val" in has and validated and trainer.global_step and epochs_done(trainer) % trainer.check_val_every_n_epoch == 0:
+    if (
+        "val" in has
+        and validated
+        and trainer.global_step
+        and epochs_done(trainer) % trainer.check_val_every_n_epoch == 0
+    ):
         values.update(validated)  # the last epoch validated: its values are the final model's
     elif "val" in has:
         values.update((trainer.validate(module, datamodule=datamodule, verbose=False) or [{}])[0])
@@ -81,8 +101,18 @@ def finish(run: Run, trainer: L.Trainer, module: L.LightningModule, datamodule, 
     if splits is not None:
         name = "test" if "test" in splits.splits else "train"
         evaluated = (name, *splits.splits[name])
-    return write_end(run, module, train, trainer.loggers, trainer.global_step, values, evaluated=evaluated,
-                     stopped=stopped, best_checkpoint=best_checkpoint, optimum=optimum)  # fmt: skip
+    return write_end(
+        run,
+        module,
+        train,
+        trainer.loggers,
+        trainer.global_step,
+        values,
+        evaluated=evaluated,
+        stopped=stopped,
+        best_checkpoint=best_checkpoint,
+        optimum=optimum,
+    )
 
 
 def _serves(datamodule, split: str) -> bool:
@@ -91,9 +121,21 @@ def _serves(datamodule, split: str) -> bool:
     return is_overridden(f"{split}_dataloader", datamodule)
 
 
-def write_end(run: Run, module, train: tuple | None, loggers: list, step: int, values: dict, evaluated=None,
-              stopped: dict | None = None, best_checkpoint: str | None = None, optimum: dict | None = None,
-              curves: dict | None = None, plot=None, report: bool = True) -> float:  # fmt: skip
+def write_end(
+    run: Run,
+    module,
+    train: tuple | None,
+    loggers: list,
+    step: int,
+    values: dict,
+    evaluated=None,
+    stopped: dict | None = None,
+    best_checkpoint: str | None = None,
+    optimum: dict | None = None,
+    curves: dict | None = None,
+    plot=None,
+    report: bool = True,
+) -> float:
     """The run's end-of-run files from its final metrics ``values`` ({"<split>/<name>": value}): the
     optimum's gap into the loggers, model.pt, figures, the HParams tab and metrics.json last; the monitored
     value. ``train``: the whole training split (x, y) when the data offers it (the optimum, the fit figure);
@@ -117,19 +159,27 @@ def write_end(run: Run, module, train: tuple | None, loggers: list, step: int, v
     elif curves is None:
         curves = curves_from_events(tensorboard) if tensorboard else curves_of_run(tracked[0], LOSS_CURVES)
     if train is not None or curves is not None:
-        save_figures(run.dir, module, train, loggers, step, epochs, optimum, curves, evaluated, plot,
-                     run.title(monitored))  # fmt: skip
+        save_figures(
+            run.dir, module, train, loggers, step, epochs, optimum, curves, evaluated, plot, run.title(monitored)
+        )
     for logger in tracked:
         log_run_files(logger, run.dir)
     for logger in loggers:  # Lightning finalized them when fit ended; the end phase logged more since
         logger.finalize("success")
     learned = _parameters(module.net)
-    write_json(run.dir / "metrics.json", {
-        **run.identity("stopped_early" if stopped else "completed"), "epochs": epochs,
-        **({"stopped": stopped} if stopped else {}), "monitor": {"metric": run.monitor, "value": monitored},
-        **stages, "optimum": optimum, **({"parameters": learned} if learned else {}),
-        "best_checkpoint": best_checkpoint,
-    })  # fmt: skip
+    write_json(
+        run.dir / "metrics.json",
+        {
+            **run.identity("stopped_early" if stopped else "completed"),
+            "epochs": epochs,
+            **({"stopped": stopped} if stopped else {}),
+            "monitor": {"metric": run.monitor, "value": monitored},
+            **stages,
+            "optimum": optimum,
+            **({"parameters": learned} if learned else {}),
+            "best_checkpoint": best_checkpoint,
+        },
+    )
     if report:
         _print_report(run, stages, optimum, learned, epochs, stopped)
     return monitored
@@ -154,8 +204,10 @@ def log_hparams(run: Run, stages: dict, loggers: list) -> Path | None:
     from torch.utils.tensorboard.summary import hparams
 
     order = ("test", "val", "train")
-    tags = sorted((f"{stage}/{name}" for stage, names in stages.items() for name in names),
-                  key=lambda tag: (tag != run.monitor, order.index(tag.split("/")[0]), tag))  # fmt: skip
+    tags = sorted(
+        (f"{stage}/{name}" for stage, names in stages.items() for name in names),
+        key=lambda tag: (tag != run.monitor, order.index(tag.split("/")[0]), tag),
+    )
     swept = {key.removeprefix("model."): value for key, value in run.swept.items()}
     experiment = hparams(swept, dict.fromkeys(tags, 0.0))[0]  # TensorBoard opens on its first five hparams
     session = hparams(run.settings, {})[1:]
@@ -178,7 +230,9 @@ def _print_report(run: Run, stages: dict, optimum: dict | None, learned: dict | 
     console.print(f"{run.name}, seed {run.seed}, {ran}", soft_wrap=True)
     console.print(results_table(stages))
     if learned:
-        shown = ", ".join(f"{name} {torch.tensor(values).numpy().round(4).tolist()}" for name, values in learned.items())
+        shown = ", ".join(
+            f"{name} {torch.tensor(values).numpy().round(4).tolist()}" for name, values in learned.items()
+        )
         console.print(f"learned: {shown}", soft_wrap=True)
     if optimum:
         console.print(optimum_line(optimum), soft_wrap=True)

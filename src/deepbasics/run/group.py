@@ -31,8 +31,15 @@ from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_r
 from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
 from deepbasics.models.stacked import StackedModule, StackedOptimizer
 from deepbasics.reports.figures import FitPlot, curves_from_events
-from deepbasics.run.build import (build_callbacks, build_datamodule, build_loggers, build_model, build_trainer,
-                                  is_model_checkpoint, start_logs)  # fmt: skip
+from deepbasics.run.build import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_model,
+    build_trainer,
+    is_model_checkpoint,
+    start_logs,
+)
 from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop, write
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
 from deepbasics.run.finish import Run, write_end
@@ -115,7 +122,9 @@ def _allow_open_files(jobs: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = jobs + 256
     if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard)
+        )
 
 
 def _build(job: Job, shared: dict) -> bool:
@@ -193,8 +202,9 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     resumed = jobs[0].resumed  # the launcher groups the jobs of a resumed group, all at the same step
     start = resumed["global_step"] if resumed else 0
     io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")  # config.sweep_dir's folder
-    trainer = build_trainer(first.trainer, root, callbacks, [], first.epochs, first.val_every, first.log_every,
-                            checkpoint_io=io)  # fmt: skip
+    trainer = build_trainer(
+        first.trainer, root, callbacks, [], first.epochs, first.val_every, first.log_every, checkpoint_io=io
+    )
     _check_device_memory(trainer, group, data)
     _start_logs(jobs, group, start)
     began = time.perf_counter()
@@ -210,8 +220,11 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
                 _close_logs(job, "interrupted")
                 mine = Path(job.checkpoint.dirpath) if job.checkpoint else None
                 saved = [p for p in stop.saved if Path(p).parent == mine]
-                job.fail(interruption(stop.signum, done, job.run, "resume=auto", saved, sweep=True), "interrupted",
-                         epochs=done)  # fmt: skip
+                job.fail(
+                    interruption(stop.signum, done, job.run, "resume=auto", saved, sweep=True),
+                    "interrupted",
+                    epochs=done,
+                )
         return
     except BaseException:
         for job in jobs:
@@ -279,20 +292,37 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
             # as trainer.test logs a run's test points at its end (and trainer.validate its val points, when
             # its last epoch did not validate)
             validated = step % job.cfg.val_every == 0
-            write(job.loggers, {n: v for n, v in values.items() if n.startswith("test/") or
-                                (n.startswith("val/") and not validated)}, step)  # fmt: skip
+            write(
+                job.loggers,
+                {n: v for n, v in values.items() if n.startswith("test/") or (n.startswith("val/") and not validated)},
+                step,
+            )
             best = (job.checkpoint.best_model_path if job.checkpoint else None) or None
-            return write_end(job.run, job.module, splits["train"], job.loggers, step, values, evaluated,
-                             best_checkpoint=best, optimum=optima[k], curves=curves[k],
-                             plot=plots[id(job.datamodule)], report=False)  # fmt: skip
+            return write_end(
+                job.run,
+                job.module,
+                splits["train"],
+                job.loggers,
+                step,
+                values,
+                evaluated,
+                best_checkpoint=best,
+                optimum=optima[k],
+                curves=curves[k],
+                plot=plots[id(job.datamodule)],
+                report=False,
+            )
         except Exception as err:  # this job's end failed (a logger of its own, a file): the others go on
             job.fail(err)
             return RunFailed(f"the end of the run failed: {one_line(err)}", step)  # picklable, for a worker
 
     # Loggers that write files of their own (TensorBoard, CSV) can be written from forked workers; one
     # that shares a store between runs (MLflow's database) is written from this process alone.
-    own_files = all(part._target_.endswith(("TensorBoardLogger", "CSVLogger"))
-                    for k in alive for part in (jobs[k].cfg.get("logger") or {}).values())  # fmt: skip
+    own_files = all(
+        part._target_.endswith(("TensorBoardLogger", "CSVLogger"))
+        for k in alive
+        for part in (jobs[k].cfg.get("logger") or {}).values()
+    )
     results = _forked_map(end, alive) if own_files else [end(k) for k in alive]
     for k, value in zip(alive, results, strict=True):
         jobs[k].outcome = value
@@ -368,8 +398,11 @@ def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: Stacked
     widths = sum(p.shape[1] for p in group.net.params if p.dim() == 3)  # every layer's outputs per row
     rows = max(split[0].shape[1] for split in data.splits.values())
     # parameters, gradients, two optimizer states; the data; activations and their gradients, twice over
-    need = 4 * (4 * params + sum(s[0].numel() + s[1].numel() for s in data.splits.values())
-                + 4 * len(group.jobs) * rows * widths)  # fmt: skip
+    need = 4 * (
+        4 * params
+        + sum(s[0].numel() + s[1].numel() for s in data.splits.values())
+        + 4 * len(group.jobs) * rows * widths
+    )
     if need > 0.9 * free:
         raise DeviceTooSmall(
             f"{len(group.jobs)} stacked jobs need about {need / 2**30:.1f} GiB on {device}, which has"
@@ -390,7 +423,9 @@ class JobCheckpoints(L.Callback):
         self.jobs, self.group = jobs, group
         self.dirs = {Path(job.checkpoint.dirpath): k for k, job in enumerate(jobs) if job.checkpoint is not None}
         # Its options are part of the group's key: every job's ModelCheckpoint saves between epochs or none does
-        options = next((part for part in (jobs[0].cfg.get("callbacks") or {}).values() if is_model_checkpoint(part)), {})
+        options = next(
+            (part for part in (jobs[0].cfg.get("callbacks") or {}).values() if is_model_checkpoint(part)), {}
+        )
         self.between = bool(options.get("every_n_train_steps") or options.get("train_time_interval"))
         self.every = options.get("every_n_epochs") or 1
 
@@ -411,7 +446,8 @@ class JobCheckpoints(L.Callback):
     def job_metrics(self, trainer: L.Trainer, k: int) -> dict[str, torch.Tensor]:
         """Job k's metrics of this epoch, as its own run's trainer would hold them."""
         return {name: v[k].clone() for name, v in self.group.latest.items()} | {
-            "step": torch.tensor(float(trainer.global_step))}  # fmt: skip
+            "step": torch.tensor(float(trainer.global_step))
+        }
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for job in self.jobs:
@@ -459,8 +495,10 @@ class JobCheckpoints(L.Callback):
         if "optimizer_states" in checkpoint:  # what Lightning leaves out of a weights-only checkpoint
             own["optimizer_states"] = [self._optimizer_state(job, k)]
         if "callbacks" in checkpoint:
-            own["callbacks"] = {job.run_state.state_key: {"rng": job.rng},
-                                job.checkpoint.state_key: job.checkpoint.state_dict()}  # fmt: skip
+            own["callbacks"] = {
+                job.run_state.state_key: {"rng": job.rng},
+                job.checkpoint.state_key: job.checkpoint.state_dict(),
+            }
         # save_hyperparameters() records its init arguments under this name, in a run of its own too
         for owner in (job.module, job.datamodule):
             if owner.hparams:
@@ -476,15 +514,22 @@ class JobCheckpoints(L.Callback):
         checkpoints = [job.resumed for job in self.jobs]
         names = self.group.net.names
         params = [torch.stack([c["state_dict"][f"net.{name}"] for c in checkpoints]) for name in names]
-        optimizer = StackedOptimizer([torch.nn.Parameter(p) for p in params], [j.hparams.optimizer for j in self.group.jobs])
+        optimizer = StackedOptimizer(
+            [torch.nn.Parameter(p) for p in params], [j.hparams.optimizer for j in self.group.jobs]
+        )
         job_states = [[c["optimizer_states"][0]["state"].get(i, {}) for i in range(len(names))] for c in checkpoints]
         shared = ("epoch", "global_step", "pytorch-lightning_version", "loops")  # a run of its own's
-        jobs = [c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
-                for c, job in zip(checkpoints, self.jobs, strict=True)]  # fmt: skip
-        return {**{k: v for k, v in checkpoints[0].items() if k in shared},
-                "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
-                "optimizer_states": [optimizer.stacked_state(job_states)], "lr_schedulers": [],
-                "callbacks": {self.state_key: {"jobs": jobs}}}  # fmt: skip
+        jobs = [
+            c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
+            for c, job in zip(checkpoints, self.jobs, strict=True)
+        ]
+        return {
+            **{k: v for k, v in checkpoints[0].items() if k in shared},
+            "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
+            "optimizer_states": [optimizer.stacked_state(job_states)],
+            "lr_schedulers": [],
+            "callbacks": {self.state_key: {"jobs": jobs}},
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         for job, state in zip(self.jobs, state_dict["jobs"], strict=True):

@@ -29,7 +29,9 @@ def predict(cfg: DictConfig) -> list:
         with torch.no_grad():
             values = predictions(net(x), checkpoint["deepbasics"]["classifier"])
     except RuntimeError as err:  # a net of the user's own, whose input width the config does not say
-        raise ConfigError(f"inputs of shape {'x'.join(map(str, x.shape))} do not fit the net: {one_line(err)}") from None
+        raise ConfigError(
+            f"inputs of shape {'x'.join(map(str, x.shape))} do not fit the net: {one_line(err)}"
+        ) from None
     if values.shape[1] > 1:  # one probability per class
         answer = {"predictions": values.argmax(dim=1).tolist(), "probabilities": values.tolist()}
     else:

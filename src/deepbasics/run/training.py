@@ -22,10 +22,26 @@ from deepbasics.data.in_memory import whole_splits
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, command_as_typed, one_line
 from deepbasics.files import lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.reports.metrics import FINISHED, read_json, write_json
-from deepbasics.run.build import (build_callbacks, build_datamodule, build_loggers, build_model, build_trainer,
-                                  check_monitors, live_progress, start_logs)  # fmt: skip
-from deepbasics.run.callbacks import (ConsoleLog, EpochProgressBar, LastCheckpoint, RunState, SignalStop,
-                                      WholeTrainSplit, epochs_done, stopped_early)  # fmt: skip
+from deepbasics.run.build import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_model,
+    build_trainer,
+    check_monitors,
+    live_progress,
+    start_logs,
+)
+from deepbasics.run.callbacks import (
+    ConsoleLog,
+    EpochProgressBar,
+    LastCheckpoint,
+    RunState,
+    SignalStop,
+    WholeTrainSplit,
+    epochs_done,
+    stopped_early,
+)
 from deepbasics.run.checkpoints import read_checkpoint
 from deepbasics.run.finish import Run, finish
 from deepbasics.run.resume import resumed_config
@@ -87,8 +103,11 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     datamodule = build_datamodule(cfg.data, checkpoint["deepbasics"].get("standardization") if checkpoint else None)
     model = build_model(cfg.model, datamodule)
     monitors = {"monitor.metric": cfg.monitor.metric}
-    monitors |= {f"callbacks.{name}.monitor": part.monitor for name, part in (cfg.get("callbacks") or {}).items()
-                 if OmegaConf.is_dict(part) and part.get("monitor") is not None}  # fmt: skip
+    monitors |= {
+        f"callbacks.{name}.monitor": part.monitor
+        for name, part in (cfg.get("callbacks") or {}).items()
+        if OmegaConf.is_dict(part) and part.get("monitor") is not None
+    }
     scheduler = str((cfg.model.get("scheduler") or {}).get("_target_", ""))
     check_monitors(monitors, model, datamodule, plateau="Plateau" in scheduler)
     loggers = build_loggers(cfg.get("logger"), run_dir, checkpoint["global_step"] if checkpoint else 0)
@@ -134,9 +153,12 @@ def end_phase(run: Run, epoch: int):
             what = "no checkpoint was kept (callbacks=none or save_last=false), so they cannot be written again"
         else:
             what = f"its checkpoint is saved; write them with: {resume_command(run)}"
-        raise Interrupted(f"{signal.Signals(signum).name}: stopped while writing the end-of-run files (metrics.json,"
-                          f" model.pt, figures) after training finished at epoch {epoch}/{run.epochs}; {what}",
-                          code=128 + signum, epoch=epoch)  # fmt: skip
+        raise Interrupted(
+            f"{signal.Signals(signum).name}: stopped while writing the end-of-run files (metrics.json,"
+            f" model.pt, figures) after training finished at epoch {epoch}/{run.epochs}; {what}",
+            code=128 + signum,
+            epoch=epoch,
+        )
 
     previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -177,10 +199,18 @@ def interruption(signum: int, epoch: int, run: Run, resume: str, saved: list[str
     """A run stopped by a signal at ``epoch``, with the checkpoint it saved and the command that continues it."""
     name = signal.Signals(signum).name
     if not saved:
-        return Interrupted(f"{name}: stopped at epoch {epoch}/{run.epochs}; no checkpoint was saved (none is"
-                           " configured to keep last.ckpt), so this run cannot be continued", 128 + signum, epoch)
-    return Interrupted(f"{name}: stopped at epoch {epoch}/{run.epochs} and saved {saved[0]}; continue with:"
-                       f" {resume_command(run, resume, sweep)}", 128 + signum, epoch)  # fmt: skip
+        return Interrupted(
+            f"{name}: stopped at epoch {epoch}/{run.epochs}; no checkpoint was saved (none is"
+            " configured to keep last.ckpt), so this run cannot be continued",
+            128 + signum,
+            epoch,
+        )
+    return Interrupted(
+        f"{name}: stopped at epoch {epoch}/{run.epochs} and saved {saved[0]}; continue with:"
+        f" {resume_command(run, resume, sweep)}",
+        128 + signum,
+        epoch,
+    )
 
 
 def last_good(run_dir: Path) -> str:

@@ -167,8 +167,13 @@ class VectorizedLauncher(Launcher):
             return f"its config does not resolve ({type(err).__name__}: {str(err).splitlines()[0]})", ""
 
     def _run(self, sweep_config: DictConfig, task: TaskFunction, context: HydraContext) -> JobReturn:
-        ret = run_job(hydra_context=context, task_function=task, config=sweep_config,
-                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")  # fmt: skip
+        ret = run_job(
+            hydra_context=context,
+            task_function=task,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return ret
 
