@@ -14,7 +14,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import BIN, read_metrics, run_cli, run_dirs, run_in_this_process
-from deepbasics.config.run_dir import resumed_checkpoint, resumed_run_dir
+from deepbasics.config.run_dir import choose_run_dir, resumed_checkpoint
 from deepbasics.errors import ConfigError
 from deepbasics.models.lightning_modules import BinaryClassifier
 from deepbasics.models.nets import NeuralNet
@@ -160,15 +160,15 @@ def test_resume_targets(tmp_path):
         torch.save({}, run / "checkpoints" / "last.ckpt")
         os.utime(run / "checkpoints" / "last.ckpt", ns=(10**18 + age, 10**18 + age))
     empty.mkdir()
-    assert resumed_run_dir(str(root), "exp", "auto") == newer
-    assert resumed_run_dir(str(root), "exp", str(older)) == older
-    assert resumed_run_dir(str(root), "exp", str(older / "checkpoints" / "last.ckpt")) == older
-    assert resumed_run_dir(str(root), "exp", None) is None
+    assert choose_run_dir(str(root), "exp", "auto", "new") == newer
+    assert choose_run_dir(str(root), "exp", str(older), "new") == older
+    assert choose_run_dir(str(root), "exp", str(older / "checkpoints" / "last.ckpt"), "new") == older
+    assert choose_run_dir(str(root), "exp", None, "new") == root / "runs" / "exp" / "new"
     assert resumed_checkpoint(older, "auto") == older / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match="resume=auto: no run of other"):
-        resumed_run_dir(str(root), "other", "auto")
+        choose_run_dir(str(root), "other", "auto", "new")
     with pytest.raises(ConfigError, match="has no checkpoints/last.ckpt"):
-        resumed_run_dir(str(root), "exp", str(empty))
+        choose_run_dir(str(root), "exp", str(empty), "new")
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
-"""Which directory a run writes into: for `resume=`, the run it continues. Light on purpose: the run
-directory is chosen while Hydra composes the config, before torch loads."""
+"""Which directory a run writes into: a new one, or for `resume=` the run it continues, checked before torch
+loads and before Hydra writes into it (a run stays untouched when its checkpoint is bad)."""
 
 from __future__ import annotations
 
@@ -18,79 +18,51 @@ LAST = Path("checkpoints") / "last.ckpt"
 
 
 def fresh_stem() -> str:
-    """A new run directory's name: its start time and a random token, so two runs started in the same
-    second still get two directories."""
+    """A new run directory's name: its start time and a random token (two runs of one second differ)."""
     return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
 
 
-def choose_run_dir(
-    output_dir: str, name: str, resume: str | None, fresh: str, overrides=(), groups=frozenset()
-) -> Path:
-    """The directory a run writes into: the resumed run's, or ``<output_dir>/runs/<name>/<fresh>``."""
-    resumed = resumed_run_dir(output_dir, name, resume, list(overrides), groups)
-    if resumed is not None:
-        return resumed
-    # Under torchrun every rank runs Hydra itself; the rendezvous id they share names the one directory.
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-    return Path(output_dir) / "runs" / name / (f"torchrun-{run_id}" if run_id != "none" else fresh)
-
-
-def resumed_run_dir(
-    output_dir: str, name: str, resume: str | None, overrides: list[str] = (), groups: set[str] = frozenset()
-) -> Path | None:
-    """The directory a resumed run keeps writing into; None for a fresh run (or a loose .ckpt file).
-    Everything that can be checked without torch is checked here, before Hydra writes into that directory."""
+def choose_run_dir(output_dir: str, name: str, resume, fresh: str, overrides=(), groups=frozenset()) -> Path:
+    """The resumed run's directory, or ``<output_dir>/runs/<name>/<fresh>``; under torchrun every rank runs
+    Hydra itself, and the rendezvous id they share names the one directory."""
     if resume in (None, ""):
-        return None
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        return Path(output_dir) / "runs" / name / (f"torchrun-{run_id}" if run_id != "none" else fresh)
     if not isinstance(resume, str):  # resume=true, resume=1
         raise ConfigError(f"resume={resume!r}: pass resume=auto, a run directory or a .ckpt file")
     run_dir = _run_dir_of(output_dir, name, resume)
     refuse_group_changes(overrides, groups, run_dir)
-    # Checked here, before Hydra writes into the run directory: a run stays untouched when its checkpoint is bad.
     check_checkpoint_path(resumed_checkpoint(run_dir, resume) if run_dir else resume, key="resume")
-    if run_dir is not None:
-        saved = run_dir / ".hydra" / "config.yaml"
-        if saved.is_file():
-            from omegaconf import OmegaConf
+    if run_dir is None:  # a loose .ckpt: a new directory, the checkpoint's run continued in it
+        return Path(output_dir) / "runs" / name / fresh
+    if (run_dir / ".hydra" / "config.yaml").is_file():
+        from omegaconf import OmegaConf
 
-            check_same_experiment(resume, OmegaConf.load(saved).get("name"), asked_experiment(overrides))
+        check_same_experiment(resume, OmegaConf.load(run_dir / ".hydra" / "config.yaml").get("name"), overrides)
     return run_dir
 
 
-def asked_experiment(overrides) -> str | None:
-    """The experiment named on the command line, if one was."""
-    given = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
-    return given[-1] if given else None
+def check_same_experiment(resume: str, found: str | None, overrides) -> None:
+    asked = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
+    if asked and found is not None and asked[-1] != found:
+        raise ConfigError(f"resume={resume} is a run of {found}, not experiment={asked[-1]}; drop experiment= or"
+                          f" resume a {asked[-1]} run")  # fmt: skip
 
 
 def refuse_group_changes(overrides, groups, run_dir: Path | None = None) -> None:
     """A resumed run keeps its model, data and trainer; only plain values (epochs=...) may change. A group
-    named as the run already has it (the run's own command again, logger=mlflow and resume=auto) is no
-    change: ``run_dir``'s recorded choices allow it."""
-    choices = recorded_choices(run_dir) if run_dir is not None else {}
+    named as the run has it already (its own command again, with resume=auto) is no change."""
+    choices = {}
+    if run_dir is not None and (run_dir / ".hydra" / "hydra.yaml").is_file():
+        from omegaconf import OmegaConf
+
+        recorded = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml")
+        choices = {str(k): str(v) for k, v in (OmegaConf.select(recorded, "hydra.runtime.choices") or {}).items()}
     for override in overrides:
         key, _, value = override.partition("=")
         group = key.lstrip("+~")
         if group.split("/")[0] in set(groups) - {"experiment"} and choices.get(group) != value:
             raise ConfigError(f"{override} cannot change on resume; start a new run instead")
-
-
-def recorded_choices(run_dir: Path) -> dict[str, str]:
-    """The config group choices a run directory's first run was composed with (Hydra's hydra.yaml)."""
-    path = Path(run_dir) / ".hydra" / "hydra.yaml"
-    if not path.is_file():
-        return {}
-    from omegaconf import OmegaConf
-
-    choices = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices", default=None) or {}
-    return {str(k): str(v) for k, v in choices.items()}
-
-
-def check_same_experiment(resume: str, found: str | None, asked: str | None) -> None:
-    if asked is not None and found is not None and asked != found:
-        raise ConfigError(
-            f"resume={resume} is a run of {found}, not experiment={asked}; drop experiment= or resume a {asked} run"
-        )
 
 
 def _run_dir_of(output_dir: str, name: str, resume: str) -> Path | None:
@@ -110,50 +82,37 @@ def _run_dir_of(output_dir: str, name: str, resume: str) -> Path | None:
     raise ConfigError(f"resume={resume}: no such run directory or checkpoint file; pass resume=auto or a real path")
 
 
-def resumed_checkpoint(run_dir: Path, resume: str) -> Path:
+def resumed_checkpoint(run_dir: Path | None, resume: str) -> Path:
     """The checkpoint to continue from: the one named, or the run directory's last.ckpt."""
     path = Path(resume).expanduser()
     return path.resolve() if path.is_file() else run_dir / LAST
 
 
-# What a run directory holds before training starts: Hydra's record of the config, the job's log (train,
-# evaluate), the lock, and the failure record of a refused run
-BEFORE_TRAINING = {
-    ".hydra/config.yaml",
-    ".hydra/hydra.yaml",
-    ".hydra/overrides.yaml",
-    "train.log",
-    "evaluate.log",
-    "metrics.json",
-    ".lock",
-}
+# What a run directory holds before training starts: Hydra's record of the config, the job's log, the lock,
+# and the failure record of a refused run
+BEFORE_TRAINING = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "evaluate.log",
+                   "metrics.json", ".lock"}  # fmt: skip
 FRESH_STEM = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_[0-9a-f]{6}")
 
 
 def discard_unstarted(run_dir: Path, output_dir: str | Path, since: float) -> None:
     """Remove the directory made for a run that a check refused before it trained, so bad input leaves no
-    "failed" runs behind; only one that is surely this command's own: named by ``fresh_stem`` under
-    ``<output_dir>/runs/<name>/`` or ``<output_dir>/evaluations/``, every file in it written since
-    ``since`` (this command's start) and only what is written before training, and no other process
-    holding its lock. Never a resumed run's, a torchrun directory, or one given as hydra.run.dir. Its
-    parents go too when that leaves them empty, up to ``output_dir``."""
+    "failed" runs behind: only one that is surely this command's own (named by ``fresh_stem`` under
+    ``<output_dir>/runs/<name>/`` or ``evaluations/``, holding only what is written before training, all of
+    it since ``since``, and no other process holding its lock), and its parents when that empties them."""
     run_dir, output_dir = Path(run_dir).resolve(), Path(output_dir).resolve()
     under = run_dir.parent.parent == output_dir / "runs" or run_dir.parent == output_dir / "evaluations"
     if not (run_dir.is_dir() and under and FRESH_STEM.fullmatch(run_dir.name)):
         return
-    for path in run_dir.rglob("*"):
-        if path.is_file() and (
-            path.relative_to(run_dir).as_posix() not in BEFORE_TRAINING or path.stat().st_mtime < since - 1
-        ):  # 1 s: file systems with coarse times
+    for path in run_dir.rglob("*"):  # 1 s: file systems with coarse times
+        if path.is_file() and (path.relative_to(run_dir).as_posix() not in BEFORE_TRAINING
+                               or path.stat().st_mtime < since - 1):  # fmt: skip
             return
-    if (run_dir / ".lock").is_file():
-        with open(run_dir / ".lock", "rb") as lock:
-            try:  # another process running in it (a second run given the same directory) keeps it
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return
-            shutil.rmtree(run_dir, ignore_errors=True)
-    else:
+    with open(run_dir / ".lock", "a+b") as lock:
+        try:  # another process running in it (a second run given the same directory) keeps it
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
         shutil.rmtree(run_dir, ignore_errors=True)
     for parent in (run_dir.parent, run_dir.parent.parent):
         if parent == output_dir:

@@ -241,9 +241,9 @@ def save_figures(
     plot: FitPlot | None = None,
     title: str = "",
 ) -> None:
-    """The end of a run's pictures: the fit over the training split ``train`` = (x, y), when the data offer
-    it (``plot``: a layout shared with runs on the same data), loss.png of ``curves`` (none for None) and, for several classes, the
-    confusion matrix on ``evaluated`` = (split, x, y); into figures/ and TensorBoard at ``step``."""
+    """The end of a run's pictures, into figures/ and TensorBoard at ``step``: the fit over the training split
+    ``train`` = (x, y) when the data offer it (``plot``: a layout shared by runs on the same data), loss.png
+    of ``curves`` and, for several classes, the confusion matrix on ``evaluated`` = (split, x, y)."""
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)
     plot = plot or (FitPlot(module, *train) if train is not None else None)

@@ -26,84 +26,64 @@ from deepbasics.reports.events import fast_checksums
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
-# Lightning's advice for DataLoader-fed training does not apply to in-memory batches.
-for _message in (
-    ".*does not have many workers.*",
-    ".*smaller than the logging interval.*",
-    ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run writes where it left off
-    ".*sync_dist=True.*",  # the values logged are torchmetrics results, already synced across ranks
-    ".*length of `list` across ranks is zero.*",
-    ".*LeafSpec.*",  # Lightning 2.6's own use of a deprecated torch name
-):
-    warnings.filterwarnings("ignore", message=_message)
+# Lightning's advice for DataLoader-fed training, and its own use of a deprecated torch name
+for _message in ("does not have many workers", "smaller than the logging interval", "LeafSpec", "sync_dist=True",
+                 "Checkpoint directory .* exists and is not empty", "length of `list` across ranks is zero"):  # fmt: skip
+    warnings.filterwarnings("ignore", message=f".*{_message}.*")
 # Lightning's own console handler repeats its start-up notes (accelerators, tips); the run's log file keeps them.
 for _handler in logging.getLogger("lightning").handlers:
     _handler.setLevel(logging.WARNING)
+WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "null"}
 
 
 def build(conf: DictConfig, key: str = "", **kwargs):
-    """Hydra's instantiate, with a failure as one line naming where the config sits (data, model.net,
-    trainer): of a part built inside another (a module builds its net), the innermost."""
-    check_types(conf, key)
+    """Hydra's instantiate, with a failure as one line naming where its config sits (data, model.net,
+    trainer): of a part built inside another (a module builds its net), the innermost. Values are first
+    checked against the plain types (int, float, bool, str, None) the class's arguments are annotated with:
+    a word where a number goes answers here, not as a traceback at the first epoch."""
+    try:
+        cls = get_class(conf._target_)
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # no class, or annotations that do not resolve: instantiating it says what is wrong
+        hints = {}
+    for name, value in conf.items():
+        allowed = typing.get_args(hints.get(name)) or (hints.get(name),)
+        if not all(kind in WORDS for kind in allowed):  # not a plain type: the class checks for itself
+            continue
+        fits = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not (fits or (float in allowed and type(value) is int)):
+            expected = " or ".join(WORDS[kind] for kind in allowed)
+            raise ConfigError(f"{key}.{name}={value!r} must be {expected} ({cls.__name__}'s {name})")
     try:
         return instantiate(conf, **kwargs)
     except InstantiationException as err:
         while isinstance(err.__cause__, InstantiationException):  # a part the part being built builds
             err = err.__cause__
-        if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
+        cause = err.__cause__ or err
+        if isinstance(cause, ConfigError):
+            raise cause from None
         target = re.search(r"target '([\w.]+)'", str(err))
         name = target.group(1) if target else str(conf.get("_target_", ""))
-        where = _key_of(conf, name, key) or key or name
-        cause = err.__cause__ or err
+        where, short = _key_of(conf, name, key) or key or name, name.rsplit(".", 1)[-1]
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
-        short = name.rsplit(".", 1)[-1]
         if unknown:
-            raise ConfigError(
-                f"{where}.{unknown.group(1)} is not an option of {short}, which {where} is here; remove"
-                " it, or pick a group that has it (--help lists them)"
-            ) from None
+            raise ConfigError(f"{where}.{unknown.group(1)} is not an option of {short}, which {where} is here;"
+                              " remove it, or pick a group that has it (--help lists them)") from None  # fmt: skip
         if "gpu" in str(cause).lower() and not torch.cuda.is_available():
-            raise ConfigError(
-                f"{where}: {cause}; torch sees no GPU here (a CPU build, or no driver): use"
-                " trainer=cpu, or install torch's CUDA build (README)"
-            ) from None
+            raise ConfigError(f"{where}: {cause}; torch sees no GPU here (a CPU build, or no driver): use"
+                              " trainer=cpu, or install torch's CUDA build (README)") from None  # fmt: skip
         raise ConfigError(f"{where} ({short}): {one_line(cause)}; check its arguments") from None
-
-
-WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "null"}
-
-
-def check_types(conf, key: str) -> None:
-    """Each value of ``conf`` against the annotation its class gives that argument, where it is a plain
-    type (int, float, bool, str, or None): a word where a number goes answers here in one line, not as a
-    traceback at the first epoch."""
-    try:
-        cls = get_class(conf._target_)
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # no class, or annotations that do not resolve: the class checks for itself
-        return
-    for name, value in conf.items():
-        allowed = typing.get_args(hints.get(name)) or (hints.get(name),)
-        if not all(kind in WORDS for kind in allowed):
-            continue
-        fits = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
-        if not (fits or (float in allowed and type(value) is int)):
-            raise ConfigError(
-                f"{key}.{name}={value!r} must be {' or '.join(WORDS[k] for k in allowed)} ({cls.__name__}'s {name})"
-            )
 
 
 def _key_of(conf, target: str, key: str) -> str | None:
     """Where in ``conf`` (itself at ``key``) the part whose _target_ is ``target`` sits."""
-    if not OmegaConf.is_dict(conf):
-        return None
-    if conf.get("_target_") == target:
-        return key
-    for name, value in conf.items():
-        found = _key_of(value, target, f"{key}.{name}" if key else str(name))
-        if found:
-            return found
+    if OmegaConf.is_dict(conf):
+        if conf.get("_target_") == target:
+            return key
+        for name, value in conf.items():
+            found = _key_of(value, target, f"{key}.{name}" if key else str(name))
+            if found:
+                return found
     return None
 
 
@@ -127,39 +107,34 @@ def input_width(datamodule: L.LightningDataModule) -> int:
         datamodule.prepare_data()
         datamodule.setup("fit")
         batch = next(iter(datamodule.train_dataloader()))
-    x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return int(x.shape[-1])
+    return int((batch[0] if isinstance(batch, (tuple, list)) else batch).shape[-1])
 
 
 def build_model(conf: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
     """The configured LightningModule for this data: ``model.net.in_features`` left null comes from the data
-    (as LightningCLI links arguments); its optimizer and scheduler are built once here, so a bad value
+    (as LightningCLI links arguments); its optimizer and scheduler are built once here, so that a bad value
     answers in one line before training."""
     config = OmegaConf.to_container(conf, resolve=True)
     net = config.get("net") or {}
     if "in_features" in net:
         width = input_width(datamodule)
-        if net["in_features"] is None:
-            net["in_features"] = width
-        elif net["in_features"] != width:
-            raise ConfigError(
-                f"model.net.in_features={net['in_features']} but the data has {width} features; set"
-                f" model.net.in_features={width}, or null (the data sets it)"
-            )
+        if net["in_features"] not in (None, width):
+            raise ConfigError(f"model.net.in_features={net['in_features']} but the data has {width} features; set"
+                              f" model.net.in_features={width}, or null (the data sets it)")  # fmt: skip
+        net["in_features"] = width
     model = build(OmegaConf.create(config), "model", _convert_="all", _recursive_=False)
-    for part in ("optimizer", "scheduler"):
-        spec = model.hparams.get(part)
-        if spec and not spec.get("_partial_"):
-            raise ConfigError(f"model.{part} is built by the module around its parameters: add _partial_: true")
-    part = "optimizer"
     try:
-        optimizer = instantiate(model.hparams.optimizer)(model.parameters())
-        if model.hparams.get("scheduler"):
-            part = "scheduler"
-            instantiate(model.hparams.scheduler)(optimizer)
+        for part in ("optimizer", "scheduler"):
+            spec = model.hparams.get(part)
+            if spec and not spec.get("_partial_"):
+                raise ConfigError(f"model.{part} is built by the module around its parameters: add _partial_: true")
+            if spec:  # the scheduler around the optimizer just built
+                built = instantiate(spec)(model.parameters() if part == "optimizer" else built)
+    except ConfigError:
+        raise
     except Exception as err:
-        name = str(model.hparams[part]["_target_"]).rsplit(".", 1)[-1]
-        raise ConfigError(f"model.{part} ({name}): {one_line(err.__cause__ or err)}; check its arguments") from None
+        short = str(model.hparams[part]["_target_"]).rsplit(".", 1)[-1]
+        raise ConfigError(f"model.{part} ({short}): {one_line(err.__cause__ or err)}; check its arguments") from None
     splits = whole_splits(datamodule)
     if splits is None:
         model.batch_metrics = True  # no whole training split to measure: the epoch's batches
@@ -174,17 +149,13 @@ def build_model(conf: DictConfig, datamodule: L.LightningDataModule) -> L.Lightn
 
 def check_labels(splits: dict, classes: int | None) -> None:
     """Binary classifiers need labels 0 and 1; a classifier of ``classes`` classes 0..classes-1."""
-    allowed = torch.arange(classes or 2, dtype=torch.float32)
-    kind = (
-        f"a {classes}-class classifier needs labels 0 to {classes - 1}"
-        if classes
-        else ("a binary classifier needs labels 0 and 1")
-    )
+    need = f"a {classes}-class classifier needs labels 0 to {classes - 1}" if classes else "a binary classifier"
+    need += "" if classes else " needs labels 0 and 1"
     for split, (_, y) in splits.items():
-        wrong = y[~torch.isin(y, allowed)]
+        wrong = y[~torch.isin(y, torch.arange(classes or 2, dtype=torch.float32))]
         if len(wrong):
             raise ConfigError(
-                f"data.{split} has label {wrong[0].item():g}; {kind} (for more classes: model=multiclass"
+                f"data.{split} has label {wrong[0].item():g}; {need} (for more classes: model=multiclass"
                 " model.num_classes=<classes>; else map them in the data, or use a regression model)"
             )
     labels = splits["train"][1].unique().tolist()
@@ -203,23 +174,20 @@ def check_monitors(monitors: dict[str, str], model: L.LightningModule, datamodul
     logged = [f"{split}/{name}" for split in ("train", "val") if split == "train" or has_val for name in names]
     logged += ["step", "epoch"] + (["train/batch_loss"] if plateau else [])
     for key, metric in monitors.items():
+        split, _, name = str(metric).partition("/")
         if metric in logged:
             continue
-        split, _, name = str(metric).partition("/")
         if split == "val" and not has_val and name in names:
             raise ConfigError(f"{key}={metric} but the data has no val split; monitor train/loss instead")
         reason = (
-            "test metrics are measured once, after training"
-            if split == "test"
-            else ("it is not a metric this run logs")
+            "test metrics are measured once, after training" if split == "test" else "it is not a metric this run logs"
         )
         raise ConfigError(f"{key}={metric}: {reason}; pick one of {', '.join(logged)}")
 
 
 def live_progress(progress: str) -> bool:
     """``progress=auto``: a live bar when stdout is a terminal, the plain lines otherwise (CI, pipes, logs).
-    A terminal that reports no size (a 0x0 pty: `script`, `docker -t`, some CI runners) cannot draw a bar,
-    which would show nothing at all: it gets the lines."""
+    A terminal that reports no size (a 0x0 pty: `script`, `docker -t`) cannot draw a bar: it gets the lines."""
     if progress == "lines" or (progress == "auto" and not sys.stdout.isatty()):
         return False
     try:
@@ -241,7 +209,11 @@ def build_loggers(conf: DictConfig | None, run_dir: Path, start_step: int = 0) -
             earlier = list((run_dir / part.get("name", "")).glob("**/events.out.tfevents.*"))
             if start_step or earlier:
                 extra["purge_step"] = start_step + 1 if start_step else 0
-            after_event_files(earlier)
+            # TensorBoard reads event files in name order, which starts with their second: a resume's
+            # purge works only from a file named after the interrupted run's
+            stamps = [int(p.name.split(".")[3]) for p in earlier if p.name.split(".")[3].isdigit()]
+            if stamps and 0 < max(stamps) + 1 - time.time() <= 2:  # more: a clock ahead of this one's
+                time.sleep(max(stamps) + 1 - time.time())
         elif part._target_.endswith("MLFlowLogger"):
             from deepbasics.reports.mlflow_runs import logger_kwargs
 
@@ -256,9 +228,7 @@ def start_logs(loggers: list, settings: dict, run_dir: Path) -> None:
     tagged and nested under its sweep's."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    if rank_zero_only.rank != 0:  # the loggers write from rank 0
-        return
-    for logger in loggers:
+    for logger in loggers if rank_zero_only.rank == 0 else ():  # the loggers write from rank 0
         if isinstance(logger, L.pytorch.loggers.MLFlowLogger):
             from deepbasics.reports.mlflow_runs import start_run
 
@@ -268,28 +238,15 @@ def start_logs(loggers: list, settings: dict, run_dir: Path) -> None:
         logger.save()
 
 
-def after_event_files(earlier: list[Path]) -> None:
-    """Wait, if need be, until a new event file sorts after ``earlier`` ones. TensorBoard reads a run's
-    event files in name order, which starts with the second the file was made; a resume's purge of what the
-    interrupted run logged after its checkpoint works only if its file comes later."""
-    stamps = [int(p.name.split(".")[3]) for p in earlier if p.name.split(".")[3].isdigit()]
-    if stamps:
-        delay = max(stamps) + 1 - time.time()
-        if 0 < delay <= 2:  # more: a file from a clock ahead of this one (another node); no waiting on it
-            time.sleep(delay)
-
-
 def build_callbacks(conf: DictConfig | None, run_dir: Path) -> list:
-    """The configured callbacks; ModelCheckpoint saves into ``run_dir``/checkpoints."""
+    """The configured callbacks. ModelCheckpoint saves into ``run_dir``/checkpoints, given here, not by the
+    config: the config travels inside checkpoints, and a resumed or evaluated run must never write into the
+    directory of the run it was copied from."""
     callbacks = []
     for name, part in (conf or {}).items():
         if part.get("dirpath") is not None:
-            raise ConfigError(
-                f"callbacks.{name}.dirpath={part.dirpath}: checkpoints go into the run directory's"
-                " checkpoints/ (resume and evaluate look there); leave dirpath unset"
-            )
-        # Given here, not by the config: the config travels inside checkpoints, and a resumed or evaluated
-        # run must never write into the directory of the run it was copied from.
+            raise ConfigError(f"callbacks.{name}.dirpath={part.dirpath}: checkpoints go into the run directory's"
+                              " checkpoints/ (resume and evaluate look there); leave dirpath unset")  # fmt: skip
         extra = {"dirpath": str(run_dir / "checkpoints")} if is_model_checkpoint(part) else {}
         callbacks.append(build(part, f"callbacks.{name}", **extra))
     return callbacks
@@ -302,35 +259,14 @@ def is_model_checkpoint(conf: DictConfig) -> bool:
         return False
 
 
-def build_trainer(
-    conf: DictConfig,
-    run_dir: Path,
-    callbacks: list,
-    loggers: list,
-    epochs: int,
-    val_every: int,
-    log_every: int,
-    bar: bool = False,
-    checkpoint_io=None,
-) -> L.Trainer:
+def build_trainer(conf: DictConfig, run_dir: Path, callbacks: list, loggers: list, epochs: int, val_every: int,
+                  log_every: int, bar: bool = False, checkpoint_io=None) -> L.Trainer:  # fmt: skip
     """``conf`` (the trainer group) with the run's own schedule: ``epochs`` epochs, a validation every
     ``val_every``. Its profiler's report goes into the run directory (debug=profiler)."""
-    extra = {}
-    if conf.get("profiler"):
-        extra["profiler"] = build(conf.profiler, dirpath=str(run_dir))
-    trainer = build(
-        conf,
-        "trainer",
-        max_epochs=epochs,
-        check_val_every_n_epoch=val_every,
-        log_every_n_steps=log_every,
-        enable_progress_bar=bar,
-        callbacks=callbacks,
-        logger=loggers or False,
-        default_root_dir=str(run_dir),
-        plugins=[checkpoint_io or AtomicCheckpointIO()],
-        **extra,
-    )
+    extra = {"profiler": build(conf.profiler, dirpath=str(run_dir))} if conf.get("profiler") else {}
+    trainer = build(conf, "trainer", max_epochs=epochs, check_val_every_n_epoch=val_every, log_every_n_steps=log_every,
+                    enable_progress_bar=bar, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
+                    plugins=[checkpoint_io or AtomicCheckpointIO()], **extra)  # fmt: skip
     # deterministic=True also fills every new tensor with NaN to expose reads of uninitialised memory,
     # which costs these tiny nets a quarter of their step time; the algorithms stay deterministic.
     torch.utils.deterministic.fill_uninitialized_memory = False

@@ -30,37 +30,38 @@ def validates(trainer: L.Trainer, done: int) -> bool:
     return done % trainer.check_val_every_n_epoch == 0 or done >= trainer.max_epochs
 
 
+def write(loggers: list, values: dict, step: int) -> None:
+    """Points straight into the loggers at ``step`` (Lightning writes an epoch's points after its end hooks,
+    where its checkpoint is saved, and one step behind the model they describe)."""
+    for logger in loggers:
+        logger.log_metrics({name: float(value) for name, value in values.items()}, step=step)
+
+
 class ConsoleLog(L.Callback):
-    """One line per validation interval and at the end, like the tutorials' print of the cost: the run's
-    losses and accuracies, or for a stacked group of jobs its ``monitor`` metric's best, median and worst."""
+    """One line per validation and at the end, like the tutorials' print of the cost: the run's losses and
+    accuracies, or for a stacked group of jobs its ``monitor`` metric's best, median and worst."""
 
     def __init__(self, monitor: str | None = None, mode: str = "min", labels: list[str] | None = None):
         self.monitor, self.mode, self.labels = monitor, mode, labels
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch + 1
-        if trainer.is_global_zero and validates(trainer, done):
-            shown = self._group(pl_module) if self.labels is not None else self._run(trainer)
-            print(f"epoch {done:>{len(str(trainer.max_epochs))}}/{trainer.max_epochs}  {shown}", flush=True)
-
-    @staticmethod
-    def _run(trainer: L.Trainer) -> str:
+        if not (trainer.is_global_zero and validates(trainer, done)):
+            return
         metrics = trainer.callback_metrics
-        return "  ".join(f"{k} {float(v):.6g}" for k, v in sorted(metrics.items()) if k.endswith(("/loss", "/acc")))
-
-    def _group(self, group) -> str:
-        line = f"{len(self.labels)} jobs"
-        values, alive = group.latest.get(self.monitor), group.alive()
-        if values is not None and alive:
-            ranked = sorted(alive, key=lambda k: float(values[k]), reverse=self.mode == "max")
-            best, worst = ranked[0], ranked[-1]
-            median = statistics.median(float(values[k]) for k in alive)
-            line += (
-                f"  {self.monitor} best {float(values[best]):.6g} (#{self.labels[best]})  median {median:.6g}"
-                f"  worst {float(values[worst]):.6g} (#{self.labels[worst]})"
-            )
-        failed = len(self.labels) - len(alive)
-        return line + (f"  {failed} failed" if failed else "")
+        line = "  ".join(f"{k} {float(v):.6g}" for k, v in sorted(metrics.items()) if k.endswith(("/loss", "/acc")))
+        if self.labels is not None:  # a group
+            values, alive = pl_module.latest.get(self.monitor), pl_module.alive()
+            line = f"{len(self.labels)} jobs"
+            if values is not None and alive:
+                ranked = sorted(alive, key=lambda k: float(values[k]), reverse=self.mode == "max")
+                median = statistics.median(float(values[k]) for k in alive)
+                line += (
+                    f"  {self.monitor} best {float(values[ranked[0]]):.6g} (#{self.labels[ranked[0]]})  median"
+                    f" {median:.6g}  worst {float(values[ranked[-1]]):.6g} (#{self.labels[ranked[-1]]})"
+                )
+            line += f"  {len(self.labels) - len(alive)} failed" if len(alive) < len(self.labels) else ""
+        print(f"epoch {done:>{len(str(trainer.max_epochs))}}/{trainer.max_epochs}  {line}", flush=True)
 
 
 class EpochProgressBar(ProgressBar):
@@ -79,16 +80,8 @@ class EpochProgressBar(ProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(
-            total=trainer.max_epochs,
-            initial=trainer.current_epoch,
-            unit="epoch",
-            dynamic_ncols=True,
-            desc=self.name,
-            file=sys.stdout,
-            smoothing=0.1,
-            disable=not self.enabled,
-        )
+        self.bar = tqdm(total=trainer.max_epochs, initial=trainer.current_epoch, unit="epoch", dynamic_ncols=True,
+                        desc=self.name, file=sys.stdout, smoothing=0.1, disable=not self.enabled)  # fmt: skip
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loss = trainer.callback_metrics.get("train/loss")
@@ -97,9 +90,7 @@ class EpochProgressBar(ProgressBar):
         self.bar.update(trainer.current_epoch + 1 - self.bar.n)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self.bar.close()
 
 
 class WholeTrainSplit(L.Callback):
@@ -111,15 +102,15 @@ class WholeTrainSplit(L.Callback):
     def __init__(self, splits, log_every: int, figure_every: int = 0, title: str = ""):
         self.splits, self.log_every, self.figure_every, self.title = splits, log_every, figure_every, title
         self.report: dict | None = None  # the optimum, once fit starts
-        self.plot: FitPlot | None = None  # laid out once, redrawn at every figure
+        self.plot: FitPlot | None = None  # laid out once, drawn again at every figure
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         self.report = optimum(pl_module, *self.splits.splits["train"])
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.current_epoch == 0:  # Lightning logs after steps only: the first point goes to the loggers
-            first = pl_module.measure("train", self.splits.batches("train")) | optimum_points(self.report)
-            write(trainer.loggers, first, 0)
+            write(trainer.loggers, pl_module.measure("train", self.splits.batches("train")), 0)
+            write(trainer.loggers, optimum_points(self.report), 0)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         done = trainer.current_epoch + 1
@@ -129,17 +120,9 @@ class WholeTrainSplit(L.Callback):
             write(trainer.loggers, values, trainer.global_step)  # the point now, before this epoch's checkpoint
         if self.figure_every and done % self.figure_every == 0 and done < trainer.max_epochs:
             x, y = self.splits.splits["train"]
-            if self.plot is None:
-                self.plot = FitPlot(pl_module, x, y)
+            self.plot = self.plot or FitPlot(pl_module, x, y)
             image = self.plot.render(pl_module, x, y, done, self.report, self.title)
             log_image(trainer.loggers, "visual/fit", image, png(image), trainer.global_step)
-
-
-def write(loggers: list, values: dict, step: int) -> None:
-    """Points straight into the loggers at ``step`` (Lightning writes an epoch's points after its end hooks,
-    where its checkpoint is saved, and one step behind the model they describe)."""
-    for logger in loggers:
-        logger.log_metrics({name: float(value) for name, value in values.items()}, step=step)
 
 
 class SignalStop(Exception):
@@ -152,28 +135,23 @@ class SignalStop(Exception):
 
 class LastCheckpoint(Checkpoint):
     """last.ckpt holds the state training stopped in, whatever stopped it, so that ``resume=`` continues
-    from there and loses at most one checkpoint interval to a kill:
-
-    - at each checkpoint interval: ModelCheckpoint writes last.ckpt only beside a checkpoint it keeps (one
-      that improved on the best, for save_top_k=1); this writes it when ModelCheckpoint did not;
-    - Ctrl-C or SIGTERM: training stops at the end of the epoch (one step with full batches), after its
-      validation and checkpoints, saves last.ckpt and raises ``SignalStop``; a second signal stops at once;
-    - the end of training (the last epoch, or an early stop), when it falls between intervals.
-
-    A Checkpoint callback, so Lightning runs it after ModelCheckpoint. ``targets`` gives (ModelCheckpoint,
-    last.ckpt path) for every ModelCheckpoint that keeps a last.ckpt (``save_last``)."""
+    from there and loses at most one checkpoint interval to a kill: at each checkpoint interval (where
+    ModelCheckpoint writes it only beside a checkpoint it keeps), at the end of training, and at the end of
+    the epoch in which Ctrl-C or SIGTERM came (after its validation and checkpoints; then ``SignalStop``;
+    a second signal stops at once). A Checkpoint callback, so Lightning runs it after ModelCheckpoint.
+    ``targets`` gives (ModelCheckpoint, last.ckpt path) for every ModelCheckpoint that keeps a last.ckpt."""
 
     def __init__(self, targets=None) -> None:
         self.targets = targets or last_checkpoints
         self.received: int | None = None
-        self._previous: dict[int, object] = {}
+        self.previous: dict[int, object] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Installed after Lightning's own SIGTERM handler, and instead of it (it would stop without a
+        # Installed after Lightning's own SIGTERM handler, and instead of it (it stops without a
         # checkpoint); restored when training ends.
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
+                self.previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame) -> None:
         if self.received is not None:
@@ -185,20 +163,19 @@ class LastCheckpoint(Checkpoint):
         if trainer.world_size > 1:  # a signal may reach one rank only: every rank stops at the same epoch
             flag = torch.tensor(float(received), device=trainer.strategy.root_device)
             received = int(trainer.strategy.reduce(flag, reduce_op="max"))
-        if received:
-            saved = self.save(trainer)
-            commit(trainer)
-            raise SignalStop(received, saved)
-        self.save(trainer, due=True)
+        saved = self.save(trainer, due=not received)
         commit(trainer)
+        if received:
+            raise SignalStop(received, saved)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore()
+        self.on_exception(trainer, pl_module, None)
         self.save(trainer)
         commit(trainer)
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore()
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
+        while self.previous:
+            signal.signal(*self.previous.popitem())
 
     def save(self, trainer: L.Trainer, due: bool = False) -> list[str]:
         """Write each target's last.ckpt that does not hold this step yet (``due``: only those whose
@@ -214,28 +191,18 @@ class LastCheckpoint(Checkpoint):
             paths.append(path)
         return paths
 
-    def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
 
 def commit(trainer: L.Trainer) -> None:
     """The checkpoints of this hook written as one, for a CheckpointIO that writes several files together
     (a stacked group's, ``run.group``); a run's own CheckpointIO writes each at once."""
-    io = trainer.strategy.checkpoint_io
-    if hasattr(io, "commit"):
-        io.commit()
+    if hasattr(trainer.strategy.checkpoint_io, "commit"):
+        trainer.strategy.checkpoint_io.commit()
 
 
 def last_checkpoints(trainer: L.Trainer) -> list[tuple[ModelCheckpoint, str]]:
     """(ModelCheckpoint, its last.ckpt, named as it names it) of every ModelCheckpoint that keeps one."""
-    metrics = trainer.callback_metrics
-    return [
-        (callback, callback.format_checkpoint_name(metrics, callback.CHECKPOINT_NAME_LAST))
-        for callback in trainer.checkpoint_callbacks
-        if isinstance(callback, ModelCheckpoint) and callback.save_last
-    ]
+    return [(c, c.format_checkpoint_name(trainer.callback_metrics, c.CHECKPOINT_NAME_LAST))
+            for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.save_last]  # fmt: skip
 
 
 class RunState(L.Callback):
@@ -249,17 +216,13 @@ class RunState(L.Callback):
         checkpoint["deepbasics"] = self.state(trainer, pl_module.is_classifier)
 
     def state(self, trainer: L.Trainer, classifier: bool) -> dict:
-        """What deepbasics keeps in a checkpoint beside Lightning's own keys."""
+        """What deepbasics keeps in a checkpoint beside Lightning's own keys: its format, the config, the
+        epochs trained, the input scale (predict applies it), and an early stop (a resume then finishes)."""
         from deepbasics.run.checkpoints import FORMAT
 
-        state = {"config": self.config, "classifier": classifier, "epochs": epochs_done(trainer)}
-        state["format"] = FORMAT
-        if self.standardization is not None:  # predict and evaluate apply these, not statistics of their own
-            state["standardization"] = self.standardization
-        stopped = stopped_early(trainer)
-        if stopped:  # a resume of this checkpoint finishes the run instead of training on
-            state["stopped"] = stopped
-        return state
+        state = {"format": FORMAT, "config": self.config, "classifier": classifier, "epochs": epochs_done(trainer)}
+        return state | {k: v for k, v in (("standardization", self.standardization),
+                                          ("stopped", stopped_early(trainer))) if v is not None}  # fmt: skip
 
     def state_dict(self) -> dict:
         return {"rng": rng_states()}

@@ -1,19 +1,18 @@
 """Jobs of a sweep trained together as one stacked model (``models.stacked``; the launcher is
-``hydra_plugins/deepbasics_vectorized``), in Lightning's own loop on the schedule a run of its own has.
+``hydra_plugins/deepbasics_vectorized``) in Lightning's own loop, on the schedule a run of its own has.
 Every job ends with what a run of its own leaves in its directory: checkpoints that a run of its own resumes
-(its own ModelCheckpoint, built from its config, decides when and what to save, and ``JobCheckpointIO``
-writes that job's part of the group's checkpoint), logger events, model.pt, figures and metrics.json; and
-it returns its monitored value, or the error that ended it. A job whose loss goes non-finite fails alone;
-the others train on."""
+(its own ModelCheckpoint decides when and what to save, and ``JobCheckpointIO`` writes that job's part of
+the group's checkpoint), logger events, model.pt, figures and metrics.json; and it returns its monitored
+value, or the error that ended it. A job whose loss goes non-finite fails alone; the others train on."""
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import resource
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,29 +29,21 @@ from deepbasics.errors import ConfigError, RunFailed, one_line
 from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
 from deepbasics.models.stacked import StackedModule, StackedOptimizer
-from deepbasics.reports.figures import FitPlot, curves_from_events
-from deepbasics.run.build import (
-    build_callbacks,
-    build_datamodule,
-    build_loggers,
-    build_model,
-    build_trainer,
-    is_model_checkpoint,
-    start_logs,
-)
+from deepbasics.reports.figures import FitPlot
+from deepbasics.run import build
 from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop, write
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
 from deepbasics.run.finish import Run, write_end
 from deepbasics.run.rng import rng_states
-from deepbasics.run.training import diverged, interruption
+from deepbasics.run.training import diverged, interruption, record_status
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Job:
-    """One job of a group: its config (resolved), and once built its module, data and own checkpoint
-    callback; ``outcome`` is its monitored value or the error that ended it."""
+    """One job of a group: its config (resolved), and once built its module, data, own ModelCheckpoint and
+    the random state a run of its own would store; ``outcome``: its monitored value or what ended it."""
 
     cfg: DictConfig
     label: str
@@ -60,30 +51,29 @@ class Job:
     module: L.LightningModule | None = None
     datamodule: L.LightningDataModule | None = None
     checkpoint: L.pytorch.callbacks.ModelCheckpoint | None = None
-    run_state: RunState | None = None
     rng: dict | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    resumed: dict | None = None  # the checkpoint it continues from (a resumed sweep's), read once
-    loggers: list = field(default_factory=list)  # written while the group trains
+    resumed: dict | None = None  # the checkpoint it continues from (a resumed sweep's)
+    loggers: list = field(default_factory=list)
     outcome: float | BaseException | None = None
 
     def __post_init__(self) -> None:
         self.run = Run.of(self.cfg)
 
     def fail(self, err: BaseException, status: str = "failed", **extra) -> None:
-        from deepbasics.run.training import record_status
-
         self.outcome = err
         identity = {k: v for k, v in self.run.identity(status).items() if k != "status"}
         record_status(self.run.dir, identity, status, one_line(err) if status == "failed" else str(err), **extra)
 
 
-def train_group(cfgs: Sequence[DictConfig], labels: Sequence[str], timings: dict | None = None) -> list:
-    """Train these jobs' configs (same net shape, optimizer kind and schedule: the launcher groups them) as
-    stacked models; one outcome per job, in order. ``timings["fit"]`` gets the seconds spent in fit."""
+def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> list:
+    """Train these jobs (the launcher groups those that can stack) as stacked models; one outcome per job,
+    in order. ``timings["fit"]`` gets the seconds spent in fit."""
     jobs = [Job(cfg, label) for cfg, label in zip(cfgs, labels, strict=True)]
-    _allow_open_files(len(jobs))
-    held = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # every job holds its directory's lock open
+    if soft != resource.RLIM_INFINITY and soft < len(jobs) + 256:
+        limit = len(jobs) + 256 if hard == resource.RLIM_INFINITY else min(len(jobs) + 256, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    held, shared, shapes = [], {}, {}
     try:
         for job in jobs:  # first: a job whose directory another process holds writes nothing into it
             try:
@@ -92,18 +82,14 @@ def train_group(cfgs: Sequence[DictConfig], labels: Sequence[str], timings: dict
                 remove_dead_writes(job.run.dir)  # a checkpoint a kill cut short
             except (ConfigError, OSError) as err:  # held by another process, or out of file descriptors
                 job.outcome = err
-        shared: dict[str, L.LightningDataModule] = {}
-        built = [job for job in jobs if job.outcome is None and _build(job, shared)]
-        shapes: dict[tuple, list[Job]] = {}
-        for job in built:  # the data may differ per job, their shapes may not
+        for job in [job for job in jobs if job.outcome is None and _build(job, shared)]:
             shape = tuple((name, tuple(x.shape)) for name, (x, _) in job.datamodule.splits.items())
-            shapes.setdefault(shape, []).append(job)
-        for members in list(shapes.values())[1:]:
-            numbers = ", #".join(job.label for job in members)
-            log.info(f"#{numbers}: other data shapes (rows per split) than the first jobs': a group of their own")
+            shapes.setdefault(shape, []).append(job)  # the data may differ per job, their shapes may not
         for members in shapes.values():
+            if len(shapes) > 1:
+                log.info(f"#{', #'.join(job.label for job in members)}: a group of their own data shape")
             try:
-                _train_stacked(members, timings if timings is not None else {})
+                _train_stacked(members, timings)
             except DeviceTooSmall:
                 raise  # the whole launch is refused, in one line
             except Exception as err:  # what would have failed each job alone fails each job of the group
@@ -116,41 +102,26 @@ def train_group(cfgs: Sequence[DictConfig], labels: Sequence[str], timings: dict
     return [job.outcome for job in jobs]
 
 
-def _allow_open_files(jobs: int) -> None:
-    """Every job holds its directory's lock file open while the group trains: raise the soft limit on open
-    files toward the hard one when a large group needs it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = jobs + 256
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(
-            resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard)
-        )
-
-
 def _build(job: Job, shared: dict) -> bool:
     """The job's data, module (initialised exactly as a run of its own: same seed, same order of random
-    draws) and checkpoint callback; False when that fails (the job fails alone, recorded, as it would
-    under the basic launcher)."""
+    draws) and ModelCheckpoint; False when that fails (the job fails alone, as under the basic launcher)."""
     cfg = job.cfg
     try:
         check_settings(cfg)
         L.seed_everything(cfg.seed, verbose=False)
         key = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True)
         if key not in shared:  # data builders draw from their own seeded generators: sharing changes nothing
-            shared[key] = build_datamodule(cfg.data)
+            shared[key] = build.build_datamodule(cfg.data)
         job.datamodule = shared[key]
-        job.module = build_model(cfg.model, job.datamodule)
+        job.module = build.build_model(cfg.model, job.datamodule)
         if whole_splits(job.datamodule) is None:
             raise ConfigError("data: its splits are not held in memory, so its jobs cannot be stacked")
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
         if cfg.get("resume"):  # a job of a resumed sweep: its own last checkpoint (config.sweep_dir)
             job.resumed = read_checkpoint(Path(cfg.resume) / LAST, key="resume")
             job.rng = job.resumed["callbacks"][RunState.__qualname__]["rng"]
-        # torch's own optimizer for this job: the form its checkpoints keep the optimizer state in
-        job.optimizer = instantiate(job.module.hparams.optimizer)(job.module.net.parameters())
-        callbacks = build_callbacks(cfg.get("callbacks"), job.run.dir)
+        callbacks = build.build_callbacks(cfg.get("callbacks"), job.run.dir)
         job.checkpoint = next((c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None)
-        job.run_state = RunState(job.run.config)
     except Exception as err:
         job.fail(err)
         return False
@@ -158,7 +129,7 @@ def _build(job: Job, shared: dict) -> bool:
 
 
 class StackedSplits(L.LightningDataModule):
-    """The data of K jobs trained as one stacked model: each split as one batch with a leading job axis, x
+    """The data of K jobs trained as one stacked model: each split one batch with a leading job axis, x
     (K, N, features) and y (K, N, 1). Jobs that share one DataModule share its tensors (a view, no copy)."""
 
     def __init__(self, datamodules: list):
@@ -167,21 +138,17 @@ class StackedSplits(L.LightningDataModule):
         for split in datamodules[0].splits:
             parts = [dm.splits[split] for dm in datamodules]
             if all(p is parts[0] for p in parts):
-                x, y = parts[0]
-                self.splits[split] = (x.expand(len(parts), *x.shape), y.expand(len(parts), *y.shape))
+                self.splits[split] = tuple(t.expand(len(parts), *t.shape) for t in parts[0])
             else:
                 self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
-        self._placed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        if (split, str(device)) not in self._placed:
-            x, y = self.splits[split]
-            self._placed[split, str(device)] = (x.to(device), y.to(device))
-        return self._placed[split, str(device)]
+        device = self.trainer.strategy.root_device
+        self.splits[split] = tuple(t.to(device) for t in self.splits[split])  # placed once
+        return self.splits[split]
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        return batch  # placed once (``rows``)
+        return batch
 
     def train_dataloader(self):
         return Slices(*self.rows("train"), None)
@@ -198,64 +165,51 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     checkpoints = JobCheckpoints(jobs, group)
     console = ConsoleLog(first.monitor.metric, first.monitor.mode, [job.label for job in jobs])
     callbacks = [console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
-    root = jobs[0].run.dir.parent
-    resumed = jobs[0].resumed  # the launcher groups the jobs of a resumed group, all at the same step
-    start = resumed["global_step"] if resumed else 0
-    io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")  # config.sweep_dir's folder
-    trainer = build_trainer(
-        first.trainer, root, callbacks, [], first.epochs, first.val_every, first.log_every, checkpoint_io=io
-    )
+    root, resumed = jobs[0].run.dir.parent, jobs[0].resumed  # the launcher groups jobs at the same step
+    io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")
+    trainer = build.build_trainer(first.trainer, root, callbacks, [], first.epochs, first.val_every, first.log_every,
+                                  checkpoint_io=io)  # fmt: skip
     _check_device_memory(trainer, group, data)
-    _start_logs(jobs, group, start)
+    _start_logs(jobs, group, resumed["global_step"] if resumed else 0)
     began = time.perf_counter()
     try:
         trainer.fit(group, datamodule=data, ckpt_path=str(jobs[0].run.dir / LAST) if resumed else None)
     except SignalStop as stop:
-        timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - began
         done = trainer.current_epoch + 1
         for k, job in enumerate(jobs):
             if group.failed_at[k] >= 0:  # it had diverged before the signal came
                 _end_failed(job, k, group)
             else:  # its events up to the stop were written as it trained; a resume continues them
                 _close_logs(job, "interrupted")
-                mine = Path(job.checkpoint.dirpath) if job.checkpoint else None
-                saved = [p for p in stop.saved if Path(p).parent == mine]
-                job.fail(
-                    interruption(stop.signum, done, job.run, "resume=auto", saved, sweep=True),
-                    "interrupted",
-                    epochs=done,
-                )
+                saved = [p for p in stop.saved if job.checkpoint and Path(p).parent == Path(job.checkpoint.dirpath)]
+                stopped = interruption(stop.signum, done, job.run, "resume=auto", saved, sweep=True)
+                job.fail(stopped, "interrupted", epochs=done)
         return
     except BaseException:
         for job in jobs:
             _close_logs(job, "failed")
         raise
-    timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - began
-    for k, job in enumerate(jobs):
-        if group.failed_at[k] < 0:  # as Lightning finalizes a run's loggers when its fit ends
-            for logger in job.loggers:
-                logger.finalize("success")
-    finals: dict[str, torch.Tensor] = {}
+    finally:
+        timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - began
+    finals = {}
     for split in data.splits:
-        finals.update(group.measure(split, *data.rows(split)))
+        finals |= group.measure(split, *data.rows(split))
     _end_jobs(jobs, group, finals, trainer.global_step, from_start=not resumed)
 
 
 def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
     """Each job's loggers, written as the group trains, so a kill loses none of its points: its settings,
-    its optimum's flat line from epoch 0, then every point the group records, for the jobs still alive (a
-    job that diverged logged the points up to its failure, as a run of its own does)."""
+    its optimum's flat line, then every point the group records while it is alive (a job that diverged
+    logged the points up to its failure, as a run of its own does)."""
     for job in jobs:
-        job.loggers = build_loggers(job.cfg.get("logger"), job.run.dir, start_step)
-        start_logs(job.loggers, job.run.settings, job.run.dir)
+        job.loggers = build.build_loggers(job.cfg.get("logger"), job.run.dir, start_step)
+        build.start_logs(job.loggers, job.run.settings, job.run.dir)
         if start_step == 0:
             write(job.loggers, optimum_points(optimum(job.module, *job.datamodule.splits["train"])), 0)
 
     def record(epoch: int, values: dict[str, torch.Tensor]) -> None:
         for k in group.alive():
             write(jobs[k].loggers, {name: v[k] for name, v in values.items()}, epoch)
-            for logger in jobs[k].loggers:
-                logger.save()
 
     group.on_record = record
 
@@ -266,65 +220,47 @@ def _close_logs(job: Job, status: str) -> None:
     job.loggers = []
 
 
-def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, from_start: bool = True) -> None:
-    """Each job's end: a failure record for a job that diverged, the end-of-run files for the others.
-    ``from_start``: the group trained from epoch 0, so its history holds every point of the loss curves."""
+def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, from_start: bool) -> None:
+    """Each job's end: a failure record for a job that diverged, the end-of-run files for the others, their
+    loss curves from the group's history (read back from the events, for a group that resumed)."""
     alive = group.alive()
-    for k in range(len(jobs)):
-        if group.failed_at[k] >= 0:
-            _end_failed(jobs[k], k, group)
-    optima, curves, plots = {}, {}, {}
+    for k in set(range(len(jobs))) - set(alive):
+        _end_failed(jobs[k], k, group)
     for k in alive:
-        job = jobs[k]
-        job.module.net.load_state_dict(group.net.job_state(k))
-        train = job.datamodule.splits["train"]
-        optima[k] = optimum(job.module, *train)
-        curves[k] = _curves(group, k, optima[k], step) if from_start else _logged_curves(job, optima[k], step)
-        if id(job.datamodule) not in plots:  # drawn here once per data, before the workers fork
-            plots[id(job.datamodule)] = FitPlot(job.module, *train)
+        for logger in jobs[k].loggers:  # as Lightning finalizes a run's loggers when its fit ends
+            logger.finalize("success")
+        jobs[k].module.net.load_state_dict(group.net.job_state(k))
+    plots = {}  # one fit layout per data, drawn here before the workers fork
+    for k in alive:
+        plots.setdefault(id(jobs[k].datamodule), FitPlot(jobs[k].module, *jobs[k].datamodule.splits["train"]))
 
     def end(k: int) -> float | RunFailed:
-        job = jobs[k]
+        job, splits = jobs[k], jobs[k].datamodule.splits
         try:
-            splits = job.datamodule.splits
-            evaluated = ("test", *splits["test"]) if "test" in splits else ("train", *splits["train"])
             values = {name: float(v[k]) for name, v in finals.items()}
-            # as trainer.test logs a run's test points at its end (and trainer.validate its val points, when
+            # as trainer.test logs a run's test points at its end (and trainer.validate its val points when
             # its last epoch did not validate)
-            validated = step % job.cfg.val_every == 0
-            write(
-                job.loggers,
-                {n: v for n, v in values.items() if n.startswith("test/") or (n.startswith("val/") and not validated)},
-                step,
-            )
+            last_validated = step % job.cfg.val_every == 0
+            ended = {
+                n: v for n, v in values.items() if n.startswith("test/") or (n[:4] == "val/" and not last_validated)
+            }
+            write(job.loggers, ended, step)
+            report = optimum(job.module, *splits["train"])
+            evaluated = ("test", *splits["test"]) if "test" in splits else ("train", *splits["train"])
             best = (job.checkpoint.best_model_path if job.checkpoint else None) or None
-            return write_end(
-                job.run,
-                job.module,
-                splits["train"],
-                job.loggers,
-                step,
-                values,
-                evaluated,
-                best_checkpoint=best,
-                optimum=optima[k],
-                curves=curves[k],
-                plot=plots[id(job.datamodule)],
-                report=False,
-            )
+            curves = _curves(group, k, report, step) if from_start else None
+            return write_end(job.run, job.module, splits["train"], job.loggers, step, values, evaluated=evaluated,
+                             best_checkpoint=best, optimum=report, curves=curves, plot=plots[id(job.datamodule)],
+                             report=False)  # fmt: skip
         except Exception as err:  # this job's end failed (a logger of its own, a file): the others go on
             job.fail(err)
             return RunFailed(f"the end of the run failed: {one_line(err)}", step)  # picklable, for a worker
 
     # Loggers that write files of their own (TensorBoard, CSV) can be written from forked workers; one
     # that shares a store between runs (MLflow's database) is written from this process alone.
-    own_files = all(
-        part._target_.endswith(("TensorBoardLogger", "CSVLogger"))
-        for k in alive
-        for part in (jobs[k].cfg.get("logger") or {}).values()
-    )
-    results = _forked_map(end, alive) if own_files else [end(k) for k in alive]
-    for k, value in zip(alive, results, strict=True):
+    own_files = all(part._target_.endswith(("TensorBoardLogger", "CSVLogger"))
+                    for k in alive for part in (jobs[k].cfg.get("logger") or {}).values())  # fmt: skip
+    for k, value in zip(alive, _forked_map(end, alive) if own_files else map(end, alive), strict=True):
         jobs[k].outcome = value
 
 
@@ -336,16 +272,13 @@ def _call(item):
 
 
 def _forked_map(work, items: list) -> list:
-    """``[work(i) for i in items]``, spread over forked processes, one per CPU core this process may use:
-    the end-of-run files of many jobs (figures above all) are independent CPU work. One process for small
-    groups, where a fork would cost more than it saves, and where fork is missing."""
-    import multiprocessing
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    workers = min(cores, len(items) // 4)
+    """``[work(i) for i in items]`` spread over forked processes, one per CPU core this process may use (the
+    end-of-run files of many jobs, figures above all, are independent CPU work); in this process for small
+    groups, where a fork costs more than it saves."""
+    global _WORK
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, len(items) // 4)
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return [work(item) for item in items]
-    global _WORK
     _WORK = work
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -372,37 +305,21 @@ def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dic
     return curves
 
 
-def _logged_curves(job: Job, report: dict | None, step: int) -> dict[str, list[tuple[int, float]]] | None:
-    """The loss curves of a job of a resumed group, from its TensorBoard events (the group's history holds
-    only what it trained since the resume); None without a TensorBoard logger."""
-    part = next((p for p in (job.cfg.get("logger") or {}).values() if p._target_.endswith("TensorBoardLogger")), None)
-    if part is None:
-        return None
-    curves = curves_from_events(job.run.dir / part.get("name", ""))
-    if report and "loss" in report:
-        curves[OPTIMUM_LOSS] = [(0, report["loss"]), (step, report["loss"])]
-    return curves
-
-
 class DeviceTooSmall(ConfigError):
     """The group's K copies would not fit on its device."""
 
 
 def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: StackedSplits) -> None:
-    """On a GPU, refuse a group whose K copies would not fit in the device's free memory."""
+    """On a GPU, refuse a group whose K copies would not fit in the device's free memory: its parameters,
+    gradients and two optimizer states, its data, and each layer's activations and their gradients."""
     device = trainer.strategy.root_device
     if device.type != "cuda":
         return
     free, _ = torch.cuda.mem_get_info(device)
-    params = sum(p.numel() for p in group.net.params)
-    widths = sum(p.shape[1] for p in group.net.params if p.dim() == 3)  # every layer's outputs per row
     rows = max(split[0].shape[1] for split in data.splits.values())
-    # parameters, gradients, two optimizer states; the data; activations and their gradients, twice over
-    need = 4 * (
-        4 * params
-        + sum(s[0].numel() + s[1].numel() for s in data.splits.values())
-        + 4 * len(group.jobs) * rows * widths
-    )
+    widths = sum(p.shape[1] for p in group.net.params if p.dim() == 3)
+    need = 4 * (4 * sum(p.numel() for p in group.net.params) + sum(t.numel() for s in data.splits.values() for t in s)
+                + 4 * len(group.jobs) * rows * widths)  # fmt: skip
     if need > 0.9 * free:
         raise DeviceTooSmall(
             f"{len(group.jobs)} stacked jobs need about {need / 2**30:.1f} GiB on {device}, which has"
@@ -412,20 +329,16 @@ def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: Stacked
 
 
 class JobCheckpoints(L.Callback):
-    """Each job's own ModelCheckpoint, built from its config as a run of its own builds it, driven by the
-    group's trainer at the hooks where it saves, with the trainer's ``callback_metrics`` showing that job's
-    metrics alone while it decides. Its saves go through the trainer (``trainer.save_checkpoint``) to
-    ``JobCheckpointIO``, which writes that job's part of the group's checkpoint. A group pays for its jobs'
-    checkpoints only where one can be due (their options are part of the group's key); jobs that failed
-    save nothing more."""
+    """Each job's own ModelCheckpoint, driven by the group's trainer at the hooks where it saves, with the
+    trainer's ``callback_metrics`` showing that job's metrics alone while it decides; its saves go through
+    ``trainer.save_checkpoint`` to ``JobCheckpointIO``. A group pays for them only where one can be due
+    (their options are part of the group's key); jobs that failed save nothing more."""
 
     def __init__(self, jobs: list[Job], group: StackedModule):
         self.jobs, self.group = jobs, group
-        self.dirs = {Path(job.checkpoint.dirpath): k for k, job in enumerate(jobs) if job.checkpoint is not None}
-        # Its options are part of the group's key: every job's ModelCheckpoint saves between epochs or none does
-        options = next(
-            (part for part in (jobs[0].cfg.get("callbacks") or {}).values() if is_model_checkpoint(part)), {}
-        )
+        self.dirs = {Path(job.checkpoint.dirpath): k for k, job in enumerate(jobs) if job.checkpoint}
+        parts = (jobs[0].cfg.get("callbacks") or {}).values()
+        options = next((part for part in parts if build.is_model_checkpoint(part)), {})
         self.between = bool(options.get("every_n_train_steps") or options.get("train_time_interval"))
         self.every = options.get("every_n_epochs") or 1
 
@@ -434,20 +347,18 @@ class JobCheckpoints(L.Callback):
         shared = dict(metrics)
         try:
             for k in self.group.alive():
-                callback = self.jobs[k].checkpoint
-                if callback is not None:
+                if self.jobs[k].checkpoint is not None:
                     metrics.clear()
                     metrics.update(self.job_metrics(trainer, k))
-                    getattr(callback, hook)(trainer, self.group, *args)
+                    getattr(self.jobs[k].checkpoint, hook)(trainer, self.group, *args)
         finally:
             metrics.clear()
             metrics.update(shared)
 
     def job_metrics(self, trainer: L.Trainer, k: int) -> dict[str, torch.Tensor]:
         """Job k's metrics of this epoch, as its own run's trainer would hold them."""
-        return {name: v[k].clone() for name, v in self.group.latest.items()} | {
-            "step": torch.tensor(float(trainer.global_step))
-        }
+        step = {"step": torch.tensor(float(trainer.global_step))}
+        return {name: v[k].clone() for name, v in self.group.latest.items()} | step
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for job in self.jobs:
@@ -458,14 +369,14 @@ class JobCheckpoints(L.Callback):
         self._each(trainer, "on_train_start")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.between:  # a group pays for its jobs' checkpoints only where one can be due
+        if self.between:
             self._each(trainer, "on_train_batch_end", outputs, batch, batch_idx)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self._each(trainer, "on_validation_end")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if (trainer.current_epoch + 1) % self.every == 0:  # where one can be due
+        if (trainer.current_epoch + 1) % self.every == 0:
             self._each(trainer, "on_train_epoch_end")
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -476,58 +387,50 @@ class JobCheckpoints(L.Callback):
 
     def last_checkpoints(self, trainer: L.Trainer) -> list[tuple[L.pytorch.callbacks.ModelCheckpoint, str]]:
         """(ModelCheckpoint, last.ckpt) of every job still training, for ``LastCheckpoint``."""
-        targets = []
-        for k in self.group.alive():
-            callback = self.jobs[k].checkpoint
-            if callback is not None and callback.save_last:
-                name = callback.format_checkpoint_name(self.job_metrics(trainer, k), callback.CHECKPOINT_NAME_LAST)
-                targets.append((callback, name))
-        return targets
+        checkpoints = [(k, self.jobs[k].checkpoint) for k in self.group.alive()]
+        return [(c, c.format_checkpoint_name(self.job_metrics(trainer, k), c.CHECKPOINT_NAME_LAST))
+                for k, c in checkpoints if c is not None and c.save_last]  # fmt: skip
 
     def job_checkpoint(self, checkpoint: dict, path: str) -> dict:
-        """Job k's checkpoint, k by the directory it is written to: the group's loop state (the schedule of
-        a run of its own) with job k's weights, optimizer state, callbacks' state, hyperparameters and the
-        deepbasics part a run of its own writes (``RunState``)."""
+        """Job k's checkpoint, k by the directory it goes to: the group's loop state (a run of its own's
+        schedule) with job k's weights, optimizer state (in the form torch's own optimizer keeps it),
+        callbacks' states, hyperparameters and the deepbasics part a run of its own writes."""
         k = self.dirs[Path(path).parent]
         job, group = self.jobs[k], self.group
         own = {key: value for key, value in checkpoint.items() if key not in ("state_dict", "callbacks")}
         own["state_dict"] = {f"net.{name}": value for name, value in group.net.job_state(k).items()}
         if "optimizer_states" in checkpoint:  # what Lightning leaves out of a weights-only checkpoint
-            own["optimizer_states"] = [self._optimizer_state(job, k)]
+            optimizer = instantiate(job.module.hparams.optimizer)(job.module.net.parameters())
+            for p, state in zip(job.module.net.parameters(), group.trainer.optimizers[0].job_state(k), strict=True):
+                if state:
+                    optimizer.state[p] = state
+            own["optimizer_states"] = [optimizer.state_dict()]
         if "callbacks" in checkpoint:
-            own["callbacks"] = {
-                job.run_state.state_key: {"rng": job.rng},
-                job.checkpoint.state_key: job.checkpoint.state_dict(),
-            }
-        # save_hyperparameters() records its init arguments under this name, in a run of its own too
-        for owner in (job.module, job.datamodule):
+            own["callbacks"] = {RunState.__qualname__: {"rng": job.rng},
+                                job.checkpoint.state_key: job.checkpoint.state_dict()}  # fmt: skip
+        for owner in (job.module, job.datamodule):  # save_hyperparameters' record, as in a run of its own
             if owner.hparams:
                 own[owner.CHECKPOINT_HYPER_PARAMS_NAME] = "kwargs"
                 own[owner.CHECKPOINT_HYPER_PARAMS_KEY] = dict(owner.hparams)
-        own["deepbasics"] = job.run_state.state(group.trainer, job.module.is_classifier)
+        own["deepbasics"] = RunState(job.run.config).state(group.trainer, job.module.is_classifier)
         return own
 
     def group_checkpoint(self) -> dict:
-        """The group's checkpoint from its jobs' own last checkpoints (``Job.resumed``), so that the group
-        resumes as a group: the loop state they share (a run of its own's), each job's weights and optimizer
-        state stacked, each job's ModelCheckpoint state for it (``load_state_dict``)."""
-        checkpoints = [job.resumed for job in self.jobs]
+        """The group's checkpoint from its jobs' own last checkpoints, so that it resumes as a group: the
+        loop state they share, their weights and optimizer states stacked, each job's ModelCheckpoint
+        state for it (``load_state_dict``)."""
+        saved = [job.resumed for job in self.jobs]
         names = self.group.net.names
-        params = [torch.stack([c["state_dict"][f"net.{name}"] for c in checkpoints]) for name in names]
-        optimizer = StackedOptimizer(
-            [torch.nn.Parameter(p) for p in params], [j.hparams.optimizer for j in self.group.jobs]
-        )
-        job_states = [[c["optimizer_states"][0]["state"].get(i, {}) for i in range(len(names))] for c in checkpoints]
-        shared = ("epoch", "global_step", "pytorch-lightning_version", "loops")  # a run of its own's
-        jobs = [
-            c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
-            for c, job in zip(checkpoints, self.jobs, strict=True)
-        ]
-        return {
-            **{k: v for k, v in checkpoints[0].items() if k in shared},
+        params = [torch.stack([c["state_dict"][f"net.{name}"] for c in saved]) for name in names]
+        specs = [module.hparams.optimizer for module in self.group.jobs]
+        optimizer = StackedOptimizer([torch.nn.Parameter(p) for p in params], specs)
+        states = [[c["optimizer_states"][0]["state"].get(i, {}) for i in range(len(names))] for c in saved]
+        jobs = [c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
+                for c, job in zip(saved, self.jobs, strict=True)]  # fmt: skip
+        return {key: saved[0][key] for key in ("epoch", "global_step", "pytorch-lightning_version", "loops")} | {
             "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
-            "optimizer_states": [optimizer.stacked_state(job_states)],
             "lr_schedulers": [],
+            "optimizer_states": [optimizer.stacked_state(states)],
             "callbacks": {self.state_key: {"jobs": jobs}},
         }
 
@@ -535,15 +438,6 @@ class JobCheckpoints(L.Callback):
         for job, state in zip(self.jobs, state_dict["jobs"], strict=True):
             if job.checkpoint is not None and state:
                 job.checkpoint.load_state_dict(state)
-
-    def _optimizer_state(self, job: Job, k: int) -> dict:
-        """Job k's slice of the stacked optimizer, in the form torch's own optimizer for job k saves."""
-        stacked = self.group.trainer.optimizers[0]
-        job.optimizer.state.clear()
-        for p, state in zip(job.module.net.parameters(), stacked.job_state(k), strict=True):
-            if state:
-                job.optimizer.state[p] = state
-        return job.optimizer.state_dict()
 
 
 class JobCheckpointIO(AtomicCheckpointIO):
@@ -554,8 +448,7 @@ class JobCheckpointIO(AtomicCheckpointIO):
 
     def __init__(self, checkpoints: JobCheckpoints, journal: Path):
         super().__init__()
-        self.checkpoints = checkpoints
-        self.files = FileSet(journal)
+        self.checkpoints, self.files = checkpoints, FileSet(journal)
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         own = self.checkpoints.job_checkpoint(checkpoint, path)

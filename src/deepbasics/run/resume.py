@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.resolvers import config_groups
-from deepbasics.config.run_dir import asked_experiment, check_same_experiment, refuse_group_changes
+from deepbasics.config.run_dir import check_same_experiment, refuse_group_changes
 from deepbasics.run.checkpoints import read_checkpoint
 
 
@@ -18,7 +18,7 @@ def resumed_config(cfg: DictConfig, ckpt_path: Path, overrides: list[str] | None
     overrides = list(overrides or ())
     checkpoint = read_checkpoint(ckpt_path, key="resume")
     resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])
-    check_same_experiment(cfg.resume, resumed.name, asked_experiment(overrides))
+    check_same_experiment(cfg.resume, resumed.name, overrides)
     for key, value in _values(overrides, Path(ckpt_path).parent.parent):
         OmegaConf.update(resumed, key, value, merge=False)
     resumed.resume = cfg.resume

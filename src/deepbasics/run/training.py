@@ -58,18 +58,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     identity = {"experiment": cfg.get("name"), "seed": cfg.get("seed"), "run_dir": str(run_dir)}
     try:
         return _train(cfg, run_dir, overrides)
-    except Interrupted as err:
-        record_status(run_dir, identity, "interrupted", str(err), epochs=err.epoch)
-        raise
-    except RunFailed as err:
-        record_status(run_dir, identity, "failed", str(err), failed_at_epoch=err.epoch)
-        raise
-    except ConfigError as err:  # bad input: an earlier record of this run (interrupted, say) stays as it was
-        if not (run_dir / "metrics.json").exists():
-            record_status(run_dir, identity, "failed", one_line(err))
-        raise
-    except Exception as err:
-        record_status(run_dir, identity, "failed", one_line(err))
+    except Exception as err:  # recorded; bad input leaves an earlier record of this run (interrupted, say) as it was
+        extra = {"epochs": err.epoch} if isinstance(err, Interrupted) else {}
+        extra |= {"failed_at_epoch": err.epoch} if isinstance(err, RunFailed) else {}
+        if not (isinstance(err, ConfigError) and (run_dir / "metrics.json").exists()):
+            status = "interrupted" if isinstance(err, Interrupted) else "failed"
+            record_status(run_dir, identity, status, one_line(err), **extra)
         raise
     finally:
         unlock_run_dir(run_dir)
@@ -102,11 +96,11 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
 
     datamodule = build_datamodule(cfg.data, checkpoint["deepbasics"].get("standardization") if checkpoint else None)
     model = build_model(cfg.model, datamodule)
-    monitors = {"monitor.metric": cfg.monitor.metric}
-    monitors |= {
+    parts = (cfg.get("callbacks") or {}).items()  # monitor.metric first: the callbacks' default to it
+    monitors = {"monitor.metric": cfg.monitor.metric} | {
         f"callbacks.{name}.monitor": part.monitor
-        for name, part in (cfg.get("callbacks") or {}).items()
-        if OmegaConf.is_dict(part) and part.get("monitor") is not None
+        for name, part in parts
+        if OmegaConf.is_dict(part) and part.get("monitor")
     }
     scheduler = str((cfg.model.get("scheduler") or {}).get("_target_", ""))
     check_monitors(monitors, model, datamodule, plateau="Plateau" in scheduler)
@@ -169,10 +163,8 @@ def end_phase(run: Run, epoch: int):
 
 
 def resume_command(run: Run, resume: str = "resume=auto", sweep: bool | None = None) -> str:
-    """The command that continues this run, as the user would type it: the script as they started it, and
-    the output directory when it is not the default one (debug runs write under outputs/debug). A job of a
-    sweep continues with its sweep: the same command with resume=auto (``sweep``: whether this is a job of
-    one; None: Hydra's run mode says)."""
+    """The command that continues this run, as the user would type it (the output directory too when it is
+    not the default one); a job of a sweep (``sweep``; None: Hydra's run mode says) continues with its sweep."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
