@@ -45,8 +45,10 @@ def choose_run_dir(output_dir: str, name: str, resume, fresh: str, overrides=(),
 def check_same_experiment(resume: str, found: str | None, overrides) -> None:
     asked = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
     if asked and found is not None and asked[-1] != found:
-        raise ConfigError(f"resume={resume} is a run of {found}, not experiment={asked[-1]}; drop experiment= or"
-                          f" resume a {asked[-1]} run")  # fmt: skip
+        raise ConfigError(
+            f"resume={resume} is a run of {found}, not experiment={asked[-1]}; drop experiment= or"
+            f" resume a {asked[-1]} run"
+        )
 
 
 def refuse_group_changes(overrides, groups, run_dir: Path | None = None) -> None:
@@ -90,8 +92,15 @@ def resumed_checkpoint(run_dir: Path | None, resume: str) -> Path:
 
 # What a run directory holds before training starts: Hydra's record of the config, the job's log, the lock,
 # and the failure record of a refused run
-BEFORE_TRAINING = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "evaluate.log",
-                   "metrics.json", ".lock"}  # fmt: skip
+BEFORE_TRAINING = {
+    ".hydra/config.yaml",
+    ".hydra/hydra.yaml",
+    ".hydra/overrides.yaml",
+    "train.log",
+    "evaluate.log",
+    "metrics.json",
+    ".lock",
+}
 FRESH_STEM = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_[0-9a-f]{6}")
 
 
@@ -105,8 +114,9 @@ def discard_unstarted(run_dir: Path, output_dir: str | Path, since: float) -> No
     if not (run_dir.is_dir() and under and FRESH_STEM.fullmatch(run_dir.name)):
         return
     for path in run_dir.rglob("*"):  # 1 s: file systems with coarse times
-        if path.is_file() and (path.relative_to(run_dir).as_posix() not in BEFORE_TRAINING
-                               or path.stat().st_mtime < since - 1):  # fmt: skip
+        if path.is_file() and (
+            path.relative_to(run_dir).as_posix() not in BEFORE_TRAINING or path.stat().st_mtime < since - 1
+        ):
             return
     with open(run_dir / ".lock", "a+b") as lock:
         try:  # another process running in it (a second run given the same directory) keeps it

@@ -27,8 +27,14 @@ from deepbasics.run.checkpoints import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 # Lightning's advice for DataLoader-fed training, and its own use of a deprecated torch name
-for _message in ("does not have many workers", "smaller than the logging interval", "LeafSpec", "sync_dist=True",
-                 "Checkpoint directory .* exists and is not empty", "length of `list` across ranks is zero"):  # fmt: skip
+for _message in (
+    "does not have many workers",
+    "smaller than the logging interval",
+    "LeafSpec",
+    "sync_dist=True",
+    "Checkpoint directory .* exists and is not empty",
+    "length of `list` across ranks is zero",
+):
     warnings.filterwarnings("ignore", message=f".*{_message}.*")
 # Lightning's own console handler repeats its start-up notes (accelerators, tips); the run's log file keeps them.
 for _handler in logging.getLogger("lightning").handlers:
@@ -67,11 +73,15 @@ def build(conf: DictConfig, key: str = "", **kwargs):
         where, short = _key_of(conf, name, key) or key or name, name.rsplit(".", 1)[-1]
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
         if unknown:
-            raise ConfigError(f"{where}.{unknown.group(1)} is not an option of {short}, which {where} is here;"
-                              " remove it, or pick a group that has it (--help lists them)") from None  # fmt: skip
+            raise ConfigError(
+                f"{where}.{unknown.group(1)} is not an option of {short}, which {where} is here;"
+                " remove it, or pick a group that has it (--help lists them)"
+            ) from None
         if "gpu" in str(cause).lower() and not torch.cuda.is_available():
-            raise ConfigError(f"{where}: {cause}; torch sees no GPU here (a CPU build, or no driver): use"
-                              " trainer=cpu, or install torch's CUDA build (README)") from None  # fmt: skip
+            raise ConfigError(
+                f"{where}: {cause}; torch sees no GPU here (a CPU build, or no driver): use"
+                " trainer=cpu, or install torch's CUDA build (README)"
+            ) from None
         raise ConfigError(f"{where} ({short}): {one_line(cause)}; check its arguments") from None
 
 
@@ -119,8 +129,10 @@ def build_model(conf: DictConfig, datamodule: L.LightningDataModule) -> L.Lightn
     if "in_features" in net:
         width = input_width(datamodule)
         if net["in_features"] not in (None, width):
-            raise ConfigError(f"model.net.in_features={net['in_features']} but the data has {width} features; set"
-                              f" model.net.in_features={width}, or null (the data sets it)")  # fmt: skip
+            raise ConfigError(
+                f"model.net.in_features={net['in_features']} but the data has {width} features; set"
+                f" model.net.in_features={width}, or null (the data sets it)"
+            )
         net["in_features"] = width
     model = build(OmegaConf.create(config), "model", _convert_="all", _recursive_=False)
     try:
@@ -245,8 +257,10 @@ def build_callbacks(conf: DictConfig | None, run_dir: Path) -> list:
     callbacks = []
     for name, part in (conf or {}).items():
         if part.get("dirpath") is not None:
-            raise ConfigError(f"callbacks.{name}.dirpath={part.dirpath}: checkpoints go into the run directory's"
-                              " checkpoints/ (resume and evaluate look there); leave dirpath unset")  # fmt: skip
+            raise ConfigError(
+                f"callbacks.{name}.dirpath={part.dirpath}: checkpoints go into the run directory's"
+                " checkpoints/ (resume and evaluate look there); leave dirpath unset"
+            )
         extra = {"dirpath": str(run_dir / "checkpoints")} if is_model_checkpoint(part) else {}
         callbacks.append(build(part, f"callbacks.{name}", **extra))
     return callbacks
@@ -259,14 +273,33 @@ def is_model_checkpoint(conf: DictConfig) -> bool:
         return False
 
 
-def build_trainer(conf: DictConfig, run_dir: Path, callbacks: list, loggers: list, epochs: int, val_every: int,
-                  log_every: int, bar: bool = False, checkpoint_io=None) -> L.Trainer:  # fmt: skip
+def build_trainer(
+    conf: DictConfig,
+    run_dir: Path,
+    callbacks: list,
+    loggers: list,
+    epochs: int,
+    val_every: int,
+    log_every: int,
+    bar: bool = False,
+    checkpoint_io=None,
+) -> L.Trainer:
     """``conf`` (the trainer group) with the run's own schedule: ``epochs`` epochs, a validation every
     ``val_every``. Its profiler's report goes into the run directory (debug=profiler)."""
     extra = {"profiler": build(conf.profiler, dirpath=str(run_dir))} if conf.get("profiler") else {}
-    trainer = build(conf, "trainer", max_epochs=epochs, check_val_every_n_epoch=val_every, log_every_n_steps=log_every,
-                    enable_progress_bar=bar, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                    plugins=[checkpoint_io or AtomicCheckpointIO()], **extra)  # fmt: skip
+    trainer = build(
+        conf,
+        "trainer",
+        max_epochs=epochs,
+        check_val_every_n_epoch=val_every,
+        log_every_n_steps=log_every,
+        enable_progress_bar=bar,
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
+        plugins=[checkpoint_io or AtomicCheckpointIO()],
+        **extra,
+    )
     # deterministic=True also fills every new tensor with NaN to expose reads of uninitialised memory,
     # which costs these tiny nets a quarter of their step time; the algorithms stay deterministic.
     torch.utils.deterministic.fill_uninitialized_memory = False

@@ -80,8 +80,16 @@ class EpochProgressBar(ProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=trainer.max_epochs, initial=trainer.current_epoch, unit="epoch", dynamic_ncols=True,
-                        desc=self.name, file=sys.stdout, smoothing=0.1, disable=not self.enabled)  # fmt: skip
+        self.bar = tqdm(
+            total=trainer.max_epochs,
+            initial=trainer.current_epoch,
+            unit="epoch",
+            dynamic_ncols=True,
+            desc=self.name,
+            file=sys.stdout,
+            smoothing=0.1,
+            disable=not self.enabled,
+        )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loss = trainer.callback_metrics.get("train/loss")
@@ -201,8 +209,11 @@ def commit(trainer: L.Trainer) -> None:
 
 def last_checkpoints(trainer: L.Trainer) -> list[tuple[ModelCheckpoint, str]]:
     """(ModelCheckpoint, its last.ckpt, named as it names it) of every ModelCheckpoint that keeps one."""
-    return [(c, c.format_checkpoint_name(trainer.callback_metrics, c.CHECKPOINT_NAME_LAST))
-            for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.save_last]  # fmt: skip
+    return [
+        (c, c.format_checkpoint_name(trainer.callback_metrics, c.CHECKPOINT_NAME_LAST))
+        for c in trainer.checkpoint_callbacks
+        if isinstance(c, ModelCheckpoint) and c.save_last
+    ]
 
 
 class RunState(L.Callback):
@@ -221,8 +232,11 @@ class RunState(L.Callback):
         from deepbasics.run.checkpoints import FORMAT
 
         state = {"format": FORMAT, "config": self.config, "classifier": classifier, "epochs": epochs_done(trainer)}
-        return state | {k: v for k, v in (("standardization", self.standardization),
-                                          ("stopped", stopped_early(trainer))) if v is not None}  # fmt: skip
+        return state | {
+            k: v
+            for k, v in (("standardization", self.standardization), ("stopped", stopped_early(trainer)))
+            if v is not None
+        }
 
     def state_dict(self) -> dict:
         return {"rng": rng_states()}

@@ -167,8 +167,9 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     callbacks = [console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
     root, resumed = jobs[0].run.dir.parent, jobs[0].resumed  # the launcher groups jobs at the same step
     io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")
-    trainer = build.build_trainer(first.trainer, root, callbacks, [], first.epochs, first.val_every, first.log_every,
-                                  checkpoint_io=io)  # fmt: skip
+    trainer = build.build_trainer(
+        first.trainer, root, callbacks, [], first.epochs, first.val_every, first.log_every, checkpoint_io=io
+    )
     _check_device_memory(trainer, group, data)
     _start_logs(jobs, group, resumed["global_step"] if resumed else 0)
     began = time.perf_counter()
@@ -249,17 +250,31 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
             evaluated = ("test", *splits["test"]) if "test" in splits else ("train", *splits["train"])
             best = (job.checkpoint.best_model_path if job.checkpoint else None) or None
             curves = _curves(group, k, report, step) if from_start else None
-            return write_end(job.run, job.module, splits["train"], job.loggers, step, values, evaluated=evaluated,
-                             best_checkpoint=best, optimum=report, curves=curves, plot=plots[id(job.datamodule)],
-                             report=False)  # fmt: skip
+            return write_end(
+                job.run,
+                job.module,
+                splits["train"],
+                job.loggers,
+                step,
+                values,
+                evaluated=evaluated,
+                best_checkpoint=best,
+                optimum=report,
+                curves=curves,
+                plot=plots[id(job.datamodule)],
+                report=False,
+            )
         except Exception as err:  # this job's end failed (a logger of its own, a file): the others go on
             job.fail(err)
             return RunFailed(f"the end of the run failed: {one_line(err)}", step)  # picklable, for a worker
 
     # Loggers that write files of their own (TensorBoard, CSV) can be written from forked workers; one
     # that shares a store between runs (MLflow's database) is written from this process alone.
-    own_files = all(part._target_.endswith(("TensorBoardLogger", "CSVLogger"))
-                    for k in alive for part in (jobs[k].cfg.get("logger") or {}).values())  # fmt: skip
+    own_files = all(
+        part._target_.endswith(("TensorBoardLogger", "CSVLogger"))
+        for k in alive
+        for part in (jobs[k].cfg.get("logger") or {}).values()
+    )
     for k, value in zip(alive, _forked_map(end, alive) if own_files else map(end, alive), strict=True):
         jobs[k].outcome = value
 
@@ -318,8 +333,11 @@ def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: Stacked
     free, _ = torch.cuda.mem_get_info(device)
     rows = max(split[0].shape[1] for split in data.splits.values())
     widths = sum(p.shape[1] for p in group.net.params if p.dim() == 3)
-    need = 4 * (4 * sum(p.numel() for p in group.net.params) + sum(t.numel() for s in data.splits.values() for t in s)
-                + 4 * len(group.jobs) * rows * widths)  # fmt: skip
+    need = 4 * (
+        4 * sum(p.numel() for p in group.net.params)
+        + sum(t.numel() for s in data.splits.values() for t in s)
+        + 4 * len(group.jobs) * rows * widths
+    )
     if need > 0.9 * free:
         raise DeviceTooSmall(
             f"{len(group.jobs)} stacked jobs need about {need / 2**30:.1f} GiB on {device}, which has"
@@ -388,8 +406,11 @@ class JobCheckpoints(L.Callback):
     def last_checkpoints(self, trainer: L.Trainer) -> list[tuple[L.pytorch.callbacks.ModelCheckpoint, str]]:
         """(ModelCheckpoint, last.ckpt) of every job still training, for ``LastCheckpoint``."""
         checkpoints = [(k, self.jobs[k].checkpoint) for k in self.group.alive()]
-        return [(c, c.format_checkpoint_name(self.job_metrics(trainer, k), c.CHECKPOINT_NAME_LAST))
-                for k, c in checkpoints if c is not None and c.save_last]  # fmt: skip
+        return [
+            (c, c.format_checkpoint_name(self.job_metrics(trainer, k), c.CHECKPOINT_NAME_LAST))
+            for k, c in checkpoints
+            if c is not None and c.save_last
+        ]
 
     def job_checkpoint(self, checkpoint: dict, path: str) -> dict:
         """Job k's checkpoint, k by the directory it goes to: the group's loop state (a run of its own's
@@ -406,8 +427,10 @@ class JobCheckpoints(L.Callback):
                     optimizer.state[p] = state
             own["optimizer_states"] = [optimizer.state_dict()]
         if "callbacks" in checkpoint:
-            own["callbacks"] = {RunState.__qualname__: {"rng": job.rng},
-                                job.checkpoint.state_key: job.checkpoint.state_dict()}  # fmt: skip
+            own["callbacks"] = {
+                RunState.__qualname__: {"rng": job.rng},
+                job.checkpoint.state_key: job.checkpoint.state_dict(),
+            }
         for owner in (job.module, job.datamodule):  # save_hyperparameters' record, as in a run of its own
             if owner.hparams:
                 own[owner.CHECKPOINT_HYPER_PARAMS_NAME] = "kwargs"
@@ -425,8 +448,10 @@ class JobCheckpoints(L.Callback):
         specs = [module.hparams.optimizer for module in self.group.jobs]
         optimizer = StackedOptimizer([torch.nn.Parameter(p) for p in params], specs)
         states = [[c["optimizer_states"][0]["state"].get(i, {}) for i in range(len(names))] for c in saved]
-        jobs = [c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
-                for c, job in zip(saved, self.jobs, strict=True)]  # fmt: skip
+        jobs = [
+            c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
+            for c, job in zip(saved, self.jobs, strict=True)
+        ]
         return {key: saved[0][key] for key in ("epoch", "global_step", "pytorch-lightning_version", "loops")} | {
             "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
             "lr_schedulers": [],

@@ -119,9 +119,13 @@ class VectorizedLauncher(Launcher):
             returns.update(self._train_stacked(chunk, [configs[i] for i in chunk]))
         for idx in sorted(solo):
             log.info(f"#{idx} runs on its own: {solo[idx]}")
-            returns[idx] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                                   config=configs[idx], job_dir_key="hydra.sweep.dir",
-                                   job_subdir_key="hydra.sweep.subdir")  # fmt: skip
+            returns[idx] = run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=configs[idx],
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [returns[idx] for idx in range(initial_job_idx, initial_job_idx + len(job_overrides))]
 
