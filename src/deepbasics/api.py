@@ -6,15 +6,12 @@
     net = deepbasics.load_model(result.run_dir)      # or a .ckpt, or a model.pt
 
 Safe to call again and again in one process: Hydra's global state is set up and torn down around each
-composition, the working directory never changes, logging is left as it is (Lightning's
-start-up chatter is held back during a call), and each run gets its own
-directory. A mistake raises one exception (ConfigError, RunFailed) whose message is the line the
-command line prints; nothing calls sys.exit.
+composition, the working directory never changes, and each run gets its own directory. A mistake raises
+one exception (ConfigError, RunFailed) whose message is the line the command line prints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -59,22 +56,6 @@ def compose_run(experiment: str, overrides: Sequence[str] = (), output_dir: str 
     return cfg
 
 
-@contextlib.contextmanager
-def lightning_quiet():
-    """Lightning's start-up chatter (accelerators available, tips, why fit stopped) is INFO of its own
-    loggers, which print it themselves when logging is not configured, as in a notebook: the command line
-    keeps it in the run's log file, so a call keeps it out of the output; warnings still show."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
 def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs") -> Result:
     """Train ``experiment`` (a name in conf/experiment) with Hydra-style ``overrides`` as in a
     `deepbasics-train` command line, in this process; the run goes under ``output_dir``."""
@@ -90,12 +71,18 @@ def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path =
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
         OmegaConf.save(OmegaConf.create(command), run_dir / ".hydra" / "overrides.yaml")
-    try:
-        with lightning_quiet():
-            train(cfg, overrides=command)
+    chatter = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in chatter]
+    try:  # Lightning's start-up notes, which the command line keeps in the run's log file: not in a notebook
+        for logger in chatter:
+            logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+        train(cfg, overrides=command)
     except ConfigError:  # refused before it trained: no "failed" run left behind, as on the command line
         discard_unstarted(run_dir, cfg.paths.output_dir, started)
         raise
+    finally:
+        for logger, level in zip(chatter, levels, strict=True):
+            logger.setLevel(level)
     last = run_dir / LAST
     return Result(run_dir, read_json(run_dir / "metrics.json"), load_model(run_dir), last if last.is_file() else None)
 

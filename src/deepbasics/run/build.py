@@ -135,15 +135,14 @@ def build_model(conf: DictConfig, datamodule: L.LightningDataModule) -> L.Lightn
             )
         net["in_features"] = width
     model = build(OmegaConf.create(config), "model", _convert_="all", _recursive_=False)
-    try:
-        for part in ("optimizer", "scheduler"):
-            spec = model.hparams.get(part)
-            if spec and not spec.get("_partial_"):
-                raise ConfigError(f"model.{part} is built by the module around its parameters: add _partial_: true")
-            if spec:  # the scheduler around the optimizer just built
-                built = instantiate(spec)(model.parameters() if part == "optimizer" else built)
-    except ConfigError:
-        raise
+    for part in ("optimizer", "scheduler"):
+        if (model.hparams.get(part) or {"_partial_": True}).get("_partial_") is not True:
+            raise ConfigError(f"model.{part} is built by the module around its parameters: add _partial_: true")
+    part = "optimizer"
+    try:  # the optimizer, and the scheduler around it
+        optimizer, part = instantiate(model.hparams.optimizer)(model.parameters()), "scheduler"
+        if model.hparams.get("scheduler"):
+            instantiate(model.hparams.scheduler)(optimizer)
     except Exception as err:
         short = str(model.hparams[part]["_target_"]).rsplit(".", 1)[-1]
         raise ConfigError(f"model.{part} ({short}): {one_line(err.__cause__ or err)}; check its arguments") from None
