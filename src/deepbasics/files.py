@@ -93,8 +93,9 @@ def lock_run_dir(run_dir: str | Path) -> None:
     except BlockingIOError:
         holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise ConfigError(f"{run_dir} is in use by {holder}; one run writes to a directory at a time: wait for it"
-                          " to end") from None  # fmt: skip
+        raise ConfigError(
+            f"{run_dir} is in use by {holder}; one run writes to a directory at a time: wait for it to end"
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%F %T')}\n".encode())
     _held[run_dir] = fd

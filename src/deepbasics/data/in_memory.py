@@ -50,6 +50,14 @@ def offers_whole_splits(cls: type) -> bool:
     return callable(getattr(cls, "batches", None))
 
 
+def check_finite(values, where: str, fix: str) -> None:
+    """A ConfigError naming the first cell of a table (rows, columns) that is not a finite number."""
+    bad = torch.nonzero(~torch.isfinite(torch.as_tensor(values)))
+    if len(bad):
+        row, column = bad[0].tolist()
+        raise ConfigError(f"{where} row {row}, column {column} is {float(values[row, column])}; {fix}")
+
+
 class Standardize(torch.nn.Module):
     """(x - mean) / std per feature with the training split's statistics (``stats`` as kept in checkpoints):
     the data's transform, also put before a net that predicts from raw rows."""
@@ -156,13 +164,7 @@ class InMemoryDataModule(L.LightningDataModule):
             if len(x) == 0:
                 raise ConfigError(f"data.{name} is empty; give it at least one row")
             for part, values in (("x", x), ("y", y)):
-                bad = torch.nonzero(~torch.isfinite(values))
-                if len(bad):
-                    row, col = bad[0].tolist()
-                    raise ConfigError(
-                        f"data.{name} {part} row {row}, column {col} is {values[row, col].item()};"
-                        " every value must be a finite number: fix or drop that row"
-                    )
+                check_finite(values, f"data.{name} {part}", "every value must be a finite number: fix or drop that row")
             self.splits[name] = (x, y)
         if self.hparams.get("standardize") or self.standardization is not None:
             if self.standardization is None:  # from the training split only: nothing of val or test leaks in

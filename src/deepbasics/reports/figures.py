@@ -8,6 +8,7 @@ each job of a stacked group on the same data) redraws only what changed over tha
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from pathlib import Path
@@ -17,8 +18,6 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from deepbasics.reports.events import event_writer
 
 LOSS_CURVES = {"train/loss": "-", "val/loss": "o--", "train/optimum_loss": "g:"}  # tag -> line style
 SIZE = (5.5, 4.2)
@@ -215,6 +214,22 @@ def png(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
+@contextlib.contextmanager
+def event_writer(logger):
+    """The event writer of a TensorBoardLogger. Lightning closes it when fit ends; the end phase's events
+    (figures, the HParams tab) then go into a file of their own in the run directory, read with the others."""
+    if logger.experiment.file_writer is not None:
+        yield logger.experiment.file_writer
+        return
+    from torch.utils.tensorboard.writer import FileWriter
+
+    writer = FileWriter(logger.log_dir)
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
 def log_image(loggers, tag: str, image: np.ndarray, encoded: bytes, step: int) -> None:
     """An encoded image into every TensorBoard logger (the Images tab), without encoding it again."""
     from tensorboard.compat.proto.summary_pb2 import Summary
@@ -265,9 +280,6 @@ def curves_from_events(tensorboard_dir: Path) -> dict[str, list[tuple[int, float
     """The loss curves of a run read back from its own TensorBoard events (resumed parts included)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from deepbasics.reports.events import fast_checksums
-
-    fast_checksums()
     events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])

@@ -28,7 +28,7 @@ def by_stage(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic, so a reader never sees half a file; NaN/inf become null to stay valid JSON."""
-    text = json.dumps(_finite(payload), indent=2, sort_keys=False) + "\n"
+    text = json.dumps(finite(payload), indent=2, sort_keys=False) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
@@ -36,11 +36,11 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

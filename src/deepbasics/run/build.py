@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.data.in_memory import WholeSplits, whole_splits
 from deepbasics.errors import ConfigError, one_line
-from deepbasics.reports.events import fast_checksums
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
@@ -210,7 +209,6 @@ def live_progress(progress: str) -> bool:
 def build_loggers(conf: DictConfig | None, run_dir: Path, start_step: int = 0) -> list:
     """The configured loggers of a run's training from ``start_step``, writing into ``run_dir`` (never where
     a copied config points)."""
-    fast_checksums()
     loggers = []
     for part in (conf or {}).values():
         extra = {"save_dir": str(run_dir)}

@@ -12,24 +12,23 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.sweep_dir import swept_keys
 from deepbasics.data.in_memory import whole_splits
 from deepbasics.files import atomic_write
 from deepbasics.models.optimum import final_report, optimum_points
-from deepbasics.reports.events import event_writer
-from deepbasics.reports.figures import LOSS_CURVES, curves_from_events, run_title, save_figures
+from deepbasics.reports.figures import LOSS_CURVES, curves_from_events, event_writer, run_title, save_figures
 from deepbasics.reports.metrics import by_stage, flat_settings, optimum_line, results_table, write_json
 from deepbasics.reports.mlflow_runs import curves_of_run, log_run_files
-from deepbasics.run.callbacks import epochs_done
+from deepbasics.run.callbacks import epochs_done, write
 
 
 @dataclass
 class Run:
     """The plain values a run's writers need, taken from its config once by the task function: where it
-    writes, what it is (its experiment, seed, epochs, monitored metric), its settings for the loggers, the
-    values its sweep varies, and its whole resolved config for its checkpoints."""
+    writes, what it is, its settings for the loggers, the values its sweep varies, its resolved config."""
 
     dir: Path
     name: str
@@ -43,18 +42,19 @@ class Run:
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Run:
-        run_dir = Path(cfg.paths.run_dir)
-        swept = {key: OmegaConf.select(cfg, key) for key in swept_keys(run_dir.parent)}
+        swept = {key: OmegaConf.select(cfg, key) for key in swept_keys(Path(cfg.paths.run_dir).parent)}
+        swept = {k: v for k, v in swept.items() if isinstance(v, (int, float, str, bool))}
+        config, settings, monitor = OmegaConf.to_container(cfg, resolve=True), flat_settings(cfg), cfg.monitor
         return cls(
-            run_dir,
+            Path(cfg.paths.run_dir),
             cfg.name,
             cfg.seed,
             cfg.epochs,
-            cfg.monitor.metric,
-            cfg.monitor.mode,
-            OmegaConf.to_container(cfg, resolve=True),
-            flat_settings(cfg),
-            {k: v for k, v in swept.items() if isinstance(v, (int, float, str, bool))},
+            monitor.metric,
+            monitor.mode,
+            config,
+            settings,
+            swept,
         )
 
     def title(self, monitored: float | None = None) -> str:
@@ -64,61 +64,32 @@ class Run:
         return {"experiment": self.name, "seed": self.seed, "status": status, "run_dir": str(self.dir)}
 
 
-def finish(
-    run: Run,
-    trainer: L.Trainer,
-    module: L.LightningModule,
-    datamodule,
-    stopped: dict | None = None,
-    best_checkpoint: str | None = None,
-    optimum: dict | None = None,
-) -> float:
+def finish(run: Run, trainer: L.Trainer, module, datamodule, stopped=None, best_checkpoint=None, optimum=None):
     """Measure the final weights on every split, write the run's files (rank 0), return the monitored
     value. Under DDP every rank measures its shard (torchmetrics syncs), so every rank calls this."""
     module.eval()
-    splits = whole_splits(datamodule)
+    splits, metrics = whole_splits(datamodule), trainer.callback_metrics
     if splits is not None:
         values = module.measure("train", splits.batches("train"))
     else:  # the last epoch's, over its batches
-        values = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/") and "batch" not in k}
-    has = splits.splits if splits is not None else {s: 1 for s in ("val", "test") if _serves(datamodule, s)}
-    validated = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if (
-        "val" in has
-        and validated
-        and trainer.global_step
-        and epochs_done(trainer) % trainer.check_val_every_n_epoch == 0
-    ):
-        values.update(validated)  # the last epoch validated: its values are the final model's
-    elif "val" in has:
-        values.update((trainer.validate(module, datamodule=datamodule, verbose=False) or [{}])[0])
-    if "test" in has:  # logged at the last step too
-        values.update((trainer.test(module, datamodule=datamodule, verbose=False) or [{}])[0])
+        values = {k: v for k, v in metrics.items() if k.startswith("train/") and "batch" not in k}
+    has = set(splits.splits) if splits else {s for s in ("val", "test") if is_overridden(f"{s}_dataloader", datamodule)}
+    last_validated = trainer.global_step and epochs_done(trainer) % trainer.check_val_every_n_epoch == 0
+    if "val" in has and last_validated and "val/loss" in metrics:  # its values are the final model's
+        values |= {k: v for k, v in metrics.items() if k.startswith("val/")}
+    elif "val" in has:  # logged at the last step, as test is
+        values |= (trainer.validate(module, datamodule=datamodule, verbose=False) or [{}])[0]
+    if "test" in has:
+        values |= (trainer.test(module, datamodule=datamodule, verbose=False) or [{}])[0]
     if not trainer.is_global_zero:  # under DDP, the files are rank 0's to write
         return float(values[run.monitor])
-    train = splits.splits["train"] if splits is not None else None
-    evaluated = None
+    train = evaluated = None
     if splits is not None:
-        name = "test" if "test" in splits.splits else "train"
-        evaluated = (name, *splits.splits[name])
+        train, split = splits.splits["train"], "test" if "test" in splits.splits else "train"
+        evaluated = (split, *splits.splits[split])
     return write_end(
-        run,
-        module,
-        train,
-        trainer.loggers,
-        trainer.global_step,
-        values,
-        evaluated=evaluated,
-        stopped=stopped,
-        best_checkpoint=best_checkpoint,
-        optimum=optimum,
+        run, module, train, trainer.loggers, trainer.global_step, values, evaluated, stopped, best_checkpoint, optimum
     )
-
-
-def _serves(datamodule, split: str) -> bool:
-    from lightning.pytorch.utilities.model_helpers import is_overridden
-
-    return is_overridden(f"{split}_dataloader", datamodule)
 
 
 def write_end(
@@ -146,10 +117,7 @@ def write_end(
     epochs = stopped["epoch"] if stopped else run.epochs
     if train is not None:
         optimum = final_report(module, *train, optimum)
-        for logger in loggers:
-            points = optimum_points(optimum, final=True)
-            if points:
-                logger.log_metrics(points, step=step)
+        write(loggers, optimum_points(optimum, final=True), step)
     # The tutorials' model.pt: the plain net's state_dict, loadable into the tutorial's own class.
     atomic_write(run.dir / "model.pt", lambda f: torch.save(module.net.state_dict(), f))
     tensorboard = log_hparams(run, stages, loggers)
@@ -167,19 +135,10 @@ def write_end(
     for logger in loggers:  # Lightning finalized them when fit ended; the end phase logged more since
         logger.finalize("success")
     learned = _parameters(module.net)
-    write_json(
-        run.dir / "metrics.json",
-        {
-            **run.identity("stopped_early" if stopped else "completed"),
-            "epochs": epochs,
-            **({"stopped": stopped} if stopped else {}),
-            "monitor": {"metric": run.monitor, "value": monitored},
-            **stages,
-            "optimum": optimum,
-            **({"parameters": learned} if learned else {}),
-            "best_checkpoint": best_checkpoint,
-        },
-    )
+    record = {"epochs": epochs} | ({"stopped": stopped} if stopped else {})
+    record |= {"monitor": {"metric": run.monitor, "value": monitored}, **stages, "optimum": optimum}
+    record |= ({"parameters": learned} if learned else {}) | {"best_checkpoint": best_checkpoint}
+    write_json(run.dir / "metrics.json", run.identity("stopped_early" if stopped else "completed") | record)
     if report:
         _print_report(run, stages, optimum, learned, epochs, stopped)
     return monitored
@@ -195,12 +154,11 @@ def _parameters(net: torch.nn.Module) -> dict | None:
 
 
 def log_hparams(run: Run, stages: dict, loggers: list) -> Path | None:
-    """TensorBoard's HParams tab for this run (torch's ``hparams`` summaries). A sweep's job writes its
-    sweep's experiment: the settings the sweep varies and the metrics the run logged, named by their tags,
-    the monitored one first (TensorBoard reads each tag's last value from the run's own curves, so nothing
-    is logged twice). Every run's session holds all its settings; a run of its own writes no experiment,
-    and TensorBoard works out which settings differ across the runs it is shown. Returns the TensorBoard
-    directory, if there is one."""
+    """TensorBoard's HParams tab (torch's ``hparams`` summaries): every run's session holds its settings; a
+    sweep's job also writes its sweep's experiment, the settings the sweep varies (TensorBoard opens on the
+    first five) and the tags of the metrics the run logged, the monitored one first (TensorBoard reads each
+    tag's last value from the run's own curves, so nothing is logged twice); a run of its own writes none,
+    and TensorBoard works out which settings differ across the runs it shows. The TensorBoard directory."""
     from torch.utils.tensorboard.summary import hparams
 
     order = ("test", "val", "train")
@@ -209,7 +167,7 @@ def log_hparams(run: Run, stages: dict, loggers: list) -> Path | None:
         key=lambda tag: (tag != run.monitor, order.index(tag.split("/")[0]), tag),
     )
     swept = {key.removeprefix("model."): value for key, value in run.swept.items()}
-    experiment = hparams(swept, dict.fromkeys(tags, 0.0))[0]  # TensorBoard opens on its first five hparams
+    experiment = hparams(swept, dict.fromkeys(tags, 0.0))[0]
     session = hparams(run.settings, {})[1:]
     directory = None
     for logger in loggers:

@@ -4,7 +4,6 @@ the tutorials reload model.pt, and one line of JSON."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.data.csv_file import read_table
-from deepbasics.data.in_memory import Standardize
+from deepbasics.data.in_memory import Standardize, check_finite
 from deepbasics.errors import ConfigError, one_line
 from deepbasics.models.lightning_modules import predictions
+from deepbasics.reports.metrics import finite
 from deepbasics.run.checkpoints import read_checkpoint
 
 
@@ -37,16 +37,8 @@ def predict(cfg: DictConfig) -> list:
     else:
         answer = {"predictions": values[:, 0].tolist()}
     # JSON has no NaN or Infinity (Python's json writes them anyway): a value the net could not give is null
-    print(json.dumps(_finite(answer), allow_nan=False), flush=True)
+    print(json.dumps(finite(answer), allow_nan=False), flush=True)
     return answer["predictions"]
-
-
-def _finite(value):
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
 def net_of(checkpoint: dict) -> torch.nn.Module:
@@ -84,10 +76,5 @@ def read_inputs(inputs, width: int | None) -> torch.Tensor:
     if rows.ndim != 2 or rows.shape[1] != (width or rows.shape[1]) or len(rows) == 0:
         shape = "x".join(map(str, rows.shape))
         raise ConfigError(f"inputs have shape {shape}, the model takes rows of {width} features; give N x {width}")
-    bad = np.argwhere(~np.isfinite(rows))
-    if len(bad):
-        row, column = bad[0].tolist()
-        raise ConfigError(
-            f"inputs row {row}, column {column} is {rows[row, column]}; every input must be a finite number"
-        )
+    check_finite(rows, "inputs", "every input must be a finite number")
     return torch.from_numpy(rows)
