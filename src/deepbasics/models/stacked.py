@@ -297,4 +297,4 @@ class StackedModule(L.LightningModule):
         return dict(sorted(values.items()))
 
     def alive(self) -> list[int]:
-        return [k for k in range(len(self.jobs)) if self.failed_at[k] < 0]
+        return torch.nonzero(self.failed_at < 0).flatten().tolist()

@@ -103,17 +103,11 @@ class FitPlot:
                 xlabel="x",
                 ylabel="P(y = 1)" if classifier else "y",
             )
-        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, fontsize="small", frameon=False)
-        self.title = _title(self.fig, animated=True)
-        self.fig.canvas.draw()
-        self.fig.set_layout_engine("none")  # placed once: every render draws over this layout
-        self.background = self.fig.canvas.copy_from_bbox(self.fig.bbox)
+        self.title, self.background = _placed(self.fig)
 
     def render(self, module, x, y, epoch: int, optimum: dict | None = None, title: str = "") -> np.ndarray:
         """The fit of ``module`` (anything with ``predictions`` and ``__call__``) after ``epoch`` epochs."""
-        x, y = x.detach().cpu(), y.detach().cpu()[:, 0]
-        canvas, ax = self.fig.canvas, self.ax
-        canvas.restore_region(self.background)
+        x, y, ax = x.detach().cpu(), y.detach().cpu()[:, 0], self.ax
         drawn, removed = [], []
         with torch.no_grad():
             if self.width == 2:
@@ -147,31 +141,64 @@ class FitPlot:
                         self.line[:, 0].numpy(), optimum["weight"][0] * self.line[:, 0].numpy() + optimum["bias"]
                     )
                     drawn.append(self.best)
-        self.title.set_text(" · ".join(t for t in (title, f"epoch {epoch}") if t))
-        for artist in drawn:
-            ax.draw_artist(artist)
-        self.fig.draw_artist(self.title)
-        for artist in removed:
-            artist.remove()
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        return _blit(self.fig, self.background, self.title, " · ".join(t for t in (title, f"epoch {epoch}") if t),
+                     drawn, removed)  # fmt: skip
 
 
-def loss_figure(curves: dict[str, list[tuple[int, float]]], title: str = "") -> Figure:
-    """train/val loss (and the optimum's) against epochs; a log axis when every loss is positive."""
-    fig = _figure()
-    ax = fig.subplots()
-    for tag, style in LOSS_CURVES.items():
-        points = curves.get(tag, [])
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], style, label=tag)
+def _placed(fig: Figure) -> tuple:
+    """A figure laid out once (constrained layout), its title's text and its background: every render then
+    draws only its own artists over that layout (matplotlib's blitting)."""
+    fig.axes[0].legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, fontsize="small", frameon=False)
+    title = _title(fig, animated=True)
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    return title, fig.canvas.copy_from_bbox(fig.bbox)
+
+
+def _blit(fig: Figure, background, title, text: str, drawn: list, removed: list = ()) -> np.ndarray:
+    fig.canvas.restore_region(background)
+    title.set_text(text)
+    for artist in drawn:
+        fig.axes[0].draw_artist(artist)
+    fig.draw_artist(title)
+    for artist in removed:
+        artist.remove()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def loss_axes(curves: dict[str, list[tuple[int, float]]]) -> tuple:
+    """A run's loss axes from its own curves: (tags, x limits, y scale, y limits). A log axis when every
+    loss is positive (a fall over decades reads as one), its limits snapped out to 1, 2 or 5 times a power of
+    ten, so that runs of close results share one layout; otherwise linear."""
     values = [p[1] for points in curves.values() for p in points if math.isfinite(p[1])]
-    if values and min(values) > 0:
-        ax.set_yscale("log")
-        label_log_axis(ax.yaxis, min(values), max(values))
-    ax.set(xlabel="epoch", ylabel="loss")
-    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, fontsize="small", frameon=False)
-    _title(fig, title)
-    return fig
+    last = max((p[0] for points in curves.values() for p in points), default=0) or 1
+    tags, xlim = tuple(tag for tag in LOSS_CURVES if curves.get(tag)), (-0.02 * last, 1.02 * last)
+    if not values or min(values) <= 0:
+        low, high = (min(values), max(values)) if values else (0.0, 1.0)
+        return tags, xlim, "linear", (low - 0.05 * (high - low or 1), high + 0.05 * (high - low or 1))
+    steps = [m * 10.0**e for e in range(math.floor(math.log10(min(values))), math.ceil(math.log10(max(values))) + 2)
+             for m in (1, 2, 5)]  # fmt: skip
+    low, high = max(s for s in steps if s <= min(values) * (1 + 1e-12)), min(s for s in steps if s > max(values))
+    return tags, xlim, "log", (low, high)
+
+
+class LossPlot:
+    """train/val loss (and the optimum's) against epochs, on ``loss_axes``; laid out once per axes."""
+
+    def __init__(self, axes: tuple):
+        tags, xlim, scale, ylim = axes
+        self.fig = _figure()
+        ax = self.fig.subplots()
+        self.lines = {tag: ax.plot([], [], LOSS_CURVES[tag], label=tag, animated=True)[0] for tag in tags}
+        ax.set(xlim=xlim, yscale=scale, ylim=ylim, xlabel="epoch", ylabel="loss")
+        if scale == "log":
+            label_log_axis(ax.yaxis, *ylim)
+        self.title, self.background = _placed(self.fig)
+
+    def render(self, curves: dict[str, list[tuple[int, float]]], title: str = "") -> np.ndarray:
+        for tag, line in self.lines.items():
+            line.set_data([p[0] for p in curves[tag]], [p[1] for p in curves[tag]])
+        return _blit(self.fig, self.background, self.title, title, list(self.lines.values()))
 
 
 def label_log_axis(axis, low: float, high: float) -> None:
@@ -243,35 +270,28 @@ def log_image(loggers, tag: str, image: np.ndarray, encoded: bytes, step: int) -
                 writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
 
 
-def save_figures(
-    run_dir: Path,
-    module,
-    train: tuple,
-    loggers,
-    step: int,
-    epoch: int,
-    optimum: dict | None = None,
-    curves: dict | None = None,
-    evaluated: tuple | None = None,
-    plot: FitPlot | None = None,
-    title: str = "",
-) -> None:
+def save_figures(run_dir: Path, module, train: tuple | None, loggers, step: int, epoch: int, optimum=None,
+                 curves: dict | None = None, evaluated: tuple | None = None, layouts: dict | None = None,
+                 title: str = "") -> None:  # fmt: skip
     """The end of a run's pictures, into figures/ and TensorBoard at ``step``: the fit over the training split
-    ``train`` = (x, y) when the data offer it (``plot``: a layout shared by runs on the same data), loss.png
-    of ``curves`` and, for several classes, the confusion matrix on ``evaluated`` = (split, x, y)."""
-    out = run_dir / "figures"
-    out.mkdir(exist_ok=True)
-    plot = plot or (FitPlot(module, *train) if train is not None else None)
+    ``train`` = (x, y) when the data offer it, loss.png of ``curves`` and, for several classes, the confusion
+    matrix on ``evaluated`` = (split, x, y). ``layouts``: those of a group's runs, shared by runs on the same
+    data (a fit) or on the same axes (a loss)."""
+    layouts = {} if layouts is None else layouts
     figures = {}
-    if plot is not None and plot.shown:
-        figures["fit"] = plot.render(module, *train, epoch, optimum, title)
+    if train is not None:
+        fit = layouts.get(id(train[0])) or layouts.setdefault(id(train[0]), FitPlot(module, *train))
+        if fit.shown:
+            figures["fit"] = fit.render(module, *train, epoch, optimum, title)
     if curves is not None:
-        figures["loss"] = image_of(loss_figure(curves, title))
+        axes = loss_axes(curves)
+        figures["loss"] = (layouts.get(axes) or layouts.setdefault(axes, LossPlot(axes))).render(curves, title)
     if evaluated is not None and getattr(module, "num_classes", None):
         figures["confusion"] = image_of(confusion_figure(module, evaluated[1], evaluated[2], evaluated[0]))
+    (run_dir / "figures").mkdir(exist_ok=True)
     for name, image in figures.items():
         encoded = png(image)
-        (out / f"{name}.png").write_bytes(encoded)
+        (run_dir / "figures" / f"{name}.png").write_bytes(encoded)
         if name != "loss":  # the loss curves are TensorBoard's own scalars
             log_image(loggers, f"visual/{name}", image, encoded, step)
 

@@ -188,10 +188,8 @@ class LastCheckpoint(Checkpoint):
     def save(self, trainer: L.Trainer, due: bool = False) -> list[str]:
         """Write each target's last.ckpt that does not hold this step yet (``due``: only those whose
         checkpoint interval ends at this epoch); the paths that hold it now."""
-        paths = []
-        for callback, path in self.targets(trainer):
-            if due and not (callback.every_n_epochs and (trainer.current_epoch + 1) % callback.every_n_epochs == 0):
-                continue
+        epoch, paths = trainer.current_epoch + 1, []
+        for _, path in self.targets(trainer, lambda c: not due or (c.every_n_epochs and epoch % c.every_n_epochs == 0)):
             written = getattr(trainer.strategy.checkpoint_io, "written", {})  # what this run wrote
             # under DDP only rank 0 writes, so every rank writes again rather than decide apart
             if trainer.world_size > 1 or written.get(os.path.realpath(path)) != trainer.global_step:
@@ -207,12 +205,12 @@ def commit(trainer: L.Trainer) -> None:
         trainer.strategy.checkpoint_io.commit()
 
 
-def last_checkpoints(trainer: L.Trainer) -> list[tuple[ModelCheckpoint, str]]:
-    """(ModelCheckpoint, its last.ckpt, named as it names it) of every ModelCheckpoint that keeps one."""
+def last_checkpoints(trainer: L.Trainer, wanted=bool) -> list[tuple[ModelCheckpoint, str]]:
+    """(ModelCheckpoint, its last.ckpt, named as it names it) of every ``wanted`` ModelCheckpoint that keeps one."""
     return [
         (c, c.format_checkpoint_name(trainer.callback_metrics, c.CHECKPOINT_NAME_LAST))
         for c in trainer.checkpoint_callbacks
-        if isinstance(c, ModelCheckpoint) and c.save_last
+        if isinstance(c, ModelCheckpoint) and c.save_last and wanted(c)
     ]
 
 

@@ -104,14 +104,14 @@ def write_end(
     best_checkpoint: str | None = None,
     optimum: dict | None = None,
     curves: dict | None = None,
-    plot=None,
+    layouts: dict | None = None,
     report: bool = True,
 ) -> float:
     """The run's end-of-run files from its final metrics ``values`` ({"<split>/<name>": value}): the
     optimum's gap into the loggers, model.pt, figures, the HParams tab and metrics.json last; the monitored
     value. ``train``: the whole training split (x, y) when the data offers it (the optimum, the fit figure);
-    ``curves`` (read back from the loggers when None) and ``plot`` (a fit layout shared by runs on the same
-    data) come from a group of runs trained together, which prints its own lines (no ``report``)."""
+    ``curves`` (read back from the loggers when None) and ``layouts`` (figures' layouts shared by runs on
+    the same data or axes) come from a group of runs trained together, which prints its own lines (no ``report``)."""
     stages = by_stage(values)
     monitored = float(values[run.monitor])
     epochs = stopped["epoch"] if stopped else run.epochs
@@ -128,7 +128,7 @@ def write_end(
         curves = curves_from_events(tensorboard) if tensorboard else curves_of_run(tracked[0], LOSS_CURVES)
     if train is not None or curves is not None:
         save_figures(
-            run.dir, module, train, loggers, step, epochs, optimum, curves, evaluated, plot, run.title(monitored)
+            run.dir, module, train, loggers, step, epochs, optimum, curves, evaluated, layouts, run.title(monitored)
         )
     for logger in tracked:
         log_run_files(logger, run.dir)

@@ -29,7 +29,7 @@ from deepbasics.errors import ConfigError, RunFailed, one_line
 from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
 from deepbasics.models.stacked import StackedModule, StackedOptimizer
-from deepbasics.reports.figures import FitPlot
+from deepbasics.reports.figures import FitPlot, LossPlot, loss_axes
 from deepbasics.run import build
 from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop, write
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
@@ -53,6 +53,7 @@ class Job:
     checkpoint: L.pytorch.callbacks.ModelCheckpoint | None = None
     rng: dict | None = None
     resumed: dict | None = None  # the checkpoint it continues from (a resumed sweep's)
+    optimizer: torch.optim.Optimizer | None = None  # torch's own, the form its checkpoints keep the state in
     loggers: list = field(default_factory=list)
     outcome: float | BaseException | None = None
 
@@ -231,9 +232,14 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
         for logger in jobs[k].loggers:  # as Lightning finalizes a run's loggers when its fit ends
             logger.finalize("success")
         jobs[k].module.net.load_state_dict(group.net.job_state(k))
-    plots = {}  # one fit layout per data, drawn here before the workers fork
+    layouts, optima, curves = {}, {}, {}  # layouts shared where jobs' axes coincide: drawn before the fork
     for k in alive:
-        plots.setdefault(id(jobs[k].datamodule), FitPlot(jobs[k].module, *jobs[k].datamodule.splits["train"]))
+        train = jobs[k].datamodule.splits["train"]
+        optima[k] = optimum(jobs[k].module, *train)
+        layouts[id(train[0])] = layouts.get(id(train[0])) or FitPlot(jobs[k].module, *train)
+        if from_start:  # else read back from the events, as a run of its own's
+            curves[k] = _curves(group, k, optima[k], step)
+            layouts[loss_axes(curves[k])] = layouts.get(loss_axes(curves[k])) or LossPlot(loss_axes(curves[k]))
 
     def end(k: int) -> float | RunFailed:
         job, splits = jobs[k], jobs[k].datamodule.splits
@@ -246,10 +252,8 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
                 n: v for n, v in values.items() if n.startswith("test/") or (n[:4] == "val/" and not last_validated)
             }
             write(job.loggers, ended, step)
-            report = optimum(job.module, *splits["train"])
             evaluated = ("test", *splits["test"]) if "test" in splits else ("train", *splits["train"])
             best = (job.checkpoint.best_model_path if job.checkpoint else None) or None
-            curves = _curves(group, k, report, step) if from_start else None
             return write_end(
                 job.run,
                 job.module,
@@ -259,9 +263,9 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
                 values,
                 evaluated=evaluated,
                 best_checkpoint=best,
-                optimum=report,
-                curves=curves,
-                plot=plots[id(job.datamodule)],
+                optimum=optima[k],
+                curves=curves.get(k),
+                layouts=layouts,
                 report=False,
             )
         except Exception as err:  # this job's end failed (a logger of its own, a file): the others go on
@@ -403,13 +407,15 @@ class JobCheckpoints(L.Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._each(trainer, "on_exception", exception)
 
-    def last_checkpoints(self, trainer: L.Trainer) -> list[tuple[L.pytorch.callbacks.ModelCheckpoint, str]]:
-        """(ModelCheckpoint, last.ckpt) of every job still training, for ``LastCheckpoint``."""
+    def last_checkpoints(self, trainer: L.Trainer, wanted=bool) -> list:
+        """(ModelCheckpoint, last.ckpt) of every job still training, when the jobs' ModelCheckpoints (all of
+        one config) keep one and are ``wanted``: for ``LastCheckpoint``."""
+        checkpoint = next((job.checkpoint for job in self.jobs if job.checkpoint is not None), None)
+        if checkpoint is None or not (checkpoint.save_last and wanted(checkpoint)):
+            return []
         checkpoints = [(k, self.jobs[k].checkpoint) for k in self.group.alive()]
         return [
-            (c, c.format_checkpoint_name(self.job_metrics(trainer, k), c.CHECKPOINT_NAME_LAST))
-            for k, c in checkpoints
-            if c is not None and c.save_last
+            (c, c.format_checkpoint_name(self.job_metrics(trainer, k), c.CHECKPOINT_NAME_LAST)) for k, c in checkpoints
         ]
 
     def job_checkpoint(self, checkpoint: dict, path: str) -> dict:
@@ -421,11 +427,12 @@ class JobCheckpoints(L.Callback):
         own = {key: value for key, value in checkpoint.items() if key not in ("state_dict", "callbacks")}
         own["state_dict"] = {f"net.{name}": value for name, value in group.net.job_state(k).items()}
         if "optimizer_states" in checkpoint:  # what Lightning leaves out of a weights-only checkpoint
-            optimizer = instantiate(job.module.hparams.optimizer)(job.module.net.parameters())
+            job.optimizer = job.optimizer or instantiate(job.module.hparams.optimizer)(job.module.net.parameters())
+            job.optimizer.state.clear()
             for p, state in zip(job.module.net.parameters(), group.trainer.optimizers[0].job_state(k), strict=True):
                 if state:
-                    optimizer.state[p] = state
-            own["optimizer_states"] = [optimizer.state_dict()]
+                    job.optimizer.state[p] = state
+            own["optimizer_states"] = [job.optimizer.state_dict()]
         if "callbacks" in checkpoint:
             own["callbacks"] = {
                 RunState.__qualname__: {"rng": job.rng},

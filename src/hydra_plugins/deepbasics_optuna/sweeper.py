@@ -69,7 +69,7 @@ class OptunaSweeper(Sweeper):
         params: dict | None = None,
         custom_search_space: str | None = None,
     ) -> None:
-        self.sampler_conf, self.direction, self.storage = sampler, direction, storage
+        self.sampler_conf, self.direction, self.storage = sampler, str(direction), storage
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.params = dict(params or {})
         self.custom_search_space = custom_search_space
@@ -102,55 +102,46 @@ class OptunaSweeper(Sweeper):
         if not isinstance(self.n_jobs, int) or self.n_jobs <= 0:
             raise ConfigError(f"hydra.sweeper.n_jobs={self.n_jobs!r} must be a positive number of trials per batch")
         space, fixed = self._search_space(arguments)
-        # Hydra instantiates the sweeper's config recursively, so the sampler usually arrives built.
-        sampler = self.sampler_conf
-        if isinstance(sampler, (dict, DictConfig)):
-            sampler = instantiate(sampler)
-        many = OmegaConf.is_list(self.direction) or isinstance(self.direction, list)
-        directions = [str(d) for d in (self.direction if many else [self.direction])]
         mode = (self.config.get("monitor") or {}).get("mode")
-        if mode and directions != [{"min": "minimize", "max": "maximize"}[mode]]:
-            raise ConfigError(
-                f"hydra.sweeper.direction={self.direction} but monitor.mode={mode}: each job returns its one"
-                f" monitored value, so set direction to {'minimize' if mode == 'min' else 'maximize'}"
-            )
-        try:
-            study = optuna.create_study(
-                study_name=self.study_name,
-                storage=self.storage,
-                sampler=sampler,
-                directions=directions,
-                load_if_exists=True,
-            )
+        wanted = {"min": "minimize", "max": "maximize"}.get(mode, self.direction)
+        if self.direction != wanted:  # each job returns its one monitored value
+            raise ConfigError(f"hydra.sweeper.direction={self.direction} but monitor.mode={mode}: each job returns"
+                              f" its monitored value, so set direction to {wanted}")  # fmt: skip
+        try:  # Hydra instantiates the sweeper's config recursively: the sampler usually arrives built
+            sampler = instantiate(self.sampler_conf) if OmegaConf.is_config(self.sampler_conf) else self.sampler_conf
+            study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=sampler,
+                                        direction=self.direction, load_if_exists=True)  # fmt: skip
             custom = get_method(self.custom_search_space) if self.custom_search_space else None
         except Exception as err:  # another direction than the stored study's, a storage that cannot open...
             raise ConfigError(f"hydra.sweeper: {str(err).strip().splitlines()[0]}") from None
         first, pending = self._this_sweep(study)
-        mine = [t for t in study.get_trials(deepcopy=False) if t.number >= first]
-        earlier = f"{first} earlier trials" + (f", {len(mine)} of this sweep" if mine else "")
-        log.info(f"Optuna study {study.study_name}: {earlier}; {self.n_trials - len(mine) + len(pending)} to run")
+        done = len([t for t in study.get_trials(deepcopy=False) if t.number >= first])
+        earlier = f"{first} earlier trials" + (f", {done} of this sweep" if done else "")
+        log.info(f"Optuna study {study.study_name}: {earlier}; {self.n_trials - done + len(pending)} to run")
         results = []
         for run in _consecutive(pending):  # what a kill left running: again, in their own job directories
             batch = [[*fixed, *(f"{key}={value}" for key, value in trial.params.items())] for trial in run]
-            results.append(self._launch(study, run, batch, run[0].number - first, len(directions)))
-        done = len(mine)
+            results.append(self._launch(study, run, batch, run[0].number - first))
         while done < self.n_trials:
             trials = [study.ask() for _ in range(min(self.n_jobs, self.n_trials - done))]
             try:
-                batch = []
                 for trial in trials:
                     for key, dist in space.items():
                         _suggest(trial, key, dist)
                     if custom is not None:  # a function(cfg, trial) that suggests more values itself
                         custom(self.config, trial)
-                    batch.append([*fixed, *(f"{key}={value}" for key, value in trial.params.items())])
             except BaseException:  # a broken search space: its trials are not left RUNNING in the study
                 for trial in trials:
                     study.tell(trial, state=TrialState.FAIL)
                 raise
-            results.append(self._launch(study, trials, batch, trials[0].number - first, len(directions)))
+            batch = [[*fixed, *(f"{key}={value}" for key, value in trial.params.items())] for trial in trials]
+            results.append(self._launch(study, trials, batch, trials[0].number - first))
             done += len(trials)
-        self._write_results(study, len(directions))
+        if any(t.state == TrialState.COMPLETE for t in study.trials):
+            log.info(f"best trial {study.best_trial.number}: {study.best_value} with {study.best_params}")
+            results_file = Path(self.config.hydra.sweep.dir) / "optimization_results.yaml"
+            best = {"name": "optuna", "study_name": study.study_name, "best_params": study.best_params}
+            OmegaConf.save(OmegaConf.create(best | {"best_value": study.best_value}), results_file)
         return results
 
     def _this_sweep(self, study) -> tuple[int, list]:
@@ -163,16 +154,20 @@ class OptunaSweeper(Sweeper):
         record = Path(str(self.config.hydra.sweep.dir)) / STATE / "optuna.yaml"
         if self.config.get("resume") and record.is_file():
             first = int(OmegaConf.load(record).first_trial)
-            trials = study.get_trials(deepcopy=False)
-            return first, [t for t in trials if t.number >= first and t.state == TrialState.RUNNING]
+            running = [
+                t for t in study.get_trials(deepcopy=False) if t.number >= first and t.state == TrialState.RUNNING
+            ]
+            return first, running
         first = len(study.trials)
         record.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create({"study_name": study.study_name, "first_trial": first}), record)
         return first, []
 
-    def _launch(self, study, trials: list, batch: list[list[str]], job_idx: int, objectives: int):
-        """One batch of trials launched together, as jobs ``job_idx``...; each told its value, or FAIL. A job
-        a signal stopped (exit 130/143) leaves its trial running: resume=auto continues it."""
+    def _launch(self, study, trials: list, batch: list[list[str]], job_idx: int):
+        """One batch of trials launched together, as jobs ``job_idx``...; each told its value, or FAIL when it
+        failed (raised, or returned a value that is not a finite number: deepbasics' failed jobs return the
+        worst infinity so that other sweepers go on). A job a signal stopped (exit 130/143) leaves its trial
+        running: resume=auto continues it."""
         from optuna.trial import TrialState
 
         try:
@@ -185,28 +180,15 @@ class OptunaSweeper(Sweeper):
                 study.tell(trial.number, state=TrialState.FAIL)
             raise
         for trial, job in zip(trials, returns, strict=True):
-            values = _values(job, objectives)
-            if values is None:
-                study.tell(trial.number, state=TrialState.FAIL)
+            try:
+                value = float(job.return_value)  # Hydra re-raises the job's exception here
+            except Exception:
+                value = math.nan
+            if math.isfinite(value):
+                study.tell(trial.number, value)
             else:
-                study.tell(trial.number, values if objectives > 1 else values[0])
+                study.tell(trial.number, state=TrialState.FAIL)
         return returns
-
-    def _write_results(self, study, objectives: int) -> None:
-        from optuna.trial import TrialState
-
-        if not any(t.state == TrialState.COMPLETE for t in study.trials):
-            log.warning("no trial of the study completed")
-            return
-        if objectives == 1:
-            best = {"best_params": study.best_params, "best_value": study.best_value}
-            log.info(f"best trial {study.best_trial.number}: {study.best_value} with {study.best_params}")
-        else:
-            best = {"solutions": [{"params": t.params, "values": t.values} for t in study.best_trials]}
-        results = OmegaConf.create({"name": "optuna", "study_name": study.study_name, **best})
-        path = Path(self.config.hydra.sweep.dir) / "optimization_results.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(results, path)
 
 
 def _consecutive(trials: list) -> list[list]:
@@ -218,20 +200,3 @@ def _consecutive(trials: list) -> list[list]:
         else:
             runs.append([trial])
     return runs
-
-
-def _values(job, objectives: int) -> list[float] | None:
-    """The job's objective values, or None for a job that failed (raised, or returned a value that is not
-    a finite number: deepbasics' failed jobs return the worst infinity so other sweepers go on)."""
-    try:
-        value = job.return_value
-    except Exception:  # Hydra re-raises the job's exception here
-        return None
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    try:
-        values = [float(v) for v in values]
-    except (TypeError, ValueError):
-        return None
-    if len(values) != objectives or not all(math.isfinite(v) for v in values):
-        return None
-    return values
