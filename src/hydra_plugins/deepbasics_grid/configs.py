@@ -60,30 +60,15 @@ class SweepConfigs:
 
 
 def _applied(override, cfg: DictConfig) -> bool:
-    """A value override applied to a composed config as Hydra applies it (key=value, +key=value,
-    ++key=value, ~key); False, with nothing applied, for any other form or any case Hydra would refuse."""
-    from omegaconf import open_dict
+    """A plain value override (``key=value``) applied to a composed config as Hydra applies it; False, with
+    nothing applied, for any other form (``+``, ``++``, ``~``, a package) or a key the config lacks: Hydra
+    then composes that job itself."""
     from omegaconf.errors import OmegaConfBaseException
 
-    key, value = override.key_or_group, override.value()
-    present = OmegaConf.select(cfg, key, throw_on_missing=False) is not None
-    if override.package is not None:
+    if override.package is not None or override.is_delete() or override.is_add() or override.is_force_add():
         return False
     try:
-        if override.is_delete():
-            if not present or (value is not None and value != OmegaConf.select(cfg, key)):
-                return False
-            parent, _, leaf = key.rpartition(".")
-            with open_dict(cfg):
-                del (OmegaConf.select(cfg, parent) if parent else cfg)[leaf]
-        elif override.is_add():
-            if present and not isinstance(value, (dict, list)):
-                return False
-            OmegaConf.update(cfg, key, value, merge=True, force_add=True)
-        elif override.is_force_add():
-            OmegaConf.update(cfg, key, value, merge=True, force_add=True)
-        else:
-            OmegaConf.update(cfg, key, value, merge=True)
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
     except OmegaConfBaseException:
         return False
     return True
