@@ -1,6 +1,5 @@
-"""Callbacks of our own, on Lightning's public hooks; checkpointing, early stopping and the learning-rate
-monitor are Lightning's own classes (configured in conf/callbacks). An epoch is a tutorial epoch: one
-full-batch step, or one pass of mini-batches."""
+"""Our callbacks, on Lightning's public hooks (checkpointing, early stopping and the learning-rate monitor
+are Lightning's own, configured in conf/callbacks)."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ from deepbasics.run.rng import rng_states, set_rng_states
 
 
 def epochs_done(trainer: L.Trainer) -> int:
-    """Epochs trained, in any hook: Lightning counts an epoch as processed before its end hooks run (while
-    ``current_epoch`` is still its number) and as completed after them."""
+    """Epochs trained, in any hook (an epoch counts as processed before its end hooks run)."""
     return trainer.fit_loop.epoch_progress.current.processed
 
 
@@ -31,15 +29,14 @@ def validates(trainer: L.Trainer, done: int) -> bool:
 
 
 def write(loggers: list, values: dict, step: int) -> None:
-    """Points straight into the loggers at ``step`` (Lightning writes an epoch's points after its end hooks,
-    where its checkpoint is saved, and one step behind the model they describe)."""
+    """Points straight into the loggers (Lightning writes an epoch's points after its checkpoint)."""
     for logger in loggers:
         logger.log_metrics({name: float(value) for name, value in values.items()}, step=step)
 
 
 class ConsoleLog(L.Callback):
-    """One line per validation and at the end, like the tutorials' print of the cost: the run's losses and
-    accuracies, or for a stacked group of jobs its ``monitor`` metric's best, median and worst."""
+    """One line per validation, like the tutorials' print of the cost; for a stacked group of jobs, the
+    ``monitor`` metric's best, median and worst."""
 
     def __init__(self, monitor: str | None = None, mode: str = "min", labels: list[str] | None = None):
         self.monitor, self.mode, self.labels = monitor, mode, labels
@@ -102,15 +99,12 @@ class EpochProgressBar(ProgressBar):
 
 
 class WholeTrainSplit(L.Callback):
-    """What the whole training split gives while training, for data that offers it (``data.in_memory``):
-    the train metrics of the model as it is after every ``log_every`` epochs (and at every validation and
-    the last epoch; the first point is the model before any step), the closed-form optimum's flat line
-    beside train/loss, and the fit figure every ``figure_every`` epochs (0: only at the end)."""
+    """For data held whole in memory: train metrics of the model as it is every ``log_every`` epochs (from
+    before the first step), the optimum's flat line, and the fit figure every ``figure_every`` epochs."""
 
     def __init__(self, splits, log_every: int, figure_every: int = 0, title: str = ""):
         self.splits, self.log_every, self.figure_every, self.title = splits, log_every, figure_every, title
-        self.report: dict | None = None  # the optimum, once fit starts
-        self.plot: FitPlot | None = None  # laid out once, drawn again at every figure
+        self.report, self.plot = None, None  # the optimum; the figure, laid out once
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         self.report = optimum(pl_module, *self.splits.splits["train"])
@@ -142,21 +136,16 @@ class SignalStop(Exception):
 
 
 class LastCheckpoint(Checkpoint):
-    """last.ckpt holds the state training stopped in, whatever stopped it, so that ``resume=`` continues
-    from there and loses at most one checkpoint interval to a kill: at each checkpoint interval (where
-    ModelCheckpoint writes it only beside a checkpoint it keeps), at the end of training, and at the end of
-    the epoch in which Ctrl-C or SIGTERM came (after its validation and checkpoints; then ``SignalStop``;
-    a second signal stops at once). A Checkpoint callback, so Lightning runs it after ModelCheckpoint.
-    ``targets`` gives (ModelCheckpoint, last.ckpt path) for every ModelCheckpoint that keeps a last.ckpt."""
+    """last.ckpt at every checkpoint interval (ModelCheckpoint writes it only beside a checkpoint it keeps),
+    at the end, and at the end of the epoch in which Ctrl-C or SIGTERM came (then ``SignalStop``; a second
+    signal stops at once). A Checkpoint, so Lightning runs it after ModelCheckpoint."""
 
     def __init__(self, targets=None) -> None:
         self.targets = targets or last_checkpoints
-        self.received: int | None = None
-        self.previous: dict[int, object] = {}
+        self.received, self.previous = None, {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Installed after Lightning's own SIGTERM handler, and instead of it (it stops without a
-        # checkpoint); restored when training ends.
+        # Instead of Lightning's SIGTERM handler (it stops without a checkpoint); restored at the end.
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self.previous[signum] = signal.signal(signum, self._handle)
@@ -186,8 +175,7 @@ class LastCheckpoint(Checkpoint):
             signal.signal(*self.previous.popitem())
 
     def save(self, trainer: L.Trainer, due: bool = False) -> list[str]:
-        """Write each target's last.ckpt that does not hold this step yet (``due``: only those whose
-        checkpoint interval ends at this epoch); the paths that hold it now."""
+        """Each last.ckpt not holding this step yet (``due``: whose interval ends now); their paths."""
         epoch, paths = trainer.current_epoch + 1, []
         for _, path in self.targets(trainer, lambda c: not due or (c.every_n_epochs and epoch % c.every_n_epochs == 0)):
             written = getattr(trainer.strategy.checkpoint_io, "written", {})  # what this run wrote
@@ -199,8 +187,7 @@ class LastCheckpoint(Checkpoint):
 
 
 def commit(trainer: L.Trainer) -> None:
-    """The checkpoints of this hook written as one, for a CheckpointIO that writes several files together
-    (a stacked group's, ``run.group``); a run's own CheckpointIO writes each at once."""
+    """This hook's checkpoints made visible together, for a CheckpointIO that holds them (a stacked group's)."""
     if hasattr(trainer.strategy.checkpoint_io, "commit"):
         trainer.strategy.checkpoint_io.commit()
 
@@ -215,8 +202,8 @@ def last_checkpoints(trainer: L.Trainer, wanted=bool) -> list[tuple[ModelCheckpo
 
 
 class RunState(L.Callback):
-    """Puts the run's resolved config into every checkpoint (evaluate, predict and resume rebuild the run
-    from it, predict without Lightning) and carries the random generators' state across a resume."""
+    """The run's config in every checkpoint (evaluate, predict and resume rebuild the run from it) and the
+    random generators' state across a resume."""
 
     def __init__(self, config: dict, standardization: dict | None = None):
         self.config, self.standardization = config, standardization
@@ -225,16 +212,12 @@ class RunState(L.Callback):
         checkpoint["deepbasics"] = self.state(trainer, pl_module.is_classifier)
 
     def state(self, trainer: L.Trainer, classifier: bool) -> dict:
-        """What deepbasics keeps in a checkpoint beside Lightning's own keys: its format, the config, the
-        epochs trained, the input scale (predict applies it), and an early stop (a resume then finishes)."""
+        """Ours beside Lightning's keys: the config, epochs trained, the input scale, an early stop."""
         from deepbasics.run.checkpoints import FORMAT
 
         state = {"format": FORMAT, "config": self.config, "classifier": classifier, "epochs": epochs_done(trainer)}
-        return state | {
-            k: v
-            for k, v in (("standardization", self.standardization), ("stopped", stopped_early(trainer)))
-            if v is not None
-        }
+        extra = {"standardization": self.standardization, "stopped": stopped_early(trainer)}
+        return state | {k: v for k, v in extra.items() if v is not None}
 
     def state_dict(self) -> dict:
         return {"rng": rng_states()}
@@ -244,8 +227,7 @@ class RunState(L.Callback):
 
 
 def stopped_early(trainer: L.Trainer) -> dict | None:
-    """{"epoch", "reason"} when a callback (EarlyStopping, a user's) ended training before its last epoch;
-    None when training runs on or ran to the end (a signal is an interruption, ``SignalStop``)."""
+    """{"epoch", "reason"} when a callback (EarlyStopping, a user's) ended training before its last epoch."""
     done = epochs_done(trainer)
     if not trainer.should_stop or done >= trainer.max_epochs:
         return None
