@@ -61,7 +61,7 @@ def plain_fit(epochs: int) -> float:
 def stock_lightning_fit(epochs: int) -> float:
     """The reference for the fit's overhead: the tutorial's net as the smallest LightningModule that logs
     as deepbasics does (the train loss every 100 steps, the val loss every 500) with a TensorBoard logger
-    and a ModelCheckpoint, its 500 steps per Lightning epoch from one repeated full batch."""
+    and a ModelCheckpoint every 500 epochs, each epoch one full-batch step."""
     import lightning as L
     import torch
 
@@ -89,27 +89,30 @@ def stock_lightning_fit(epochs: int) -> float:
         def configure_optimizers(self):
             return torch.optim.SGD(self.net.parameters(), lr=0.03)
 
-    class Batches:  # the same batch, ``times`` times: any iterable serves Lightning's loop
-        def __init__(self, batch, times):
-            self.batch, self.times = batch, times
+    class Once:  # one full batch per epoch: any sized iterable serves Lightning's loop (a list would be
+        def __init__(self, batch):  # taken for several dataloaders)
+            self.batch = batch
 
         def __iter__(self):
-            return iter([self.batch] * self.times)
+            return iter([self.batch])
 
         def __len__(self):
-            return self.times
+            return 1
 
     class Data(L.LightningDataModule):
         def train_dataloader(self):
-            return Batches((x, y), 500)
+            return Once((x, y))
 
         def val_dataloader(self):
-            return Batches(val, 1)
+            return Once(val)
 
     with tempfile.TemporaryDirectory() as run_dir:
-        checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir, monitor="val/loss", save_last=True)
+        checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=run_dir, monitor="val/loss", save_last=True, every_n_epochs=500
+        )
         trainer = L.Trainer(
-            max_epochs=epochs // 500, logger=L.pytorch.loggers.TensorBoardLogger(run_dir), callbacks=[checkpoint],
+            max_epochs=epochs, check_val_every_n_epoch=500, callbacks=[checkpoint],
+            logger=L.pytorch.loggers.TensorBoardLogger(run_dir),
             log_every_n_steps=100, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
             num_sanity_val_steps=0,
         )  # fmt: skip
@@ -118,36 +121,33 @@ def stock_lightning_fit(epochs: int) -> float:
         return time.perf_counter() - start
 
 
-def project_fit(epochs: int, progress: str = "lines") -> float:
-    """deepbasics' trainer.fit for the default experiment, everything on, timed around fit alone; the
-    console gets the plain lines or the live bar (``progress``), written into a buffer."""
+def project_fit(epochs: int, progress: str = "lines", experiment: str = "blobs_mlp", extra=()) -> float:
+    """deepbasics' trainer.fit in a whole run of ``experiment`` (``deepbasics.fit``, everything on), timed
+    around Lightning's fit alone; the console gets the plain lines or the live bar, written into a buffer."""
     import contextlib
     import io
 
-    from hydra import compose, initialize_config_dir
+    import lightning as L
 
-    from deepbasics.config.paths import CONF_DIR
-    from deepbasics.config.resolvers import register_resolvers
-    from deepbasics.config.schema import Schedule
-    from deepbasics.run.build import build_datamodule, build_model, build_trainer
+    import deepbasics
 
-    register_resolvers()
-    with tempfile.TemporaryDirectory() as run_dir:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=[f"epochs={epochs}", f"paths.run_dir={run_dir}", f"progress={progress}"])
-        import lightning as L
+    fit, timed = L.Trainer.fit, []
 
-        L.seed_everything(cfg.seed, verbose=False)
-        schedule = Schedule.of(cfg)
-        datamodule = build_datamodule(cfg, schedule=schedule)
-        model = build_model(cfg, datamodule)
-        trainer = build_trainer(cfg, schedule, Path(run_dir), datamodule)
-        with contextlib.redirect_stdout(io.StringIO()):
-            start = time.perf_counter()
-            trainer.fit(model, datamodule=datamodule)
-            elapsed = time.perf_counter() - start
-        assert trainer.global_step == epochs and (Path(run_dir) / "checkpoints" / "last.ckpt").is_file()
-        return elapsed
+    def timed_fit(trainer, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fit(trainer, *args, **kwargs)
+        finally:
+            timed.append(time.perf_counter() - start)
+
+    L.Trainer.fit = timed_fit
+    try:
+        with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
+            result = deepbasics.fit(experiment, [f"epochs={epochs}", f"progress={progress}", *extra], output_dir=out)
+            assert result.metrics["epochs"] == epochs and result.checkpoint is not None
+    finally:
+        L.Trainer.fit = fit
+    return timed[0]
 
 
 def peak_rss_mb(command: list[str], cwd: str) -> float:
@@ -178,7 +178,7 @@ def minibatch(repeats: int, rows: int = 1_000_000, features: int = 8, batch: int
             return [
                 str(BIN / "deepbasics-train"), "experiment=logistic_diabetes", f"data.path={path}",
                 f"model.net.in_features={features}", f"data.batch_size={batch}", f"epochs={epochs}",
-                f"log_every={epochs}", f"val_every={epochs}", f"callbacks.model_checkpoint.every_n_epochs={epochs}", "model.optimizer.lr=0.1",
+                f"log_every={epochs}", f"val_every={epochs}", "model.optimizer.lr=0.1",
             ]  # fmt: skip
 
         plain = [sys.executable, str(REPO / "scripts" / "plain_minibatch.py"), str(big), f"--epochs={epochs}"]
@@ -205,32 +205,9 @@ def minibatch(repeats: int, rows: int = 1_000_000, features: int = 8, batch: int
 
 def minibatch_fit(path: Path, features: int, batch: int, epochs: int) -> float:
     """deepbasics' trainer.fit alone for the mini-batch recipe, in this process (loading excluded)."""
-    from hydra import compose, initialize_config_dir
-
-    from deepbasics.config.paths import CONF_DIR
-    from deepbasics.config.resolvers import register_resolvers
-    from deepbasics.config.schema import Schedule
-    from deepbasics.run.build import build_datamodule, build_model, build_trainer
-
-    register_resolvers()
-    overrides = [
-        "experiment=logistic_diabetes", f"data.path={path}", f"model.net.in_features={features}",
-        f"data.batch_size={batch}", f"epochs={epochs}", f"log_every={epochs}", f"val_every={epochs}",
-        f"callbacks.model_checkpoint.every_n_epochs={epochs}", "model.optimizer.lr=0.1", "progress=lines",
-    ]  # fmt: skip
-    with tempfile.TemporaryDirectory() as run_dir:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, f"paths.run_dir={run_dir}"])
-        datamodule = build_datamodule(cfg, schedule=Schedule.of(cfg))
-        model = build_model(cfg, datamodule)
-        trainer = build_trainer(cfg, Schedule.of(cfg), Path(run_dir), datamodule)
-        import contextlib
-        import io
-
-        with contextlib.redirect_stdout(io.StringIO()):
-            start = time.perf_counter()
-            trainer.fit(model, datamodule=datamodule)
-            return time.perf_counter() - start
+    extra = [f"data.path={path}", f"data.batch_size={batch}", f"log_every={epochs}", f"val_every={epochs}",
+             "model.optimizer.lr=0.1"]  # fmt: skip
+    return project_fit(epochs, experiment="logistic_diabetes", extra=extra)
 
 
 def sweep(epochs: int) -> None:
