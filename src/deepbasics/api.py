@@ -1,14 +1,6 @@
-"""The Python API, for notebooks and scripts: train an experiment in this process and get its results back.
-
-    import deepbasics
-    result = deepbasics.fit("blobs_mlp", overrides=["epochs=500", "seed=3"])
-    result.metrics["test"], result.model, result.run_dir
-    net = deepbasics.load_model(result.run_dir)      # or a .ckpt, or a model.pt
-
-Safe to call again and again in one process: Hydra's global state is set up and torn down around each
-composition, the working directory never changes, and each run gets its own directory. A mistake raises
-one exception (ConfigError, RunFailed) whose message is the line the command line prints.
-"""
+"""The Python API for notebooks and scripts: ``fit`` trains an experiment in this process, ``load_model`` loads
+a trained net. Safe to call again and again (Hydra's global state lives only around each composition); a
+mistake raises ConfigError or RunFailed with the line the command line prints."""
 
 from __future__ import annotations
 
@@ -27,8 +19,7 @@ from deepbasics.errors import ConfigError, one_line
 
 @dataclass(frozen=True)
 class Result:
-    """One finished run: its directory, its metrics.json, its trained plain net (eval mode) and its last
-    checkpoint (None when the run kept none, e.g. callbacks=none)."""
+    """One finished run: its directory, metrics.json, trained plain net (eval mode) and last checkpoint (or None)."""
 
     run_dir: Path
     metrics: dict[str, Any]
@@ -37,8 +28,7 @@ class Result:
 
 
 def compose_run(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs"):
-    """The training config `deepbasics-train experiment=<experiment> <overrides>` would run, with its run
-    directory chosen (a fresh one, or the resumed run's)."""
+    """The config `deepbasics-train experiment=<experiment> <overrides>` would run, its run directory chosen."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -57,8 +47,7 @@ def compose_run(experiment: str, overrides: Sequence[str] = (), output_dir: str 
 
 
 def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs") -> Result:
-    """Train ``experiment`` (a name in conf/experiment) with Hydra-style ``overrides`` as in a
-    `deepbasics-train` command line, in this process; the run goes under ``output_dir``."""
+    """Train ``experiment`` with the ``overrides`` of a `deepbasics-train` command line, under ``output_dir``."""
     from omegaconf import OmegaConf
 
     from deepbasics.reports.metrics import read_json
@@ -71,25 +60,24 @@ def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path =
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
         OmegaConf.save(OmegaConf.create(command), run_dir / ".hydra" / "overrides.yaml")
-    chatter = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in chatter]
-    try:  # Lightning's start-up notes, which the command line keeps in the run's log file: not in a notebook
-        for logger in chatter:
+    # Lightning's start-up notes, which the command line keeps in the run's log file: not in a notebook
+    levels = {logger: logger.level for logger in map(logging.getLogger, ("lightning.pytorch", "lightning.fabric"))}
+    try:
+        for logger in levels:
             logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
         train(cfg, overrides=command)
     except ConfigError:  # refused before it trained: no "failed" run left behind, as on the command line
         discard_unstarted(run_dir, cfg.paths.output_dir, started)
         raise
     finally:
-        for logger, level in zip(chatter, levels, strict=True):
+        for logger, level in levels.items():
             logger.setLevel(level)
     last = run_dir / LAST
     return Result(run_dir, read_json(run_dir / "metrics.json"), load_model(run_dir), last if last.is_file() else None)
 
 
 def load_model(path: str | Path):
-    """The trained plain net (eval mode) of a run directory, a checkpoint (.ckpt) or a model.pt that lies
-    in its run directory."""
+    """The trained plain net (eval mode) of a run directory, a .ckpt, or a model.pt in its run directory."""
     import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
