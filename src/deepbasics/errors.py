@@ -40,8 +40,8 @@ class Interrupted(Exception):
 
 
 def exit_with(err: Exception | str, code: int = EXIT_USAGE) -> NoReturn:
-    """One line on stderr and exit. SystemExit, unlike an Exception, passes through Hydra's and OmegaConf's
-    error wrapping (config resolvers call this too)."""
+    """One line on stderr and exit: SystemExit passes through Hydra's and OmegaConf's error wrapping (config
+    resolvers call this too)."""
     print(f"error: {err if isinstance(err, str) else one_line(err)}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
@@ -76,21 +76,18 @@ def one_line(err: BaseException) -> str:
 
 def command_as_typed(script: str = "deepbasics-train") -> str:
     """``script`` as the user started it, so that a command printed for them runs as printed: the path they
-    typed (``.venv/bin/deepbasics-train``), the bare name when their PATH finds that same file, the module
-    form (``python -m deepbasics.train``); the bare name when called from Python (the API, a notebook)."""
+    typed, the bare name where PATH finds that file, or ``python -m deepbasics.<module>``; from Python, the name."""
     started = sys.argv[0] if sys.argv else ""
-    name = os.path.basename(started)
-    if (
-        name == f"{script.removeprefix('deepbasics-')}.py"
-        and os.path.basename(os.path.dirname(started)) == "deepbasics"
-    ):
+    name, module = os.path.basename(started), script.removeprefix("deepbasics-")
+    if name == f"{module}.py" and os.path.basename(os.path.dirname(started)) == "deepbasics":
         python = os.path.basename(sys.executable)
-        found = shutil.which(python)
-        python = python if found and os.path.realpath(found) == os.path.realpath(sys.executable) else sys.executable
-        return f"{shlex.quote(python)} -m deepbasics.{script.removeprefix('deepbasics-')}"
+        return f"{shlex.quote(python if _on_path(python, sys.executable) else sys.executable)} -m deepbasics.{module}"
     if name != script:
         return script
+    return name if os.sep not in started or _on_path(name, started) else shlex.quote(started)
+
+
+def _on_path(name: str, path: str) -> bool:
+    """Whether the shell's PATH finds ``name`` as the file ``path``."""
     found = shutil.which(name)
-    if os.sep not in started or (found and os.path.realpath(found) == os.path.realpath(started)):
-        return name
-    return shlex.quote(started)
+    return found is not None and os.path.realpath(found) == os.path.realpath(path)

@@ -1,11 +1,6 @@
-"""The console entry points: a Hydra app around a task, with deepbasics' error policy.
-
-- A config mistake Hydra finds (unknown key, unknown group option, bad override) or one the task finds
-  (ConfigError): one line on stderr, exit 2.
-- A failed run (RunFailed): one line, exit 1. Ctrl-C / SIGTERM after a checkpoint: one line, exit 130/143.
-- In a multirun, a job's failure is recorded in its metrics.json, the job returns the worst value of the
-  monitored metric, and the sweep goes on with the next job; the sweep report lists it as failed.
-"""
+"""The console entry points: a Hydra app around a task, with one error policy: a config mistake is one line
+and exit 2, a failed run one line and exit 1, Ctrl-C or SIGTERM after a checkpoint one line and exit 130/143;
+in a multirun a failed job is logged and returns the worst value of its metric, and the sweep goes on."""
 
 from __future__ import annotations
 
@@ -105,10 +100,9 @@ def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[],
 
 
 def _worst(cfg: DictConfig) -> float:
-    """What a failed job returns to its sweeper: the worst possible value of the monitored metric (Optuna
-    records the trial and goes on; a NaN would end its sweep). The sweep report reads the real status."""
-    mode = (cfg.get("monitor") or {}).get("mode", "min")
-    return -math.inf if mode == "max" else math.inf
+    """What a failed job returns to its sweeper: the worst value of the monitored metric (Optuna records the
+    trial and goes on; a NaN would end its sweep)."""
+    return -math.inf if (cfg.get("monitor") or {}).get("mode") == "max" else math.inf
 
 
 def in_multirun() -> bool:
