@@ -93,11 +93,8 @@ def load_model(path: str | Path):
     if path.suffix == ".ckpt":
         return net_of(read_checkpoint(path))
     weights = upgrade_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    beside = path.parent / LAST
-    if beside.is_file():  # the run's checkpoint says which net, and any standardization of its inputs
-        checkpoint = read_checkpoint(beside)
-        checkpoint["state_dict"] = {f"net.{k}": v for k, v in weights.items()}
-        return net_of(checkpoint)
+    if (path.parent / LAST).is_file():  # the run's checkpoint says which net, and any standardization of its inputs
+        return net_of(read_checkpoint(path.parent / LAST) | {"state_dict": {f"net.{k}": v for k, v in weights.items()}})
     config = path.parent / ".hydra" / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"{path} alone does not say which net it holds; pass its run directory or a .ckpt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -56,18 +57,13 @@ def one_line(err: BaseException) -> str:
             # Hydra's grammar takes spaces, letters beyond ASCII and ;[]{}(), unquoted only in part.
             line += f"; quote the value for Hydra inside the shell's quotes: '{key}=\"{value}\"'"
         return line
-    cause = err.__cause__
     key = re.search(r"Could not override '([^']+)'", str(err))
-    if key and cause is not None and "not in struct" in str(cause):
+    if key and "not in struct" in str(err.__cause__):
         name = key.group(1)
         return f"unknown config key '{name}': check the spelling (--help shows the config), or +{name}=... adds a key"
-    lines = []
-    for line in str(err).splitlines():
-        line = line.strip()
-        if line.startswith(("Config search path", "full_key:", "object_type=", "reference_type=")):
-            break
-        if line:
-            lines.append(line)
+    noise = ("Config search path", "full_key:", "object_type=", "reference_type=")  # where the message ends
+    stripped = (line.strip() for line in str(err).splitlines())
+    lines = [line for line in itertools.takewhile(lambda line: not line.startswith(noise), stripped) if line]
     options = next((i for i, line in enumerate(lines) if line.startswith("Available options in")), None)
     if options is not None:  # Hydra lists a group's options one per line
         return f"{' '.join(lines[:options])}; {lines[options]} {', '.join(lines[options + 1 :])}"

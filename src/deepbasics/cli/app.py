@@ -14,12 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from deepbasics.config.paths import CONF_DIR
+from deepbasics.config.paths import CONF_DIR, check_checkpoint_path
 from deepbasics.config.resolvers import register_resolvers
+from deepbasics.config.run_dir import discard_unstarted
+from deepbasics.config.settings import require_values
 from deepbasics.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, Interrupted, RunFailed, exit_with, one_line
 
 log = logging.getLogger(__name__)
@@ -80,8 +84,6 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 def _discard_unstarted(cfg: DictConfig) -> None:
     """The directory made for this command's run, when it stopped before training (predict has none)."""
     if OmegaConf.select(cfg, "paths.run_dir"):
-        from deepbasics.config.run_dir import discard_unstarted
-
         discard_unstarted(cfg.paths.run_dir, cfg.paths.output_dir, STARTED)
 
 
@@ -89,9 +91,6 @@ def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[],
     """An entry point whose task starts from ``ckpt_path``: the path is checked before torch loads."""
 
     def task(cfg: DictConfig) -> Any:
-        from deepbasics.config.paths import check_checkpoint_path
-        from deepbasics.config.settings import require_values
-
         require_values(cfg)
         cfg.ckpt_path = str(check_checkpoint_path(cfg.ckpt_path))  # a run directory stands for its last.ckpt
         return getattr(importlib.import_module(module), function)(cfg)
@@ -106,7 +105,4 @@ def _worst(cfg: DictConfig) -> float:
 
 
 def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -3,22 +3,19 @@ Lightning load only once a task needs them, so `--help` and config mistakes answ
 
 from __future__ import annotations
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from deepbasics.cli.app import checkpoint_app, hydra_app, in_multirun
+from deepbasics.config.resolvers import config_groups
+from deepbasics.config.settings import check_settings
+from deepbasics.config.sweep_dir import resumed_job
 
 
 def _train(cfg: DictConfig):
-    from hydra.core.hydra_config import HydraConfig
-
-    from deepbasics.config.settings import check_settings
-
     # This command line's overrides: a resume applies its plain values (epochs=...) to the stored config.
     overrides = list(HydraConfig.get().overrides.task)
     if cfg.get("resume") == "auto" and in_multirun():  # a job of a sweep being finished: its own state
-        from deepbasics.config.resolvers import config_groups
-        from deepbasics.config.sweep_dir import resumed_job
-
         cfg.resume = resumed_job(cfg.paths.run_dir)
         # the sweep's definition was checked as a whole: its config groups are the job's own, not changes
         overrides = [o for o in overrides if o.split("=")[0].lstrip("+~").split("/")[0] not in config_groups()]

@@ -12,16 +12,20 @@ import lightning as L
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from PIL import Image
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 LOSS_CURVES = {"train/loss": "-", "val/loss": "o--", "train/optimum_loss": "g:"}  # tag -> line style
 
 
-def _figure() -> Figure:
+def _figure() -> tuple:
     fig = Figure(figsize=(5.5, 4.2), dpi=100, layout="constrained")
     fig.get_layout_engine().set(rect=(0, 0, 1, 0.9))  # the top tenth: the title
     FigureCanvasAgg(fig)
-    return fig
+    return fig, fig.subplots()
 
 
 def _title(fig: Figure, text: str = "", animated: bool = False):
@@ -62,16 +66,14 @@ class FitPlot(_Blitted):
         self.shown = self.width == 1 or (self.width == 2 and classifier)
         if not self.shown:
             return
-        self.fig = _figure()
-        ax = self.ax = self.fig.subplots()
+        self.fig, self.ax = _figure()
+        ax = self.ax
         if self.width == 2:
             lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
             ticks = [torch.linspace(lo[i], hi[i], 120) for i in (0, 1)]
             self.inputs, self.ticks = torch.cartesian_prod(*ticks), [t.numpy() for t in ticks]
             extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
             if self.classes > 1:  # each point of the plane coloured by its most probable class
-                from matplotlib.colors import ListedColormap
-
                 colours = [f"C{i}" for i in range(self.classes)]
                 shading = {"cmap": ListedColormap(colours), "vmin": -0.5, "vmax": self.classes - 0.5, "alpha": 0.35}
                 self.contours = {"levels": [0.5, 0.9], "linewidths": 0.6, "alpha": 0.5}
@@ -153,8 +155,7 @@ class LossPlot(_Blitted):
 
     def __init__(self, axes: tuple):
         tags, xlim, scale, ylim = axes
-        self.fig = _figure()
-        ax = self.fig.subplots()
+        self.fig, ax = _figure()
         self.lines = {tag: ax.plot([], [], LOSS_CURVES[tag], label=tag, animated=True)[0] for tag in tags}
         ax.set(xlim=xlim, yscale=scale, ylim=ylim, xlabel="epoch", ylabel="loss")
         if scale == "log":
@@ -171,8 +172,6 @@ def label_log_axis(axis, low: float, high: float) -> None:
     """Within three decades, a log axis labelled at 1, 2 and 5 of each, written plainly (0.005, not 5x10^-3)."""
     if high / low > 1000:
         return
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_formatter(NullFormatter())
@@ -180,14 +179,11 @@ def label_log_axis(axis, low: float, high: float) -> None:
 
 def confusion_image(module, split: str, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """The confusion matrix of a multi-class classifier on one split: counts, true class by row."""
-    from torchmetrics.functional.classification import multiclass_confusion_matrix
-
     with torch.no_grad():
         predicted = module.predictions(module(x.to(module.device))).argmax(dim=1).cpu()
     classes = module.num_classes
     matrix = multiclass_confusion_matrix(predicted, y[:, 0].long().cpu(), num_classes=classes).numpy()
-    fig = _figure()
-    ax = fig.subplots()
+    fig, ax = _figure()
     ax.imshow(matrix, cmap="Blues")
     for (row, col), count in np.ndenumerate(matrix):
         ax.text(col, row, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "k")
@@ -199,26 +195,18 @@ def confusion_image(module, split: str, x: torch.Tensor, y: torch.Tensor) -> np.
 
 def png(image: np.ndarray) -> bytes:
     """PNG bytes at zlib's fastest level: encoding is most of a figure's cost, and flat colours compress anyway."""
-    from PIL import Image
-
     out = io.BytesIO()
     Image.fromarray(image).save(out, format="png", compress_level=1)
     return out.getvalue()
 
 
-@contextlib.contextmanager
 def event_writer(logger):
     """A TensorBoardLogger's event writer; once Lightning closed it at the end of fit, a file of its own."""
     if logger.experiment.file_writer is not None:
-        yield logger.experiment.file_writer
-        return
+        return contextlib.nullcontext(logger.experiment.file_writer)
     from torch.utils.tensorboard.writer import FileWriter
 
-    writer = FileWriter(logger.log_dir)
-    try:
-        yield writer
-    finally:
-        writer.close()
+    return contextlib.closing(FileWriter(logger.log_dir))
 
 
 def log_image(loggers, tag: str, image: np.ndarray, encoded: bytes, step: int) -> None:
@@ -260,9 +248,8 @@ def curves_from_events(tensorboard_dir: Path) -> dict[str, list[tuple[int, float
     """The loss curves of a run read back from its own TensorBoard events (resumed parts included)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
+    events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0}).Reload()
+    tags = events.Tags()["scalars"]
     return {tag: [(p.step, p.value) for p in events.Scalars(tag)] for tag in LOSS_CURVES if tag in tags}
 
 

@@ -15,13 +15,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.settings import SPLITS
-from deepbasics.config.sweep_dir import HOW_TO_RUN, recorded_jobs
+from deepbasics.config.sweep_dir import HOW_TO_RUN, LAST, recorded_jobs
 from deepbasics.errors import EXIT_FAILED, exit_with
 from deepbasics.reports.metrics import FINISHED, read_json
 from deepbasics.reports.mlflow_runs import end_sweep
 
 BOOKKEEPING = ("status", "job", "error", "run_dir")
-NOT_SETTINGS = (*BOOKKEEPING, "metric", "value", "_mode")
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -32,9 +31,8 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     for job in jobs:
         metrics = read_json(job / "metrics.json") if (job / "metrics.json").is_file() else {}
         monitor = OmegaConf.load(job / ".hydra" / "config.yaml").get("monitor") or {}
-        resumable = (job / "checkpoints" / "last.ckpt").is_file()  # a kill stopped it after a checkpoint
         row = {"job": job.name, **_overrides(OmegaConf.load(job / ".hydra" / "overrides.yaml"))}
-        row["status"] = metrics.get("status") or ("interrupted" if resumable else "not started")
+        row["status"] = metrics.get("status") or ("interrupted" if (job / LAST).is_file() else "not started")
         row["metric"] = (metrics.get("monitor") or {}).get("metric") or str(monitor.get("metric", ""))
         row["value"] = (metrics.get("monitor") or {}).get("value") if row["status"] in FINISHED else None
         row |= {f"{stage}/{name}": v for stage in SPLITS for name, v in (metrics.get(stage) or {}).items()}
@@ -88,7 +86,7 @@ def write_report(sweep_dir: str | Path) -> dict[str, Any]:
         writer.writeheader()
         writer.writerows(table)
     metric, mode = rows[0]["metric"], rows[0]["_mode"]
-    settings = [k for k in rows[0] if k not in NOT_SETTINGS and "/" not in k]
+    settings = [k for k in rows[0] if k not in (*BOOKKEEPING, "metric", "value", "_mode") and "/" not in k]
     varied = [k for k in settings if len({str(r.get(k)) for r in rows}) > 1]
     same = {k: rows[0][k] for k in settings if k not in varied and rows[0].get(k) is not None}
     shown = ["rank", *varied, "value", *(c for c in columns if "/" in c and c != metric), *BOOKKEEPING]
