@@ -1,6 +1,5 @@
-"""The Python API for notebooks and scripts: ``fit`` trains an experiment in this process, ``load_model`` loads
-a trained net. Safe to call again and again (Hydra's global state lives only around each composition); a
-mistake raises ConfigError or RunFailed with the line the command line prints."""
+"""The Python API for notebooks: ``fit`` trains in this process, again and again (Hydra's global state lives only
+around each composition), ``load_model`` loads a net; a mistake raises the command line's one line."""
 
 from __future__ import annotations
 

@@ -27,8 +27,7 @@ BATCHES_THAT_STEPPED = "epoch_loop.state_dict"
 
 
 def loops_at_epoch_end(loops: dict[str, Any], epochs: int) -> dict[str, Any]:
-    """``loops`` of a checkpoint saved at the end of epoch ``epochs`` (its epoch-end hooks, where checkpoints
-    are saved, ran; its end is not counted yet), each epoch one batch and one optimizer step."""
+    """``loops`` as Lightning saves them at the end of epoch ``epochs`` (not yet counted), one step an epoch."""
 
     def counts(total: int, current: int, *names: str) -> dict:
         return {"total": dict.fromkeys(names, total), "current": dict.fromkeys(names, current)}

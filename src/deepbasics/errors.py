@@ -41,8 +41,7 @@ class Interrupted(Exception):
 
 
 def exit_with(err: Exception | str, code: int = EXIT_USAGE) -> NoReturn:
-    """One line on stderr and exit: SystemExit passes through Hydra's and OmegaConf's error wrapping (config
-    resolvers call this too)."""
+    """One line on stderr and exit: SystemExit passes through Hydra's and OmegaConf's error wrapping."""
     print(f"error: {err if isinstance(err, str) else one_line(err)}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 

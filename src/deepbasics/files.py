@@ -1,5 +1,4 @@
-"""Files of a run: written so that a crash cannot half-write them (one at a time, or a set together), and
-one writer per run directory."""
+"""Files of a run: written so that a crash cannot half-write them (alone or as a set); one writer per run directory."""
 
 from __future__ import annotations
 
@@ -21,8 +20,7 @@ _held: dict[Path, int] = {}  # run directory -> the open descriptor holding its 
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """``write`` fills a temporary file beside ``path``, fsynced and renamed over it: a reader (or a crash) sees
-    the old file or the whole new one. Made under the user's umask, as a plain open() would make it."""
+    """``write`` fills a temporary file, fsynced and renamed over ``path``: readers and crashes see all or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TEMPORARY}{secrets.token_hex(4)}{path.suffix}")
@@ -75,8 +73,7 @@ def roll_forward(journal: Path) -> None:
 
 
 def lock_run_dir(run_dir: str | Path) -> None:
-    """Make this process the one writer of ``run_dir`` until ``unlock_run_dir`` or exit (a flock, which the kernel
-    releases when its holder dies); another process gets a ConfigError. DDP ranks above 0 share rank 0's."""
+    """Make this process the one writer of ``run_dir`` (a flock, freed when it dies); DDP ranks share rank 0's."""
     run_dir = Path(run_dir).resolve()
     rank = next((int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID") if k in os.environ), 0)
     if run_dir in _held or rank != 0:
@@ -103,8 +100,7 @@ def unlock_run_dir(run_dir: str | Path) -> None:
 
 
 def remove_dead_writes(run_dir: str | Path) -> None:
-    """Remove the temporary files a killed process's atomic writes left in ``run_dir``: once this process holds
-    the directory, no other writes there."""
+    """Remove the temporary files of killed writers in ``run_dir``, once this process alone writes there."""
     if Path(run_dir).resolve() in _held:
         for path in Path(run_dir).rglob(f"{TEMPORARY}*"):
             path.unlink(missing_ok=True)

@@ -1,6 +1,5 @@
-"""The console entry points: a Hydra app around a task, with one error policy: a config mistake is one line
-and exit 2, a failed run one line and exit 1, Ctrl-C or SIGTERM after a checkpoint one line and exit 130/143;
-in a multirun a failed job is logged and returns the worst value of its metric, and the sweep goes on."""
+"""The console entry points: a Hydra app around a task, with one error policy: one line on stderr and exit 2 (a
+mistake), 1 (a failed run) or 130/143 (Ctrl-C, SIGTERM); in a multirun a failed job is logged and the sweep goes on."""
 
 from __future__ import annotations
 
@@ -99,8 +98,7 @@ def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[],
 
 
 def _worst(cfg: DictConfig) -> float:
-    """What a failed job returns to its sweeper: the worst value of the monitored metric (Optuna records the
-    trial and goes on; a NaN would end its sweep)."""
+    """What a failed job returns to its sweeper: the worst value, not NaN (which would end an Optuna sweep)."""
     return -math.inf if (cfg.get("monitor") or {}).get("mode") == "max" else math.inf
 
 

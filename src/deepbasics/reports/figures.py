@@ -134,8 +134,7 @@ class FitPlot(_Blitted):
 
 
 def loss_axes(curves: dict[str, list[tuple[int, float]]]) -> tuple:
-    """A run's loss axes from its own curves: (tags, x limits, y scale, y limits). Log when every loss is
-    positive (a fall over decades reads as one), else linear."""
+    """(tags, x limits, y scale, y limits) of a run's own curves: log when every loss is positive, else linear."""
     values = [value for points in curves.values() for _, value in points if math.isfinite(value)]
     last = max((step for points in curves.values() for step, _ in points), default=0) or 1
     tags, xlim = tuple(tag for tag in LOSS_CURVES if curves.get(tag)), (-0.02 * last, 1.02 * last)
@@ -254,8 +253,7 @@ def curves_from_events(tensorboard_dir: Path) -> dict[str, list[tuple[int, float
 
 
 def run_title(name: str, values: dict, monitored: tuple[str, float] | None = None) -> str:
-    """A figure's title: a sweep's job by its swept ``values`` (``lr=0.03, seed=1``), a run of its own by its
-    experiment ``name``; and its monitored result, if any."""
+    """A figure's title: the swept ``values`` (``lr=0.03, seed=1``) or the experiment's ``name``, and the result."""
     title = ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in values.items()) or name
     if monitored is not None and math.isfinite(monitored[1]):
         title += f" · {monitored[0]} {monitored[1]:.4g}"

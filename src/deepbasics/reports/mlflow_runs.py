@@ -1,6 +1,5 @@
-"""MLflow runs as Lightning's MLFlowLogger makes them, given what it has no option for: a sweep as a parent run
-with its jobs nested, tags naming each run's directory, flat params logged once, a resume continuing its run.
-A run directory remembers its run in ``.mlflow.json`` and a sweep its parent in ``.sweep/mlflow.json``."""
+"""What Lightning's MLFlowLogger has no option for: a sweep as a parent run of its jobs, tags naming run directories,
+flat params logged once, a resume continuing its run (remembered in ``.mlflow.json``, a sweep's in ``.sweep/``)."""
 
 from __future__ import annotations
 
@@ -15,14 +14,12 @@ from deepbasics.config.sweep_dir import DEFINITION, LAUNCHER, STATE
 from deepbasics.files import atomic_write, locked
 
 TAG = "deepbasics."
-# MLflow 3 UIs before the GenAI/training switch open an experiment of this kind on its training runs, not on
-# the GenAI overview; 3.17's switch reads ?workflowType=machine_learning from the URL instead (README).
+# MLflow 3 UIs open an experiment of this kind on its training runs, not on the GenAI overview (README).
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def logger_kwargs(conf, run_dir: Path) -> dict[str, Any]:
-    """MLFlowLogger's arguments for the run in ``run_dir``: its tags and, for a run that had an MLflow run in
-    this store already (a resume, a job of a sweep being finished), that run."""
+    """MLFlowLogger's arguments for the run in ``run_dir``: its tags, and the MLflow run it had in this store."""
     ready_store(conf.get("tracking_uri"))
     run_dir, sweep = Path(run_dir).resolve(), sweep_of(run_dir)
     tags = {f"{TAG}run_dir": str(run_dir)}
@@ -30,9 +27,9 @@ def logger_kwargs(conf, run_dir: Path) -> dict[str, Any]:
         tags[f"{TAG}sweep"] = str(sweep)
         digits = run_dir.name.split("_", 1)[0]  # the job's number (config.resolvers' job_dir)
         tags |= {f"{TAG}job": str(int(digits))} if digits.isdigit() else {}
-    extra: dict[str, Any] = {"tags": {**tags, **dict(conf.get("tags") or {})}}
+    tags |= dict(conf.get("tags") or {})
     known = _read(run_dir / ".mlflow.json").get(_key(conf.get("tracking_uri"), conf.get("experiment_name")))
-    return extra | ({"run_id": known} if known and not conf.get("run_id") else {})
+    return {"tags": tags} | ({"run_id": known} if known and not conf.get("run_id") else {})
 
 
 def ready_store(tracking_uri: str | None) -> None:
@@ -114,17 +111,15 @@ def log_run_files(logger, run_dir: Path) -> None:
 
 
 def curves_of_run(logger, tags) -> dict[str, list[tuple[int, float]]]:
-    """The loss curves (``tags``) of the logger's MLflow run, for loss.png without TensorBoard events; a step
-    logged twice (by an attempt cut short, then by its resume) counts once, as the last."""
+    """The loss curves (``tags``) of the logger's MLflow run; a step logged again by a resume counts as the last."""
     client, run_id = logger.experiment, logger.run_id
     history = {tag: sorted(client.get_metric_history(run_id, tag), key=lambda p: p.timestamp) for tag in tags}
     return {tag: sorted({p.step: p.value for p in points}.items()) for tag, points in history.items() if points}
 
 
 def end_sweep(sweep: Path, report: dict[str, Any]) -> None:
-    """The sweep report on its parent runs: the summary files as artifacts, summary.md as the description, the
-    shared settings as params, the best job's metrics (the sweep's row reads as its result); then FINISHED, or
-    KILLED when a job did not finish."""
+    """The sweep report on its parent runs: the summary files, summary.md as description, the shared settings
+    and the best job's metrics (the sweep's row reads as its result); KILLED when a job did not finish."""
     records = _read(sweep / STATE / "mlflow.json")
     if not records:
         return

@@ -24,8 +24,7 @@ BOOKKEEPING = ("status", "job", "error", "run_dir")
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job, in job order: each job directory, and each job the sweep recorded without one (a kill
-    kept it from starting)."""
+    """One row per job in job order, with the jobs the sweep recorded that a kill kept from starting."""
     jobs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()]
     rows = []
     for job in jobs:
@@ -71,8 +70,8 @@ def _cell(value: Any) -> str:
 
 
 def write_report(sweep_dir: str | Path) -> dict[str, Any]:
-    """Write summary.csv (every column, in job order), summary.md (what every job shared, then the jobs ranked,
-    swept settings and metrics first) and summary.png; return counts, the best row, the rows and what is shared."""
+    """Write summary.csv (every column, in job order), summary.md (what every job shared, then the jobs ranked)
+    and summary.png; return counts, the best row, the rows and the shared settings."""
     sweep_dir = Path(sweep_dir)
     rows = job_rows(sweep_dir)
     if not rows:
@@ -116,9 +115,8 @@ def _number(text: Any) -> float | None:
 
 
 def summary_figure(rows: list[dict], params: list[str], metric: str):
-    """The monitored value against the first numeric swept setting, ticked at its values as written: a line per
-    value of the other swept settings (seeds averaged, each a dot), failed jobs a cross; else a bar per job.
-    The best job is starred and named; values over a decade go on a log axis. None when no job has a value."""
+    """The monitored value against the first numeric swept setting (a line per value of the others, seeds averaged,
+    failed jobs a cross) or a bar per job, the best starred; None when no job has a value."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
@@ -127,8 +125,7 @@ def summary_figure(rows: list[dict], params: list[str], metric: str):
     done = [r for r in rows if _finite(r["value"])]
     if not done:
         return None
-    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
-    ax = fig.subplots()
+    ax = Figure(figsize=(6.5, 4.5), layout="constrained").subplots()
     best = min(done, key=lambda r: r["value"] * (-1 if r["_mode"] == "max" else 1))
     named = f"best: {best['job']} ({best['value']:.4g})"
     numeric = [p for p in params if p != "seed" and all(_number(r.get(p)) is not None for r in rows)]
@@ -166,7 +163,7 @@ def summary_figure(rows: list[dict], params: list[str], metric: str):
     ax.legend(fontsize="small", title="lines: mean over seeds" if numeric and "seed" in params and others else None)
     ax.set(xlabel=numeric[0] if numeric else "job", ylabel=metric)
     ax.set_title(f"{metric} ({len(done)} of {len(rows)} jobs completed)")
-    return fig
+    return ax.figure
 
 
 class SweepReport(Callback):
