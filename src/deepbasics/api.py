@@ -10,10 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from deepbasics.config.paths import CONF_DIR
 from deepbasics.config.resolvers import config_groups, register_resolvers
 from deepbasics.config.run_dir import LAST, choose_run_dir, discard_unstarted, fresh_stem
 from deepbasics.errors import ConfigError, one_line
+from deepbasics.reports.metrics import read_json
 
 
 @dataclass(frozen=True)
@@ -28,10 +35,6 @@ class Result:
 
 def compose_run(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs"):
     """The config `deepbasics-train experiment=<experiment> <overrides>` would run, its run directory chosen."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     register_resolvers()
     overrides = [f"experiment={experiment}", f"paths.output_dir={output_dir}", *overrides]
     try:
@@ -47,9 +50,6 @@ def compose_run(experiment: str, overrides: Sequence[str] = (), output_dir: str 
 
 def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs") -> Result:
     """Train ``experiment`` with the ``overrides`` of a `deepbasics-train` command line, under ``output_dir``."""
-    from omegaconf import OmegaConf
-
-    from deepbasics.reports.metrics import read_json
     from deepbasics.run.training import train
 
     started = time.time()
@@ -78,8 +78,6 @@ def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path =
 def load_model(path: str | Path):
     """The trained plain net (eval mode) of a run directory, a .ckpt, or a model.pt in its run directory."""
     import torch
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from deepbasics.run.checkpoints import read_checkpoint, upgrade_model_config, upgrade_state_dict
     from deepbasics.run.predict import net_of

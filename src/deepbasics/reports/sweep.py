@@ -188,8 +188,5 @@ class SweepReport(Callback):
                 if row["status"] not in FINISHED:
                     error = f": {row['error']}" if row["error"] else ""
                     print(f"error: job {row['job']} {row['status']}{error}", file=sys.stderr)
-            exit_with(
-                f"{report['failed']} of {report['jobs']} jobs did not finish (see {sweep_dir / 'summary.md'});"
-                " the same command with resume=auto finishes the sweep",
-                EXIT_FAILED,
-            )
+            failed = f"{report['failed']} of {report['jobs']} jobs did not finish (see {sweep_dir / 'summary.md'})"
+            exit_with(f"{failed}; the same command with resume=auto finishes the sweep", EXIT_FAILED)
