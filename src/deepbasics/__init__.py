@@ -7,7 +7,7 @@ __all__ = ["fit", "load_model"]
 
 def __getattr__(name: str):
     if name in __all__:
-        from deepbasics import api
+        import deepbasics.api
 
-        return getattr(api, name)
+        return getattr(deepbasics.api, name)
     raise AttributeError(f"module 'deepbasics' has no attribute {name!r}")
