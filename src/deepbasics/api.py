@@ -1,14 +1,5 @@
-"""The Python API, for notebooks and scripts: train an experiment in this process and get its results back.
-
-    import deepbasics
-    result = deepbasics.fit("blobs_mlp", overrides=["epochs=500", "seed=3"])
-    result.metrics["test"], result.model, result.run_dir
-    net = deepbasics.load_model(result.run_dir)      # or a .ckpt, or a model.pt
-
-Safe to call again and again in one process: Hydra's global state is set up and torn down around each
-composition, the working directory never changes, and each run gets its own directory. A mistake raises
-one exception (ConfigError, RunFailed) whose message is the line the command line prints.
-"""
+"""The Python API for notebooks: ``fit`` trains in this process, again and again (Hydra's global state lives only
+around each composition), ``load_model`` loads a net; a mistake raises the command line's one line."""
 
 from __future__ import annotations
 
@@ -19,16 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from deepbasics.config.paths import CONF_DIR
 from deepbasics.config.resolvers import config_groups, register_resolvers
 from deepbasics.config.run_dir import LAST, choose_run_dir, discard_unstarted, fresh_stem
 from deepbasics.errors import ConfigError, one_line
+from deepbasics.reports.metrics import read_json
 
 
 @dataclass(frozen=True)
 class Result:
-    """One finished run: its directory, its metrics.json, its trained plain net (eval mode) and its last
-    checkpoint (None when the run kept none, e.g. callbacks=none)."""
+    """One finished run: its directory, metrics.json, trained plain net (eval mode) and last checkpoint (or None)."""
 
     run_dir: Path
     metrics: dict[str, Any]
@@ -37,12 +34,7 @@ class Result:
 
 
 def compose_run(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs"):
-    """The training config `deepbasics-train experiment=<experiment> <overrides>` would run, with its run
-    directory chosen (a fresh one, or the resumed run's)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
+    """The config `deepbasics-train experiment=<experiment> <overrides>` would run, its run directory chosen."""
     register_resolvers()
     overrides = [f"experiment={experiment}", f"paths.output_dir={output_dir}", *overrides]
     try:
@@ -57,11 +49,7 @@ def compose_run(experiment: str, overrides: Sequence[str] = (), output_dir: str 
 
 
 def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs") -> Result:
-    """Train ``experiment`` (a name in conf/experiment) with Hydra-style ``overrides`` as in a
-    `deepbasics-train` command line, in this process; the run goes under ``output_dir``."""
-    from omegaconf import OmegaConf
-
-    from deepbasics.reports.metrics import read_json
+    """Train ``experiment`` with the ``overrides`` of a `deepbasics-train` command line, under ``output_dir``."""
     from deepbasics.run.training import train
 
     started = time.time()
@@ -71,28 +59,25 @@ def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path =
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
         OmegaConf.save(OmegaConf.create(command), run_dir / ".hydra" / "overrides.yaml")
-    chatter = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in chatter]
-    try:  # Lightning's start-up notes, which the command line keeps in the run's log file: not in a notebook
-        for logger in chatter:
+    # Lightning's start-up notes, which the command line keeps in the run's log file: not in a notebook
+    levels = {logger: logger.level for logger in map(logging.getLogger, ("lightning.pytorch", "lightning.fabric"))}
+    try:
+        for logger in levels:
             logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
         train(cfg, overrides=command)
     except ConfigError:  # refused before it trained: no "failed" run left behind, as on the command line
         discard_unstarted(run_dir, cfg.paths.output_dir, started)
         raise
     finally:
-        for logger, level in zip(chatter, levels, strict=True):
+        for logger, level in levels.items():
             logger.setLevel(level)
     last = run_dir / LAST
     return Result(run_dir, read_json(run_dir / "metrics.json"), load_model(run_dir), last if last.is_file() else None)
 
 
 def load_model(path: str | Path):
-    """The trained plain net (eval mode) of a run directory, a checkpoint (.ckpt) or a model.pt that lies
-    in its run directory."""
+    """The trained plain net (eval mode) of a run directory, a .ckpt, or a model.pt in its run directory."""
     import torch
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from deepbasics.run.checkpoints import read_checkpoint, upgrade_model_config, upgrade_state_dict
     from deepbasics.run.predict import net_of
@@ -105,11 +90,8 @@ def load_model(path: str | Path):
     if path.suffix == ".ckpt":
         return net_of(read_checkpoint(path))
     weights = upgrade_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    beside = path.parent / LAST
-    if beside.is_file():  # the run's checkpoint says which net, and any standardization of its inputs
-        checkpoint = read_checkpoint(beside)
-        checkpoint["state_dict"] = {f"net.{k}": v for k, v in weights.items()}
-        return net_of(checkpoint)
+    if (path.parent / LAST).is_file():  # the run's checkpoint says which net, and any standardization of its inputs
+        return net_of(read_checkpoint(path.parent / LAST) | {"state_dict": {f"net.{k}": v for k, v in weights.items()}})
     config = path.parent / ".hydra" / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"{path} alone does not say which net it holds; pass its run directory or a .ckpt")

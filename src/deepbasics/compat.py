@@ -1,7 +1,5 @@
-"""What deepbasics needs from Lightning or Hydra beyond their public API, all of it in this one module, each
-piece with why and the version it was checked against. tests/test_compat.py fails loudly when one of them
-changes, and scripts/private_names.py (run by the tests) finds every private name of Lightning or Hydra used
-in src/: this module holds them all."""
+"""All that deepbasics needs from Lightning or Hydra beyond their public API, each piece with why and the version
+checked: tests/test_compat.py fails loudly when one changes, and scripts/private_names.py keeps them here."""
 
 from __future__ import annotations
 
@@ -10,19 +8,15 @@ from typing import Any
 
 
 def basic_sweeper() -> type:
-    """Hydra 1.3.8: Hydra's own grid sweeper (hydra/sweeper=basic), which has no public import path; the
-    project's grid sweeper (hydra_plugins/deepbasics_grid) is it with a cheaper check of every job's config.
-    Looked up when asked: Hydra's plugin scan executes its plugin modules again, and a subclass must derive
-    from the class of that execution."""
+    """Hydra 1.3.8: its grid sweeper, which has no public import path (hydra_plugins/deepbasics_grid derives from
+    it). Looked up when asked: a subclass must derive from the class of Hydra's own plugin scan."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     return BasicSweeper
 
 
-# Lightning 2.6.6: the loop state inside a checkpoint ("loops"), as Lightning's fit loop saves and restores
-# it. Earlier releases of deepbasics held several full-batch steps in one Lightning epoch (or took them all
-# inside one Lightning step); ``loops_at_epoch_end`` writes their state as Lightning's own loop keeps it at
-# the end of an epoch of one full-batch step, which is what a tutorial epoch is now.
+# Lightning 2.6.6: the loop state inside a checkpoint ("loops"). Earlier releases of deepbasics took several
+# full-batch steps per Lightning epoch; ``loops_at_epoch_end`` rewrites their state as Lightning keeps it now.
 FIT_LOOP = "fit_loop"
 EPOCHS = "epoch_progress"
 BATCHES = "epoch_loop.batch_progress"
@@ -33,8 +27,7 @@ BATCHES_THAT_STEPPED = "epoch_loop.state_dict"
 
 
 def loops_at_epoch_end(loops: dict[str, Any], epochs: int) -> dict[str, Any]:
-    """``loops`` of a checkpoint saved at the end of epoch ``epochs`` (its epoch-end hooks, where checkpoints
-    are saved, ran; its end is not counted yet), each epoch one batch and one optimizer step."""
+    """``loops`` as Lightning saves them at the end of epoch ``epochs`` (not yet counted), one step an epoch."""
 
     def counts(total: int, current: int, *names: str) -> dict:
         return {"total": dict.fromkeys(names, total), "current": dict.fromkeys(names, current)}
@@ -45,12 +38,8 @@ def loops_at_epoch_end(loops: dict[str, Any], epochs: int) -> dict[str, Any]:
     for part in ("total", "current"):
         fit[EPOCHS][part]["completed"] = epochs - 1
     fit[BATCHES] = counts(epochs, 1, "ready", "started", "processed", "completed") | {"is_last_batch": True}
-    fit[STEPS] = {
-        "optimizer": {
-            "step": counts(epochs, 1, "ready", "completed"),
-            "zero_grad": counts(epochs, 1, "ready", "started", "completed"),
-        }
-    }
+    step, zero_grad = counts(epochs, 1, "ready", "completed"), counts(epochs, 1, "ready", "started", "completed")
+    fit[STEPS] = {"optimizer": {"step": step, "zero_grad": zero_grad}}
     fit[MANUAL_STEPS] = counts(0, 0, "ready", "completed")
     scheduled = max(epochs - 1, 0) if fit.get(SCHEDULER_STEPS, {}).get("total", {}).get("completed") else 0
     fit[SCHEDULER_STEPS] = counts(scheduled, 0, "ready", "completed")

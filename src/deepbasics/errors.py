@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -40,8 +41,7 @@ class Interrupted(Exception):
 
 
 def exit_with(err: Exception | str, code: int = EXIT_USAGE) -> NoReturn:
-    """One line on stderr and exit. SystemExit, unlike an Exception, passes through Hydra's and OmegaConf's
-    error wrapping (config resolvers call this too)."""
+    """One line on stderr and exit: SystemExit passes through Hydra's and OmegaConf's error wrapping."""
     print(f"error: {err if isinstance(err, str) else one_line(err)}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
@@ -56,18 +56,13 @@ def one_line(err: BaseException) -> str:
             # Hydra's grammar takes spaces, letters beyond ASCII and ;[]{}(), unquoted only in part.
             line += f"; quote the value for Hydra inside the shell's quotes: '{key}=\"{value}\"'"
         return line
-    cause = err.__cause__
     key = re.search(r"Could not override '([^']+)'", str(err))
-    if key and cause is not None and "not in struct" in str(cause):
+    if key and "not in struct" in str(err.__cause__):
         name = key.group(1)
         return f"unknown config key '{name}': check the spelling (--help shows the config), or +{name}=... adds a key"
-    lines = []
-    for line in str(err).splitlines():
-        line = line.strip()
-        if line.startswith(("Config search path", "full_key:", "object_type=", "reference_type=")):
-            break
-        if line:
-            lines.append(line)
+    noise = ("Config search path", "full_key:", "object_type=", "reference_type=")  # where the message ends
+    stripped = (line.strip() for line in str(err).splitlines())
+    lines = [line for line in itertools.takewhile(lambda line: not line.startswith(noise), stripped) if line]
     options = next((i for i, line in enumerate(lines) if line.startswith("Available options in")), None)
     if options is not None:  # Hydra lists a group's options one per line
         return f"{' '.join(lines[:options])}; {lines[options]} {', '.join(lines[options + 1 :])}"
@@ -76,21 +71,18 @@ def one_line(err: BaseException) -> str:
 
 def command_as_typed(script: str = "deepbasics-train") -> str:
     """``script`` as the user started it, so that a command printed for them runs as printed: the path they
-    typed (``.venv/bin/deepbasics-train``), the bare name when their PATH finds that same file, the module
-    form (``python -m deepbasics.train``); the bare name when called from Python (the API, a notebook)."""
+    typed, the bare name where PATH finds that file, or ``python -m deepbasics.<module>``; from Python, the name."""
     started = sys.argv[0] if sys.argv else ""
-    name = os.path.basename(started)
-    if (
-        name == f"{script.removeprefix('deepbasics-')}.py"
-        and os.path.basename(os.path.dirname(started)) == "deepbasics"
-    ):
+    name, module = os.path.basename(started), script.removeprefix("deepbasics-")
+    if name == f"{module}.py" and os.path.basename(os.path.dirname(started)) == "deepbasics":
         python = os.path.basename(sys.executable)
-        found = shutil.which(python)
-        python = python if found and os.path.realpath(found) == os.path.realpath(sys.executable) else sys.executable
-        return f"{shlex.quote(python)} -m deepbasics.{script.removeprefix('deepbasics-')}"
+        return f"{shlex.quote(python if _on_path(python, sys.executable) else sys.executable)} -m deepbasics.{module}"
     if name != script:
         return script
+    return name if os.sep not in started or _on_path(name, started) else shlex.quote(started)
+
+
+def _on_path(name: str, path: str) -> bool:
+    """Whether the shell's PATH finds ``name`` as the file ``path``."""
     found = shutil.which(name)
-    if os.sep not in started or (found and os.path.realpath(found) == os.path.realpath(started)):
-        return name
-    return shlex.quote(started)
+    return found is not None and os.path.realpath(found) == os.path.realpath(path)

@@ -1,5 +1,4 @@
-"""Files of a run: written so that a crash cannot half-write them (one at a time, or a set together), and
-one writer per run directory."""
+"""Files of a run: written so that a crash cannot half-write them (alone or as a set); one writer per run directory."""
 
 from __future__ import annotations
 
@@ -21,14 +20,12 @@ _held: dict[Path, int] = {}  # run directory -> the open descriptor holding its 
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """``write`` fills a temporary file beside ``path``; it is fsynced and renamed over ``path``, so a reader
-    (or a crash at any moment) sees the old file or the whole new one. Made with open()'s mode under the
-    user's umask, as a plain open() would make it."""
+    """``write`` fills a temporary file, fsynced and renamed over ``path``: readers and crashes see all or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TEMPORARY}{secrets.token_hex(4)}{path.suffix}")
     try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+        with open(tmp, "xb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -39,10 +36,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 class FileSet:
-    """Files that change together (every job's checkpoints of one stacked epoch): each is written beside its
-    target, and all are renamed over their targets only when every one is there, after a journal of the
-    renames (and removals) is on disk. A kill at any moment leaves the old set or, once the journal exists,
-    the new one: ``roll_forward`` finishes what the journal lists."""
+    """Files that change together (a stacked epoch's checkpoints): written beside their targets, then renamed over
+    them after a journal of the renames and removals is on disk, which ``roll_forward`` finishes after a kill."""
 
     PENDING = ".pending"
 
@@ -78,10 +73,7 @@ def roll_forward(journal: Path) -> None:
 
 
 def lock_run_dir(run_dir: str | Path) -> None:
-    """Make this process the one writer of ``run_dir`` until ``unlock_run_dir`` or exit: another process gets
-    a ConfigError naming the holder. The kernel releases a flock when its holder dies, however it dies, so
-    a lock left by a killed run is simply taken. DDP ranks other than 0 (their rank read from the launcher's
-    environment, as Lightning reads it) share rank 0's lock."""
+    """Make this process the one writer of ``run_dir`` (a flock, freed when it dies); DDP ranks share rank 0's."""
     run_dir = Path(run_dir).resolve()
     rank = next((int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID") if k in os.environ), 0)
     if run_dir in _held or rank != 0:
@@ -108,8 +100,7 @@ def unlock_run_dir(run_dir: str | Path) -> None:
 
 
 def remove_dead_writes(run_dir: str | Path) -> None:
-    """Remove the temporary files of atomic writes a killed process left in ``run_dir`` (a SIGKILL runs no
-    cleanup): once this process holds the directory, no other writes there, so any is dead."""
+    """Remove the temporary files of killed writers in ``run_dir``, once this process alone writes there."""
     if Path(run_dir).resolve() in _held:
         for path in Path(run_dir).rglob(f"{TEMPORARY}*"):
             path.unlink(missing_ok=True)
@@ -117,8 +108,7 @@ def remove_dead_writes(run_dir: str | Path) -> None:
 
 @contextlib.contextmanager
 def locked(path: str | Path):
-    """Hold an exclusive flock on ``path`` for the block, waiting for another holder: a short piece of work
-    one process at a time (``lock_run_dir`` refuses a second instead)."""
+    """An exclusive flock on ``path`` for the block, waiting for another holder (``lock_run_dir`` refuses instead)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

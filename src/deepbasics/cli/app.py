@@ -1,11 +1,5 @@
-"""The console entry points: a Hydra app around a task, with deepbasics' error policy.
-
-- A config mistake Hydra finds (unknown key, unknown group option, bad override) or one the task finds
-  (ConfigError): one line on stderr, exit 2.
-- A failed run (RunFailed): one line, exit 1. Ctrl-C / SIGTERM after a checkpoint: one line, exit 130/143.
-- In a multirun, a job's failure is recorded in its metrics.json, the job returns the worst value of the
-  monitored metric, and the sweep goes on with the next job; the sweep report lists it as failed.
-"""
+"""The console entry points: a Hydra app around a task, with one error policy: one line on stderr and exit 2 (a
+mistake), 1 (a failed run) or 130/143 (Ctrl-C, SIGTERM); in a multirun a failed job is logged and the sweep goes on."""
 
 from __future__ import annotations
 
@@ -19,12 +13,16 @@ from collections.abc import Callable
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from deepbasics.config.paths import CONF_DIR
+from deepbasics.config.paths import CONF_DIR, check_checkpoint_path
 from deepbasics.config.resolvers import register_resolvers
+from deepbasics.config.run_dir import discard_unstarted
+from deepbasics.config.settings import require_values
 from deepbasics.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, Interrupted, RunFailed, exit_with, one_line
 
 log = logging.getLogger(__name__)
@@ -85,8 +83,6 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 def _discard_unstarted(cfg: DictConfig) -> None:
     """The directory made for this command's run, when it stopped before training (predict has none)."""
     if OmegaConf.select(cfg, "paths.run_dir"):
-        from deepbasics.config.run_dir import discard_unstarted
-
         discard_unstarted(cfg.paths.run_dir, cfg.paths.output_dir, STARTED)
 
 
@@ -94,9 +90,6 @@ def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[],
     """An entry point whose task starts from ``ckpt_path``: the path is checked before torch loads."""
 
     def task(cfg: DictConfig) -> Any:
-        from deepbasics.config.paths import check_checkpoint_path
-        from deepbasics.config.settings import require_values
-
         require_values(cfg)
         cfg.ckpt_path = str(check_checkpoint_path(cfg.ckpt_path))  # a run directory stands for its last.ckpt
         return getattr(importlib.import_module(module), function)(cfg)
@@ -105,14 +98,9 @@ def checkpoint_app(config_name: str, module: str, function: str) -> Callable[[],
 
 
 def _worst(cfg: DictConfig) -> float:
-    """What a failed job returns to its sweeper: the worst possible value of the monitored metric (Optuna
-    records the trial and goes on; a NaN would end its sweep). The sweep report reads the real status."""
-    mode = (cfg.get("monitor") or {}).get("mode", "min")
-    return -math.inf if mode == "max" else math.inf
+    """What a failed job returns to its sweeper: the worst value, not NaN (which would end an Optuna sweep)."""
+    return -math.inf if (cfg.get("monitor") or {}).get("mode") == "max" else math.inf
 
 
 def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -1,30 +1,25 @@
-"""The console scripts: `deepbasics-train`, `deepbasics-evaluate`, `deepbasics-predict`. Each composes its
-config (conf/train.yaml, evaluate.yaml, predict.yaml) and hands it to its task in ``deepbasics.run``; torch
-and Lightning load only once a task needs them, so `--help` and config mistakes answer at once."""
+"""The console scripts, each handing its config (conf/<name>.yaml) to its task in ``deepbasics.run``; torch and
+Lightning load only once a task needs them, so `--help` and config mistakes answer at once."""
 
 from __future__ import annotations
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from deepbasics.cli.app import checkpoint_app, hydra_app, in_multirun
+from deepbasics.config.resolvers import config_groups
+from deepbasics.config.settings import check_settings
+from deepbasics.config.sweep_dir import resumed_job
 
 
 def _train(cfg: DictConfig):
-    from hydra.core.hydra_config import HydraConfig
-
-    from deepbasics.config.settings import check_settings
-
     # This command line's overrides: a resume applies its plain values (epochs=...) to the stored config.
     overrides = list(HydraConfig.get().overrides.task)
     if cfg.get("resume") == "auto" and in_multirun():  # a job of a sweep being finished: its own state
-        from deepbasics.config.resolvers import config_groups
-        from deepbasics.config.sweep_dir import resumed_job
-
         cfg.resume = resumed_job(cfg.paths.run_dir)
         # the sweep's definition was checked as a whole: its config groups are the job's own, not changes
         overrides = [o for o in overrides if o.split("=")[0].lstrip("+~").split("/")[0] not in config_groups()]
-    # A mistake answers before torch loads (run.training.train checks the effective config again: it is also
-    # called in-process, and a resumed run's config is the one stored in its checkpoint).
+    # A mistake answers before torch loads (train checks a resumed run's stored config itself).
     if not cfg.get("resume"):
         check_settings(cfg)
     from deepbasics.run.training import train
@@ -34,8 +29,7 @@ def _train(cfg: DictConfig):
 
 # `deepbasics-train experiment=<name> [key=value ...]`: train one experiment, or sweep with -m.
 train = hydra_app("train", _train)
-# `deepbasics-evaluate ckpt_path=<.ckpt>`: a checkpoint's metrics on its run's test split (train for runs
-# without one), printed and written to outputs/evaluations/.
+# `deepbasics-evaluate ckpt_path=<.ckpt>`: a checkpoint's metrics on its run's test (or train) split.
 evaluate = checkpoint_app("evaluate", "deepbasics.run.evaluate", "evaluate")
 # `deepbasics-predict ckpt_path=<.ckpt> 'inputs=[[2,2],[5,4]]'` (or inputs=<csv>): one line of JSON.
 predict = checkpoint_app("predict", "deepbasics.run.predict", "predict")

@@ -28,7 +28,7 @@ def by_stage(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic, so a reader never sees half a file; NaN/inf become null to stay valid JSON."""
-    text = json.dumps(finite(payload), indent=2, sort_keys=False) + "\n"
+    text = json.dumps(finite(payload), indent=2) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
@@ -48,20 +48,12 @@ def finite(value: Any) -> Any:
 
 def results_table(stages: dict[str, dict[str, float]]):
     """A rich Table: one row per metric, one column per stage."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table()
-    table.add_column("metric")
-    for stage in stages:
-        table.add_column(stage, justify="right")
-    names = sorted({name for values in stages.values() for name in values})
-    for name in names:
-        table.add_row(name, *(_fmt(values.get(name)) for values in stages.values()))
+    table = Table("metric", *(Column(stage, justify="right") for stage in stages))
+    for name in sorted({name for values in stages.values() for name in values}):
+        table.add_row(name, *(f"{values[name]:.6g}" if name in values else "" for values in stages.values()))
     return table
-
-
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
 
 
 def optimum_line(optimum: dict) -> str:
@@ -78,22 +70,17 @@ def optimum_line(optimum: dict) -> str:
 
 
 def flat_settings(cfg) -> dict[str, Any]:
-    """A run's settings as the loggers get them, once and flat: MLflow's params, CSV's hparams.yaml and
-    TensorBoard's HParams columns. A part's class by its short name (``optimizer: SGD``), scalars as they
-    are, a list (blob centres, column names) as one line of JSON; data.seed is left out when it is the run's
-    seed (``data.seed: ${seed}`` would repeat it)."""
+    """A run's settings, once and flat, for every logger: a part's class by its short name (``optimizer: SGD``),
+    a list as one line of JSON; data.seed left out when it is the run's seed (``${seed}`` would repeat it)."""
     settings: dict[str, Any] = {"experiment": cfg.name, "seed": cfg.seed, "epochs": cfg.epochs}
     parts = [(group, cfg.model.get(group)) for group in ("net", "optimizer", "scheduler")] + [("data", cfg.data)]
     for prefix, values in parts:
         for key, value in (values or {}).items():
+            skipped = key.startswith("_") or (prefix == "data" and key == "seed" and value == cfg.seed)
             if key == "_target_":
                 settings[prefix] = str(value).rsplit(".", 1)[-1]
-                continue
-            if key.startswith("_") or (prefix == "data" and key == "seed" and value == cfg.seed):
-                continue
-            if hasattr(value, "items") or value is None:  # a nested part: not one setting
-                continue
-            if not isinstance(value, (int, float, str, bool)):
-                value = json.dumps(OmegaConf.to_container(value), separators=(",", ":"))
-            settings[f"{prefix}.{key}"] = value
+            elif not (skipped or value is None or hasattr(value, "items")):  # a nested part is not one setting
+                if not isinstance(value, (int, float, str, bool)):
+                    value = json.dumps(OmegaConf.to_container(value), separators=(",", ":"))
+                settings[f"{prefix}.{key}"] = value
     return settings

@@ -1,6 +1,5 @@
-"""The report of a multirun: summary.csv, summary.md (the jobs ranked by the monitored value) and summary.png
-(the monitored value against the swept settings), written into the sweep's directory by a Hydra callback at
-the end of every sweep; ``scripts/sweep_report.py <dir>`` rebuilds it. Light: Hydra loads it for every run."""
+"""A multirun's report, written into its directory at the end of every sweep (``scripts/sweep_report.py <dir>``
+rebuilds it): summary.csv, summary.md (the jobs ranked) and summary.png. Light: Hydra loads it for every run."""
 
 from __future__ import annotations
 
@@ -16,25 +15,23 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.settings import SPLITS
-from deepbasics.config.sweep_dir import HOW_TO_RUN, recorded_jobs
+from deepbasics.config.sweep_dir import HOW_TO_RUN, LAST, recorded_jobs
+from deepbasics.errors import EXIT_FAILED, exit_with
 from deepbasics.reports.metrics import FINISHED, read_json
 from deepbasics.reports.mlflow_runs import end_sweep
 
 BOOKKEEPING = ("status", "job", "error", "run_dir")
-NOT_SETTINGS = (*BOOKKEEPING, "metric", "value", "_mode")
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job, in job order: each job directory (those holding .hydra/overrides.yaml), and each job
-    the sweep recorded that has none (a kill kept it from starting)."""
+    """One row per job in job order, with the jobs the sweep recorded that a kill kept from starting."""
     jobs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()]
     rows = []
     for job in jobs:
         metrics = read_json(job / "metrics.json") if (job / "metrics.json").is_file() else {}
         monitor = OmegaConf.load(job / ".hydra" / "config.yaml").get("monitor") or {}
-        resumable = (job / "checkpoints" / "last.ckpt").is_file()  # a kill stopped it after a checkpoint
         row = {"job": job.name, **_overrides(OmegaConf.load(job / ".hydra" / "overrides.yaml"))}
-        row["status"] = metrics.get("status") or ("interrupted" if resumable else "not started")
+        row["status"] = metrics.get("status") or ("interrupted" if (job / LAST).is_file() else "not started")
         row["metric"] = (metrics.get("monitor") or {}).get("metric") or str(monitor.get("metric", ""))
         row["value"] = (metrics.get("monitor") or {}).get("value") if row["status"] in FINISHED else None
         row |= {f"{stage}/{name}": v for stage in SPLITS for name, v in (metrics.get(stage) or {}).items()}
@@ -42,29 +39,19 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     started = {int(m.group()) for m in (re.match(r"\d+", job.name) for job in jobs) if m}
     for number, overrides in enumerate(recorded_jobs(sweep_dir)):
         if number not in started:
+            metric = rows[0]["metric"] if rows else ""
             row = {"job": f"{number:02d} (no directory)", **_overrides(overrides), "status": "not started"}
-            rows.append(
-                row
-                | {
-                    "metric": rows[0]["metric"] if rows else "",
-                    "value": None,
-                    "error": "",
-                    "run_dir": "",
-                    "_mode": "min",
-                }
-            )
-    number = lambda r: (not r["job"][:1].isdigit(), int(re.match(r"\d*", r["job"]).group() or 0), r["job"])  # noqa: E731
-    return sorted(rows, key=number)
+            rows.append(row | {"metric": metric, "value": None, "error": "", "run_dir": "", "_mode": "min"})
+    return sorted(
+        rows, key=lambda r: (not r["job"][:1].isdigit(), int(re.match(r"\d*", r["job"]).group() or 0), r["job"])
+    )
 
 
 def _overrides(lines) -> dict[str, str]:
     """The overrides that say what a job is (not where, nor how it ran)."""
     pairs = (str(text).partition("=") for text in lines)
-    return {
-        k.lstrip("+~"): v
-        for k, _, v in pairs
-        if not k.startswith(("hydra.", "paths.")) and k.lstrip("+~") not in HOW_TO_RUN
-    }
+    what = {k.lstrip("+~"): v for k, _, v in pairs if not k.startswith(("hydra.", "paths."))}
+    return {k: v for k, v in what.items() if k not in HOW_TO_RUN}
 
 
 def _finite(value: Any) -> bool:
@@ -74,61 +61,50 @@ def _finite(value: Any) -> bool:
 def ranks(rows: list[dict]) -> dict[int, int]:
     """Row index -> rank by the monitored value (1: the best); jobs without a value have none."""
     scored = [i for i, r in enumerate(rows) if _finite(r["value"])]
-    best_first = sorted(
-        scored, key=lambda i: rows[i]["value"], reverse=bool(scored) and rows[scored[0]]["_mode"] == "max"
-    )
-    return {i: rank for rank, i in enumerate(best_first, 1)}
+    maximize = bool(scored) and rows[scored[0]]["_mode"] == "max"
+    return {i: rank for rank, i in enumerate(sorted(scored, key=lambda i: rows[i]["value"], reverse=maximize), 1)}
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else "" if value is None else str(value).replace("|", "\\|")
 
 
 def write_report(sweep_dir: str | Path) -> dict[str, Any]:
-    """Write summary.csv (every column, in job order), summary.md (what every job shared in one line, then
-    the jobs ranked, swept settings and metrics first) and summary.png; return counts and the best row."""
+    """Write summary.csv (every column, in job order), summary.md (what every job shared, then the jobs ranked)
+    and summary.png; return counts, the best row, the rows and the shared settings."""
     sweep_dir = Path(sweep_dir)
     rows = job_rows(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"{sweep_dir} holds no job directories (with .hydra/overrides.yaml)")
     rank = ranks(rows)
-    best = next((i for i, r in rank.items() if r == 1), None)
+    best = next((rows[i] for i, r in rank.items() if r == 1), None)
     columns = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("_mode", "error", "run_dir")]
-    table = [{"best": "*" if i == best else "", "rank": rank.get(i, ""), **r} for i, r in enumerate(rows)]
+    table = [{"best": "*" if rank.get(i) == 1 else "", "rank": rank.get(i, ""), **r} for i, r in enumerate(rows)]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["best", "rank", *columns, "error", "run_dir"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(table)
-
-    def cell(value: Any) -> str:
-        return f"{value:.6g}" if isinstance(value, float) else "" if value is None else str(value).replace("|", "\\|")
-
     metric, mode = rows[0]["metric"], rows[0]["_mode"]
-    settings = [k for k in rows[0] if k not in NOT_SETTINGS and "/" not in k]
+    settings = [k for k in rows[0] if k not in (*BOOKKEEPING, "metric", "value", "_mode") and "/" not in k]
     varied = [k for k in settings if len({str(r.get(k)) for r in rows}) > 1]
     same = {k: rows[0][k] for k in settings if k not in varied and rows[0].get(k) is not None}
     shown = ["rank", *varied, "value", *(c for c in columns if "/" in c and c != metric), *BOOKKEEPING]
-    failed = [r for r in rows if r["status"] not in FINISHED]
-    lines = [
-        f"# Sweep {sweep_dir}",
-        "",
-        f"{len(rows)} jobs, {len(rows) - len(failed)} completed, {len(failed)} not; monitored: {metric} ({mode}).",
-    ]
+    failed = sum(r["status"] not in FINISHED for r in rows)
+    lines = [f"# Sweep {sweep_dir}", ""]
+    lines.append(f"{len(rows)} jobs, {len(rows) - failed} completed, {failed} not; monitored: {metric} ({mode}).")
     if best is not None:
-        lines.append(f"Best (rank 1): job {rows[best]['job']}, {metric} = {cell(rows[best]['value'])}.")
+        lines.append(f"Best (rank 1): job {best['job']}, {metric} = {_cell(best['value'])}.")
     if same:
         lines.append(f"The same in every job: {', '.join(f'{k}={v}' for k, v in same.items())}.")
     header = [f"{metric} ({mode})" if c == "value" else c for c in shown]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(shown)]
     order = sorted(range(len(table)), key=lambda i: (i not in rank, rank.get(i, 0), i))
-    lines += ["| " + " | ".join(cell(table[i].get(c)) for c in shown) + " |" for i in order]
+    lines += ["| " + " | ".join(_cell(table[i].get(c)) for c in shown) + " |" for i in order]
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
     figure = summary_figure(rows, varied, metric)
     if figure is not None:
         figure.savefig(sweep_dir / "summary.png", dpi=110)
-    return {
-        "jobs": len(rows),
-        "failed": len(failed),
-        "best": rows[best] if best is not None else None,
-        "rows": rows,
-        "same": same,
-    }
+    return {"jobs": len(rows), "failed": failed, "best": best, "rows": rows, "same": same}
 
 
 def _number(text: Any) -> float | None:
@@ -139,10 +115,8 @@ def _number(text: Any) -> float | None:
 
 
 def summary_figure(rows: list[dict], params: list[str], metric: str):
-    """The monitored value against the first numeric swept setting, ticks at its swept values as written
-    (seeds averaged into a line, each seed a dot, a line per value of the other swept settings, failed jobs
-    a cross); a bar per job when nothing numeric was swept. The best job is a star, named in the legend;
-    values over a decade or more go on a log axis. None when no job has a value."""
+    """The monitored value against the first numeric swept setting (a line per value of the others, seeds averaged,
+    failed jobs a cross) or a bar per job, the best starred; None when no job has a value."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
@@ -151,11 +125,10 @@ def summary_figure(rows: list[dict], params: list[str], metric: str):
     done = [r for r in rows if _finite(r["value"])]
     if not done:
         return None
-    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
-    ax = fig.subplots()
+    ax = Figure(figsize=(6.5, 4.5), layout="constrained").subplots()
     best = min(done, key=lambda r: r["value"] * (-1 if r["_mode"] == "max" else 1))
+    named = f"best: {best['job']} ({best['value']:.4g})"
     numeric = [p for p in params if p != "seed" and all(_number(r.get(p)) is not None for r in rows)]
-    star = {"marker": "*", "s": 260, "color": "gold", "edgecolors": "black", "zorder": 5}
     if numeric:
         x_key, others = numeric[0], [p for p in params if p not in (numeric[0], "seed")]
         lines: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -172,26 +145,25 @@ def summary_figure(rows: list[dict], params: list[str], metric: str):
         lost = sorted({_number(r[x_key]) for r in rows if not _finite(r["value"])})
         if lost:  # failed jobs, where they would have been
             ax.scatter(lost, [max(r["value"] for r in done)] * len(lost), marker="x", s=60, color="red", label="failed")
-        ax.scatter([_number(best[x_key])], [best["value"]], label=f"best: {best['job']} ({best['value']:.4g})", **star)
+        star = {"marker": "*", "s": 260, "color": "gold", "edgecolors": "black", "zorder": 5}
+        ax.scatter([_number(best[x_key])], [best["value"]], label=named, **star)
         written = {_number(r[x_key]): str(r[x_key]) for r in rows}
         if min(written) > 0 and max(written) / min(written) >= 20:
             ax.set_xscale("log")
         ax.set_xticks(sorted(written), [written[t] for t in sorted(written)])  # the values as they were written
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(x_key)
     else:
-        names = [r["job"] for r in done]
-        bars = ax.bar(names, [r["value"] for r in done], color="tab:blue")
-        bars[names.index(best["job"])].set(color="gold", label=f"best: {best['job']} ({best['value']:.4g})")
-        ax.set_xlabel("job")
+        bars = ax.bar([r["job"] for r in done], [r["value"] for r in done], color="tab:blue")
+        bars[done.index(best)].set(color="gold", label=named)
         ax.tick_params(axis="x", labelrotation=30)
     values = [r["value"] for r in done]
     if min(values) > 0 and max(values) / min(values) >= 10:
         ax.set_yscale("log")
         label_log_axis(ax.yaxis, min(values), max(values))
     ax.legend(fontsize="small", title="lines: mean over seeds" if numeric and "seed" in params and others else None)
-    ax.set(ylabel=metric, title=f"{metric} ({len(done)} of {len(rows)} jobs completed)")
-    return fig
+    ax.set(xlabel=numeric[0] if numeric else "job", ylabel=metric)
+    ax.set_title(f"{metric} ({len(done)} of {len(rows)} jobs completed)")
+    return ax.figure
 
 
 class SweepReport(Callback):
@@ -214,14 +186,7 @@ class SweepReport(Callback):
         if report["failed"]:
             for row in report["rows"]:
                 if row["status"] not in FINISHED:
-                    print(
-                        f"error: job {row['job']} {row['status']}{': ' * bool(row['error'])}{row['error']}",
-                        file=sys.stderr,
-                    )
-            print(
-                f"error: {report['failed']} of {report['jobs']} jobs did not finish (see {sweep_dir / 'summary.md'});"
-                " the same command with resume=auto finishes the sweep",
-                file=sys.stderr,
-                flush=True,
-            )
-            raise SystemExit(1)
+                    error = f": {row['error']}" if row["error"] else ""
+                    print(f"error: job {row['job']} {row['status']}{error}", file=sys.stderr)
+            failed = f"{report['failed']} of {report['jobs']} jobs did not finish (see {sweep_dir / 'summary.md'})"
+            exit_with(f"{failed}; the same command with resume=auto finishes the sweep", EXIT_FAILED)
