@@ -30,8 +30,7 @@ def _run_dir(output_dir: str, name: str, resume: str | None, fresh: str, overrid
 
 
 def _output_subdir(resume: str | None, stamp: str, output_dir: str | None = None) -> str:
-    # A resumed run keeps the first run's .hydra/ and files its own beside it; a job of a resumed sweep that
-    # had not started gets the .hydra/ of a first run.
+    # a resumed run files its .hydra/ beside the first run's; a resumed sweep's job that never ran gets a first one
     first = output_dir is not None and not (Path(output_dir) / ".hydra" / "config.yaml").is_file()
     return ".hydra" if resume in (None, "") or first else f".hydra/resume_{stamp}"
 
@@ -48,41 +47,33 @@ _NOT_IN_JOB_NAMES = ("hydra.", "hydra/", "paths.", "experiment", "hparams_search
 
 
 def _job_dir(num: int, overrides, exclude=(), sweep: str | None = None) -> str:
-    """A multirun job's directory name: its number, then the values its sweep varies with short keys, e.g.
-    ``03_lr=0.1,seed=3``, so a TensorBoard run selector over the sweep reads as the sweep (overrides every
-    job shares are the sweep's, not a job's). A job of a sweep being finished keeps the directory its first
-    attempt had, whatever the naming then was."""
-    resuming = any(str(o).partition("=")[0] == "resume" for o in overrides)
-    if sweep is not None and resuming:
-        earlier = [p.name for p in Path(sweep).glob(f"{int(num):02d}*") if p.is_dir()]
-        earlier = [name for name in earlier if name == f"{int(num):02d}" or name.startswith(f"{int(num):02d}_")]
+    """A multirun job's directory name: its number, then the values only its sweep varies, short keys
+    (``03_lr=0.1,seed=3``); a job of a sweep being finished keeps the directory its first attempt had."""
+    number = f"{int(num):02d}"
+    if sweep is not None and any(str(o).partition("=")[0] == "resume" for o in overrides):
+        earlier = [p.name for p in Path(sweep).glob(f"{number}*") if p.is_dir() and p.name.partition("_")[0] == number]
         if earlier:
             return earlier[0]
-    swept = set(swept_keys(Path(sweep))) if sweep is not None else set()
+    swept = swept_keys(sweep) if sweep is not None else []
     parts = []
     for override in overrides:
         key, _, value = str(override).partition("=")
         key = key.lstrip("+~")
-        if key in set(exclude or ()) or key.startswith(_NOT_IN_JOB_NAMES) or (swept and key not in swept):
-            continue
-        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    name = f"{int(num):02d}" + ("_" + ",".join(parts) if parts else "")
+        if key not in (exclude or ()) and not key.startswith(_NOT_IN_JOB_NAMES) and (not swept or key in swept):
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    name = number + ("_" + ",".join(parts) if parts else "")
     return re.sub(r"[\\/\s]+", "_", name)[:120]  # one path component, within any file system's limit
 
 
 def _artifacts_beside(tracking_uri: str | None, experiment: str) -> str | None:
-    """Where a new MLflow experiment keeps its artifacts: ``mlartifacts/<experiment>`` beside a local sqlite
-    store (MLflow's default, ./mlruns of whatever directory the run started in, would scatter them); a
-    server or a file store keeps its own default (None)."""
-    prefix = "sqlite:///"
-    if not tracking_uri or not str(tracking_uri).startswith(prefix):
+    """``mlartifacts/<experiment>`` beside a local sqlite store (MLflow's ./mlruns would scatter them), else None."""
+    if not str(tracking_uri or "").startswith("sqlite:///"):
         return None
-    return str(Path(os.path.abspath(str(tracking_uri)[len(prefix) :])).parent / "mlartifacts" / experiment)
+    return str(Path(os.path.abspath(str(tracking_uri).removeprefix("sqlite:///"))).parent / "mlartifacts" / experiment)
 
 
 def register_resolvers() -> None:
-    # Cached: every interpolation in one process sees the same fresh_stem, so a run has exactly one
-    # directory (the Python API asks fresh_stem itself, once per run).
+    # Cached: a process sees one fresh_stem, so a run has one directory (the Python API asks fresh_stem itself).
     resolvers = {
         "fresh_stem": fresh_stem,
         "run_dir": _run_dir,

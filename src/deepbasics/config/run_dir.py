@@ -3,6 +3,7 @@ loads and before Hydra writes into it (a run stays untouched when its checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -11,10 +12,10 @@ import shutil
 import time
 from pathlib import Path
 
-from deepbasics.config.paths import check_checkpoint_path
-from deepbasics.errors import ConfigError
+from omegaconf import OmegaConf
 
-LAST = Path("checkpoints") / "last.ckpt"
+from deepbasics.config.paths import LAST, check_checkpoint_path
+from deepbasics.errors import ConfigError
 
 
 def fresh_stem() -> str:
@@ -36,8 +37,6 @@ def choose_run_dir(output_dir: str, name: str, resume, fresh: str, overrides=(),
     if run_dir is None:  # a loose .ckpt: a new directory, the checkpoint's run continued in it
         return Path(output_dir) / "runs" / name / fresh
     if (run_dir / ".hydra" / "config.yaml").is_file():
-        from omegaconf import OmegaConf
-
         check_same_experiment(resume, OmegaConf.load(run_dir / ".hydra" / "config.yaml").get("name"), overrides)
     return run_dir
 
@@ -52,12 +51,9 @@ def check_same_experiment(resume: str, found: str | None, overrides) -> None:
 
 
 def refuse_group_changes(overrides, groups, run_dir: Path | None = None) -> None:
-    """A resumed run keeps its model, data and trainer; only plain values (epochs=...) may change. A group
-    named as the run has it already (its own command again, with resume=auto) is no change."""
+    """A resumed run keeps its model, data and trainer (plain values may change); its own groups again are no change."""
     choices = {}
     if run_dir is not None and (run_dir / ".hydra" / "hydra.yaml").is_file():
-        from omegaconf import OmegaConf
-
         recorded = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml")
         choices = {str(k): str(v) for k, v in (OmegaConf.select(recorded, "hydra.runtime.choices") or {}).items()}
     for override in overrides:
@@ -67,13 +63,18 @@ def refuse_group_changes(overrides, groups, run_dir: Path | None = None) -> None
             raise ConfigError(f"{override} cannot change on resume; start a new run instead")
 
 
+def latest(root: Path, marker: Path) -> Path | None:
+    """The directory under ``root`` whose ``marker`` file was written last (a run's, or a sweep's)."""
+    found = [d for d in root.glob("*") if (d / marker).is_file()]
+    return max(found, key=lambda d: (d / marker).stat().st_mtime_ns).resolve() if found else None
+
+
 def _run_dir_of(output_dir: str, name: str, resume: str) -> Path | None:
     if resume == "auto":
         root = Path(output_dir) / "runs" / name
-        runs = [d for d in root.glob("*") if (d / LAST).is_file()] if root.is_dir() else []
-        if not runs:
+        if (found := latest(root, LAST)) is None:
             raise ConfigError(f"resume=auto: no run of {name} with {LAST} under {root}; train one without resume first")
-        return max(runs, key=lambda d: (d / LAST).stat().st_mtime_ns).resolve()  # the latest checkpointed run
+        return found
     path = Path(resume).expanduser().resolve()
     if path.is_dir():
         if not (path / LAST).is_file():
@@ -90,25 +91,15 @@ def resumed_checkpoint(run_dir: Path | None, resume: str) -> Path:
     return path.resolve() if path.is_file() else run_dir / LAST
 
 
-# What a run directory holds before training starts: Hydra's record of the config, the job's log, the lock,
-# and the failure record of a refused run
-BEFORE_TRAINING = {
-    ".hydra/config.yaml",
-    ".hydra/hydra.yaml",
-    ".hydra/overrides.yaml",
-    "train.log",
-    "evaluate.log",
-    "metrics.json",
-    ".lock",
-}
+# What a run directory holds before training: Hydra's record, the job's log, the lock, a refused run's failure
+HYDRA_RECORD = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+BEFORE_TRAINING = {*HYDRA_RECORD, "train.log", "evaluate.log", "metrics.json", ".lock"}
 FRESH_STEM = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_[0-9a-f]{6}")
 
 
 def discard_unstarted(run_dir: Path, output_dir: str | Path, since: float) -> None:
-    """Remove the directory made for a run that a check refused before it trained, so bad input leaves no
-    "failed" runs behind: only one that is surely this command's own (named by ``fresh_stem`` under
-    ``<output_dir>/runs/<name>/`` or ``evaluations/``, holding only what is written before training, all of
-    it since ``since``, and no other process holding its lock), and its parents when that empties them."""
+    """Remove the directory of a run refused before it trained (bad input leaves no "failed" runs), and its
+    emptied parents: only when it is surely this command's own (a fresh name, nothing older than ``since``)."""
     run_dir, output_dir = Path(run_dir).resolve(), Path(output_dir).resolve()
     under = run_dir.parent.parent == output_dir / "runs" or run_dir.parent == output_dir / "evaluations"
     if not (run_dir.is_dir() and under and FRESH_STEM.fullmatch(run_dir.name)):
@@ -125,9 +116,6 @@ def discard_unstarted(run_dir: Path, output_dir: str | Path, since: float) -> No
             return
         shutil.rmtree(run_dir, ignore_errors=True)
     for parent in (run_dir.parent, run_dir.parent.parent):
-        if parent == output_dir:
-            return
-        try:
-            parent.rmdir()  # runs/<name>/, runs/ or evaluations/, when they are empty now
-        except OSError:
-            return
+        if parent != output_dir:
+            with contextlib.suppress(OSError):  # runs/<name>/, runs/ or evaluations/, when they are empty now
+                parent.rmdir()

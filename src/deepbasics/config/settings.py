@@ -1,6 +1,5 @@
-"""The run's own settings (conf/train.yaml's top-level keys), checked before torch loads so that a mistake
-answers at once. Everything else is checked by what it configures: a DataModule's, a net's or an
-optimizer's own arguments, Lightning's Trainer and callbacks."""
+"""The run's own settings (conf/train.yaml's top-level keys), checked before torch loads; everything else is
+checked by what it configures (a DataModule's, a net's or an optimizer's own arguments, Lightning's)."""
 
 from __future__ import annotations
 
@@ -46,14 +45,8 @@ def check_settings(cfg: DictConfig) -> None:
     for key, (low, high, what) in COUNTS.items():
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
-            bounds = (
-                f"an integer from {low} to {high}"
-                if high
-                else "a positive integer"
-                if low == 1
-                else (f"an integer of {low} or more")
-            )
-            raise ConfigError(f"{key}={value!r} must be {bounds}{what}")
+            above = "a positive integer" if low == 1 else f"an integer of {low} or more"
+            raise ConfigError(f"{key}={value!r} must be {f'an integer from {low} to {high}' if high else above}{what}")
     for key, options in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if not any(value is option or (isinstance(option, str) and value == option) for option in options):

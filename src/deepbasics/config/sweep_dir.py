@@ -1,34 +1,29 @@
-"""A sweep that can be killed and finished: its directory (a new one, or for ``resume=auto`` the sweep it
-continues), what it records of itself in ``<sweep dir>/.sweep/`` (its definition and its jobs), its lock, and
-the state each of its jobs is in. Light on purpose: Hydra loads this module for every run (a callback).
-
-    deepbasics-train -m experiment=blobs_mlp model.optimizer.lr=0.01,0.1 seed=1,2     # killed halfway
-    deepbasics-train -m experiment=blobs_mlp model.optimizer.lr=0.01,0.1 seed=1,2 resume=auto
-
-The second command continues the latest sweep of blobs_mlp (``resume=<sweep dir>`` names one): its finished
-jobs keep their results, the others continue from their last checkpoint or start, under the job numbers and
-in the directories they had."""
+"""A sweep that can be killed and finished (``resume=``): its directory, its record in ``<sweep dir>/.sweep/``,
+its lock and its jobs' states. Light on purpose: Hydra loads it for every run (a callback)."""
 
 from __future__ import annotations
 
 import functools
+import json
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from deepbasics.errors import ConfigError
-from deepbasics.files import lock_run_dir, unlock_run_dir
+from deepbasics.config.run_dir import LAST, latest
+from deepbasics.errors import ConfigError, exit_with
+from deepbasics.files import FileSet, lock_run_dir, roll_forward, unlock_run_dir
 
 STATE = ".sweep"  # inside the sweep directory
 DEFINITION = "definition.yaml"
 JOBS = "jobs.yaml"
 LAUNCHER = "launcher"
-LAST = Path("checkpoints") / "last.ckpt"
 FINISHED = ("completed", "stopped_early")
 # Settings that may change when a sweep is finished: how it runs, not what it trains.
-HOW = {"n_jobs", "max_batch_size", "storage", "_target_"}
+HOW = {"n_jobs", "max_batch_size", "storage", "_target_", "n_trials"}
 # Command-line keys that say how to run the command, not what the sweep is (nor a job's name).
 HOW_TO_RUN = ("resume", "dry_run", "progress")  # progress: a bar or lines, the same training
 
@@ -41,10 +36,9 @@ def sweep_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> Pat
     if not isinstance(resume, str):  # resume=true
         raise ConfigError(f"resume={resume!r}: pass resume=auto or a sweep directory")
     if resume == "auto":
-        sweeps = [d for d in root.glob("*") if (d / STATE / DEFINITION).is_file()] if root.is_dir() else []
-        if not sweeps:
+        if (found := latest(root, Path(STATE) / DEFINITION)) is None:
             raise ConfigError(f"resume=auto: no sweep of {name} under {root} to continue; run the sweep without resume")
-        return max(sweeps, key=lambda d: (d / STATE / DEFINITION).stat().st_mtime_ns).resolve()
+        return found
     path = Path(resume).expanduser().resolve()
     if not (path / STATE / DEFINITION).is_file():
         raise ConfigError(f"resume={resume}: {path} is not a sweep directory (it has no {STATE}/{DEFINITION})")
@@ -52,32 +46,21 @@ def sweep_dir(output_dir: str, name: str, resume: str | None, fresh: str) -> Pat
 
 
 def definition(config: DictConfig) -> dict[str, Any]:
-    """What makes a sweep this sweep: the experiment, the command line's overrides (not ``resume=``) and the
-    sweeper's search space; not how it runs (the launcher, batch sizes, Optuna's storage or n_trials)."""
+    """What makes a sweep this sweep (experiment, command-line overrides, search space), not how it runs."""
     overrides = sorted(o for o in config.hydra.overrides.task if o.split("=")[0].lstrip("+~") not in HOW_TO_RUN)
-    sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
-    return {
-        "experiment": config.get("name"),
-        "overrides": overrides,
-        "sweeper": {k: v for k, v in sweeper.items() if k not in HOW and k != "n_trials"},
-    }
+    sweeper = {k: v for k, v in OmegaConf.to_container(config.hydra.sweeper, resolve=False).items() if k not in HOW}
+    return {"experiment": config.get("name"), "overrides": overrides, "sweeper": sweeper}
 
 
 def swept_keys(sweep: Path) -> list[str]:
-    """The config keys a sweep varies, in the order of its definition: the command line's sweep overrides
-    (``lr=0.01,0.1``, ``range(...)``) and the sweeper's search space (Optuna's params); [] for a directory
-    that is not a sweep's."""
+    """The config keys a sweep varies (its sweep overrides, then its sweeper's params); [] for a non-sweep."""
     path = Path(sweep) / STATE / DEFINITION
-    if not path.is_file():
-        return []
-    return list(_swept_keys(str(path), path.stat().st_mtime_ns))
+    return list(_swept_keys(str(path), path.stat().st_mtime_ns)) if path.is_file() else []
 
 
 @functools.lru_cache(maxsize=8)
 def _swept_keys(path: str, mtime_ns: int) -> tuple[str, ...]:
-    """``swept_keys`` of one version of a definition file: parsed once, not once per job that ends."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    """Parsed once per version of the file, not once per job that ends."""
     recorded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     parsed = OverridesParser.create().parse_overrides(recorded.get("overrides") or [])
     keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
@@ -98,7 +81,6 @@ def difference(recorded: dict, asked: dict) -> str | None:
     for key in sorted(set(recorded["sweeper"]) | set(asked["sweeper"])):
         if recorded["sweeper"].get(key) != asked["sweeper"].get(key):
             return f"its hydra.sweeper.{key} was {recorded['sweeper'].get(key)}, not {asked['sweeper'].get(key)}"
-    return None
 
 
 def has_attempt(job_dir: Path) -> bool:
@@ -107,17 +89,12 @@ def has_attempt(job_dir: Path) -> bool:
 
 
 def job_state(job_dir: Path) -> tuple[str, int | None]:
-    """(state, epochs): "finished", "failed" or "interrupted" (with metrics.json), "resumable" (a kill left
-    its last.ckpt), or "not started"; the epochs its record or its last checkpoint holds."""
-    import json
-
+    """(state, epochs): "finished" (with epochs), "failed", "interrupted", "resumable" (a last.ckpt), "not started"."""
     metrics = job_dir / "metrics.json"
-    status = json.loads(metrics.read_text()).get("status") if metrics.is_file() else None
-    if status in FINISHED:
-        return "finished", json.loads(metrics.read_text()).get("epochs")
-    if (job_dir / LAST).is_file():
-        return (status or "resumable"), None
-    return (status or "not started"), None
+    record = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    if record.get("status") in FINISHED:
+        return "finished", record.get("epochs")
+    return record.get("status") or ("resumable" if (job_dir / LAST).is_file() else "not started"), None
 
 
 def planned(job_dir: Path, resuming: bool) -> str:
@@ -133,33 +110,25 @@ def planned(job_dir: Path, resuming: bool) -> str:
         done = torch.load(job_dir / LAST, map_location="cpu", weights_only=True)
         epoch = done.get("deepbasics", {}).get("epochs", done.get("global_step"))
         return f"to resume from epoch {epoch}" + (f" ({state})" if state not in ("resumable", "interrupted") else "")
-    return "to run" + (f" again ({state})" if state not in ("not started",) else "")
+    return "to run" + (f" again ({state})" if state != "not started" else "")
 
 
 def resumed_job(job_dir: str) -> str | None:
-    """What ``resume=auto`` means for one job of a sweep: its own last checkpoint (a finished job then says
-    it is finished, a failed or interrupted one continues from it), or nothing: it starts."""
-    path = Path(job_dir)
-    return str(path) if (path / LAST).is_file() else None
+    """What ``resume=auto`` means for one job of a sweep: its own last checkpoint, or None (it starts)."""
+    return str(Path(job_dir)) if (Path(job_dir) / LAST).is_file() else None
 
 
-def finish_writes(sweep: Path) -> None:
-    """What a kill cut short in a sweep: the checkpoints of a stacked group's step that its journal says
-    are complete are put in place, and those it had only begun to write are dropped."""
-    from deepbasics.files import FileSet, roll_forward
-
-    for journal in (sweep / STATE).glob("journal-*.json"):
-        roll_forward(journal)
-    for pending in sweep.glob(f"*/checkpoints/.*{FileSet.PENDING}"):
-        pending.unlink()
+def consecutive(items: list, number=int) -> list[list]:
+    """``items`` in runs of consecutive numbers, in their order (a run's numbers less their positions agree)."""
+    runs = groupby(enumerate(items), lambda pair: number(pair[1]) - pair[0])
+    return [[item for _, item in run] for _, run in runs]
 
 
 def record_jobs(sweep: Path, jobs: list[list[str]]) -> None:
-    """The sweep's jobs in order (their overrides), the first time they are known, so the report lists the
-    jobs a kill kept from starting."""
+    """The sweep's jobs (their overrides), once, so that a report lists the jobs a kill kept from starting."""
     path = sweep / STATE / JOBS
     if not path.is_file():
-        OmegaConf.save(OmegaConf.create([list(j) for j in jobs]), path)
+        OmegaConf.save([list(j) for j in jobs], path)
 
 
 def recorded_jobs(sweep: Path) -> list[list[str]]:
@@ -168,45 +137,40 @@ def recorded_jobs(sweep: Path) -> list[list[str]]:
 
 
 class SweepState(Callback):
-    """Hydra callback: at a sweep's start, the sweep directory is locked (one process finishes a sweep at a
-    time) and records the sweep's definition; a resume is checked against it, and a new sweep refuses a
-    directory that holds one already. The lock goes when the sweep ends (or its process does)."""
+    """Locks a sweep's directory while it runs; its recorded definition must match a resume, and stop a new sweep."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from deepbasics.errors import exit_with
-
         sweep = Path(str(config.hydra.sweep.dir)).resolve()
-        if config.get("dry_run"):  # checked, nothing written
-            try:
-                if (sweep / STATE / DEFINITION).is_file():
-                    self._check(config, sweep)
-            except ConfigError as err:
-                exit_with(err)
-            return
+        dry = config.get("dry_run")
         try:
-            sweep.mkdir(parents=True, exist_ok=True)
-            lock_run_dir(sweep)
-            self._check(config, sweep)
+            if not dry:
+                sweep.mkdir(parents=True, exist_ok=True)
+                lock_run_dir(sweep)
+            if not dry or (sweep / STATE / DEFINITION).is_file():  # a dry run checks a resume, writes nothing
+                self._check(config, sweep)
         except ConfigError as err:
             unlock_run_dir(sweep)
             exit_with(err)
-        finish_writes(sweep)
-        # Which launcher runs this attempt (a resume may use another), for the jobs' MLflow tags.
-        launcher = str(config.hydra.launcher.get("_target_") or "").rsplit(".", 1)[-1]
-        (sweep / STATE / LAUNCHER).write_text(launcher + "\n")
+        if not dry:
+            # after a kill: checkpoints a stacked group's journal completed go in place, half-written ones are dropped
+            for journal in (sweep / STATE).glob("journal-*.json"):
+                roll_forward(journal)
+            for pending in sweep.glob(f"*/checkpoints/.*{FileSet.PENDING}"):
+                pending.unlink()
+            # Which launcher runs this attempt (a resume may use another), for the jobs' MLflow tags.
+            launcher = str(config.hydra.launcher.get("_target_") or "").rsplit(".", 1)[-1]
+            (sweep / STATE / LAUNCHER).write_text(launcher + "\n")
 
     def _check(self, config: DictConfig, sweep: Path) -> None:
-        asked = definition(config)
         recorded_path = sweep / STATE / DEFINITION
         resume = config.get("resume")
         if recorded_path.is_file():
-            recorded = OmegaConf.to_container(OmegaConf.load(recorded_path))
             if not resume:
                 raise ConfigError(
                     f"{sweep} holds a sweep already; finish it with the same command and resume=auto"
                     f" (or resume={sweep}), or start a new one with another hydra.sweep.dir"
                 )
-            why = difference(recorded, asked)
+            why = difference(OmegaConf.to_container(OmegaConf.load(recorded_path)), definition(config))
             if why is not None:
                 raise ConfigError(
                     f"resume={resume}: {sweep} is another sweep ({why}); run the command it ran (see"
@@ -220,7 +184,7 @@ class SweepState(Callback):
                 " move them away"
             )
         (sweep / STATE).mkdir(exist_ok=True)
-        OmegaConf.save(OmegaConf.create(asked), recorded_path)
+        OmegaConf.save(definition(config), recorded_path)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         unlock_run_dir(Path(str(config.hydra.sweep.dir)).resolve())

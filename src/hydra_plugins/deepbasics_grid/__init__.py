@@ -1,2 +1,1 @@
-"""Hydra's basic (grid) sweeper with its check of every job's config made cheap, discovered by Hydra under
-the hydra_plugins namespace."""
+"""Hydra's basic (grid) sweeper with a cheap check of every job's config (a plugin found under hydra_plugins)."""

@@ -1,26 +1,21 @@
-"""``hydra/sweeper=grid`` (deepbasics' default): Hydra's basic sweeper, whose check that every job of a
-batch composes before launching it composes each job's config from its files (about 90 ms a job here, paid
-again by the launcher). Here that check goes through ``SweepConfigs``: the same configs, each set of
-config-group choices composed once."""
+"""``hydra/sweeper=grid`` (deepbasics' default): Hydra's basic sweeper, its check that every job composes done by
+``SweepConfigs`` (each set of config-group choices composed once, not about 90 ms a job)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import open_dict
 
 from deepbasics.compat import basic_sweeper
+from deepbasics.config.sweep_dir import planned, record_jobs
 from hydra_plugins.deepbasics_grid.configs import SweepConfigs
 
 
 def dry_run(sweeper, jobs: list[list[str]]) -> None:
-    """``dry_run=true``: the jobs the sweep (or its resume) would launch, each with its directory and
-    state, and under the vectorized launcher how they would group; then the process ends (exit 0) having
-    trained and written nothing."""
-    from pathlib import Path
-
-    from omegaconf import open_dict
-
-    from deepbasics.config.sweep_dir import planned
-
+    """``dry_run=true``: the jobs the sweep (or its resume) would launch, their states and stacked groups; exit 0."""
     config = sweeper.config
     sweep = Path(str(config.hydra.sweep.dir))
     resuming = bool(config.get("resume"))
@@ -46,8 +41,6 @@ def dry_run(sweeper, jobs: list[list[str]]) -> None:
 class GridSweeper(basic_sweeper()):
     def sweep(self, arguments: list[str]):
         if self.config.get("dry_run"):  # before Hydra's sweeper makes the sweep directory
-            from hydra.core.override_parser.overrides_parser import OverridesParser
-
             params = [f"{key}={value}" for key, value in (self.params or {}).items()]
             parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
             batches = self.split_arguments(parser.parse_overrides([*params, *arguments]), self.max_batch_size)
@@ -55,16 +48,9 @@ class GridSweeper(basic_sweeper()):
         return super().sweep(arguments)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        # Before the first launch, Hydra's sweeper holds every batch: the sweep records its jobs, so that
-        # a report after a kill lists those that never started.
-        from pathlib import Path
-
-        from deepbasics.config.sweep_dir import record_jobs
-
+        # every batch is known before the first launch: recorded, a report after a kill lists the jobs never started
         record_jobs(Path(str(self.config.hydra.sweep.dir)), [job for batch in self.overrides for job in batch])
-        # the vectorized launcher takes the configs composed here; for the others they are only a check
-        checked = {} if not getattr(self.launcher, "takes_checked_configs", False) else self.launcher.checked_configs
-        checked.clear()  # only this batch's
-        configs = SweepConfigs(self.hydra_context.config_loader, self.config, checked)
-        for overrides in batch:
-            configs.check(list(overrides))
+        configs = SweepConfigs(self.hydra_context.config_loader, self.config)
+        checked = {tuple(overrides): configs.load(list(overrides)) for overrides in batch}  # errors surface here
+        if hasattr(self.launcher, "checked_configs"):  # the vectorized launcher takes them; for others, only a check
+            self.launcher.checked_configs = checked

@@ -1,14 +1,5 @@
-"""`hydra/sweeper=optuna`: an Optuna (>= 4) study as a Hydra sweep.
-
-The config keys are hydra-optuna-sweeper's (sampler, direction, storage, study_name, n_trials, n_jobs, params
-with choice / range / interval / tag(log)), so configs written for it run unchanged. Trials are asked
-``n_jobs`` at a time and handed to the launcher as one batch (a launcher that trains a batch together sees
-the whole batch). A job that fails (its value is not a finite number, or it raised) is told to Optuna as a
-FAIL trial, never as a made-up value. With an sqlite ``storage`` the study lives on: the same command again
-adds ``n_trials`` more trials to it.
-
-Hydra imports every module under hydra_plugins at start-up, so optuna is imported only when a sweep runs.
-"""
+"""`hydra/sweeper=optuna`: an Optuna (>= 4) study as a sweep, configured as hydra-optuna-sweeper is, ``n_jobs``
+trials per batch. optuna is imported only when a sweep runs (Hydra imports every plugin at start-up)."""
 
 from __future__ import annotations
 
@@ -21,16 +12,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from deepbasics.config.sweep_dir import STATE, consecutive
 from deepbasics.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def distribution(override: Override):
-    """The Optuna distribution a sweep override describes (hydra-optuna-sweeper's reading of the grammar:
-    ``range(a, b)`` samples a..b inclusive)."""
+    """The Optuna distribution of a sweep override, read as hydra-optuna-sweeper does (range(a, b): a..b inclusive)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value = override.value()
@@ -67,12 +59,11 @@ class OptunaSweeper(Sweeper):
         n_trials: int = 20,
         n_jobs: int = 2,
         params: dict | None = None,
-        custom_search_space: str | None = None,
+        custom_search_space: str | None = None,  # a function(cfg, trial) that suggests more values itself
     ) -> None:
-        self.sampler_conf, self.direction, self.storage = sampler, str(direction), storage
+        self.sampler, self.direction, self.storage = sampler, str(direction), storage
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
-        self.params = dict(params or {})
-        self.custom_search_space = custom_search_space
+        self.params, self.custom_search_space = dict(params or {}), custom_search_space
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -82,11 +73,9 @@ class OptunaSweeper(Sweeper):
 
     def _search_space(self, arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
         """Distributions by key (params, then sweeps on the command line) and the fixed overrides."""
-        parser = OverridesParser.create()
-        lines = [f"{k}={v}" for k, v in self.params.items()]
-        overrides = parser.parse_overrides(lines) + parser.parse_overrides(arguments)
+        params = [f"{key}={value}" for key, value in self.params.items()]
         space, fixed = {}, []
-        for override in overrides:
+        for override in OverridesParser.create().parse_overrides([*params, *arguments]):
             if override.is_sweep_override():
                 space[override.get_key_element()] = distribution(override)
             else:
@@ -96,7 +85,6 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list:
         import optuna
-        from hydra.utils import get_method, instantiate
         from optuna.trial import TrialState
 
         if not isinstance(self.n_jobs, int) or self.n_jobs <= 0:
@@ -104,78 +92,70 @@ class OptunaSweeper(Sweeper):
         space, fixed = self._search_space(arguments)
         mode = (self.config.get("monitor") or {}).get("mode")
         wanted = {"min": "minimize", "max": "maximize"}.get(mode, self.direction)
-        if self.direction != wanted:  # each job returns its one monitored value
-            raise ConfigError(f"hydra.sweeper.direction={self.direction} but monitor.mode={mode}: each job returns"
-                              f" its monitored value, so set direction to {wanted}")  # fmt: skip
+        if self.direction != wanted:
+            raise ConfigError(
+                f"hydra.sweeper.direction={self.direction} but monitor.mode={mode}: each job returns its monitored"
+                f" value, so set direction to {wanted}"
+            )
         try:  # Hydra instantiates the sweeper's config recursively: the sampler usually arrives built
-            sampler = instantiate(self.sampler_conf) if OmegaConf.is_config(self.sampler_conf) else self.sampler_conf
-            study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=sampler,
-                                        direction=self.direction, load_if_exists=True)  # fmt: skip
+            sampler = instantiate(self.sampler) if OmegaConf.is_config(self.sampler) else self.sampler
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=self.storage,
+                sampler=sampler,
+                direction=self.direction,
+                load_if_exists=True,
+            )
             custom = get_method(self.custom_search_space) if self.custom_search_space else None
         except Exception as err:  # another direction than the stored study's, a storage that cannot open...
             raise ConfigError(f"hydra.sweeper: {str(err).strip().splitlines()[0]}") from None
-        first, pending = self._this_sweep(study)
+        # The sweep's first trial, recorded in its directory: a resumed sweep counts its n_trials from there, and
+        # continues the trials of it that a kill left running.
+        record = Path(str(self.config.hydra.sweep.dir)) / STATE / "optuna.yaml"
+        if self.config.get("resume") and record.is_file():
+            first = int(OmegaConf.load(record).first_trial)
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            pending = [trial for trial in running if trial.number >= first]
+        else:
+            first, pending = len(study.trials), []
+            record.parent.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save({"study_name": study.study_name, "first_trial": first}, record)
         done = len([t for t in study.get_trials(deepcopy=False) if t.number >= first])
         earlier = f"{first} earlier trials" + (f", {done} of this sweep" if done else "")
         log.info(f"Optuna study {study.study_name}: {earlier}; {self.n_trials - done + len(pending)} to run")
-        results = []
-        for run in _consecutive(pending):  # what a kill left running: again, in their own job directories
-            batch = [[*fixed, *(f"{key}={value}" for key, value in trial.params.items())] for trial in run]
-            results.append(self._launch(study, run, batch, run[0].number - first))
+        # what a kill left running: again, in their own job directories
+        results = [self._launch(study, run, fixed, first) for run in consecutive(pending, lambda trial: trial.number)]
         while done < self.n_trials:
             trials = [study.ask() for _ in range(min(self.n_jobs, self.n_trials - done))]
             try:
                 for trial in trials:
                     for key, dist in space.items():
                         _suggest(trial, key, dist)
-                    if custom is not None:  # a function(cfg, trial) that suggests more values itself
+                    if custom is not None:
                         custom(self.config, trial)
             except BaseException:  # a broken search space: its trials are not left RUNNING in the study
                 for trial in trials:
                     study.tell(trial, state=TrialState.FAIL)
                 raise
-            batch = [[*fixed, *(f"{key}={value}" for key, value in trial.params.items())] for trial in trials]
-            results.append(self._launch(study, trials, batch, trials[0].number - first))
+            results.append(self._launch(study, trials, fixed, first))
             done += len(trials)
-        if any(t.state == TrialState.COMPLETE for t in study.trials):
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             log.info(f"best trial {study.best_trial.number}: {study.best_value} with {study.best_params}")
             results_file = Path(self.config.hydra.sweep.dir) / "optimization_results.yaml"
             best = {"name": "optuna", "study_name": study.study_name, "best_params": study.best_params}
-            OmegaConf.save(OmegaConf.create(best | {"best_value": study.best_value}), results_file)
+            OmegaConf.save(best | {"best_value": study.best_value}, results_file)
         return results
 
-    def _this_sweep(self, study) -> tuple[int, list]:
-        """The number of the sweep's first trial (recorded in its directory, so a resumed sweep counts its
-        n_trials from there) and the trials of it a kill left running."""
+    def _launch(self, study, trials: list, fixed: list[str], first: int):
+        """Consecutive trials launched as one batch, each told its value or FAIL (it raised, or returned the worst
+        infinity of a failed job); a signal (exit 130/143) leaves them running for resume=auto."""
         from optuna.trial import TrialState
 
-        from deepbasics.config.sweep_dir import STATE
-
-        record = Path(str(self.config.hydra.sweep.dir)) / STATE / "optuna.yaml"
-        if self.config.get("resume") and record.is_file():
-            first = int(OmegaConf.load(record).first_trial)
-            running = [
-                t for t in study.get_trials(deepcopy=False) if t.number >= first and t.state == TrialState.RUNNING
-            ]
-            return first, running
-        first = len(study.trials)
-        record.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create({"study_name": study.study_name, "first_trial": first}), record)
-        return first, []
-
-    def _launch(self, study, trials: list, batch: list[list[str]], job_idx: int):
-        """One batch of trials launched together, as jobs ``job_idx``...; each told its value, or FAIL when it
-        failed (raised, or returned a value that is not a finite number: deepbasics' failed jobs return the
-        worst infinity so that other sweepers go on). A job a signal stopped (exit 130/143) leaves its trial
-        running: resume=auto continues it."""
-        from optuna.trial import TrialState
-
+        batch = [[*fixed, *(f"{key}={value}" for key, value in trial.params.items())] for trial in trials]
         try:
             self.validate_batch_is_legal(batch)
-            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException:  # a broken batch: its trials are not left RUNNING in the study
+            returns = self.launcher.launch(batch, initial_job_idx=trials[0].number - first)
+        except Exception:  # a broken batch: its trials are not left RUNNING in the study (a signal leaves them)
             for trial in trials:
                 study.tell(trial.number, state=TrialState.FAIL)
             raise
@@ -189,14 +169,3 @@ class OptunaSweeper(Sweeper):
             else:
                 study.tell(trial.number, state=TrialState.FAIL)
         return returns
-
-
-def _consecutive(trials: list) -> list[list]:
-    """Trials in runs of consecutive numbers (each launched as one batch of consecutive job numbers)."""
-    runs: list[list] = []
-    for trial in sorted(trials, key=lambda t: t.number):
-        if runs and trial.number == runs[-1][-1].number + 1:
-            runs[-1].append(trial)
-        else:
-            runs.append([trial])
-    return runs

@@ -1,2 +1,1 @@
-"""A Hydra Launcher that trains a multirun's jobs as stacked models (deepbasics.run.group), discovered by
-Hydra under the hydra_plugins namespace."""
+"""A Hydra launcher that trains a multirun's jobs as stacked models (a plugin found under hydra_plugins)."""

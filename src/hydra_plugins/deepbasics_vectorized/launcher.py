@@ -1,7 +1,5 @@
-"""``hydra/launcher=vectorized``: the jobs of a multirun batch (a grid, or an Optuna sweeper's n_jobs
-trials) that can share a stacked model train as one (``deepbasics.run.group``); the others run one by one
-as the basic launcher runs them. Every job gets what a basic-launcher job gets: its directory with
-``.hydra/``, its log file, Hydra's job callbacks and its JobReturn with the monitored value."""
+"""``hydra/launcher=vectorized``: a batch's jobs that can share a stacked model train as one, the others one by
+one; each job gets what a basic-launcher job gets (its directory, .hydra/, log, callbacks, JobReturn)."""
 
 from __future__ import annotations
 
@@ -27,39 +25,37 @@ from hydra.core.utils import (
 )
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from deepbasics.cli.app import guarded
+from deepbasics.config.sweep_dir import LAST, consecutive, job_state, resumed_job
 from hydra_plugins.deepbasics_grid.configs import SweepConfigs
 
 log = logging.getLogger(__name__)
 
-# Keys a group's jobs may differ in (the rest of the config must be equal): the seed, where each job writes,
-# how it logs, its data (stacked too; shapes are checked once built), and its optimizer's values.
+# What a group's jobs may differ in, besides their optimizer's values (data are stacked too, shapes checked once built)
 PER_JOB = ("seed", "paths", "logger", "data", "progress", "hydra")
 
 
-def group_key(cfg: DictConfig) -> tuple[str | None, str]:
-    """(why this job cannot be stacked, "") or (None, what its group shares: the config but what may differ
-    between the jobs of a group)."""
-    from hydra.utils import get_class
-
+def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str]:
+    """(why this job cannot be stacked, "") or (None, what its group shares: the config but ``PER_JOB``);
+    ``finishing``: a job of a sweep being finished, whose resume=auto only continues its own run."""
     from deepbasics.data.in_memory import offers_whole_splits
     from deepbasics.models.stacked import optimizer_kind, unstackable_optimizer
 
     model, trainer = (OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "trainer"))
     others = sorted(set(cfg.get("callbacks") or {}) - {"model_checkpoint"})
+    in_memory = offers_whole_splits(get_class(cfg.data._target_))
+    many_devices = trainer.get("devices", 1) not in (1, [0], "1") or trainer.get("num_nodes", 1) != 1
     reasons = {
-        "it resumes a run": cfg.get("resume"),
+        "it resumes a run": cfg.get("resume") and not finishing,
         "hydra.job.chdir is set (stacked jobs share one working directory)": OmegaConf.select(cfg, "hydra.job.chdir"),
         "model.scheduler is set (the stacked step has no learning-rate schedulers)": model.get("scheduler"),
-        "its data are served through DataLoaders (stacked jobs hold their data in memory)": not offers_whole_splits(
-            get_class(cfg.data._target_)
-        ),
+        "its data are served through DataLoaders (stacked jobs hold their data in memory)": not in_memory,
         "data.batch_size is set (stacked jobs train on full batches)": OmegaConf.select(cfg, "data.batch_size"),
         "figure_every is set (stacked jobs draw their figures at the end)": cfg.get("figure_every"),
-        "it trains on several devices": trainer.get("devices", 1) not in (1, [0], "1")
-        or trainer.get("num_nodes", 1) != 1
-        or trainer.get("strategy"),
+        "it trains on several devices": many_devices or trainer.get("strategy"),
         "it profiles or detects anomalies (debug=profiler|anomaly)": trainer.get("profiler")
         or trainer.get("detect_anomaly"),
         f"callbacks.{others[0] if others else ''} is not run for stacked jobs": others,
@@ -77,31 +73,21 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
 
 
 def resumed_key(sweep_config: DictConfig) -> tuple[str | None, str]:
-    """``group_key`` for a job of a sweep being finished (``resume=auto``): a finished job runs on its own (it
-    only says so); the others group with the jobs whose checkpoints are at the same step, or that start."""
+    """``group_key`` of a job of a sweep being finished: on its own when finished, else with its step's jobs."""
     import torch
-
-    from deepbasics.config.sweep_dir import job_state, resumed_job
 
     job_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
     if job_state(job_dir)[0] == "finished":
         return "it has finished", ""
-    resumed = resumed_job(str(job_dir))
-    step = torch.load(Path(resumed) / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] if resumed else 0
-    fresh = sweep_config.copy()
-    with open_dict(fresh):
-        fresh.resume = None
-    reason, key = group_key(fresh)
+    step = torch.load(job_dir / LAST, weights_only=True)["global_step"] if (job_dir / LAST).is_file() else 0
+    reason, key = group_key(sweep_config, finishing=True)
     return reason, f"{key} from step {step}" if reason is None else key
 
 
 class VectorizedLauncher(Launcher):
-    takes_checked_configs = True  # the grid sweeper hands over the configs it composed (checked_configs)
-
     def __init__(self, group_size: int | None = None) -> None:
-        super().__init__()
         self.group_size = group_size
-        self.checked_configs: dict[tuple[str, ...], DictConfig] = {}  # filled by the grid sweeper per batch
+        self.checked_configs: dict[tuple[str, ...], DictConfig] = {}  # the grid sweeper's, for each batch
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -120,22 +106,17 @@ class VectorizedLauncher(Launcher):
         for idx in sorted(solo):
             log.info(f"#{idx} runs on its own: {solo[idx]}")
             returns[idx] = run_job(
-                hydra_context=self.hydra_context,
-                task_function=self.task_function,
-                config=configs[idx],
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
+                self.task_function, configs[idx], "hydra.sweep.dir", "hydra.sweep.subdir", self.hydra_context
             )
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [returns[idx] for idx in range(initial_job_idx, initial_job_idx + len(job_overrides))]
 
     def plan(self, job_overrides, initial_job_idx: int) -> tuple[dict[int, DictConfig], list[list[int]], dict]:
-        """Each job's config by number, the groups that train stacked (at most group_size jobs each) and the
-        jobs that run on their own, with why."""
+        """Each job's config by number, the stacked groups (group_size jobs at most) and the solo jobs with why."""
         configs, groups, solo = {}, {}, {}
-        loader = SweepConfigs(self.hydra_context.config_loader, self.config, self.checked_configs)
-        for idx, overrides in enumerate(job_overrides, initial_job_idx):
-            configs[idx] = loader.load(list(overrides))
+        loader = SweepConfigs(self.hydra_context.config_loader, self.config)
+        for idx, overrides in enumerate(job_overrides, initial_job_idx):  # each config the sweeper checked, once
+            configs[idx] = self.checked_configs.pop(tuple(overrides), None) or loader.load(list(overrides))
             with open_dict(configs[idx]):
                 configs[idx].hydra.job.id = configs[idx].hydra.job.num = idx
             try:  # a job of a sweep being finished groups by the state it is in
@@ -156,8 +137,6 @@ class VectorizedLauncher(Launcher):
         return configs, chunks, solo
 
     def _train_stacked(self, indices: list[int], sweep_configs: list[DictConfig]) -> dict[int, JobReturn]:
-        from deepbasics.cli.app import guarded
-        from deepbasics.config.sweep_dir import resumed_job
         from deepbasics.run.group import train_group
 
         began, timings, writes = time.perf_counter(), {}, []
@@ -166,11 +145,8 @@ class VectorizedLauncher(Launcher):
         HydraConfig.instance().cfg = previous  # as run_job leaves it
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         written = _write_while_training(writes)
-        outcomes: list[Any] = [cfg for _, cfg in started]  # the resolved config, or why it does not resolve
-        for cfg in outcomes:
-            if isinstance(cfg, DictConfig) and cfg.get("resume") == "auto":  # its own last.ckpt, or a start
-                cfg.resume = resumed_job(cfg.paths.run_dir)
-        ready = [k for k, cfg in enumerate(outcomes) if isinstance(cfg, DictConfig)]
+        outcomes = dict(enumerate(cfg for _, cfg in started))  # the resolved config, or why it does not resolve
+        ready = [k for k, cfg in outcomes.items() if isinstance(cfg, DictConfig)]
         log.info(f"training {len(ready)} job{'s' * (len(ready) != 1)} stacked: {_numbers([indices[k] for k in ready])}")
         chatter = logging.getLogger("lightning.pytorch")  # accelerator notes and tips: not once per group
         level = chatter.level
@@ -181,22 +157,18 @@ class VectorizedLauncher(Launcher):
         finally:
             chatter.setLevel(level)
             written()
-        for k, outcome in zip(ready, trained, strict=True):
-            outcomes[k] = outcome
+        outcomes.update(zip(ready, trained, strict=True))
         returns = {}
-        for idx, sweep_config, (ret, _), outcome in zip(indices, sweep_configs, started, outcomes, strict=True):
-            returns[idx] = self._end(sweep_config, ret, outcome, guarded)
+        for k, (idx, sweep_config, (ret, _)) in enumerate(zip(indices, sweep_configs, started, strict=True)):
+            returns[idx] = self._end(sweep_config, ret, outcomes[k])
         spent, fit = time.perf_counter() - began, timings.get("fit", 0.0)
-        per_job = 1000 * (spent - fit) / len(indices)
-        log.info(
-            f"{len(indices)} jobs stacked in {spent:.1f} s: fit {fit:.1f} s, {per_job:.0f} ms a job outside the fit"
-        )
+        outside = f"{1000 * (spent - fit) / len(indices):.0f} ms a job outside the fit"
+        log.info(f"{len(indices)} jobs stacked in {spent:.1f} s: fit {fit:.1f} s, {outside}")
         return returns
 
     def _start(self, config: DictConfig, writes: list) -> tuple[JobReturn, DictConfig | Exception]:
-        """What Hydra's run_job does before it calls the task (the job's directory, its log file,
-        on_job_start; its .hydra/ files go to ``writes``), without run_job's two copies of the whole config
-        (half its cost for these small jobs); and the job's config, resolved as its task would see it."""
+        """What run_job does before the task (its .hydra/ files go to ``writes``) without its two copies of the
+        whole config (half its cost for these small jobs); and the job's config, resolved for its task."""
         output_dir = os.path.abspath(os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)))
         with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = output_dir
@@ -215,17 +187,26 @@ class VectorizedLauncher(Launcher):
         with env_override(hydra_cfg.hydra.job.env_set):
             self.hydra_context.callbacks.on_job_start(config=config, task_function=self.task_function)
         try:
-            return ret, OmegaConf.create(OmegaConf.to_container(task_cfg, resolve=True))
+            cfg = OmegaConf.create(OmegaConf.to_container(task_cfg, resolve=True))
         except Exception as err:  # the job fails alone, through the error policy
             return ret, err
+        if cfg.get("resume") == "auto":  # its own last.ckpt, or a start
+            cfg.resume = resumed_job(cfg.paths.run_dir)
+        return ret, cfg
 
-    def _end(self, sweep_config: DictConfig, ret: JobReturn, outcome: Any, guarded) -> JobReturn:
+    def _end(self, sweep_config: DictConfig, ret: JobReturn, outcome: Any) -> JobReturn:
         """The job's JobReturn as run_job would give it for a task with this outcome, and on_job_end."""
+
+        def task(cfg: DictConfig) -> Any:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
         previous = HydraConfig.instance().cfg
         HydraConfig.instance().set_config(sweep_config)
         try:
             try:
-                ret.return_value = guarded(lambda cfg: _outcome(outcome), ret.cfg)
+                ret.return_value = guarded(task, ret.cfg)
                 ret.status = JobStatus.COMPLETED
             except Exception as err:  # what the error policy lets through (an unexpected error)
                 ret.return_value, ret.status = err, JobStatus.FAILED
@@ -236,16 +217,15 @@ class VectorizedLauncher(Launcher):
 
 
 def _write_while_training(writes: list):
-    """Each job's .hydra/ files, as run_job writes them, written by a forked child while this process trains
-    the group on one core (their YAML costs more than a stacked job's share of the fit); the function
-    returned waits for the child. Written here when fork is missing, or for a few jobs."""
+    """Each job's .hydra/ files, written by a forked child while this process trains the group (their YAML
+    costs more than a job's share of the fit), or here for a few jobs; the function returned waits."""
 
     def write_all() -> None:
         for cfg, path in writes:
             path.parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(cfg, path)
 
-    if not hasattr(os, "fork") or len(writes) < 24:
+    if len(writes) < 24:
         write_all()
         return lambda: None
     child = os.fork()
@@ -267,16 +247,4 @@ def _write_while_training(writes: list):
 
 def _numbers(indices: list[int]) -> str:
     """Job numbers with runs of consecutive ones as ranges: #0-#99, #101, #103-#104."""
-    runs: list[list[int]] = []
-    for i in indices:
-        if runs and i == runs[-1][1] + 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    return ", ".join(f"#{a}" if a == b else f"#{a}-#{b}" for a, b in runs)
-
-
-def _outcome(outcome: Any) -> Any:
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
+    return ", ".join(f"#{run[0]}" if len(run) == 1 else f"#{run[0]}-#{run[-1]}" for run in consecutive(indices))
