@@ -17,7 +17,8 @@ from deepbasics import compat
 
 FIXTURES = Path(__file__).with_name("fixtures")
 # A run of an earlier release (the module's own loop), killed at epoch 300: last.ckpt holds epoch 200.
-OLD_RUN = ["experiment=blobs_mlp", "epochs=600", "log_every=50", "val_every=100", "callbacks.model_checkpoint.every_n_epochs=200",
+OLD_RUN = ["experiment=blobs_mlp", "epochs=600", "log_every=50", "val_every=100",
+    "callbacks.model_checkpoint.every_n_epochs=200",
            "model.optimizer._target_=torch.optim.Adam", "model.optimizer.lr=0.01"]  # fmt: skip
 
 

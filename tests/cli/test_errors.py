@@ -200,7 +200,13 @@ def test_bad_input_gets_one_clear_line(workdir, case, monkeypatch, capfd):
 
 
 def test_divergence_names_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path):
-    args = ["experiment=linear_scores", "model.optimizer.lr=0.2", "log_every=10", "val_every=10", "callbacks.model_checkpoint.every_n_epochs=10"]
+    args = [
+        "experiment=linear_scores",
+        "model.optimizer.lr=0.2",
+        "log_every=10",
+        "val_every=10",
+        "callbacks.model_checkpoint.every_n_epochs=10",
+    ]
     proc = run_cli("deepbasics-train", *args, cwd=tmp_path, check=False)
     assert proc.returncode == 1
     (run,) = run_dirs(tmp_path, "linear_scores")
@@ -246,7 +252,7 @@ def test_values_at_the_edges_are_taken(workdir, monkeypatch, capfd):
     ]
     check_settings(cfg := compose_train(*one, run_dir=workdir / "unused"))
 
-    assert data_of(cfg).splits['train'][0].shape[1] == 1  # data.features=a: a list of one column, not its letters
+    assert data_of(cfg).splits["train"][0].shape[1] == 1  # data.features=a: a list of one column, not its letters
 
 
 def test_diabetes_csv_is_fine(workdir):

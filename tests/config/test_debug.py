@@ -29,8 +29,17 @@ def test_debug_overfit_trains_on_one_batch_until_its_loss_is_near_zero(tmp_path)
     assert metrics["train"]["acc"] == 1.0 and metrics["train"]["loss"] < 0.05
     batches = compose_train("debug=overfit", "data.batch_size=6", run_dir=tmp_path)
     data = data_of(batches)
-    data.trainer = type("Trainer", (), {"overfit_batches": 1, "current_epoch": 3, "global_rank": 0, "world_size": 1,
-                                        "strategy": type("Strategy", (), {"root_device": torch.device("cpu")})})()
+    data.trainer = type(
+        "Trainer",
+        (),
+        {
+            "overfit_batches": 1,
+            "current_epoch": 3,
+            "global_rank": 0,
+            "world_size": 1,
+            "strategy": type("Strategy", (), {"root_device": torch.device("cpu")}),
+        },
+    )()
     first = next(iter(data.train_dataloader()))[0]
     assert torch.equal(first, data.splits["train"][0][:6]), "the first rows, at every epoch"
 
@@ -38,7 +47,15 @@ def test_debug_overfit_trains_on_one_batch_until_its_loss_is_near_zero(tmp_path)
 def test_debug_profiler_writes_lightnings_report_into_the_run(tmp_path):
     from deepbasics.run.training import train
 
-    train(compose_train("debug=profiler", "epochs=200", "val_every=100", "callbacks.model_checkpoint.every_n_epochs=100", run_dir=tmp_path))
+    train(
+        compose_train(
+            "debug=profiler",
+            "epochs=200",
+            "val_every=100",
+            "callbacks.model_checkpoint.every_n_epochs=100",
+            run_dir=tmp_path,
+        )
+    )
     report = (tmp_path / "fit-profile.txt").read_text()
     assert "run_training_epoch" in report and "[Strategy]SingleDeviceStrategy.training_step" in report
 

@@ -19,7 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import BIN, read_metrics, run_in_this_process
 
-GRID = ["-m", "experiment=blobs_mlp", "epochs=200", "log_every=50", "val_every=50", "callbacks.model_checkpoint.every_n_epochs=50",
+GRID = ["-m", "experiment=blobs_mlp", "epochs=200", "log_every=50", "val_every=50",
+    "callbacks.model_checkpoint.every_n_epochs=50",
         "model.optimizer.lr=0.03,0.1,0.3", "seed=1,2"]  # fmt: skip
 
 
@@ -180,7 +181,8 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, m
 def test_a_resume_of_another_sweep_and_a_second_writer_are_refused(tmp_path, monkeypatch, capfd):
     import sys
 
-    short = ["-m", "experiment=linear_scores", "epochs=20", "log_every=10", "val_every=10", "callbacks.model_checkpoint.every_n_epochs=10",
+    short = ["-m", "experiment=linear_scores", "epochs=20", "log_every=10", "val_every=10",
+        "callbacks.model_checkpoint.every_n_epochs=10",
              "seed=1,2"]  # fmt: skip
     assert run_in_this_process("deepbasics-train", short, tmp_path, monkeypatch, capfd).returncode == 0
     (sweep,) = (tmp_path / "outputs" / "multiruns" / "linear_scores").iterdir()
@@ -224,7 +226,8 @@ def test_a_killed_optuna_sweep_continues_toward_n_trials(tmp_path, monkeypatch, 
 
     import optuna
 
-    search = ["hparams_search=linear_scores_optuna", "epochs=200", "log_every=50", "val_every=50", "callbacks.model_checkpoint.every_n_epochs=50",
+    search = ["hparams_search=linear_scores_optuna", "epochs=200", "log_every=50", "val_every=50",
+        "callbacks.model_checkpoint.every_n_epochs=50",
               "model.optimizer.lr=tag(log,interval(0.0001,0.01))", "hydra.sweeper.n_trials=6",
               "hydra.sweeper.n_jobs=2"]  # fmt: skip
     started = lambda: any(tmp_path.glob("outputs/multiruns/*/*/02_*/checkpoints/last.ckpt"))  # noqa: E731

@@ -14,7 +14,14 @@ from deepbasics.errors import ConfigError
 from deepbasics.models.nets import NeuralNet
 from deepbasics.run.training import train
 
-RECIPE = ["experiment=blobs_mlp", "data.batch_size=24", "epochs=30", "log_every=5", "val_every=10", "callbacks.model_checkpoint.every_n_epochs=10"]
+RECIPE = [
+    "experiment=blobs_mlp",
+    "data.batch_size=24",
+    "epochs=30",
+    "log_every=5",
+    "val_every=10",
+    "callbacks.model_checkpoint.every_n_epochs=10",
+]
 
 
 def plain_minibatch_loop(x, y, seed: int, epochs: int, batch_size: int, lr: float):
@@ -59,8 +66,14 @@ def test_the_default_is_the_tutorials_full_batch(tmp_path):
     assert cfg.data.batch_size is None and data_of(cfg).batch_size is None
 
 
-@pytest.mark.parametrize("size, message", [(0, "must be a positive integer"), (-3, "must be a positive integer"),
-                                           (2.5, "must be an integer or null (BlobsDataModule's batch_size)")])
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        (0, "must be a positive integer"),
+        (-3, "must be a positive integer"),
+        (2.5, "must be an integer or null (BlobsDataModule's batch_size)"),
+    ],
+)
 def test_bad_batch_sizes(tmp_path, size, message):
     with pytest.raises(ConfigError, match=f"data.batch_size={size!r} {re.escape(message)}"):
         data_of(compose_train("experiment=blobs_mlp", f"data.batch_size={size}", run_dir=tmp_path))

@@ -93,7 +93,8 @@ def test_a_seeded_sampler_repeats_and_the_study_lives_on(tmp_path):
 @pytest.mark.slow
 def test_a_diverging_trial_is_a_fail_trial_through_the_command(tmp_path, monkeypatch, capfd):
     args = [
-        "hparams_search=linear_scores_optuna", "epochs=100", "log_every=10", "val_every=10", "callbacks.model_checkpoint.every_n_epochs=10",
+        "hparams_search=linear_scores_optuna", "epochs=100", "log_every=10", "val_every=10",
+        "callbacks.model_checkpoint.every_n_epochs=10",
         "hydra.sweeper.study_name=fails", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.sampler.seed=1",  # TPE: its first 5 trials are random draws
         "hydra.sweeper.params={model.optimizer.lr:'choice(0.01,0.5)'}",

@@ -17,7 +17,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import RECIPES, compose_train, read_metrics, run_in_this_process
 
-GRID = ["experiment=blobs_mlp", "epochs=100", "log_every=25", "val_every=50", "callbacks.model_checkpoint.every_n_epochs=50",
+GRID = ["experiment=blobs_mlp", "epochs=100", "log_every=25", "val_every=50",
+    "callbacks.model_checkpoint.every_n_epochs=50",
         "model.optimizer.lr=0.03,0.3", "seed=1,2"]  # fmt: skip
 VECTORIZED = "hydra/launcher=vectorized"
 
@@ -214,8 +215,17 @@ def test_deterministic_recipes_keep_the_tutorial_numbers(tmp_path, monkeypatch, 
 
 
 def test_groups_by_optimizer_kind(tmp_path, monkeypatch, capfd):
-    args = ["experiment=blobs_mlp", "epochs=20", "log_every=10", "val_every=10", "callbacks.model_checkpoint.every_n_epochs=10",
-            "model.optimizer._target_=torch.optim.SGD,torch.optim.Adam", "seed=1,2,3", VECTORIZED, "hydra.launcher.group_size=2"]  # fmt: skip
+    args = [
+        "experiment=blobs_mlp",
+        "epochs=20",
+        "log_every=10",
+        "val_every=10",
+        "callbacks.model_checkpoint.every_n_epochs=10",
+        "model.optimizer._target_=torch.optim.SGD,torch.optim.Adam",
+        "seed=1,2,3",
+        VECTORIZED,
+        "hydra.launcher.group_size=2",
+    ]
     code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
     assert code == 0
     # sgd and adam: two groups, each of at most group_size jobs
@@ -225,7 +235,8 @@ def test_groups_by_optimizer_kind(tmp_path, monkeypatch, capfd):
 
 def test_a_bad_value_fails_its_own_jobs_and_large_groups_end_in_workers(tmp_path, monkeypatch, capfd):
     # 16 jobs, 8 of them with a momentum torch refuses; the other 8 are enough for the forked workers
-    args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5", "callbacks.model_checkpoint.every_n_epochs=5",
+    args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5",
+        "callbacks.model_checkpoint.every_n_epochs=5",
             "+model.optimizer.momentum=0.5,-0.5", "seed=range(8)", VECTORIZED]  # fmt: skip
     code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
     assert code == 1, output  # as a basic sweep with failed jobs
@@ -312,7 +323,8 @@ def test_a_group_too_large_for_its_gpu_is_refused_in_one_line(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_an_error_of_the_group_fails_each_job_as_it_would_alone(tmp_path, monkeypatch, capfd):
-    args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5", "callbacks.model_checkpoint.every_n_epochs=5", "trainer=gpu",
+    args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5",
+        "callbacks.model_checkpoint.every_n_epochs=5", "trainer=gpu",
             "seed=1,2", VECTORIZED]  # fmt: skip
     code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
     assert code == 1, output
@@ -323,7 +335,8 @@ def test_an_error_of_the_group_fails_each_job_as_it_would_alone(tmp_path, monkey
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_a_group_trains_on_the_gpu(tmp_path, monkeypatch, capfd):
-    args = ["experiment=blobs_mlp", "epochs=200", "log_every=50", "val_every=100", "callbacks.model_checkpoint.every_n_epochs=100",
+    args = ["experiment=blobs_mlp", "epochs=200", "log_every=50", "val_every=100",
+        "callbacks.model_checkpoint.every_n_epochs=100",
             "model.optimizer.lr=0.03,0.3", "seed=1,2"]  # fmt: skip
     code, output, gpu = sweep([*args, "trainer=gpu", VECTORIZED], tmp_path / "gpu", monkeypatch, capfd)
     assert code == 0 and "training 4 jobs stacked" in output, output
@@ -368,7 +381,8 @@ def test_ctrl_c_stops_the_group_and_each_job_resumes_alone(grids, tmp_path, monk
 def test_stacked_jobs_write_every_configured_logger(tmp_path, monkeypatch, capfd):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the runs' own default store
-    args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5", "callbacks.model_checkpoint.every_n_epochs=5", "logger=many",
+    args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5",
+        "callbacks.model_checkpoint.every_n_epochs=5", "logger=many",
             "seed=1,2", VECTORIZED]  # fmt: skip
     code, output, jobs = sweep(args, tmp_path, monkeypatch, capfd)
     assert code == 0 and "training 2 jobs stacked" in output, output

@@ -4,7 +4,6 @@ and data per job."""
 
 import pytest
 import torch
-
 from hydra.utils import instantiate
 
 from deepbasics.models.lightning_modules import BinaryClassifier, MulticlassClassifier, RegressionModule

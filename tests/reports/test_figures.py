@@ -94,8 +94,10 @@ def test_decision_regions_of_two_and_of_several_classes():
     x = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])
     net = {"_target_": "deepbasics.models.nets.NeuralNet", "in_features": 2, "hidden_size": 4}
     sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
-    for module, y in ((BinaryClassifier(net, sgd), torch.tensor([[0.0], [0.0], [1.0], [1.0]])),
-                      (MulticlassClassifier(net | {"out_features": 4}, sgd, num_classes=4), torch.arange(4.0)[:, None])):
+    for module, y in (
+        (BinaryClassifier(net, sgd), torch.tensor([[0.0], [0.0], [1.0], [1.0]])),
+        (MulticlassClassifier(net | {"out_features": 4}, sgd, num_classes=4), torch.arange(4.0)[:, None]),
+    ):
         plot = FitPlot(module, x, y)
         image = plot.render(module, x, y, 5, None, "blobs")
         assert plot.shown and image.shape[2] == 3 and len(np.unique(image.reshape(-1, 3), axis=0)) > 20

@@ -16,7 +16,14 @@ from conftest import read_metrics, run_dirs, run_in_this_process
 
 mlflow = pytest.importorskip("mlflow")
 
-SHORT = ["experiment=blobs_mlp", "epochs=40", "log_every=10", "val_every=20", "callbacks.model_checkpoint.every_n_epochs=20", "logger=mlflow"]
+SHORT = [
+    "experiment=blobs_mlp",
+    "epochs=40",
+    "log_every=10",
+    "val_every=20",
+    "callbacks.model_checkpoint.every_n_epochs=20",
+    "logger=mlflow",
+]
 
 
 def client_of(tmp_path: Path, monkeypatch):
@@ -76,8 +83,14 @@ def test_sweeps_are_parent_runs_with_their_jobs_nested_and_their_files_logged(tm
         best = jobs[[j.name for j in jobs].index(parent.data.tags["deepbasics.best_job"])]
         assert parent.data.metrics["val/loss"] == pytest.approx(read_metrics(best)["val"]["loss"])
         assert parent.data.metrics["test/acc"] == pytest.approx(read_metrics(best)["test"]["acc"])
-        assert parent.data.params == {"experiment": "blobs_mlp", "epochs": "40", "log_every": "10", "val_every": "20",
-                                      "callbacks.model_checkpoint.every_n_epochs": "20", "logger": "mlflow"}  # fmt: skip
+        assert parent.data.params == {
+            "experiment": "blobs_mlp",
+            "epochs": "40",
+            "log_every": "10",
+            "val_every": "20",
+            "callbacks.model_checkpoint.every_n_epochs": "20",
+            "logger": "mlflow",
+        }
         for number, (child, job) in enumerate(zip(children, jobs, strict=True)):
             tags = child.data.tags
             assert (tags["deepbasics.sweep"], tags["deepbasics.job"]) == (str(sweep), str(number))

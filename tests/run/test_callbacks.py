@@ -85,7 +85,8 @@ def test_callbacks_early_stopping_counts_validations(tmp_path):
 
     cfg = compose_train(
         "callbacks=early_stopping", "callbacks.early_stopping.patience=2", "callbacks.early_stopping.min_delta=0.02",
-        "epochs=5000", "val_every=100", "log_every=100", "callbacks.model_checkpoint.every_n_epochs=100", run_dir=tmp_path,
+        "epochs=5000", "val_every=100", "log_every=100",
+        "callbacks.model_checkpoint.every_n_epochs=100", run_dir=tmp_path,
     )  # fmt: skip
     train(cfg)
     metrics = read_metrics(tmp_path)
@@ -104,4 +105,12 @@ def test_learning_rate_monitor_on_the_epoch_axis(tmp_path):
     points = {e.step: round(e.value, 8) for e in events.Scalars("lr-SGD")}
     # Lightning's LearningRateMonitor at the start of each epoch: the schedule halved the rate at 300, 600, 900
     assert sorted(points) == list(range(1500))
-    assert [points[e] for e in (0, 299, 300, 599, 600, 900, 1499)] == [0.03, 0.03, 0.015, 0.015, 0.0075, 0.00375, 0.001875]
+    assert [points[e] for e in (0, 299, 300, 599, 600, 900, 1499)] == [
+        0.03,
+        0.03,
+        0.015,
+        0.015,
+        0.0075,
+        0.00375,
+        0.001875,
+    ]

@@ -22,7 +22,8 @@ from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
 
 # Adam, so the optimizer has state worth restoring; checkpoints every 200 epochs, logs every 50.
 RECIPE = [
-    "experiment=blobs_mlp", "epochs=600", "log_every=50", "val_every=100", "callbacks.model_checkpoint.every_n_epochs=200",
+    "experiment=blobs_mlp", "epochs=600", "log_every=50", "val_every=100",
+    "callbacks.model_checkpoint.every_n_epochs=200",
     "model.optimizer._target_=torch.optim.Adam", "model.optimizer.lr=0.01",
 ]  # fmt: skip
 

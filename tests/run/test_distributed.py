@@ -10,7 +10,13 @@ from conftest import compose_train, read_metrics, run_cli, run_dirs
 from deepbasics.data import BlobsDataModule
 from deepbasics.errors import ConfigError
 
-RECIPE = ["experiment=blobs_mlp", "epochs=300", "log_every=50", "val_every=100", "callbacks.model_checkpoint.every_n_epochs=100"]
+RECIPE = [
+    "experiment=blobs_mlp",
+    "epochs=300",
+    "log_every=50",
+    "val_every=100",
+    "callbacks.model_checkpoint.every_n_epochs=100",
+]
 
 
 def net_state(run_dir):
@@ -46,7 +52,14 @@ def test_ddp_shards_each_minibatch_and_equals_one_process(tmp_path):
     shares, the averaged gradient is the one-process gradient of the same global batch."""
     from deepbasics.run.training import train
 
-    recipe = [*RECIPE, "data.batch_size=25", "epochs=60", "log_every=20", "val_every=20", "callbacks.model_checkpoint.every_n_epochs=20"]
+    recipe = [
+        *RECIPE,
+        "data.batch_size=25",
+        "epochs=60",
+        "log_every=20",
+        "val_every=20",
+        "callbacks.model_checkpoint.every_n_epochs=20",
+    ]
     single = tmp_path / "one"
     train(compose_train(*recipe, run_dir=single))
     run_cli("deepbasics-train", *recipe, "trainer=ddp_cpu", cwd=tmp_path)

@@ -25,7 +25,8 @@ EARLY_STOP = (
 )
 # Adam (optimizer state to restore), a val split, checkpoints every 50 epochs, points every 10.
 RECIPE = [
-    "experiment=blobs_mlp", "epochs=300", "log_every=10", "val_every=50", "callbacks.model_checkpoint.every_n_epochs=50",
+    "experiment=blobs_mlp", "epochs=300", "log_every=10", "val_every=50",
+    "callbacks.model_checkpoint.every_n_epochs=50",
     "model.optimizer._target_=torch.optim.Adam", "model.optimizer.lr=0.01",
 ]  # fmt: skip
 END_PHASE = [
@@ -45,7 +46,14 @@ def stop_at(action: str, point: str, args: list[str], cwd: Path, wait: bool = Tr
 
 
 def test_early_stopping_is_a_normal_finish(tmp_path, monkeypatch, capfd):
-    args = ["experiment=blobs_mlp", "epochs=3000", "log_every=100", "val_every=100", "callbacks.model_checkpoint.every_n_epochs=100", EARLY_STOP]
+    args = [
+        "experiment=blobs_mlp",
+        "epochs=3000",
+        "log_every=100",
+        "val_every=100",
+        "callbacks.model_checkpoint.every_n_epochs=100",
+        EARLY_STOP,
+    ]
     proc = run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd)
     assert proc.returncode == 0, proc.stderr
     (run,) = run_dirs(tmp_path, "blobs_mlp")
@@ -145,7 +153,13 @@ def test_twenty_kills_anywhere_then_resume_end_bit_identical(tmp_path):
 def test_sigterm_in_the_end_phase_says_so_and_a_resume_writes_the_files(tmp_path, monkeypatch, capfd):
     """SIGTERM (a cluster's, a container's stop) while the end-of-run files are written: exit 143 with the
     line that says what happened on stderr, the run recorded as interrupted, and resume=auto finishing it."""
-    short = ["experiment=blobs_mlp", "epochs=100", "log_every=50", "val_every=50", "callbacks.model_checkpoint.every_n_epochs=50"]
+    short = [
+        "experiment=blobs_mlp",
+        "epochs=100",
+        "log_every=50",
+        "val_every=50",
+        "callbacks.model_checkpoint.every_n_epochs=50",
+    ]
     stopped = stop_at("term", "before:write_json", short, tmp_path)
     assert stopped.returncode == 143
     (run,) = run_dirs(tmp_path, "blobs_mlp")
@@ -194,7 +208,13 @@ def test_one_writer_per_run_directory(tmp_path, monkeypatch, capfd):
 
 def test_outputs_honour_the_umask(tmp_path, umask=0o027, mode=0o640):
     """027, not the common 022: a mode fixed at 0644 (or mkstemp's 0600) would fail here."""
-    args = ["experiment=blobs_mlp", "epochs=100", "log_every=50", "val_every=50", "callbacks.model_checkpoint.every_n_epochs=50"]
+    args = [
+        "experiment=blobs_mlp",
+        "epochs=100",
+        "log_every=50",
+        "val_every=50",
+        "callbacks.model_checkpoint.every_n_epochs=50",
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     subprocess.run(
         [str(BIN / "deepbasics-train"), *args], cwd=tmp_path, env=env, check=True, capture_output=True,
@@ -248,9 +268,9 @@ class TutorialLinear(nn.Module):
     ],
 )
 def test_the_tutorials_reload_code_takes_model_pt(tmp_path, diabetes_csv, experiment, tutorial, inputs):
-    from conftest import compose_experiment
     from hydra.utils import instantiate
 
+    from conftest import compose_experiment
     from deepbasics.models.lightning_modules import predictions
     from deepbasics.run.training import train
 
@@ -272,7 +292,14 @@ def test_minibatch_runs_resume_exactly_after_a_kill_mid_run(tmp_path):
     from conftest import compose_train
     from deepbasics.run.training import train
 
-    recipe = [*RECIPE, "data.batch_size=16", "epochs=120", "log_every=10", "val_every=20", "callbacks.model_checkpoint.every_n_epochs=20"]
+    recipe = [
+        *RECIPE,
+        "data.batch_size=16",
+        "epochs=120",
+        "log_every=10",
+        "val_every=20",
+        "callbacks.model_checkpoint.every_n_epochs=20",
+    ]
     train(compose_train(*recipe, run_dir=tmp_path / "whole"))
     run = tmp_path / "killed"
     assert _killed_in_a_child("53", *recipe, run_dir=run) == signal.SIGKILL
@@ -310,7 +337,8 @@ def test_callbacks_early_stopping_survives_a_kill_and_resume(tmp_path):
     from deepbasics.run.training import train
 
     recipe = [
-        "experiment=blobs_mlp", "epochs=3000", "log_every=100", "val_every=100", "callbacks.model_checkpoint.every_n_epochs=100",
+        "experiment=blobs_mlp", "epochs=3000", "log_every=100", "val_every=100",
+        "callbacks.model_checkpoint.every_n_epochs=100",
         "callbacks=early_stopping", "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=0.01",
     ]  # fmt: skip
     train(compose_train(*recipe, run_dir=tmp_path / "whole"))
