@@ -302,3 +302,20 @@ def test_ctrl_c_before_training_is_one_line_and_leaves_no_run(tmp_path, monkeypa
         " command with resume=auto)\n"
     )
     assert not (tmp_path / "outputs" / "runs").exists()
+
+
+def test_a_full_disk_names_the_file_and_says_to_free_space(tmp_path, monkeypatch, capfd):
+    import errno
+
+    from deepbasics import files
+
+    def full(fd):  # the disk fills while the first of the run's files is written
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    result = run_in_this_process("deepbasics-train", ["experiment=linear_scores", *SHORT], tmp_path, monkeypatch, capfd)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    line = result.stderr.strip()
+    assert line.startswith(f"error: cannot write outputs (No space left on device: {tmp_path}/outputs/runs/"), line
+    assert line.endswith("free space on that disk, or pass paths.output_dir=<a directory on another disk>")
+    assert not list((tmp_path / "outputs").rglob(".tmp-*")), "no half-written temporary file is left"

@@ -246,3 +246,33 @@ def test_a_killed_optuna_sweep_continues_toward_n_trials(tmp_path, monkeypatch, 
     rows = list(csv.DictReader(open(sweep / "summary.csv")))
     assert [float(r["value"]) for r in rows] == [t.value for t in study.trials]
     assert [float(r["model.optimizer.lr"]) for r in rows] == [t.params["model.optimizer.lr"] for t in study.trials]
+
+
+def test_a_damaged_sweep_definition_is_rebuilt_or_named_never_skipped(tmp_path, monkeypatch, capfd):
+    short = ["-m", "experiment=linear_scores", "epochs=20", "log_every=10", "val_every=10",
+             "callbacks.model_checkpoint.every_n_epochs=10", "seed=1,2"]  # fmt: skip
+    assert run_in_this_process("deepbasics-train", short, tmp_path, monkeypatch, capfd).returncode == 0
+    (sweep,) = (tmp_path / "outputs" / "multiruns" / "linear_scores").iterdir()
+    recorded = sweep / ".sweep" / "definition.yaml"
+    intact = recorded.read_text()
+    recorded.write_text(intact[: intact.index("overrides:") + 15])  # a copy cut short: YAML that does not parse
+
+    rebuilt = run_in_this_process("deepbasics-train", [*short, "resume=auto"], tmp_path, monkeypatch, capfd)
+    assert rebuilt.returncode == 0 and rebuilt.stdout.count("already finished") == 2, rebuilt.stderr
+    assert f"note: {recorded} was damaged" in rebuilt.stderr and "Warning" not in rebuilt.stderr
+    assert recorded.read_text() == intact
+
+    # Its identity check still holds after the rebuild: another sweep is refused.
+    recorded.write_text("experiment: [")
+    other = run_in_this_process("deepbasics-train", [*short[:-1], "seed=1,3", "resume=auto"], tmp_path,
+                                monkeypatch, capfd)  # fmt: skip
+    assert other.returncode == 2 and "is another sweep (it ran seed=1,2" in other.stderr.splitlines()[-1]
+
+    # With nothing to rebuild it from, the command stops in one line that names the file; the lock is released.
+    recorded.write_text("experiment: [")
+    (sweep / "multirun.yaml").write_text("hydra: {")
+    named = run_in_this_process("deepbasics-train", [*short, "resume=auto"], tmp_path, monkeypatch, capfd)
+    assert named.returncode == 2 and named.stderr.count("\n") == 1, named.stderr
+    assert f"error: {recorded} is damaged (" in named.stderr and "restore the file from a copy" in named.stderr
+    again = run_in_this_process("deepbasics-train", [*short, "resume=auto"], tmp_path, monkeypatch, capfd)
+    assert again.returncode == 2 and "is damaged" in again.stderr  # refused for the file, not for a lock left held

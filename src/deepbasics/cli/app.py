@@ -3,6 +3,7 @@ mistake), 1 (a failed run) or 130/143 (Ctrl-C, SIGTERM); in a multirun a failed 
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import math
@@ -44,9 +45,8 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[
             return run()
         except (HydraException, OmegaConfBaseException, ConfigError) as err:  # ConfigError: a sweeper's
             exit_with(err)
-        except OSError as err:  # Hydra making the run directory, or a file of the run
-            where = f"{err.strerror}: {err.filename}"
-            exit_with(f"cannot write outputs ({where}); pass paths.output_dir=<a writable directory>")
+        except OSError as err:  # Hydra making the run directory
+            exit_with(cannot_write(err))
         except KeyboardInterrupt:  # Ctrl-C while Hydra starts, or between a sweep's jobs
             print(f"SIGINT: stopped before training; {AGAIN}", file=sys.stderr, flush=True)
             raise SystemExit(130) from None
@@ -73,11 +73,24 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
         log.error("job failed: %s", one_line(err))
         return _worst(cfg)
+    except OSError as err:  # a file of the run: a full disk, a read-only directory
+        if not in_multirun():
+            exit_with(cannot_write(err))
+        log.error("job failed: %s", cannot_write(err))
+        return _worst(cfg)
     except Exception:
         if not in_multirun():
             raise
         log.exception("job failed")
         return _worst(cfg)
+
+
+def cannot_write(err: OSError) -> str:
+    """What to do when outputs cannot be written: free space on a full disk, another directory otherwise."""
+    where = f"cannot write outputs ({err.strerror}: {err.filename or 'the output directory'})"
+    if err.errno == errno.ENOSPC:
+        return f"{where}; free space on that disk, or pass paths.output_dir=<a directory on another disk>"
+    return f"{where}; pass paths.output_dir=<a writable directory>"
 
 
 def _discard_unstarted(cfg: DictConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.run_dir import LAST, latest
-from deepbasics.errors import ConfigError, exit_with
-from deepbasics.files import FileSet, lock_run_dir, roll_forward, unlock_run_dir
+from deepbasics.errors import ConfigError, exit_with, one_line
+from deepbasics.files import FileSet, atomic_write, lock_run_dir, roll_forward, unlock_run_dir
 
 STATE = ".sweep"  # inside the sweep directory
 DEFINITION = "definition.yaml"
@@ -136,6 +137,29 @@ def recorded_jobs(sweep: Path) -> list[list[str]]:
     return [list(j) for j in OmegaConf.load(path)] if path.is_file() else []
 
 
+def recorded_definition(sweep: Path) -> dict[str, Any]:
+    """The definition a sweep recorded; a damaged one (a copy cut short, a disk that filled) is rebuilt from the
+    config Hydra's sweeper saved beside the jobs (``multirun.yaml``), or named in one line."""
+    path, source = sweep / STATE / DEFINITION, sweep / "multirun.yaml"
+    try:
+        recorded = OmegaConf.to_container(OmegaConf.load(path))
+        if isinstance(recorded, dict) and recorded.keys() == {"experiment", "overrides", "sweeper"}:
+            return recorded
+        why = "not a sweep definition"
+    except Exception as err:  # YAML's parser and scanner errors
+        why = one_line(err).split(" in ")[0]
+    try:
+        rebuilt = definition(OmegaConf.load(source))
+    except Exception as err:
+        raise ConfigError(
+            f"{path} is damaged ({why}) and {source} cannot rebuild it ({one_line(err).split(' in ')[0]});"
+            " restore the file from a copy, or start a new sweep without resume="
+        ) from None
+    atomic_write(path, lambda f: f.write(OmegaConf.to_yaml(rebuilt).encode()))
+    print(f"note: {path} was damaged ({why}); rebuilt from {source}", file=sys.stderr, flush=True)
+    return rebuilt
+
+
 class SweepState(Callback):
     """Locks a sweep's directory while it runs; its recorded definition must match a resume, and stop a new sweep."""
 
@@ -148,9 +172,9 @@ class SweepState(Callback):
                 lock_run_dir(sweep)
             if not dry or (sweep / STATE / DEFINITION).is_file():  # a dry run checks a resume, writes nothing
                 self._check(config, sweep)
-        except ConfigError as err:
+        except Exception as err:  # Hydra would only warn and go on, unlocked or unchecked: stop in one line
             unlock_run_dir(sweep)
-            exit_with(err)
+            exit_with(err if isinstance(err, ConfigError) else f"sweep {sweep}: {one_line(err)}")
         if not dry:
             # after a kill: checkpoints a stacked group's journal completed go in place, half-written ones are dropped
             for journal in (sweep / STATE).glob("journal-*.json"):
@@ -170,7 +194,7 @@ class SweepState(Callback):
                     f"{sweep} holds a sweep already; finish it with the same command and resume=auto"
                     f" (or resume={sweep}), or start a new one with another hydra.sweep.dir"
                 )
-            why = difference(OmegaConf.to_container(OmegaConf.load(recorded_path)), definition(config))
+            why = difference(recorded_definition(sweep), definition(config))
             if why is not None:
                 raise ConfigError(
                     f"resume={resume}: {sweep} is another sweep ({why}); run the command it ran (see"
@@ -184,7 +208,7 @@ class SweepState(Callback):
                 " move them away"
             )
         (sweep / STATE).mkdir(exist_ok=True)
-        OmegaConf.save(definition(config), recorded_path)
+        atomic_write(recorded_path, lambda f: f.write(OmegaConf.to_yaml(definition(config)).encode()))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         unlock_run_dir(Path(str(config.hydra.sweep.dir)).resolve())
