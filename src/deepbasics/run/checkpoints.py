@@ -164,19 +164,16 @@ def upgrade_model_config(model: dict) -> dict:
 def _renamed(config: Any) -> Any:
     if isinstance(config, dict):
         return {k: _renamed(v) for k, v in config.items()}
-    if isinstance(config, str):
-        for old, new in RENAMED_TARGETS.items():
-            if config.startswith(old):
-                return new + config[len(old) :]
-    return config
+    return _new_prefix(config, RENAMED_TARGETS) if isinstance(config, str) else config
+
+
+def _new_prefix(name: str, renames: dict[str, str], prefix: str = "") -> str:
+    for old, new in renames.items():
+        if name.startswith(prefix + old):
+            return prefix + new + name.removeprefix(prefix + old)
+    return name
 
 
 def upgrade_state_dict(state: dict, prefix: str = "") -> dict:
     """``state`` with parameter names of earlier releases renamed (keys under ``prefix``)."""
-    renamed = {}
-    for key, value in state.items():
-        for old, new in RENAMED_PARAMETERS.items():
-            if key.startswith(prefix + old):
-                key = prefix + new + key[len(prefix + old) :]
-        renamed[key] = value
-    return renamed
+    return {_new_prefix(key, RENAMED_PARAMETERS, prefix): value for key, value in state.items()}

@@ -42,19 +42,12 @@ class Run:
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Run:
-        swept = {key: OmegaConf.select(cfg, key) for key in swept_keys(Path(cfg.paths.run_dir).parent)}
+        run_dir, monitor = Path(cfg.paths.run_dir), cfg.monitor
+        swept = {key: OmegaConf.select(cfg, key) for key in swept_keys(run_dir.parent)}
         swept = {k: v for k, v in swept.items() if isinstance(v, (int, float, str, bool))}
-        config, settings, monitor = OmegaConf.to_container(cfg, resolve=True), flat_settings(cfg), cfg.monitor
+        config = OmegaConf.to_container(cfg, resolve=True)
         return cls(
-            Path(cfg.paths.run_dir),
-            cfg.name,
-            cfg.seed,
-            cfg.epochs,
-            monitor.metric,
-            monitor.mode,
-            config,
-            settings,
-            swept,
+            run_dir, cfg.name, cfg.seed, cfg.epochs, monitor.metric, monitor.mode, config, flat_settings(cfg), swept
         )
 
     def title(self, monitored: float | None = None) -> str:
@@ -83,23 +76,17 @@ def finish(run: Run, trainer: L.Trainer, module, datamodule, stopped=None, best_
         values |= (trainer.test(module, datamodule=datamodule, verbose=False) or [{}])[0]
     if not trainer.is_global_zero:  # under DDP, the files are rank 0's to write
         return float(values[run.monitor])
-    train = evaluated = None
-    if splits is not None:
-        train, split = splits.splits["train"], "test" if "test" in splits.splits else "train"
-        evaluated = (split, *splits.splits[split])
-    return write_end(
-        run, module, train, trainer.loggers, trainer.global_step, values, evaluated, stopped, best_checkpoint, optimum
-    )
+    held = splits.splits if splits else None
+    return write_end(run, module, held, trainer.loggers, trainer.global_step, values, stopped, best_checkpoint, optimum)
 
 
 def write_end(
     run: Run,
     module,
-    train: tuple | None,
+    splits: dict | None,
     loggers: list,
     step: int,
     values: dict,
-    evaluated=None,
     stopped: dict | None = None,
     best_checkpoint: str | None = None,
     optimum: dict | None = None,
@@ -107,11 +94,12 @@ def write_end(
     layouts: dict | None = None,
     report: bool = True,
 ) -> float:
-    """The run's end-of-run files from its final metrics ``values`` ({"<split>/<name>": value}): the
-    optimum's gap into the loggers, model.pt, figures, the HParams tab and metrics.json last; the monitored
-    value. ``train``: the whole training split (x, y) when the data offers it (the optimum, the fit figure);
-    ``curves`` (read back from the loggers when None) and ``layouts`` (figures' layouts shared by runs on
-    the same data or axes) come from a group of runs trained together, which prints its own lines (no ``report``)."""
+    """The end-of-run files from the final metrics ``values`` ({"<split>/<name>": value}) and the whole
+    ``splits`` when the data holds them: the optimum's gap in the loggers, model.pt, figures, the HParams tab
+    and metrics.json last; the monitored value. ``curves`` (else read back from the loggers) and ``layouts``
+    come from a group of runs trained together, which prints its own lines (no ``report``)."""
+    train = splits["train"] if splits else None
+    evaluated = None if splits is None else ("test", *splits["test"]) if "test" in splits else ("train", *train)
     stages = by_stage(values)
     monitored = float(values[run.monitor])
     epochs = stopped["epoch"] if stopped else run.epochs

@@ -168,9 +168,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     callbacks = [console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
     root, resumed = jobs[0].run.dir.parent, jobs[0].resumed  # the launcher groups jobs at the same step
     io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")
-    trainer = build.build_trainer(
-        first.trainer, root, callbacks, [], first.epochs, first.val_every, first.log_every, checkpoint_io=io
-    )
+    trainer = build.build_trainer(first, root, callbacks, [], first.epochs, io=io)
     _check_device_memory(trainer, group, data)
     _start_logs(jobs, group, resumed["global_step"] if resumed else 0)
     began = time.perf_counter()
@@ -184,7 +182,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
             else:  # its events up to the stop were written as it trained; a resume continues them
                 _close_logs(job, "interrupted")
                 saved = [p for p in stop.saved if job.checkpoint and Path(p).parent == Path(job.checkpoint.dirpath)]
-                stopped = interruption(stop.signum, done, job.run, "resume=auto", saved, sweep=True)
+                stopped = interruption(stop.signum, done, job.run, saved, sweep=True)
                 job.fail(stopped, "interrupted", epochs=done)
         return
     except BaseException:
@@ -252,16 +250,14 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
                 n: v for n, v in values.items() if n.startswith("test/") or (n[:4] == "val/" and not last_validated)
             }
             write(job.loggers, ended, step)
-            evaluated = ("test", *splits["test"]) if "test" in splits else ("train", *splits["train"])
             best = (job.checkpoint.best_model_path if job.checkpoint else None) or None
             return write_end(
                 job.run,
                 job.module,
-                splits["train"],
+                splits,
                 job.loggers,
                 step,
                 values,
-                evaluated=evaluated,
                 best_checkpoint=best,
                 optimum=optima[k],
                 curves=curves.get(k),
@@ -314,11 +310,10 @@ def _end_failed(job: Job, k: int, group: StackedModule) -> None:
 
 def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dict[str, list[tuple[int, float]]]:
     """Job k's loss curves as its TensorBoard events hold them at the end of its run (figures/loss.png)."""
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for at, values in group.history:
-        for tag in ("train/loss", "val/loss"):
-            if tag in values:
-                curves.setdefault(tag, []).append((at, float(values[tag][k])))
+    curves = {
+        tag: [(at, float(v[tag][k])) for at, v in group.history if tag in v] for tag in ("train/loss", "val/loss")
+    }
+    curves = {tag: points for tag, points in curves.items() if points}
     if report and "loss" in report:
         curves[OPTIMUM_LOSS] = [(0, report["loss"]), (step, report["loss"])]
     return curves
@@ -410,13 +405,11 @@ class JobCheckpoints(L.Callback):
     def last_checkpoints(self, trainer: L.Trainer, wanted=bool) -> list:
         """(ModelCheckpoint, last.ckpt) of every job still training, when the jobs' ModelCheckpoints (all of
         one config) keep one and are ``wanted``: for ``LastCheckpoint``."""
-        checkpoint = next((job.checkpoint for job in self.jobs if job.checkpoint is not None), None)
-        if checkpoint is None or not (checkpoint.save_last and wanted(checkpoint)):
+        first = self.jobs[0].checkpoint
+        if first is None or not (first.save_last and wanted(first)):
             return []
-        checkpoints = [(k, self.jobs[k].checkpoint) for k in self.group.alive()]
-        return [
-            (c, c.format_checkpoint_name(self.job_metrics(trainer, k), c.CHECKPOINT_NAME_LAST)) for k, c in checkpoints
-        ]
+        last = [(self.jobs[k].checkpoint, self.job_metrics(trainer, k)) for k in self.group.alive()]
+        return [(c, c.format_checkpoint_name(metrics, c.CHECKPOINT_NAME_LAST)) for c, metrics in last]
 
     def job_checkpoint(self, checkpoint: dict, path: str) -> dict:
         """Job k's checkpoint, k by the directory it goes to: the group's loop state (a run of its own's
