@@ -1,9 +1,6 @@
-"""The end of a run: final metrics of every split (Lightning's ``trainer.validate`` and ``trainer.test``),
-model.pt, figures, the HParams tab and, last, metrics.json.
-
-metrics.json is the commit mark: a run without a finished one is not done. Everything here depends only on
-the final weights and the data, so it runs the same after the fit and when a resumed run finds its training
-done but its end cut short (a kill after the final checkpoint)."""
+"""The end of a run: final metrics of every split, model.pt, figures, the HParams tab and, last, metrics.json,
+the commit mark (a run without a finished one is not done). It depends only on the final weights and the
+data, so a resumed run whose end a kill cut short (after the final checkpoint) runs it the same."""
 
 from __future__ import annotations
 
@@ -35,20 +32,16 @@ class Run:
     seed: int
     epochs: int
     monitor: str
-    mode: str
     config: dict = field(repr=False)
     settings: dict = field(repr=False)
     swept: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Run:
-        run_dir, monitor = Path(cfg.paths.run_dir), cfg.monitor
+        run_dir, config = Path(cfg.paths.run_dir), OmegaConf.to_container(cfg, resolve=True)
         swept = {key: OmegaConf.select(cfg, key) for key in swept_keys(run_dir.parent)}
         swept = {k: v for k, v in swept.items() if isinstance(v, (int, float, str, bool))}
-        config = OmegaConf.to_container(cfg, resolve=True)
-        return cls(
-            run_dir, cfg.name, cfg.seed, cfg.epochs, monitor.metric, monitor.mode, config, flat_settings(cfg), swept
-        )
+        return cls(run_dir, cfg.name, cfg.seed, cfg.epochs, cfg.monitor.metric, config, flat_settings(cfg), swept)
 
     def title(self, monitored: float | None = None) -> str:
         return run_title(self.name, self.swept, None if monitored is None else (self.monitor, monitored))

@@ -1,9 +1,7 @@
 """Jobs of a sweep trained together as one stacked model (``models.stacked``; the launcher is
-``hydra_plugins/deepbasics_vectorized``) in Lightning's own loop, on the schedule a run of its own has.
-Every job ends with what a run of its own leaves in its directory: checkpoints that a run of its own resumes
-(its own ModelCheckpoint decides when and what to save, and ``JobCheckpointIO`` writes that job's part of
-the group's checkpoint), logger events, model.pt, figures and metrics.json; and it returns its monitored
-value, or the error that ended it. A job whose loss goes non-finite fails alone; the others train on."""
+``hydra_plugins/deepbasics_vectorized``) in Lightning's own loop, on a run of its own's schedule. Every job
+leaves what a run of its own leaves (checkpoints it resumes, logger events, model.pt, figures, metrics.json)
+and returns its monitored value or the error that ended it; a job whose loss goes non-finite fails alone."""
 
 from __future__ import annotations
 
@@ -198,9 +196,8 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
 
 
 def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
-    """Each job's loggers, written as the group trains, so a kill loses none of its points: its settings,
-    its optimum's flat line, then every point the group records while it is alive (a job that diverged
-    logged the points up to its failure, as a run of its own does)."""
+    """Each job's loggers, written as the group trains so that a kill loses none of its points: its settings,
+    its optimum's flat line, then every point the group records while the job is alive (as a run of its own)."""
     for job in jobs:
         job.loggers = build.build_loggers(job.cfg.get("logger"), job.run.dir, start_step)
         build.start_logs(job.loggers, job.run.settings, job.run.dir)
@@ -245,11 +242,8 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
             values = {name: float(v[k]) for name, v in finals.items()}
             # as trainer.test logs a run's test points at its end (and trainer.validate its val points when
             # its last epoch did not validate)
-            last_validated = step % job.cfg.val_every == 0
-            ended = {
-                n: v for n, v in values.items() if n.startswith("test/") or (n[:4] == "val/" and not last_validated)
-            }
-            write(job.loggers, ended, step)
+            ended = ("test/",) if step % job.cfg.val_every == 0 else ("test/", "val/")
+            write(job.loggers, {name: v for name, v in values.items() if name.startswith(ended)}, step)
             best = (job.checkpoint.best_model_path if job.checkpoint else None) or None
             return write_end(
                 job.run,
@@ -346,10 +340,9 @@ def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: Stacked
 
 
 class JobCheckpoints(L.Callback):
-    """Each job's own ModelCheckpoint, driven by the group's trainer at the hooks where it saves, with the
-    trainer's ``callback_metrics`` showing that job's metrics alone while it decides; its saves go through
-    ``trainer.save_checkpoint`` to ``JobCheckpointIO``. A group pays for them only where one can be due
-    (their options are part of the group's key); jobs that failed save nothing more."""
+    """Each job's own ModelCheckpoint, driven by the group's trainer at the hooks where it saves while the
+    trainer's ``callback_metrics`` hold that job's metrics alone; its saves go to ``JobCheckpointIO``. Called
+    only where one can be due (their options are part of the group's key); failed jobs save nothing more."""
 
     def __init__(self, jobs: list[Job], group: StackedModule):
         self.jobs, self.group = jobs, group

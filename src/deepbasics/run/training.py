@@ -1,8 +1,6 @@
-"""The training run behind `deepbasics-train`: the one place that reads the run's config. It builds the
-parts (``build``), fits them in Lightning's own loop and ends the run (``finish``: final metrics of every
-split, model.pt, figures, metrics.json), with checkpoints and logger events written along the way into the
-run directory. One epoch is one Lightning epoch: one full-batch step (the tutorials), or one pass of
-mini-batches."""
+"""The training run behind `deepbasics-train`: it builds the parts from the config (``build``), fits them in
+Lightning's own loop and ends the run (``finish``). One epoch is one Lightning epoch: one full-batch step
+(the tutorials), or one pass of mini-batches."""
 
 from __future__ import annotations
 
