@@ -1,6 +1,5 @@
 """A run's parts from their configs: the DataModule (any LightningDataModule), the LightningModule checked
-against its data, the loggers, the callbacks and the Trainer. Each function takes the part of the config it
-builds and gives back objects."""
+against its data, the loggers, the callbacks and the Trainer (from the run's config, for its schedule)."""
 
 from __future__ import annotations
 

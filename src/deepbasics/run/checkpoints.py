@@ -92,7 +92,7 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
     if state.get("format", 1) >= FORMAT:
         return checkpoint
-    config = state.get("config")
+    config, full_batch = state.get("config"), True
     if config is not None:
         config["model"] = upgrade_model_config(config["model"])
         full_batch = not (config.get("data") or {}).get("batch_size")
@@ -121,8 +121,6 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
                 checkpoint["callbacks"][new] = checkpoint["callbacks"].pop(key)
         for key in ("max_epochs", "max_steps", "log_every_n_steps", "check_val_every_n_epoch", "enable_progress_bar"):
             (config.get("trainer") or {}).pop(key, None)
-    else:
-        full_batch = True
     if "hyper_parameters" in checkpoint:
         for key in ("epochs", "log_every", "val_every"):  # the module's own loop had the schedule
             checkpoint["hyper_parameters"].pop(key, None)

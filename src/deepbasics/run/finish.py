@@ -135,11 +135,10 @@ def _parameters(net: torch.nn.Module) -> dict | None:
 
 
 def log_hparams(run: Run, stages: dict, loggers: list) -> Path | None:
-    """TensorBoard's HParams tab (torch's ``hparams`` summaries): every run's session holds its settings; a
-    sweep's job also writes its sweep's experiment, the settings the sweep varies (TensorBoard opens on the
-    first five) and the tags of the metrics the run logged, the monitored one first (TensorBoard reads each
-    tag's last value from the run's own curves, so nothing is logged twice); a run of its own writes none,
-    and TensorBoard works out which settings differ across the runs it shows. The TensorBoard directory."""
+    """TensorBoard's HParams tab: every run's session holds its settings; a sweep's job also writes the
+    sweep's experiment: the settings it varies (TensorBoard opens on the first five) and the run's metric
+    tags, monitored first (TensorBoard reads their last values from the run's curves: nothing is logged
+    twice). A run of its own writes none: TensorBoard finds which settings differ. The TensorBoard directory."""
     from torch.utils.tensorboard.summary import hparams
 
     order = ("test", "val", "train")

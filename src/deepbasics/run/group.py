@@ -45,7 +45,7 @@ class Job:
 
     cfg: DictConfig
     label: str
-    run: Run = field(init=False)
+    run: Run
     module: L.LightningModule | None = None
     datamodule: L.LightningDataModule | None = None
     checkpoint: L.pytorch.callbacks.ModelCheckpoint | None = None
@@ -54,9 +54,6 @@ class Job:
     optimizer: torch.optim.Optimizer | None = None  # torch's own, the form its checkpoints keep the state in
     loggers: list = field(default_factory=list)
     outcome: float | BaseException | None = None
-
-    def __post_init__(self) -> None:
-        self.run = Run.of(self.cfg)
 
     def fail(self, err: BaseException, status: str = "failed", **extra) -> None:
         self.outcome = err
@@ -67,7 +64,7 @@ class Job:
 def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> list:
     """Train these jobs (the launcher groups those that can stack) as stacked models; one outcome per job,
     in order. ``timings["fit"]`` gets the seconds spent in fit."""
-    jobs = [Job(cfg, label) for cfg, label in zip(cfgs, labels, strict=True)]
+    jobs = [Job(cfg, label, Run.of(cfg)) for cfg, label in zip(cfgs, labels, strict=True)]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # every job holds its directory's lock open
     if soft != resource.RLIM_INFINITY and soft < len(jobs) + 256:
         limit = len(jobs) + 256 if hard == resource.RLIM_INFINITY else min(len(jobs) + 256, hard)
