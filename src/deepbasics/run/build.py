@@ -1,6 +1,5 @@
 """A run's parts from their configs: the DataModule (any LightningDataModule), the LightningModule checked
-against its data, the loggers, the callbacks and the Trainer. Each function takes the part of the config it
-builds and gives back objects."""
+against its data, the loggers, the callbacks and the Trainer (from the run's config, for its schedule)."""
 
 from __future__ import annotations
 
@@ -270,31 +269,22 @@ def is_model_checkpoint(conf: DictConfig) -> bool:
         return False
 
 
-def build_trainer(
-    conf: DictConfig,
-    run_dir: Path,
-    callbacks: list,
-    loggers: list,
-    epochs: int,
-    val_every: int,
-    log_every: int,
-    bar: bool = False,
-    checkpoint_io=None,
-) -> L.Trainer:
-    """``conf`` (the trainer group) with the run's own schedule: ``epochs`` epochs, a validation every
-    ``val_every``. Its profiler's report goes into the run directory (debug=profiler)."""
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, loggers: list, epochs: int, bar=False, io=None):
+    """The trainer group with the run's own schedule (``epochs`` epochs, a validation every ``val_every``);
+    its profiler's report goes into the run directory (debug=profiler)."""
+    conf = cfg.trainer
     extra = {"profiler": build(conf.profiler, dirpath=str(run_dir))} if conf.get("profiler") else {}
     trainer = build(
         conf,
         "trainer",
         max_epochs=epochs,
-        check_val_every_n_epoch=val_every,
-        log_every_n_steps=log_every,
+        check_val_every_n_epoch=cfg.val_every,
+        log_every_n_steps=cfg.log_every,
         enable_progress_bar=bar,
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(run_dir),
-        plugins=[checkpoint_io or AtomicCheckpointIO()],
+        plugins=[io or AtomicCheckpointIO()],
         **extra,
     )
     # deterministic=True also fills every new tensor with NaN to expose reads of uninitialised memory,

@@ -92,7 +92,7 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
     if state.get("format", 1) >= FORMAT:
         return checkpoint
-    config = state.get("config")
+    config, full_batch = state.get("config"), True
     if config is not None:
         config["model"] = upgrade_model_config(config["model"])
         full_batch = not (config.get("data") or {}).get("batch_size")
@@ -121,8 +121,6 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
                 checkpoint["callbacks"][new] = checkpoint["callbacks"].pop(key)
         for key in ("max_epochs", "max_steps", "log_every_n_steps", "check_val_every_n_epoch", "enable_progress_bar"):
             (config.get("trainer") or {}).pop(key, None)
-    else:
-        full_batch = True
     if "hyper_parameters" in checkpoint:
         for key in ("epochs", "log_every", "val_every"):  # the module's own loop had the schedule
             checkpoint["hyper_parameters"].pop(key, None)
@@ -164,19 +162,16 @@ def upgrade_model_config(model: dict) -> dict:
 def _renamed(config: Any) -> Any:
     if isinstance(config, dict):
         return {k: _renamed(v) for k, v in config.items()}
-    if isinstance(config, str):
-        for old, new in RENAMED_TARGETS.items():
-            if config.startswith(old):
-                return new + config[len(old) :]
-    return config
+    return _new_prefix(config, RENAMED_TARGETS) if isinstance(config, str) else config
+
+
+def _new_prefix(name: str, renames: dict[str, str], prefix: str = "") -> str:
+    for old, new in renames.items():
+        if name.startswith(prefix + old):
+            return prefix + new + name.removeprefix(prefix + old)
+    return name
 
 
 def upgrade_state_dict(state: dict, prefix: str = "") -> dict:
     """``state`` with parameter names of earlier releases renamed (keys under ``prefix``)."""
-    renamed = {}
-    for key, value in state.items():
-        for old, new in RENAMED_PARAMETERS.items():
-            if key.startswith(prefix + old):
-                key = prefix + new + key[len(prefix + old) :]
-        renamed[key] = value
-    return renamed
+    return {_new_prefix(key, RENAMED_PARAMETERS, prefix): value for key, value in state.items()}

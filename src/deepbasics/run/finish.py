@@ -1,9 +1,6 @@
-"""The end of a run: final metrics of every split (Lightning's ``trainer.validate`` and ``trainer.test``),
-model.pt, figures, the HParams tab and, last, metrics.json.
-
-metrics.json is the commit mark: a run without a finished one is not done. Everything here depends only on
-the final weights and the data, so it runs the same after the fit and when a resumed run finds its training
-done but its end cut short (a kill after the final checkpoint)."""
+"""The end of a run: final metrics of every split, model.pt, figures, the HParams tab and, last, metrics.json,
+the commit mark (a run without a finished one is not done). It depends only on the final weights and the
+data, so a resumed run whose end a kill cut short (after the final checkpoint) runs it the same."""
 
 from __future__ import annotations
 
@@ -35,27 +32,16 @@ class Run:
     seed: int
     epochs: int
     monitor: str
-    mode: str
     config: dict = field(repr=False)
     settings: dict = field(repr=False)
     swept: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Run:
-        swept = {key: OmegaConf.select(cfg, key) for key in swept_keys(Path(cfg.paths.run_dir).parent)}
+        run_dir, config = Path(cfg.paths.run_dir), OmegaConf.to_container(cfg, resolve=True)
+        swept = {key: OmegaConf.select(cfg, key) for key in swept_keys(run_dir.parent)}
         swept = {k: v for k, v in swept.items() if isinstance(v, (int, float, str, bool))}
-        config, settings, monitor = OmegaConf.to_container(cfg, resolve=True), flat_settings(cfg), cfg.monitor
-        return cls(
-            Path(cfg.paths.run_dir),
-            cfg.name,
-            cfg.seed,
-            cfg.epochs,
-            monitor.metric,
-            monitor.mode,
-            config,
-            settings,
-            swept,
-        )
+        return cls(run_dir, cfg.name, cfg.seed, cfg.epochs, cfg.monitor.metric, config, flat_settings(cfg), swept)
 
     def title(self, monitored: float | None = None) -> str:
         return run_title(self.name, self.swept, None if monitored is None else (self.monitor, monitored))
@@ -83,23 +69,17 @@ def finish(run: Run, trainer: L.Trainer, module, datamodule, stopped=None, best_
         values |= (trainer.test(module, datamodule=datamodule, verbose=False) or [{}])[0]
     if not trainer.is_global_zero:  # under DDP, the files are rank 0's to write
         return float(values[run.monitor])
-    train = evaluated = None
-    if splits is not None:
-        train, split = splits.splits["train"], "test" if "test" in splits.splits else "train"
-        evaluated = (split, *splits.splits[split])
-    return write_end(
-        run, module, train, trainer.loggers, trainer.global_step, values, evaluated, stopped, best_checkpoint, optimum
-    )
+    held = splits.splits if splits else None
+    return write_end(run, module, held, trainer.loggers, trainer.global_step, values, stopped, best_checkpoint, optimum)
 
 
 def write_end(
     run: Run,
     module,
-    train: tuple | None,
+    splits: dict | None,
     loggers: list,
     step: int,
     values: dict,
-    evaluated=None,
     stopped: dict | None = None,
     best_checkpoint: str | None = None,
     optimum: dict | None = None,
@@ -107,11 +87,12 @@ def write_end(
     layouts: dict | None = None,
     report: bool = True,
 ) -> float:
-    """The run's end-of-run files from its final metrics ``values`` ({"<split>/<name>": value}): the
-    optimum's gap into the loggers, model.pt, figures, the HParams tab and metrics.json last; the monitored
-    value. ``train``: the whole training split (x, y) when the data offers it (the optimum, the fit figure);
-    ``curves`` (read back from the loggers when None) and ``layouts`` (figures' layouts shared by runs on
-    the same data or axes) come from a group of runs trained together, which prints its own lines (no ``report``)."""
+    """The end-of-run files from the final metrics ``values`` ({"<split>/<name>": value}) and the whole
+    ``splits`` when the data holds them: the optimum's gap in the loggers, model.pt, figures, the HParams tab
+    and metrics.json last; the monitored value. ``curves`` (else read back from the loggers) and ``layouts``
+    come from a group of runs trained together, which prints its own lines (no ``report``)."""
+    train = splits["train"] if splits else None
+    evaluated = None if splits is None else ("test", *splits["test"]) if "test" in splits else ("train", *train)
     stages = by_stage(values)
     monitored = float(values[run.monitor])
     epochs = stopped["epoch"] if stopped else run.epochs
@@ -154,11 +135,10 @@ def _parameters(net: torch.nn.Module) -> dict | None:
 
 
 def log_hparams(run: Run, stages: dict, loggers: list) -> Path | None:
-    """TensorBoard's HParams tab (torch's ``hparams`` summaries): every run's session holds its settings; a
-    sweep's job also writes its sweep's experiment, the settings the sweep varies (TensorBoard opens on the
-    first five) and the tags of the metrics the run logged, the monitored one first (TensorBoard reads each
-    tag's last value from the run's own curves, so nothing is logged twice); a run of its own writes none,
-    and TensorBoard works out which settings differ across the runs it shows. The TensorBoard directory."""
+    """TensorBoard's HParams tab: every run's session holds its settings; a sweep's job also writes the
+    sweep's experiment: the settings it varies (TensorBoard opens on the first five) and the run's metric
+    tags, monitored first (TensorBoard reads their last values from the run's curves: nothing is logged
+    twice). A run of its own writes none: TensorBoard finds which settings differ. The TensorBoard directory."""
     from torch.utils.tensorboard.summary import hparams
 
     order = ("test", "val", "train")

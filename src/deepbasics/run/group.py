@@ -1,9 +1,7 @@
 """Jobs of a sweep trained together as one stacked model (``models.stacked``; the launcher is
-``hydra_plugins/deepbasics_vectorized``) in Lightning's own loop, on the schedule a run of its own has.
-Every job ends with what a run of its own leaves in its directory: checkpoints that a run of its own resumes
-(its own ModelCheckpoint decides when and what to save, and ``JobCheckpointIO`` writes that job's part of
-the group's checkpoint), logger events, model.pt, figures and metrics.json; and it returns its monitored
-value, or the error that ended it. A job whose loss goes non-finite fails alone; the others train on."""
+``hydra_plugins/deepbasics_vectorized``) in Lightning's own loop, on a run of its own's schedule. Every job
+leaves what a run of its own leaves (checkpoints it resumes, logger events, model.pt, figures, metrics.json)
+and returns its monitored value or the error that ended it; a job whose loss goes non-finite fails alone."""
 
 from __future__ import annotations
 
@@ -47,7 +45,7 @@ class Job:
 
     cfg: DictConfig
     label: str
-    run: Run = field(init=False)
+    run: Run
     module: L.LightningModule | None = None
     datamodule: L.LightningDataModule | None = None
     checkpoint: L.pytorch.callbacks.ModelCheckpoint | None = None
@@ -56,9 +54,6 @@ class Job:
     optimizer: torch.optim.Optimizer | None = None  # torch's own, the form its checkpoints keep the state in
     loggers: list = field(default_factory=list)
     outcome: float | BaseException | None = None
-
-    def __post_init__(self) -> None:
-        self.run = Run.of(self.cfg)
 
     def fail(self, err: BaseException, status: str = "failed", **extra) -> None:
         self.outcome = err
@@ -69,7 +64,7 @@ class Job:
 def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> list:
     """Train these jobs (the launcher groups those that can stack) as stacked models; one outcome per job,
     in order. ``timings["fit"]`` gets the seconds spent in fit."""
-    jobs = [Job(cfg, label) for cfg, label in zip(cfgs, labels, strict=True)]
+    jobs = [Job(cfg, label, Run.of(cfg)) for cfg, label in zip(cfgs, labels, strict=True)]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # every job holds its directory's lock open
     if soft != resource.RLIM_INFINITY and soft < len(jobs) + 256:
         limit = len(jobs) + 256 if hard == resource.RLIM_INFINITY else min(len(jobs) + 256, hard)
@@ -168,9 +163,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     callbacks = [console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
     root, resumed = jobs[0].run.dir.parent, jobs[0].resumed  # the launcher groups jobs at the same step
     io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")
-    trainer = build.build_trainer(
-        first.trainer, root, callbacks, [], first.epochs, first.val_every, first.log_every, checkpoint_io=io
-    )
+    trainer = build.build_trainer(first, root, callbacks, [], first.epochs, io=io)
     _check_device_memory(trainer, group, data)
     _start_logs(jobs, group, resumed["global_step"] if resumed else 0)
     began = time.perf_counter()
@@ -184,7 +177,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
             else:  # its events up to the stop were written as it trained; a resume continues them
                 _close_logs(job, "interrupted")
                 saved = [p for p in stop.saved if job.checkpoint and Path(p).parent == Path(job.checkpoint.dirpath)]
-                stopped = interruption(stop.signum, done, job.run, "resume=auto", saved, sweep=True)
+                stopped = interruption(stop.signum, done, job.run, saved, sweep=True)
                 job.fail(stopped, "interrupted", epochs=done)
         return
     except BaseException:
@@ -200,9 +193,8 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
 
 
 def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
-    """Each job's loggers, written as the group trains, so a kill loses none of its points: its settings,
-    its optimum's flat line, then every point the group records while it is alive (a job that diverged
-    logged the points up to its failure, as a run of its own does)."""
+    """Each job's loggers, written as the group trains so that a kill loses none of its points: its settings,
+    its optimum's flat line, then every point the group records while the job is alive (as a run of its own)."""
     for job in jobs:
         job.loggers = build.build_loggers(job.cfg.get("logger"), job.run.dir, start_step)
         build.start_logs(job.loggers, job.run.settings, job.run.dir)
@@ -247,21 +239,16 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
             values = {name: float(v[k]) for name, v in finals.items()}
             # as trainer.test logs a run's test points at its end (and trainer.validate its val points when
             # its last epoch did not validate)
-            last_validated = step % job.cfg.val_every == 0
-            ended = {
-                n: v for n, v in values.items() if n.startswith("test/") or (n[:4] == "val/" and not last_validated)
-            }
-            write(job.loggers, ended, step)
-            evaluated = ("test", *splits["test"]) if "test" in splits else ("train", *splits["train"])
+            ended = ("test/",) if step % job.cfg.val_every == 0 else ("test/", "val/")
+            write(job.loggers, {name: v for name, v in values.items() if name.startswith(ended)}, step)
             best = (job.checkpoint.best_model_path if job.checkpoint else None) or None
             return write_end(
                 job.run,
                 job.module,
-                splits["train"],
+                splits,
                 job.loggers,
                 step,
                 values,
-                evaluated=evaluated,
                 best_checkpoint=best,
                 optimum=optima[k],
                 curves=curves.get(k),
@@ -314,11 +301,10 @@ def _end_failed(job: Job, k: int, group: StackedModule) -> None:
 
 def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dict[str, list[tuple[int, float]]]:
     """Job k's loss curves as its TensorBoard events hold them at the end of its run (figures/loss.png)."""
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for at, values in group.history:
-        for tag in ("train/loss", "val/loss"):
-            if tag in values:
-                curves.setdefault(tag, []).append((at, float(values[tag][k])))
+    curves = {
+        tag: [(at, float(v[tag][k])) for at, v in group.history if tag in v] for tag in ("train/loss", "val/loss")
+    }
+    curves = {tag: points for tag, points in curves.items() if points}
     if report and "loss" in report:
         curves[OPTIMUM_LOSS] = [(0, report["loss"]), (step, report["loss"])]
     return curves
@@ -351,10 +337,9 @@ def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: Stacked
 
 
 class JobCheckpoints(L.Callback):
-    """Each job's own ModelCheckpoint, driven by the group's trainer at the hooks where it saves, with the
-    trainer's ``callback_metrics`` showing that job's metrics alone while it decides; its saves go through
-    ``trainer.save_checkpoint`` to ``JobCheckpointIO``. A group pays for them only where one can be due
-    (their options are part of the group's key); jobs that failed save nothing more."""
+    """Each job's own ModelCheckpoint, driven by the group's trainer at the hooks where it saves while the
+    trainer's ``callback_metrics`` hold that job's metrics alone; its saves go to ``JobCheckpointIO``. Called
+    only where one can be due (their options are part of the group's key); failed jobs save nothing more."""
 
     def __init__(self, jobs: list[Job], group: StackedModule):
         self.jobs, self.group = jobs, group
@@ -410,13 +395,11 @@ class JobCheckpoints(L.Callback):
     def last_checkpoints(self, trainer: L.Trainer, wanted=bool) -> list:
         """(ModelCheckpoint, last.ckpt) of every job still training, when the jobs' ModelCheckpoints (all of
         one config) keep one and are ``wanted``: for ``LastCheckpoint``."""
-        checkpoint = next((job.checkpoint for job in self.jobs if job.checkpoint is not None), None)
-        if checkpoint is None or not (checkpoint.save_last and wanted(checkpoint)):
+        first = self.jobs[0].checkpoint
+        if first is None or not (first.save_last and wanted(first)):
             return []
-        checkpoints = [(k, self.jobs[k].checkpoint) for k in self.group.alive()]
-        return [
-            (c, c.format_checkpoint_name(self.job_metrics(trainer, k), c.CHECKPOINT_NAME_LAST)) for k, c in checkpoints
-        ]
+        last = [(self.jobs[k].checkpoint, self.job_metrics(trainer, k)) for k in self.group.alive()]
+        return [(c, c.format_checkpoint_name(metrics, c.CHECKPOINT_NAME_LAST)) for c, metrics in last]
 
     def job_checkpoint(self, checkpoint: dict, path: str) -> dict:
         """Job k's checkpoint, k by the directory it goes to: the group's loop state (a run of its own's

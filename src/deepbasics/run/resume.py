@@ -13,29 +13,20 @@ from deepbasics.run.checkpoints import read_checkpoint
 
 
 def resumed_config(cfg: DictConfig, ckpt_path: Path, overrides: list[str] | None = None) -> tuple[DictConfig, dict]:
-    """The config the checkpoint was trained with, plus the value ``overrides`` of the command line or the
-    API call (epochs=3000 extends a run), and the checkpoint itself."""
+    """The config the checkpoint was trained with, plus the plain ``key=value`` overrides of the command line
+    or the API call (a config group change is refused), and the checkpoint itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     overrides = list(overrides or ())
     checkpoint = read_checkpoint(ckpt_path, key="resume")
     resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])
     check_same_experiment(cfg.resume, resumed.name, overrides)
-    for key, value in _values(overrides, Path(ckpt_path).parent.parent):
-        OmegaConf.update(resumed, key, value, merge=False)
-    resumed.resume = cfg.resume
-    resumed.paths.run_dir = cfg.paths.run_dir
-    return resumed, checkpoint
-
-
-def _values(overrides: list[str], run_dir: Path) -> list[tuple[str, object]]:
-    """The plain ``key=value`` overrides; a config group change is refused (the checkpoint's run directory
-    ``run_dir`` says which groups it has)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     groups = config_groups()
-    refuse_group_changes(overrides, groups, run_dir)
-    values = []
+    refuse_group_changes(overrides, groups, Path(ckpt_path).parent.parent)  # the groups of the checkpoint's run
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
         if key.split("/")[0] not in groups | {"resume"} and not override.is_hydra_override():
-            values.append((key, override.value()))
-    return values
+            OmegaConf.update(resumed, key, override.value(), merge=False)
+    resumed.resume = cfg.resume
+    resumed.paths.run_dir = cfg.paths.run_dir
+    return resumed, checkpoint

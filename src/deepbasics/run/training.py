@@ -1,8 +1,6 @@
-"""The training run behind `deepbasics-train`: the one place that reads the run's config. It builds the
-parts (``build``), fits them in Lightning's own loop and ends the run (``finish``: final metrics of every
-split, model.pt, figures, metrics.json), with checkpoints and logger events written along the way into the
-run directory. One epoch is one Lightning epoch: one full-batch step (the tutorials), or one pass of
-mini-batches."""
+"""The training run behind `deepbasics-train`: it builds the parts from the config (``build``), fits them in
+Lightning's own loop and ends the run (``finish``). One epoch is one Lightning epoch: one full-batch step
+(the tutorials), or one pass of mini-batches."""
 
 from __future__ import annotations
 
@@ -22,16 +20,7 @@ from deepbasics.data.in_memory import whole_splits
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, command_as_typed, one_line
 from deepbasics.files import lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.reports.metrics import FINISHED, read_json, write_json
-from deepbasics.run.build import (
-    build_callbacks,
-    build_datamodule,
-    build_loggers,
-    build_model,
-    build_trainer,
-    check_monitors,
-    live_progress,
-    start_logs,
-)
+from deepbasics.run import build
 from deepbasics.run.callbacks import (
     ConsoleLog,
     EpochProgressBar,
@@ -70,11 +59,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
 
 
 def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float:
-    checkpoint, ckpt_path = None, None
+    checkpoint, ckpt_path, state = None, None, {}
     if cfg.get("resume"):
         ckpt_path = resumed_checkpoint(run_dir, cfg.resume)
         cfg, checkpoint = resumed_config(cfg, ckpt_path, overrides)
-        if checkpoint["deepbasics"].get("own_loop") and cfg.data.get("batch_size"):
+        state = checkpoint["deepbasics"]
+        if state.get("own_loop") and cfg.data.get("batch_size"):
             raise ConfigError(
                 f"resume={cfg.resume}: this mini-batch checkpoint comes from an earlier release, whose loop counted"
                 " passes where Lightning's counts batches, so it cannot be continued; it still evaluates and"
@@ -82,8 +72,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
             )
     check_settings(cfg)  # the effective config: a resumed run's is the one stored in its checkpoint
     run = Run.of(cfg)
-    done = checkpoint["deepbasics"]["epochs"] if checkpoint else 0
-    stopped = checkpoint["deepbasics"].get("stopped") if checkpoint else None
+    done, stopped = state.get("epochs", 0), state.get("stopped")
     trained = checkpoint is not None and (done >= cfg.epochs or stopped is not None)
     if trained and _finished(run_dir):
         return _already_finished(run_dir, done, stopped)
@@ -94,8 +83,8 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, verbose=False)
 
-    datamodule = build_datamodule(cfg.data, checkpoint["deepbasics"].get("standardization") if checkpoint else None)
-    model = build_model(cfg.model, datamodule)
+    datamodule = build.build_datamodule(cfg.data, state.get("standardization"))
+    model = build.build_model(cfg.model, datamodule)
     parts = (cfg.get("callbacks") or {}).items()  # monitor.metric first: the callbacks' default to it
     monitors = {"monitor.metric": cfg.monitor.metric} | {
         f"callbacks.{name}.monitor": part.monitor
@@ -103,28 +92,27 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         if OmegaConf.is_dict(part) and part.get("monitor")
     }
     scheduler = str((cfg.model.get("scheduler") or {}).get("_target_", ""))
-    check_monitors(monitors, model, datamodule, plateau="Plateau" in scheduler)
-    loggers = build_loggers(cfg.get("logger"), run_dir, checkpoint["global_step"] if checkpoint else 0)
-    splits, bar = whole_splits(datamodule), live_progress(cfg.progress)
+    build.check_monitors(monitors, model, datamodule, plateau="Plateau" in scheduler)
+    loggers = build.build_loggers(cfg.get("logger"), run_dir, checkpoint["global_step"] if checkpoint else 0)
+    splits, bar = whole_splits(datamodule), build.live_progress(cfg.progress)
     callbacks = [WholeTrainSplit(splits, cfg.log_every, cfg.figure_every, run.title())] if splits else []
     callbacks += [EpochProgressBar(cfg.name) if bar else ConsoleLog()]
     callbacks += [RunState(run.config, splits.standardization if splits else None)]
-    callbacks += build_callbacks(cfg.get("callbacks"), run_dir)
+    callbacks += build.build_callbacks(cfg.get("callbacks"), run_dir)
     if scheduler and loggers:  # the rate at each epoch's start
         callbacks.append(L.pytorch.callbacks.LearningRateMonitor(logging_interval="epoch"))
     callbacks.append(LastCheckpoint())
     # A run whose training is done restores its last checkpoint without training (Lightning's fit returns at
     # once when its epochs are done), so the end phase measures and logs at the step training ended.
-    epochs = done if trained else cfg.epochs
-    trainer = build_trainer(cfg.trainer, run_dir, callbacks, loggers, epochs, cfg.val_every, cfg.log_every, bar)
+    trainer = build.build_trainer(cfg, run_dir, callbacks, loggers, done if trained else cfg.epochs, bar)
     if not trained:
-        start_logs(loggers, run.settings, run_dir)
+        build.start_logs(loggers, run.settings, run_dir)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except RunFailed as err:
         raise diverged(str(err), err.epoch, run_dir) from None
     except SignalStop as stop:
-        raise interruption(stop.signum, epochs_done(trainer), run, "resume=auto", stop.saved) from None
+        raise interruption(stop.signum, epochs_done(trainer), run, stop.saved) from None
     best = getattr(trainer.checkpoint_callback, "best_model_path", None) or None
     optimum = callbacks[0].report if splits else None
     with end_phase(run, epochs_done(trainer)):
@@ -162,9 +150,9 @@ def end_phase(run: Run, epoch: int):
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
-def resume_command(run: Run, resume: str = "resume=auto", sweep: bool | None = None) -> str:
-    """The command that continues this run, as the user would type it (the output directory too when it is
-    not the default one); a job of a sweep (``sweep``; None: Hydra's run mode says) continues with its sweep."""
+def resume_command(run: Run, sweep: bool | None = None) -> str:
+    """The command that continues this run, as the user would type it (with its output directory when not the
+    default one); a job of a sweep (``sweep``; None: Hydra's run mode says) continues with its sweep."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -174,7 +162,7 @@ def resume_command(run: Run, resume: str = "resume=auto", sweep: bool | None = N
         return "the same command (with -m) and resume=auto, which finishes the sweep"
     output_dir = run.config["paths"]["output_dir"]
     where = "" if str(output_dir) == "outputs" else f" paths.output_dir={output_dir}"
-    return f"{command_as_typed()} experiment={run.name}{where} {resume}"
+    return f"{command_as_typed()} experiment={run.name}{where} resume=auto"
 
 
 def _finished(run_dir: Path) -> bool:
@@ -184,32 +172,21 @@ def _finished(run_dir: Path) -> bool:
 
 def diverged(message: str, epoch: int, run_dir: Path) -> RunFailed:
     """The failure of a run whose loss went non-finite at ``epoch``, with where its last good state is."""
-    return RunFailed(f"{message}; {last_good(run_dir)}; a smaller model.optimizer.lr usually helps", epoch)
-
-
-def interruption(signum: int, epoch: int, run: Run, resume: str, saved: list[str], sweep=None) -> Interrupted:
-    """A run stopped by a signal at ``epoch``, with the checkpoint it saved and the command that continues it."""
-    name = signal.Signals(signum).name
-    if not saved:
-        return Interrupted(
-            f"{name}: stopped at epoch {epoch}/{run.epochs}; no checkpoint was saved (none is"
-            " configured to keep last.ckpt), so this run cannot be continued",
-            128 + signum,
-            epoch,
-        )
-    return Interrupted(
-        f"{name}: stopped at epoch {epoch}/{run.epochs} and saved {saved[0]}; continue with:"
-        f" {resume_command(run, resume, sweep)}",
-        128 + signum,
-        epoch,
-    )
-
-
-def last_good(run_dir: Path) -> str:
     last = run_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        return "no checkpoint had been saved yet"
-    return f"kept the last good checkpoint, {last} (epoch {read_checkpoint(last)['deepbasics']['epochs']})"
+    kept = "no checkpoint had been saved yet"
+    if last.is_file():
+        kept = f"kept the last good checkpoint, {last} (epoch {read_checkpoint(last)['deepbasics']['epochs']})"
+    return RunFailed(f"{message}; {kept}; a smaller model.optimizer.lr usually helps", epoch)
+
+
+def interruption(signum: int, epoch: int, run: Run, saved: list[str], sweep=None) -> Interrupted:
+    """A run stopped by a signal at ``epoch``, with the checkpoint it saved and the command that continues it."""
+    if saved:
+        what = f" and saved {saved[0]}; continue with: {resume_command(run, sweep)}"
+    else:
+        what = "; no checkpoint was saved (none is configured to keep last.ckpt), so this run cannot be continued"
+    message = f"{signal.Signals(signum).name}: stopped at epoch {epoch}/{run.epochs}{what}"
+    return Interrupted(message, 128 + signum, epoch)
 
 
 def record_status(run_dir: Path, identity: dict, status: str, message: str, **extra) -> None:
