@@ -193,14 +193,14 @@ class CSVDataModule(InMemoryDataModule):
             raise ConfigError(f"data.path {hp.path} has no rows {read}; give a CSV with data")
         if table.shape[1] < 2:
             raise ConfigError(f"data.path {hp.path} has one column; it needs features and a label column")
-        self._width = table.shape[1]
-        names = self._column_names(table.shape[1])
-        target = self._column(hp.label_column if hp.target is None else hp.target, names, "data.target")
+        width = table.shape[1]
+        names = self._column_names(width)
+        target = self._column(hp.label_column if hp.target is None else hp.target, names, width, "data.target")
         if hp.features is None:
-            features = [i for i in range(table.shape[1]) if i != target]
+            features = [i for i in range(width) if i != target]
         else:  # one column given without brackets (data.features=glucose) is a list of one
             given = [hp.features] if isinstance(hp.features, (str, int)) else hp.features
-            features = [self._column(f, names, "data.features") for f in given]
+            features = [self._column(f, names, width, "data.features") for f in given]
             if target in features or len(set(features)) != len(features) or not features:
                 raise ConfigError(f"data.features={list(given)}: name each input column once, and not the target")
         y, x = table[:, target], table[:, features]
@@ -221,9 +221,8 @@ class CSVDataModule(InMemoryDataModule):
         names = [name.strip() for name in row]
         return names if len(names) == width else None
 
-    def _column(self, key, names: list[str] | None, what: str) -> int:
+    def _column(self, key, names: list[str] | None, width: int, what: str) -> int:
         """A column's position from its name (needs the header) or its index (negative counts from the end)."""
-        width = len(names) if names else None
         if isinstance(key, str) and not key.lstrip("-").isdigit():
             if names is None:
                 raise ConfigError(
@@ -235,7 +234,6 @@ class CSVDataModule(InMemoryDataModule):
                 )
             return names.index(key)
         index = int(key)
-        columns = width or self._width
-        if not -columns <= index < columns:
-            raise ConfigError(f"{what}={index} is not a column: the file has {columns} (0 to {columns - 1})")
-        return index % columns
+        if not -width <= index < width:
+            raise ConfigError(f"{what}={index} is not a column: the file has {width} (0 to {width - 1})")
+        return index % width

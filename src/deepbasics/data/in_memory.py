@@ -1,12 +1,6 @@
-"""The project's DataModules hold every split in memory as two tensors and serve them to Lightning's own loop
-without a DataLoader (one over a TensorDataset would cost more per step than these nets' whole step).
-
-With full batches (the tutorials) an epoch is one optimizer step on the whole training split; with
-``batch_size`` it is one pass over the training rows in shuffled slices.
-
-They offer their whole splits through one small protocol, ``WholeSplits``: what needs a whole split (the
-fit figure, the closed-form optimum, train metrics over the whole split, label checks, stacked sweeps) asks
-for it with ``whole_splits(datamodule)`` and is skipped for any other LightningDataModule."""
+"""DataModules that hold every split in memory as two tensors and serve them to Lightning's own loop without
+a DataLoader (one over a TensorDataset would cost more per step than these nets' whole step). What needs a
+whole split (the fit figure, the optimum, stacked sweeps) asks ``whole_splits(datamodule)`` for it."""
 
 from __future__ import annotations
 
@@ -71,53 +65,8 @@ class Standardize(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
-class FullBatch:
-    """The whole training split as the one batch of an epoch."""
-
-    def __init__(self, datamodule: InMemoryDataModule):
-        self.datamodule = datamodule
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self):
-        yield self.datamodule.rows("train")
-
-
-class ShuffledPass:
-    """One pass over the training rows in shuffled slices of ``batch_size`` (the last one shorter). The order
-    is a permutation drawn from the data's seed and the epoch alone, so a resumed run repeats it (none with
-    Lightning's overfit_batches). Under DDP
-    every process holds all rows and takes every world_size-th row of each batch, with its share of the batch
-    (rows here x processes / rows in the batch): weighting its mean loss by that share makes DDP's average
-    of the processes' gradients the whole batch's, even for an uneven last batch."""
-
-    def __init__(self, datamodule: InMemoryDataModule):
-        self.datamodule = datamodule
-
-    def __len__(self) -> int:
-        return -(-len(self.datamodule.splits["train"][0]) // self.datamodule.batch_size)
-
-    def __iter__(self):
-        dm = self.datamodule
-        trainer = dm.trainer
-        x, y = dm.rows("train")
-        generator = torch.Generator().manual_seed(int(dm.hparams.get("seed", 0)) * 1_000_003 + trainer.current_epoch)
-        # Lightning's overfit_batches takes the first batches in order, as it does with a DataLoader
-        order = torch.arange(len(x)) if trainer.overfit_batches else torch.randperm(len(x), generator=generator)
-        order = order.to(x.device)
-        rank, world, size = trainer.global_rank, trainer.world_size, dm.batch_size
-        for start in range(0, len(x), size):
-            rows = order[start : start + size]
-            if world == 1:
-                yield x[rows], y[rows]
-            else:
-                mine = rows[rank::world]
-                yield x[mine], y[mine], len(mine) * world / len(rows)
-
-
 class Slices:
-    """A split in slices of ``size`` rows (one slice for ``size`` None): validation and test batches."""
+    """A split in slices of ``size`` rows (one slice for ``size`` None): full batches, validation and test."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int | None):
         self.x, self.y, self.size = x, y, size or max(len(x), 1)
@@ -126,15 +75,44 @@ class Slices:
         return -(-len(self.x) // self.size)
 
     def __iter__(self):
+        if 0 < len(self.x) <= self.size:  # the split itself: a full batch is the same tensor at every epoch
+            yield self.x, self.y
+            return
         for start in range(0, len(self.x), self.size):
             yield self.x[start : start + self.size], self.y[start : start + self.size]
 
 
+class ShuffledPass(Slices):
+    """One pass over the training rows in shuffled slices of ``batch_size``, in an order drawn from the seed
+    and the epoch alone (a resumed run repeats it). Under DDP each process takes every world_size-th row of a
+    batch, with its share of the batch: weighting its loss by that share makes DDP's mean gradient the batch's."""
+
+    def __init__(self, datamodule: InMemoryDataModule):
+        super().__init__(*datamodule.rows("train"), datamodule.batch_size)
+        self.datamodule = datamodule
+
+    def __iter__(self):
+        x, y, trainer = self.x, self.y, self.datamodule.trainer
+        generator = torch.Generator().manual_seed(
+            int(self.datamodule.hparams.get("seed", 0)) * 1_000_003 + trainer.current_epoch
+        )
+        # Lightning's overfit_batches takes the first batches in order, as it does with a DataLoader
+        order = torch.arange(len(x)) if trainer.overfit_batches else torch.randperm(len(x), generator=generator)
+        order = order.to(x.device)
+        rank, world = trainer.global_rank, trainer.world_size
+        for start in range(0, len(x), self.size):
+            rows = order[start : start + self.size]
+            if world == 1:
+                yield x[rows], y[rows]
+            else:
+                mine = rows[rank::world]
+                yield x[mine], y[mine], len(mine) * world / len(rows)
+
+
 class InMemoryDataModule(L.LightningDataModule):
-    """Subclasses return their splits as arrays (``make_splits``); this class turns them into float32
-    tensors, targets (N, 1), and serves them. ``batch_size`` None: one full-batch step per epoch.
-    ``standardize``: scale each feature by the training split's mean and std (or by ``standardization``
-    when it is given, a checkpoint's)."""
+    """Subclasses return their splits as arrays (``make_splits``), served as float32 tensors, targets (N, 1);
+    ``batch_size`` None: one full-batch step per epoch. ``standardize``: scale each feature by the training
+    split's mean and std (or by ``standardization`` when it is given, a checkpoint's)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -176,10 +154,9 @@ class InMemoryDataModule(L.LightningDataModule):
             self.splits = {name: (scale(x), y) for name, (x, y) in self.splits.items()}
 
     def rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """This process's rows of ``split`` on the training device (the CPU outside a fit), placed once.
-        Under DDP each process takes every world_size-th row, so equal shards make the mean of the ranks'
-        mean gradients the full-batch gradient; with mini-batches every process keeps all training rows
-        (it takes its part of each batch, ``ShuffledPass``)."""
+        """This process's rows of ``split`` on the training device (the CPU outside a fit), placed once: under
+        DDP every world_size-th row (equal shards: the ranks' mean gradient is the full batch's), except the
+        training rows of mini-batches, which every process keeps whole (``ShuffledPass`` shares each batch)."""
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -214,7 +191,7 @@ class InMemoryDataModule(L.LightningDataModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self):
-        return FullBatch(self) if self.batch_size is None else ShuffledPass(self)
+        return Slices(*self.rows("train"), None) if self.batch_size is None else ShuffledPass(self)
 
     def val_dataloader(self):
         return self.batches("val") if "val" in self.splits else []

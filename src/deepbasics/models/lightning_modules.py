@@ -1,10 +1,7 @@
-"""The LightningModules: a net (any ``torch.nn.Module``, built from its ``_target_`` config) trained in
-Lightning's own loop with the optimizer and scheduler of lightning-hydra-template's ``_partial_`` configs.
-Each task names its loss and its metrics (torchmetrics) once.
-
-The module keeps its configs as its hyperparameters (plain values) and builds its parts from them, so a
-checkpoint holds no code and loads with ``weights_only=True``. ``training_step`` returns one batch's loss;
-validation and test share one step; metrics are torchmetrics objects logged with ``self.log``."""
+"""The LightningModules: any ``torch.nn.Module`` net (built from its ``_target_`` config) trained in Lightning's
+own loop with lightning-hydra-template's ``_partial_`` optimizer and scheduler configs; each task names its
+loss and its torchmetrics once. Configs are kept as plain hyperparameters, so checkpoints load with
+``weights_only=True``."""
 
 from __future__ import annotations
 
@@ -158,16 +155,15 @@ class BinaryClassifier(TaskModule):
         return torch.sigmoid(out), y.int()
 
 
-def class_cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of class logits (N, C) against the data's class column (N, 1) of 0..C-1."""
-    return F.cross_entropy(out, y.reshape(-1).long())
-
-
 class MulticlassClassifier(TaskModule):
     """``num_classes`` logits, cross-entropy on them; accuracy and macro F1 on the softmax probabilities."""
 
     is_classifier = True
-    loss_fn = staticmethod(class_cross_entropy)
+
+    @staticmethod
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of class logits (N, C) against the data's class column (N, 1) of 0..C-1."""
+        return F.cross_entropy(out, y.reshape(-1).long())
 
     def __init__(self, net: dict, optimizer: dict, num_classes: int = 2, scheduler: dict | None = None, init="default"):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -202,9 +198,7 @@ def initialise(net: nn.Module, init: Any) -> None:
         return
     params = dict(net.named_parameters())
     if init == "zeros":
-        for p in params.values():
-            p.zero_()
-        return
+        init = {name: torch.zeros_like(p) for name, p in params.items()}
     if not isinstance(init, dict):
         raise ConfigError(f"model.init={init!r}: use default, zeros, or {{parameter name: values}}")
     for name, values in init.items():

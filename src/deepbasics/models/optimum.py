@@ -36,8 +36,7 @@ def optimum(module, x: torch.Tensor, y: torch.Tensor) -> dict | None:
             note = "the classes are linearly separable: the loss approaches 0 as |W| grows, no finite optimum"
             return {"method": LOGISTIC, "separable": True, "note": note}
         method, (weight, bias) = LOGISTIC, fit
-    with torch.no_grad():
-        loss = float(module.loss_fn(_linear(weight, bias)(x.double().cpu()), y.double().cpu()))
+    loss = float(module.loss_fn(_outputs(weight, bias, x), y.double().cpu()))
     report = {"method": method, "loss": loss, "weight": weight.tolist(), "bias": bias}
     return report | ({"separable": False} if method == LOGISTIC else {})
 
@@ -49,13 +48,9 @@ def final_report(module, x: torch.Tensor, y: torch.Tensor, report: dict | None =
     if not report or "loss" not in report:
         return report
     layer = linear_layer(module.net)
-    trained = _linear(layer.weight.detach().double().cpu().flatten().numpy(), float(layer.bias.detach()))
-    best = _linear(np.asarray(report["weight"]), report["bias"])
-    with torch.no_grad():
-        loss = float(module.loss_fn(trained(x.double().cpu()), y.double().cpu()))
-        distance = torch.linalg.vector_norm(
-            torch.cat([p.flatten() - q.flatten() for p, q in zip(trained.parameters(), best.parameters(), strict=True)])
-        )
+    weight, bias = layer.weight.detach().double().cpu().flatten().numpy(), float(layer.bias.detach())
+    loss = float(module.loss_fn(_outputs(weight, bias, x), y.double().cpu()))
+    distance = np.linalg.norm(np.append(weight - np.asarray(report["weight"]), bias - report["bias"]))
     return report | {"loss_gap": loss - report["loss"], "param_gap": float(distance)}
 
 
@@ -68,12 +63,9 @@ def optimum_points(report: dict | None, final: bool = False) -> dict[str, float]
     )
 
 
-def _linear(weight: np.ndarray, bias: float) -> nn.Linear:
-    layer = nn.Linear(len(weight), 1).double()
-    with torch.no_grad():
-        layer.weight.copy_(torch.as_tensor(weight).reshape(1, -1))
-        layer.bias.fill_(bias)
-    return layer
+def _outputs(weight: np.ndarray, bias: float, x: torch.Tensor) -> torch.Tensor:
+    """Wx + b of the given (W, b) on x, in float64."""
+    return x.double().cpu() @ torch.as_tensor(weight, dtype=torch.float64).reshape(-1, 1) + bias
 
 
 def _least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, float]:

@@ -1,12 +1,8 @@
 """K runs of one net class and size trained as one model: the jobs of a sweep that share a shape take one
-optimizer step together.
-
-Any ``nn.Module`` stacks through torch.func: ``stack_module_state`` gives each parameter a leading job axis,
-and ``vmap(functional_call)`` runs each job's rows through its own parameters. The loss is the sum of the
-jobs' mean losses, so each job's parameters get exactly their own job's gradient, and ``StackedOptimizer``
-applies each job's own hyperparameters elementwise, as torch's SGD, Adam or AdamW would to that job alone
-(the sums inside a batched product run in another order: the numbers agree to float32 rounding, not bit
-for bit)."""
+optimizer step together. ``stack_module_state`` gives each parameter a leading job axis, ``vmap(functional_call)``
+runs each job's rows through its own parameters, and the loss is the sum of the jobs' mean losses, so each job
+gets exactly its own gradient; ``StackedOptimizer`` applies each job's own hyperparameters as torch's SGD, Adam
+or AdamW would to that job alone (to float32 rounding: a batched product sums in another order)."""
 
 from __future__ import annotations
 
@@ -64,6 +60,11 @@ def optimizer_kind(spec: dict) -> tuple:
     return (cls.__name__, flags, bool(options.get("momentum", 0)))
 
 
+def along_jobs(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-job values (K,) shaped to broadcast over a stacked parameter like ``like``, in its dtype."""
+    return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
 class StackedNet(nn.Module):
     """K nets of one class and size as one module: parameter ``names[i]`` of job k is ``params[i][k]``."""
 
@@ -77,11 +78,8 @@ class StackedNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, N, in) -> (K, N, out): job k's rows through job k's net."""
-
-        def one(params, buffers, rows):
-            return functional_call(self.base, (params, buffers), (rows,))
-
-        return torch.vmap(one)(dict(zip(self.names, self.params, strict=True)), self.stacked_buffers, x)
+        state = (dict(zip(self.names, self.params, strict=True)), self.stacked_buffers)
+        return torch.vmap(functional_call, in_dims=(None, 0, 0))(self.base, state, (x,))
 
     def job_state(self, k: int) -> dict[str, torch.Tensor]:
         """Job k's parameters and buffers as its own net's state_dict (on the CPU)."""
@@ -111,19 +109,14 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.lr = per_job([o["lr"] for o in options])
         h = self.hyper = {k: per_job([o[k] for o in options]) for k in STACKED_OPTIONS[cls]
                           if not isinstance(first[k], bool)}  # fmt: skip  # betas -> (K, 2)
-        self.per_job = {"neg_lr": -self.lr}  # the fixed per-job factors of the update, by name
+        # the fixed per-job factors of the update, by name
+        self.per_job = {"neg_lr": -self.lr, "weight_decay": h["weight_decay"]}
         if self.kind == "sgd":
-            self.per_job.update(weight_decay=h["weight_decay"], momentum=h["momentum"], damped=1 - h["dampening"])
+            self.per_job.update(momentum=h["momentum"], damped=1 - h["dampening"])
         else:
-            beta1, beta2 = h["betas"][:, 0], h["betas"][:, 1]
-            self.per_job.update(
-                weight_decay=h["weight_decay"],
-                eps=h["eps"],
-                beta2=beta2,
-                one_minus_beta1=1 - beta1,
-                one_minus_beta2=1 - beta2,
-                decay=1 - self.lr * h["weight_decay"],
-            )
+            beta1, beta2 = h["betas"].T
+            self.per_job.update(eps=h["eps"], beta2=beta2, one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2)
+            self.per_job["decay"] = 1 - self.lr * h["weight_decay"]
         # Skip what no job uses (the per-step cost of these tiny updates is the number of kernels).
         self.decays = bool(h["weight_decay"].any())
         self.momentum = self.kind == "sgd" and bool(h["momentum"].any())
@@ -131,14 +124,11 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.steps = 0
         super().__init__(params, {})
 
-    def _view(self, name: str, like: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-job values (``per_job[name]``, or ``values``) shaped to broadcast over a stacked parameter,
-        in its dtype; the fixed ones are made once."""
-        if values is not None:
-            return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    def _view(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """``per_job[name]`` shaped to broadcast over a stacked parameter, in its dtype, made once."""
         key = (name, like.dim(), like.dtype)
         if key not in self._views:
-            self._views[key] = self.per_job[name].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+            self._views[key] = along_jobs(self.per_job[name], like)
         return self._views[key]
 
     @torch.no_grad()
@@ -154,7 +144,7 @@ class StackedOptimizer(torch.optim.Optimizer):
                 self._sgd(p, self.state[p])
             return loss
         # Adam's bias corrections, in float64 as torch computes them from Python floats: once per step
-        beta1, beta2 = self.hyper["betas"][:, 0], self.hyper["betas"][:, 1]
+        beta1, beta2 = self.hyper["betas"].T
         step_size, correction = -self.lr / (1 - beta1**self.steps), torch.sqrt(1 - beta2**self.steps)
         for p in params:
             self._adam(p, self.state[p], step_size, correction)
@@ -189,8 +179,8 @@ class StackedOptimizer(torch.optim.Optimizer):
         second = state["exp_avg_sq"]
         if self.flags["amsgrad"]:
             second = torch.maximum(state["max_exp_avg_sq"], second, out=state["max_exp_avg_sq"])
-        denominator = (second.sqrt() / self._view("", p, correction)).add_(self._view("eps", p))
-        p.addcdiv_(state["exp_avg"] * self._view("", p, step_size), denominator)
+        denominator = (second.sqrt() / along_jobs(correction, p)).add_(self._view("eps", p))
+        p.addcdiv_(state["exp_avg"] * along_jobs(step_size, p), denominator)
 
     def state_dict(self) -> dict:
         return super().state_dict() | {"steps": self.steps}  # Adam's bias corrections count the steps
@@ -272,7 +262,7 @@ class StackedModule(L.LightningModule):
     def validation_step(self, batch, batch_idx) -> None:
         self.record("val", self.current_epoch + 1)
 
-    def record(self, stage: str, epoch: int) -> dict[str, torch.Tensor]:
+    def record(self, stage: str, epoch: int) -> None:
         """Every job's metrics on ``stage`` as the jobs are now, kept as the point of this epoch."""
         values = self.measure(stage, *self.trainer.datamodule.rows(stage))
         if not self.history or self.history[-1][0] != epoch:
@@ -281,7 +271,6 @@ class StackedModule(L.LightningModule):
         self.history.append((epoch, values))
         if self.on_record is not None:
             self.on_record(epoch, values)
-        return values
 
     def measure(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """``stage``'s metrics of every job on its rows x (K, N, features), (K,) each on the CPU; NaN for

@@ -224,15 +224,14 @@ def save_figures(
 ) -> None:
     """The end of a run's pictures: the fit over ``train`` = (x, y), loss.png of ``curves`` and, for several
     classes, the confusion matrix on ``evaluated`` = (split, x, y). ``layouts``: shared by a group's runs."""
-    layouts = {} if layouts is None else layouts
-    figures = {}
+    layouts, figures = layouts or {}, {}
     if train is not None:
-        fit = layouts.get(id(train[0])) or layouts.setdefault(id(train[0]), FitPlot(module, *train))
+        fit = layouts.get(id(train[0])) or FitPlot(module, *train)
         if fit.shown:
             figures["fit"] = fit.render(module, *train, epoch, optimum, title)
     if curves is not None:
         axes = loss_axes(curves)
-        figures["loss"] = (layouts.get(axes) or layouts.setdefault(axes, LossPlot(axes))).render(curves, title)
+        figures["loss"] = (layouts.get(axes) or LossPlot(axes)).render(curves, title)
     if evaluated is not None and getattr(module, "num_classes", None):
         figures["confusion"] = confusion_image(module, *evaluated)
     (run_dir / "figures").mkdir(exist_ok=True)
