@@ -19,6 +19,16 @@ TEMPORARY = ".tmp-"  # the prefix of atomic_write's temporary files
 _held: dict[Path, int] = {}  # run directory -> the open descriptor holding its lock
 
 
+def read_json(path: str | Path) -> dict:
+    """A JSON record (metrics.json) as a dict; {} when it is missing or does not read back whole (a copy cut
+    short, a disk that filled), which its readers take for a run that is not finished."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """``write`` fills a temporary file, fsynced and renamed over ``path``: readers and crashes see all or nothing."""
     path = Path(path)

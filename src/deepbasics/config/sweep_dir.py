@@ -4,7 +4,6 @@ its lock and its jobs' states. Light on purpose: Hydra loads it for every run (a
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from itertools import groupby
 from pathlib import Path
@@ -16,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.run_dir import LAST, latest
 from deepbasics.errors import ConfigError, exit_with, one_line
-from deepbasics.files import FileSet, atomic_write, lock_run_dir, roll_forward, unlock_run_dir
+from deepbasics.files import FileSet, atomic_write, lock_run_dir, read_json, roll_forward, unlock_run_dir
 
 STATE = ".sweep"  # inside the sweep directory
 DEFINITION = "definition.yaml"
@@ -91,8 +90,7 @@ def has_attempt(job_dir: Path) -> bool:
 
 def job_state(job_dir: Path) -> tuple[str, int | None]:
     """(state, epochs): "finished" (with epochs), "failed", "interrupted", "resumable" (a last.ckpt), "not started"."""
-    metrics = job_dir / "metrics.json"
-    record = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    record = read_json(job_dir / "metrics.json")  # {} when cut short: the job is finished again from last.ckpt
     if record.get("status") in FINISHED:
         return "finished", record.get("epochs")
     return record.get("status") or ("resumable" if (job_dir / LAST).is_file() else "not started"), None

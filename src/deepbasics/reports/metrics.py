@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from deepbasics.config.settings import SPLITS
-from deepbasics.files import atomic_write
+from deepbasics.files import atomic_write, read_json  # noqa: F401 (read_json: for the readers of metrics.json)
 
 # metrics.json statuses of runs whose end phase is done (the others: interrupted, failed)
 FINISHED = ("completed", "stopped_early")
@@ -30,10 +30,6 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic, so a reader never sees half a file; NaN/inf become null to stay valid JSON."""
     text = json.dumps(finite(payload), indent=2) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
 
 
 def finite(value: Any) -> Any:

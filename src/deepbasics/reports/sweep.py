@@ -28,7 +28,10 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     jobs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()]
     rows = []
     for job in jobs:
-        metrics = read_json(job / "metrics.json") if (job / "metrics.json").is_file() else {}
+        metrics = read_json(job / "metrics.json")
+        if not metrics and (job / "metrics.json").is_file():  # cut short: named, never taken for a finished job
+            why = "its metrics.json does not read back; the sweep's command with resume=auto writes it again"
+            metrics = {"status": "damaged", "error": why}
         monitor = OmegaConf.load(job / ".hydra" / "config.yaml").get("monitor") or {}
         row = {"job": job.name, **_overrides(OmegaConf.load(job / ".hydra" / "overrides.yaml"))}
         row["status"] = metrics.get("status") or ("interrupted" if (job / LAST).is_file() else "not started")

@@ -76,6 +76,8 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     trained = checkpoint is not None and (done >= cfg.epochs or stopped is not None)
     if trained and _finished(run_dir):
         return _already_finished(run_dir, done, stopped)
+    if trained and (run_dir / "metrics.json").is_file() and not read_json(run_dir / "metrics.json"):
+        print(f"{run_dir / 'metrics.json'} does not read back (cut short?); written again below", flush=True)
     if trained:
         print(f"finishing {run_dir}: training ended at epoch {done}, writing its end-of-run files", flush=True)
     elif checkpoint is not None:
@@ -166,8 +168,7 @@ def resume_command(run: Run, sweep: bool | None = None) -> str:
 
 
 def _finished(run_dir: Path) -> bool:
-    path = run_dir / "metrics.json"
-    return path.is_file() and read_json(path).get("status") in FINISHED
+    return read_json(run_dir / "metrics.json").get("status") in FINISHED
 
 
 def diverged(message: str, epoch: int, run_dir: Path) -> RunFailed:
