@@ -1,6 +1,9 @@
-# make train | make test : set up .venv on first use (Python 3.11), then run.
+# make train | make test : set up .venv on first use, then run.
+# The interpreter: PYTHON=<command> if given, else the newest Python of the supported range (pyproject's
+# requires-python: 3.10 to 3.13) among python3.13 ... python3.10 and python3; make says which it took.
 # TORCH picks the torch build installed first: the default is the CPU build; for CUDA see the README.
-PYTHON ?= python3.11
+SUPPORTED := 3.13 3.12 3.11 3.10
+PYTHON ?=
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 ARGS   ?=
@@ -12,8 +15,13 @@ STAMP  := $(VENV)/.deepbasics-installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 2; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { \
+	  for py in $(or $(PYTHON),$(addprefix python,$(SUPPORTED)) python3); do \
+	    $$py -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null && break; py=; \
+	  done; \
+	  test -n "$$py" || { echo "error: $(if $(PYTHON),PYTHON=$(PYTHON) is not a Python 3.10 to 3.13 that runs here,no Python 3.10 to 3.13 found (tried python3.13 ... python3.10 and python3)); install one (python.org, or your system's python3 package) or run make PYTHON=<its command>"; exit 2; }; \
+	  echo "setting up $(VENV) with $$py ($$($$py -c 'import sys; print(sys.version.split()[0])'))"; \
+	  $$py -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
