@@ -58,3 +58,21 @@ def test_a_sweep_job_whose_metrics_json_was_cut_short_is_named_then_finished(lau
     rewritten = json.loads((job / "metrics.json").read_text())
     assert rewritten["status"] == "completed" and rewritten["train"] == whole["train"]
     assert [r["status"] for r in job_rows(sweep)] == ["completed", "completed"]
+
+
+def test_a_sweep_report_that_cannot_be_written_stops_the_command_in_one_line(tmp_path, monkeypatch, capfd):
+    import errno
+    import os
+
+    from deepbasics.reports import sweep
+
+    def full(sweep_dir):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(sweep_dir / "summary.png"))
+
+    monkeypatch.setattr(sweep, "write_report", full)
+    grid = ["-m", "experiment=linear_scores", *SHORT, "seed=1,2"]
+    result = run_in_this_process("deepbasics-train", grid, tmp_path, monkeypatch, capfd)
+    assert result.returncode == 2 and "Warning" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: sweep ") and "its report could not be written" in line
+    assert "No space left on device" in line and "scripts/sweep_report.py" in line

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.settings import SPLITS
 from deepbasics.config.sweep_dir import HOW_TO_RUN, LAST, recorded_jobs
-from deepbasics.errors import EXIT_FAILED, exit_with
+from deepbasics.errors import EXIT_FAILED, exit_with, one_line
 from deepbasics.reports.metrics import FINISHED, read_json
 from deepbasics.reports.mlflow_runs import end_sweep
 
@@ -181,8 +181,14 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         if not sweep_dir.is_dir():
             return
-        report = write_report(sweep_dir)
-        end_sweep(sweep_dir, report)  # the sweep's MLflow parent runs, if its jobs logged to MLflow
+        try:  # Hydra would only warn about a failure here: the command must not end as if the report were there
+            report = write_report(sweep_dir)
+            end_sweep(sweep_dir, report)  # the sweep's MLflow parent runs, if its jobs logged to MLflow
+        except Exception as err:
+            exit_with(
+                f"sweep {sweep_dir}: its report could not be written ({one_line(err)}); the jobs' own files are"
+                " kept, and `.venv/bin/python scripts/sweep_report.py <sweep dir>` writes it again"
+            )
         best = report["best"]
         best = f", best job {best['job']}: {best['metric']} {best['value']:.6g}" if best else ""
         print(f"sweep report: {sweep_dir / 'summary.md'} ({report['jobs']} jobs{best})", flush=True)
