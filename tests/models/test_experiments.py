@@ -64,7 +64,8 @@ def test_diabetes_gap_against_sklearn(tmp_path, diabetes_csv):
     best = log_loss(y[:, 0], reference.predict_proba(x)[:, 1])
     assert metrics["optimum"]["loss"] == pytest.approx(best, abs=1e-6)
     assert metrics["optimum"]["loss_gap"] == pytest.approx(metrics["train"]["loss"] - best, abs=1e-6)
-    assert metrics["train"]["acc"] == pytest.approx(0.7668, abs=1e-4)  # the lecture's 76.68%
+    # the lecture's 76.68% (582 of 759 rows), give or take one row: float32 kernels differ between CPUs
+    assert metrics["train"]["acc"] == pytest.approx(0.7668, abs=1.5 / 759)
 
     events = EventAccumulator(str(tmp_path))
     events.Reload()
