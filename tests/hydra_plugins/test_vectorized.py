@@ -308,19 +308,6 @@ def test_sweep_configs_equal_hydras_own(tmp_path):
             assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras), overrides
 
 
-def test_a_group_too_large_for_its_gpu_is_refused_in_one_line(monkeypatch):
-    from types import SimpleNamespace
-
-    from deepbasics.run import group
-
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1 << 20, 1 << 30))  # 1 MiB free
-    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
-    stacked = SimpleNamespace(net=SimpleNamespace(params=[torch.zeros(1000, 64, 64)]), jobs=[None] * 1000)
-    data = SimpleNamespace(splits={"train": (torch.zeros(1000, 500, 64), torch.zeros(1000, 500, 1))})
-    with pytest.raises(group.DeviceTooSmall, match=r"^1000 stacked jobs need about .* GiB on cuda:0, which has"):
-        group._check_device_memory(trainer, stacked, data)
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_an_error_of_the_group_fails_each_job_as_it_would_alone(tmp_path, monkeypatch, capfd):
     args = ["experiment=blobs_mlp", "epochs=10", "log_every=5", "val_every=5",

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from deepbasics.compat import loops_at_epoch_end
 from deepbasics.config.paths import check_checkpoint_path
 from deepbasics.errors import ConfigError
 from deepbasics.files import atomic_write
@@ -77,61 +76,25 @@ RENAMED_TARGETS = {"deepbasics.modules.": "deepbasics.models.lightning_modules."
 RENAMED_PARAMETERS = {"layer1.": "linear_1.", "layer2.": "linear_2."}  # the NeuralNet took the tutorial's names
 NETS = "deepbasics.models.nets."
 OPTIMIZERS = {"sgd": "torch.optim.SGD", "adam": "torch.optim.Adam"}
-OLD_RUN_KEYS = ("ckpt_every", "overfit_rows", "optimum_max_rows")  # the run's keys that left the config
 
 
 def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint of an earlier release in today's form: nets, optimizers and schedulers as ``_target_``
-    configs (they were looked up by name), class paths and parameter names renamed since, and Lightning's
-    loop state as one epoch per tutorial epoch (earlier releases held several full-batch steps in one
-    Lightning epoch, or ran a loop of their own)."""
+    """A checkpoint of an earlier release in today's form for what reads its weights and config (evaluate,
+    predict, ``load_model``): nets, optimizers and schedulers as ``_target_`` configs (they were looked up by
+    name), class paths and parameter names renamed since. Its loop state stays as it was: such a checkpoint
+    (``deepbasics.format`` below ``FORMAT``) is not resumed (run.training says so)."""
     state = checkpoint["deepbasics"]
     if "config" in state:
         state["config"] = _renamed(state["config"])
+        if state.get("format", 1) < FORMAT:
+            state["config"]["model"] = upgrade_model_config(state["config"]["model"])
     if "state_dict" in checkpoint:
         checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
-    if state.get("format", 1) >= FORMAT:
-        return checkpoint
-    config, full_batch = state.get("config"), True
-    if config is not None:
-        config["model"] = upgrade_model_config(config["model"])
-        full_batch = not (config.get("data") or {}).get("batch_size")
-        for key, value in {"dry_run": False, "progress": "auto", "figure_every": 0, "threads": 1}.items():
-            config.setdefault(key, value)  # the run's keys that came since
-        every = config.get("ckpt_every")  # the checkpoints' interval, in epochs: now ModelCheckpoint's own
-        for key in OLD_RUN_KEYS:
-            config.pop(key, None)
-        for conf in (config.get("callbacks") or {}).values():
-            if "Checkpoint" in str(conf.get("_target_")):
-                every = every or conf.get("every_n_epochs") or config["val_every"]
-                conf.update(
-                    _target_="lightning.pytorch.callbacks.ModelCheckpoint",
-                    every_n_epochs=every,
-                    save_on_train_epoch_end=True,
-                    enable_version_counter=False,
-                    filename="best-epoch{epoch}",
-                )
-            elif "EarlyStopping" in str(conf.get("_target_")):
-                conf["_target_"] = "lightning.pytorch.callbacks.EarlyStopping"
-        for key in list(checkpoint.get("callbacks") or {}):  # their state, under the name it has now
-            if re.match(r"(Model|Scheduled)Checkpoint\{", key) and every:
-                new = re.sub(
-                    r"'every_n_epochs': \d+", f"'every_n_epochs': {every}", "Model" + key[key.index("Checkpoint") :]
-                )
-                checkpoint["callbacks"][new] = checkpoint["callbacks"].pop(key)
-        for key in ("max_epochs", "max_steps", "log_every_n_steps", "check_val_every_n_epoch", "enable_progress_bar"):
-            (config.get("trainer") or {}).pop(key, None)
-    if "hyper_parameters" in checkpoint:
+    if state.get("format", 1) < FORMAT and "hyper_parameters" in checkpoint:
         for key in ("epochs", "log_every", "val_every"):  # the module's own loop had the schedule
             checkpoint["hyper_parameters"].pop(key, None)
         checkpoint["hyper_parameters"] = upgrade_model_config(checkpoint["hyper_parameters"])
-    steps = int(checkpoint.get("global_step", 0))
-    if "epochs" not in state:  # the releases with their own loop: a mini-batch checkpoint of theirs cannot resume
-        state.update(epochs=steps, own_loop=True)
-    if "loops" in checkpoint and full_batch:  # several full-batch steps were one Lightning epoch
-        checkpoint["loops"] = loops_at_epoch_end(checkpoint["loops"], state["epochs"])
-        checkpoint["epoch"] = state["epochs"] - 1  # Lightning's number of the epoch that saved it
-    state["format"] = FORMAT
+    state.setdefault("epochs", int(checkpoint.get("global_step", 0)))  # the releases with a loop of their own
     return checkpoint
 
 

@@ -86,8 +86,6 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
                 log.info(f"#{', #'.join(job.label for job in members)}: a group of their own data shape")
             try:
                 _train_stacked(members, timings)
-            except DeviceTooSmall:
-                raise  # the whole launch is refused, in one line
             except Exception as err:  # what would have failed each job alone fails each job of the group
                 for job in members:
                     if job.outcome is None:
@@ -164,7 +162,6 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     root, resumed = jobs[0].run.dir.parent, jobs[0].resumed  # the launcher groups jobs at the same step
     io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")
     trainer = build.build_trainer(first, root, callbacks, [], first.epochs, io=io)
-    _check_device_memory(trainer, group, data)
     _start_logs(jobs, group, resumed["global_step"] if resumed else 0)
     began = time.perf_counter()
     try:
@@ -310,32 +307,6 @@ def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dic
     return curves
 
 
-class DeviceTooSmall(ConfigError):
-    """The group's K copies would not fit on its device."""
-
-
-def _check_device_memory(trainer: L.Trainer, group: StackedModule, data: StackedSplits) -> None:
-    """On a GPU, refuse a group whose K copies would not fit in the device's free memory: its parameters,
-    gradients and two optimizer states, its data, and each layer's activations and their gradients."""
-    device = trainer.strategy.root_device
-    if device.type != "cuda":
-        return
-    free, _ = torch.cuda.mem_get_info(device)
-    rows = max(split[0].shape[1] for split in data.splits.values())
-    widths = sum(p.shape[1] for p in group.net.params if p.dim() == 3)
-    need = 4 * (
-        4 * sum(p.numel() for p in group.net.params)
-        + sum(t.numel() for s in data.splits.values() for t in s)
-        + 4 * len(group.jobs) * rows * widths
-    )
-    if need > 0.9 * free:
-        raise DeviceTooSmall(
-            f"{len(group.jobs)} stacked jobs need about {need / 2**30:.1f} GiB on {device}, which has"
-            f" {free / 2**30:.1f} GiB free; stack fewer at a time (hydra.launcher.group_size=<n>, or an Optuna"
-            " sweep's n_jobs), or use trainer=cpu"
-        )
-
-
 class JobCheckpoints(L.Callback):
     """Each job's own ModelCheckpoint, driven by the group's trainer at the hooks where it saves while the
     trainer's ``callback_metrics`` hold that job's metrics alone; its saves go to ``JobCheckpointIO``. Called
@@ -345,9 +316,7 @@ class JobCheckpoints(L.Callback):
         self.jobs, self.group = jobs, group
         self.dirs = {Path(job.checkpoint.dirpath): k for k, job in enumerate(jobs) if job.checkpoint}
         parts = (jobs[0].cfg.get("callbacks") or {}).values()
-        options = next((part for part in parts if build.is_model_checkpoint(part)), {})
-        self.between = bool(options.get("every_n_train_steps") or options.get("train_time_interval"))
-        self.every = options.get("every_n_epochs") or 1
+        self.every = next((part for part in parts if build.is_model_checkpoint(part)), {}).get("every_n_epochs") or 1
 
     def _each(self, trainer: L.Trainer, hook: str, *args) -> None:
         metrics = trainer.callback_metrics
@@ -374,10 +343,6 @@ class JobCheckpoints(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._each(trainer, "on_train_start")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.between:
-            self._each(trainer, "on_train_batch_end", outputs, batch, batch_idx)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self._each(trainer, "on_validation_end")

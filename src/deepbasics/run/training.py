@@ -31,7 +31,7 @@ from deepbasics.run.callbacks import (
     epochs_done,
     stopped_early,
 )
-from deepbasics.run.checkpoints import read_checkpoint
+from deepbasics.run.checkpoints import FORMAT, read_checkpoint
 from deepbasics.run.finish import Run, finish
 from deepbasics.run.resume import resumed_config
 
@@ -64,11 +64,11 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         ckpt_path = resumed_checkpoint(run_dir, cfg.resume)
         cfg, checkpoint = resumed_config(cfg, ckpt_path, overrides)
         state = checkpoint["deepbasics"]
-        if state.get("own_loop") and cfg.data.get("batch_size"):
+        if state.get("format", 1) < FORMAT:
             raise ConfigError(
-                f"resume={cfg.resume}: this mini-batch checkpoint comes from an earlier release, whose loop counted"
-                " passes where Lightning's counts batches, so it cannot be continued; it still evaluates and"
-                " predicts, and deepbasics.load_model reads its weights"
+                f"resume={cfg.resume}: this checkpoint comes from an earlier release, whose training loop kept"
+                " another state, so it cannot be continued; it still evaluates and predicts, and"
+                " deepbasics.load_model reads its weights (start a new run to train further)"
             )
     check_settings(cfg)  # the effective config: a resumed run's is the one stored in its checkpoint
     run = Run.of(cfg)

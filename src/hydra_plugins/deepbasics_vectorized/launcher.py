@@ -59,6 +59,10 @@ def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str
         "it profiles or detects anomalies (debug=profiler|anomaly)": trainer.get("profiler")
         or trainer.get("detect_anomaly"),
         f"callbacks.{others[0] if others else ''} is not run for stacked jobs": others,
+        "its checkpoints are due between epoch ends (stacked jobs save at epoch ends)": any(
+            OmegaConf.select(cfg, f"callbacks.model_checkpoint.{key}")
+            for key in ("every_n_train_steps", "train_time_interval")
+        ),
         unstackable_optimizer(model["optimizer"]): unstackable_optimizer(model["optimizer"]),
     }
     reason = next((why for why, refuses in reasons.items() if refuses), None)
@@ -101,7 +105,7 @@ class VectorizedLauncher(Launcher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         configs, groups, solo = self.plan(job_overrides, initial_job_idx)
         returns: dict[int, JobReturn] = {}
-        for chunk in groups:  # first: a group refused (too large for its GPU) stops the launch in one line
+        for chunk in groups:
             returns.update(self._train_stacked(chunk, [configs[i] for i in chunk]))
         for idx in sorted(solo):
             log.info(f"#{idx} runs on its own: {solo[idx]}")
