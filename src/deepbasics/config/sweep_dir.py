@@ -21,7 +21,7 @@ STATE = ".sweep"  # inside the sweep directory
 DEFINITION = "definition.yaml"
 JOBS = "jobs.yaml"
 LAUNCHER = "launcher"
-FINISHED = ("completed", "stopped_early")
+FINISHED = ("completed", "stopped_early")  # metrics.json statuses of runs whose end phase is done
 # Settings that may change when a sweep is finished: how it runs, not what it trains.
 HOW = {"n_jobs", "max_batch_size", "storage", "_target_", "n_trials"}
 # Command-line keys that say how to run the command, not what the sweep is (nor a job's name).

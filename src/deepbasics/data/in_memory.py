@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from deepbasics.errors import ConfigError, one_line
 
@@ -37,6 +38,14 @@ def whole_splits(datamodule) -> WholeSplits | None:
     except (ValueError, TypeError) as err:  # the values it was given, which no check of its own caught
         raise ConfigError(f"data ({type(datamodule).__name__}): {one_line(err)}; check its arguments") from None
     return datamodule
+
+
+def split_names(datamodule) -> list[str]:
+    """The splits a DataModule has: its whole splits, or train and each of val and test it has a loader for."""
+    splits = whole_splits(datamodule)
+    if splits is not None:
+        return list(splits.splits)
+    return ["train"] + [s for s in ("val", "test") if is_overridden(f"{s}_dataloader", datamodule)]
 
 
 def offers_whole_splits(cls: type) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deepbasics.config.sweep_dir import DEFINITION, LAUNCHER, STATE
-from deepbasics.files import atomic_write, locked
+from deepbasics.files import atomic_write, locked, read_json
 
 TAG = "deepbasics."
 # MLflow 3 UIs open an experiment of this kind on its training runs, not on the GenAI overview (README).
@@ -28,7 +28,7 @@ def logger_kwargs(conf, run_dir: Path) -> dict[str, Any]:
         digits = run_dir.name.split("_", 1)[0]  # the job's number (config.resolvers' job_dir)
         tags |= {f"{TAG}job": str(int(digits))} if digits.isdigit() else {}
     tags |= dict(conf.get("tags") or {})
-    known = _read(run_dir / ".mlflow.json").get(_key(conf.get("tracking_uri"), conf.get("experiment_name")))
+    known = read_json(run_dir / ".mlflow.json").get(_key(conf.get("tracking_uri"), conf.get("experiment_name")))
     return {"tags": tags} | ({"run_id": known} if known and not conf.get("run_id") else {})
 
 
@@ -86,7 +86,7 @@ def sweep_parent(client, key: str, experiment_id: str, sweep: Path, launcher: st
     asks (under a lock: a parallel launcher's jobs ask at once); a resumed sweep's runs again."""
     record = sweep / STATE / "mlflow.json"
     with locked(sweep / STATE / "mlflow.lock"):
-        known = _read(record).get(key, {}).get("run_id")
+        known = read_json(record).get(key, {}).get("run_id")
         try:
             run = client.get_run(known) if known else None
         except Exception:  # deleted from the store since: the sweep gets a new parent run
@@ -120,7 +120,7 @@ def curves_of_run(logger, tags) -> dict[str, list[tuple[int, float]]]:
 def end_sweep(sweep: Path, report: dict[str, Any]) -> None:
     """The sweep report on its parent runs: the summary files, summary.md as description, the shared settings
     and the best job's metrics (the sweep's row reads as its result); KILLED when a job did not finish."""
-    records = _read(sweep / STATE / "mlflow.json")
+    records = read_json(sweep / STATE / "mlflow.json")
     if not records:
         return
     from mlflow import MlflowClient
@@ -149,14 +149,7 @@ def _key(uri: str | None, experiment: str | None) -> str:
     return f"{uri or os.environ.get('MLFLOW_TRACKING_URI', '')}#{experiment}"
 
 
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _record(path: Path, key: str, value) -> None:
     """Set ``key: value`` in a small JSON record (a run's MLflow run id, a sweep's parent run)."""
-    data = _read(path) | {key: value}
+    data = read_json(path) | {key: value}
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))

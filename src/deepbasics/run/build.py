@@ -16,10 +16,9 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
-from deepbasics.data.in_memory import WholeSplits, whole_splits
+from deepbasics.data.in_memory import WholeSplits, split_names, whole_splits
 from deepbasics.errors import ConfigError, one_line
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 
@@ -177,8 +176,7 @@ def check_monitors(monitors: dict[str, str], model: L.LightningModule, datamodul
     """Every monitored name (``monitors``: setting -> metric) must be one the run logs while it trains (a
     split's loss or metric, of the splits the data has): found before the first epoch, not as Lightning's
     error after it."""
-    splits = whole_splits(datamodule)
-    has_val = "val" in splits.splits if splits is not None else is_overridden("val_dataloader", datamodule)
+    has_val = "val" in split_names(datamodule)
     names = ["loss", *(name.split("/", 1)[1] for name in model.stage_metrics["train_"].keys(keep_base=False))]
     logged = [f"{split}/{name}" for split in ("train", "val") if split == "train" or has_val for name in names]
     logged += ["step", "epoch"] + (["train/batch_loss"] if plateau else [])
@@ -195,8 +193,8 @@ def check_monitors(monitors: dict[str, str], model: L.LightningModule, datamodul
 
 
 def live_progress(progress: str) -> bool:
-    """``progress=auto``: a live bar when stdout is a terminal, the plain lines otherwise (CI, pipes, logs).
-    A terminal that reports no size (a 0x0 pty: `script`, `docker -t`) cannot draw a bar: it gets the lines."""
+    """``progress=auto``: Lightning's progress bar when stdout is a terminal, the plain lines otherwise (CI,
+    pipes, logs). A terminal that reports no size (a 0x0 pty: `script`, `docker -t`) gets the lines."""
     if progress == "lines" or (progress == "auto" and not sys.stdout.isatty()):
         return False
     try:

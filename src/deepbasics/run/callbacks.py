@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import statistics
-import sys
 import threading
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
 from deepbasics.models.optimum import optimum, optimum_points
 from deepbasics.reports.figures import FitPlot, log_image, png
@@ -61,43 +60,6 @@ class ConsoleLog(L.Callback):
         print(f"epoch {done:>{len(str(trainer.max_epochs))}}/{trainer.max_epochs}  {line}", flush=True)
 
 
-class EpochProgressBar(ProgressBar):
-    """A live bar on a terminal, counting epochs with rate, ETA and the latest train loss."""
-
-    def __init__(self, name: str = "train") -> None:
-        super().__init__()
-        self.name, self.enabled, self.bar = name, True, None
-
-    def disable(self) -> None:
-        self.enabled = False
-
-    def enable(self) -> None:
-        self.enabled = True
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(
-            total=trainer.max_epochs,
-            initial=trainer.current_epoch,
-            unit="epoch",
-            dynamic_ncols=True,
-            desc=self.name,
-            file=sys.stdout,
-            smoothing=0.1,
-            disable=not self.enabled,
-        )
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loss = trainer.callback_metrics.get("train/loss")
-        if loss is not None:
-            self.bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
-        self.bar.update(trainer.current_epoch + 1 - self.bar.n)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.bar.close()
-
-
 class WholeTrainSplit(L.Callback):
     """For data held whole in memory: train metrics of the model as it is every ``log_every`` epochs (from
     before the first step), the optimum's flat line, and the fit figure every ``figure_every`` epochs."""
@@ -118,7 +80,8 @@ class WholeTrainSplit(L.Callback):
         done = trainer.current_epoch + 1
         if done % self.log_every == 0 or validates(trainer, done):
             values = pl_module.measure("train", self.splits.batches("train"))
-            pl_module.log_dict(values, logger=False)  # for the monitors: checkpoints, early stopping, console
+            # for the monitors (checkpoints, early stopping), the console lines and Lightning's progress bar
+            pl_module.log_dict(values, logger=False, prog_bar=True)
             write(trainer.loggers, values, trainer.global_step)  # the point now, before this epoch's checkpoint
         if self.figure_every and done % self.figure_every == 0 and done < trainer.max_epochs:
             x, y = self.splits.splits["train"]

@@ -8,10 +8,9 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import get_class
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
-from deepbasics.data.in_memory import whole_splits
+from deepbasics.data.in_memory import split_names, whole_splits
 from deepbasics.errors import ConfigError
 from deepbasics.reports.metrics import by_stage, results_table, write_json
 from deepbasics.run.build import build_datamodule
@@ -41,12 +40,10 @@ def evaluate(cfg: DictConfig) -> dict:
             f"data.path={config.data.path} has {splits.splits['train'][0].shape[1]} input columns, the"
             f" model takes {width}; pass the table the run trained on"
         )
-    if splits is not None:
-        has = list(splits.splits)
-    else:
+    if splits is None:
         datamodule.prepare_data()
         datamodule.setup("test")
-        has = ["train"] + [s for s in ("val", "test") if is_overridden(f"{s}_dataloader", datamodule)]
+    has = split_names(datamodule)
     split = cfg.split if cfg.split != "auto" else ("test" if "test" in has else "train")
     if split not in has:
         raise ConfigError(f"split={split}: this run's data has only {', '.join(has)}; pick one")

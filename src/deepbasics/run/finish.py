@@ -9,11 +9,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.sweep_dir import swept_keys
-from deepbasics.data.in_memory import whole_splits
+from deepbasics.data.in_memory import split_names, whole_splits
 from deepbasics.files import atomic_write
 from deepbasics.models.optimum import final_report, optimum_points
 from deepbasics.reports.figures import LOSS_CURVES, curves_from_events, event_writer, run_title, save_figures
@@ -59,7 +58,7 @@ def finish(run: Run, trainer: L.Trainer, module, datamodule, stopped=None, best_
         values = module.measure("train", splits.batches("train"))
     else:  # the last epoch's, over its batches
         values = {k: v for k, v in metrics.items() if k.startswith("train/") and "batch" not in k}
-    has = set(splits.splits) if splits else {s for s in ("val", "test") if is_overridden(f"{s}_dataloader", datamodule)}
+    has = split_names(datamodule)
     last_validated = trainer.global_step and epochs_done(trainer) % trainer.check_val_every_n_epoch == 0
     if "val" in has and last_validated and "val/loss" in metrics:  # its values are the final model's
         values |= {k: v for k, v in metrics.items() if k.startswith("val/")}

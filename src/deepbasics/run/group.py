@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepbasics.config.run_dir import LAST
 from deepbasics.config.settings import check_settings
 from deepbasics.config.sweep_dir import STATE
-from deepbasics.data.in_memory import Slices, whole_splits
+from deepbasics.data.in_memory import InMemoryDataModule, whole_splits
 from deepbasics.errors import ConfigError, RunFailed, one_line
 from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
@@ -67,8 +67,7 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
     jobs = [Job(cfg, label, Run.of(cfg)) for cfg, label in zip(cfgs, labels, strict=True)]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # every job holds its directory's lock open
     if soft != resource.RLIM_INFINITY and soft < len(jobs) + 256:
-        limit = len(jobs) + 256 if hard == resource.RLIM_INFINITY else min(len(jobs) + 256, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     held, shared, shapes = [], {}, {}
     try:
         for job in jobs:  # first: a job whose directory another process holds writes nothing into it
@@ -122,33 +121,19 @@ def _build(job: Job, shared: dict) -> bool:
     return True
 
 
-class StackedSplits(L.LightningDataModule):
-    """The data of K jobs trained as one stacked model: each split one batch with a leading job axis, x
-    (K, N, features) and y (K, N, 1). Jobs that share one DataModule share its tensors (a view, no copy)."""
+class StackedSplits(InMemoryDataModule):
+    """The data of K jobs trained as one stacked model: each split one full batch with a leading job axis, x
+    (K, N, features) and y (K, N, 1), served as the project's in-memory data are. Jobs that share one
+    DataModule share its tensors (a view, no copy)."""
 
     def __init__(self, datamodules: list):
         super().__init__()
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for split in datamodules[0].splits:
             parts = [dm.splits[split] for dm in datamodules]
             if all(p is parts[0] for p in parts):
                 self.splits[split] = tuple(t.expand(len(parts), *t.shape) for t in parts[0])
             else:
                 self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
-
-    def rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.trainer.strategy.root_device
-        self.splits[split] = tuple(t.to(device) for t in self.splits[split])  # placed once
-        return self.splits[split]
-
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        return batch
-
-    def train_dataloader(self):
-        return Slices(*self.rows("train"), None)
-
-    def val_dataloader(self):
-        return Slices(*self.rows("val"), None) if "val" in self.splits else []
 
 
 def _train_stacked(jobs: list[Job], timings: dict) -> None:

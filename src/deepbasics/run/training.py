@@ -23,7 +23,6 @@ from deepbasics.reports.metrics import FINISHED, read_json, write_json
 from deepbasics.run import build
 from deepbasics.run.callbacks import (
     ConsoleLog,
-    EpochProgressBar,
     LastCheckpoint,
     RunState,
     SignalStop,
@@ -98,7 +97,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     loggers = build.build_loggers(cfg.get("logger"), run_dir, checkpoint["global_step"] if checkpoint else 0)
     splits, bar = whole_splits(datamodule), build.live_progress(cfg.progress)
     callbacks = [WholeTrainSplit(splits, cfg.log_every, cfg.figure_every, run.title())] if splits else []
-    callbacks += [EpochProgressBar(cfg.name) if bar else ConsoleLog()]
+    callbacks += [] if bar else [ConsoleLog()]  # a terminal gets Lightning's own progress bar instead
     callbacks += [RunState(run.config, splits.standardization if splits else None)]
     callbacks += build.build_callbacks(cfg.get("callbacks"), run_dir)
     if scheduler and loggers:  # the rate at each epoch's start
