@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, REPO, read_metrics
+from conftest import BIN, REPO, read_metrics, run_in_this_process
 
 SECTION = "## Your own model and data"
 STOP_AT = REPO / "tests" / "run" / "stop_at.py"
@@ -87,7 +87,7 @@ def test_your_own_net_and_datamodule_as_the_readme_shows(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_run_on_your_datamodule_killed_and_resumed_ends_as_one_never_stopped(tmp_path):
+def test_a_run_on_your_datamodule_killed_and_resumed_ends_as_one_never_stopped(tmp_path, monkeypatch, capfd):
     home = user_directory(tmp_path)
     args = ["--config-dir", "conf", "data=circles", "model=tanh", "name=circles", "epochs=30", "val_every=10"]
     env = {**os.environ, "PYTHONPATH": ".", "PYTHONWARNINGS": "ignore"}
@@ -95,9 +95,11 @@ def test_a_run_on_your_datamodule_killed_and_resumed_ends_as_one_never_stopped(t
     assert killed.returncode == -9
     (run,) = sorted((home / "outputs" / "runs" / "circles").iterdir())
     assert not (run / "metrics.json").exists()
-    for extra in (["resume=auto"], []):  # the killed run finished, then the same run never stopped
-        proc = subprocess.run([str(BIN / "deepbasics-train"), *args, *extra], cwd=home, env=env, capture_output=True)
-        assert proc.returncode == 0, proc.stderr
+    # the killed run finished as the user types it, then the same run never stopped (in this process)
+    proc = subprocess.run([str(BIN / "deepbasics-train"), *args, "resume=auto"], cwd=home, env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.syspath_prepend(str(home))
+    assert run_in_this_process("deepbasics-train", args, home, monkeypatch, capfd).returncode == 0
     first, second = sorted((home / "outputs" / "runs" / "circles").iterdir())
     assert first == run
     ends = [torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (first, second)]
