@@ -20,8 +20,7 @@ _held: dict[Path, int] = {}  # run directory -> the open descriptor holding its 
 
 
 def read_json(path: str | Path) -> dict:
-    """A JSON record (metrics.json) as a dict; {} when it is missing or does not read back whole (a copy cut
-    short, a disk that filled), which its readers take for a run that is not finished."""
+    """A JSON record as a dict; {} when missing or not whole (a copy cut short, a full disk): not a finished run."""
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError):

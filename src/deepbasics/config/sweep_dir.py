@@ -22,8 +22,7 @@ DEFINITION = "definition.yaml"
 JOBS = "jobs.yaml"
 LAUNCHER = "launcher"
 FINISHED = ("completed", "stopped_early")  # metrics.json statuses of runs whose end phase is done
-# Settings that may change when a sweep is finished: how it runs, not what it trains.
-HOW = {"n_jobs", "max_batch_size", "storage", "_target_", "n_trials"}
+HOW = {"n_jobs", "max_batch_size", "storage", "_target_", "n_trials"}  # may change on resume: how the sweep runs
 # Command-line keys that say how to run the command, not what the sweep is (nor a job's name).
 HOW_TO_RUN = ("resume", "dry_run", "progress")  # progress: a bar or lines, the same training
 

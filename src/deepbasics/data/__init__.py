@@ -1,6 +1,5 @@
-"""The project's DataModules: splits held in memory (``in_memory``), from inline values (``toy``), make_blobs
-(``blobs``) or a CSV file (``csv_file``). Configs name them as ``deepbasics.data.<Class>``; any other
-LightningDataModule serves as ``data`` the same way."""
+"""The DataModules: splits in memory (``in_memory``), from inline values (``toy``), make_blobs (``blobs``) or a CSV file
+(``csv_file``); configs name ``deepbasics.data.<Class>``, or any LightningDataModule."""
 
 from deepbasics.data.blobs import BlobsDataModule
 from deepbasics.data.csv_file import CSVDataModule

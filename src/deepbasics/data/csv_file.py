@@ -52,9 +52,8 @@ def open_text(path: str, encoding: str) -> TextIO:
 def read_table(
     path: str, delimiter: str, header: bool, encoding: str, key: str = "data.path", settings: bool = True
 ) -> np.ndarray:
-    """The numeric table (float32, 2-D), or one line that says what the file looks like and which setting
-    reads it. ``key``: the setting that named the file; ``settings``: whether data.* settings read it
-    (predict's inputs are read as they are: the fix there is a plain comma-separated UTF-8 file)."""
+    """The numeric table (float32, 2-D), or one line on what the file looks like and which setting reads it. ``key``:
+    the setting naming the file; ``settings``: whether data.* settings read it (not for predict's inputs)."""
     try:
         with warnings.catch_warnings(), open_text(path, encoding) as f:
             warnings.simplefilter("ignore")  # numpy warns about an empty file; the caller says it
@@ -146,12 +145,10 @@ def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: st
 
 
 class CSVDataModule(InMemoryDataModule):
-    """A numeric CSV (numbers may be quoted; gzip, bzip2 and xz files are read as they are). ``target`` is
-    the target column and ``features`` the input columns, by name (with ``header``: the first row names the
-    columns) or by position; by default the target is ``label_column`` (the last) and the features are all
-    the others. Without split fractions every row trains, in file order, as in the tutorial; with them a
-    seeded shuffle carves out val and test. ``standardize`` scales each feature by the training split's
-    mean and std (the base class does it)."""
+    """A numeric CSV (numbers may be quoted; gzip, bzip2 and xz read as they are). ``target`` and ``features`` are
+    columns by name (``header``: the first row names them) or position; by default the target is ``label_column`` (the
+    last), the features all others. Without split fractions every row trains, in file order, as in the tutorial; else a
+    seeded shuffle carves out val and test. ``standardize``: scale features by the training split's mean and std."""
 
     def __init__(
         self,
@@ -177,8 +174,7 @@ class CSVDataModule(InMemoryDataModule):
                 f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no rows to train on;"
                 " keep their sum below 1"
             )
-        # Absolute, so evaluating a checkpoint later works from any directory.
-        path = os.path.abspath(os.path.expanduser(str(path)))
+        path = os.path.abspath(os.path.expanduser(str(path)))  # absolute: a checkpoint evaluates from any directory
         self.save_hyperparameters(logger=False)  # the loggers get the run's flat settings instead
 
     def make_splits(self):

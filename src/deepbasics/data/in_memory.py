@@ -1,6 +1,5 @@
-"""DataModules that hold every split in memory as two tensors and serve them to Lightning's own loop without
-a DataLoader (one over a TensorDataset would cost more per step than these nets' whole step). What needs a
-whole split (the fit figure, the optimum, stacked sweeps) asks ``whole_splits(datamodule)`` for it."""
+"""DataModules holding each split in memory as two tensors, served without a DataLoader (one costs more per step than
+these nets' whole step). What needs a whole split (fit figure, optimum, stacked sweeps) asks ``whole_splits``."""
 
 from __future__ import annotations
 
@@ -62,8 +61,7 @@ def check_finite(values, where: str, fix: str) -> None:
 
 
 class Standardize(torch.nn.Module):
-    """(x - mean) / std per feature with the training split's statistics (``stats`` as kept in checkpoints):
-    the data's transform, also put before a net that predicts from raw rows."""
+    """(x - mean) / std per feature (training split's statistics); also put before a net that predicts from raw rows."""
 
     def __init__(self, stats: dict):
         super().__init__()
@@ -92,9 +90,8 @@ class Slices:
 
 
 class ShuffledPass(Slices):
-    """One pass over the training rows in shuffled slices of ``batch_size``, in an order drawn from the seed
-    and the epoch alone (a resumed run repeats it). Under DDP each process takes every world_size-th row of a
-    batch, with its share of the batch: weighting its loss by that share makes DDP's mean gradient the batch's."""
+    """Training rows in shuffled ``batch_size`` slices, ordered by seed and epoch alone (a resume repeats them).
+    Under DDP a process takes every world_size-th row, its loss weighted by its share: DDP's mean is the batch's."""
 
     def __init__(self, datamodule: InMemoryDataModule):
         super().__init__(*datamodule.rows("train"), datamodule.batch_size)
@@ -119,9 +116,8 @@ class ShuffledPass(Slices):
 
 
 class InMemoryDataModule(L.LightningDataModule):
-    """Subclasses return their splits as arrays (``make_splits``), served as float32 tensors, targets (N, 1);
-    ``batch_size`` None: one full-batch step per epoch. ``standardize``: scale each feature by the training
-    split's mean and std (or by ``standardization`` when it is given, a checkpoint's)."""
+    """Subclasses give splits as arrays (``make_splits``), held as float32 tensors, targets (N, 1); ``batch_size`` None:
+    one full-batch step per epoch. ``standardize``: scale by the training split's (or a checkpoint's) mean and std."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -163,9 +159,8 @@ class InMemoryDataModule(L.LightningDataModule):
             self.splits = {name: (scale(x), y) for name, (x, y) in self.splits.items()}
 
     def rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """This process's rows of ``split`` on the training device (the CPU outside a fit), placed once: under
-        DDP every world_size-th row (equal shards: the ranks' mean gradient is the full batch's), except the
-        training rows of mini-batches, which every process keeps whole (``ShuffledPass`` shares each batch)."""
+        """This process's rows of ``split``, placed once on the training device (CPU outside a fit): under DDP every
+        world_size-th row (equal shards: the mean gradient is the batch's), all training rows for ``ShuffledPass``."""
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -193,8 +188,7 @@ class InMemoryDataModule(L.LightningDataModule):
         return Slices(x, y, max(self.batch_size, MEASURE_ROWS) if self.batch_size else None)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # Placed on the training device already (``rows``): Lightning's own move would walk the batch at
-        # every step to find that out.
+        # On the training device already (``rows``): Lightning's move would walk the batch every step to find that out
         if batch[0].device == device:
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)

@@ -1,6 +1,5 @@
-"""The models: the tutorials' plain nets (``nets``), the LightningModules that train any net
-(``lightning_modules``), their stacked form for sweeps (``stacked``) and the closed-form optimum a linear
-model can reach (``optimum``)."""
+"""The models: the tutorials' plain nets (``nets``), the LightningModules that train any net (``lightning_modules``),
+their stacked form for sweeps (``stacked``) and a linear model's closed-form optimum (``optimum``)."""
 
 from deepbasics.models.lightning_modules import BinaryClassifier, MulticlassClassifier, RegressionModule, TaskModule
 

@@ -1,7 +1,6 @@
-"""The LightningModules: any ``torch.nn.Module`` net (built from its ``_target_`` config) trained in Lightning's
-own loop with lightning-hydra-template's ``_partial_`` optimizer and scheduler configs; each task names its
-loss and its torchmetrics once. Configs are kept as plain hyperparameters, so checkpoints load with
-``weights_only=True``."""
+"""The LightningModules: any ``torch.nn.Module`` net (from its ``_target_`` config) trained in Lightning's loop with
+lightning-hydra-template's ``_partial_`` optimizer and scheduler configs; each task names its loss and torchmetrics
+once. Configs are plain hyperparameters, so checkpoints load with ``weights_only=True``."""
 
 from __future__ import annotations
 
@@ -22,9 +21,8 @@ from deepbasics.errors import ConfigError, RunFailed
 
 
 class TaskModule(L.LightningModule):
-    """A net, its optimizer (and schedule), its loss and metrics; a task (subclass) chooses loss and metrics.
-    ``init``: ``default`` (the net's own), ``zeros``, or ``{parameter name: values}`` (the tutorials' hand-set
-    start, ``{linear.weight: [[4.0]], linear.bias: [1.0]}``)."""
+    """A net, its optimizer (and schedule), loss and metrics, the last two a task's (subclass's). ``init``: ``default``,
+    ``zeros`` or ``{parameter: values}`` (the tutorials' start: ``{linear.weight: [[4.0]], linear.bias: [1.0]}``)."""
 
     is_classifier = False
 
@@ -36,8 +34,7 @@ class TaskModule(L.LightningModule):
         # one metric object per stage, so each reduces over its own epoch (keys apart from nn.Module.train)
         self.stage_metrics = nn.ModuleDict({f"{s}_": self.make_metrics().clone(prefix=f"{s}/") for s in SPLITS})
         self.stage_losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in SPLITS})
-        # Data that does not offer its whole training split in memory: the train metrics are those of each
-        # epoch's batches (set by the run; otherwise a callback measures the whole split, run.callbacks).
+        # Set by the run for data not held in memory: train metrics over each epoch's batches (else WholeTrainSplit)
         self.batch_metrics = False
         self.eval_split = "test"  # the stage trainer.test logs under (deepbasics-evaluate split=...)
         self.logs_batch_loss = False  # a plateau schedule watches the loss of every step
@@ -78,8 +75,7 @@ class TaskModule(L.LightningModule):
             self.log_stage("train", on_step=False, on_epoch=True)
         if self.logs_batch_loss:  # only then: logging at every step has its cost
             self.log("train/batch_loss", loss.detach(), logger=False)
-        # Under DDP with in-memory mini-batches a process holds part of each batch; weighted by its share,
-        # DDP's mean of the processes' gradients is the whole batch's (data.in_memory.ShuffledPass).
+        # In-memory mini-batches under DDP: weighted by its share, DDP's mean gradient is the batch's (ShuffledPass)
         return loss * batch[2] if len(batch) > 2 else loss
 
     def validation_step(self, batch, batch_idx) -> None:
@@ -102,9 +98,8 @@ class TaskModule(L.LightningModule):
         self.stage_losses[f"{stage}_"].update(self.loss_fn(out, y), weight=len(y))
 
     def log_stage(self, stage: str, **kwargs) -> None:
-        """The stage's metric objects (Lightning reduces them over the epoch), and where the model is: logged
-        as ``step``, their x in every logger is the optimizer steps the model has taken (Lightning's own x is
-        one step behind, for points of a validation or an epoch's end)."""
+        """The stage's metric objects (Lightning reduces them over the epoch) and ``step``, every logger's x: the
+        optimizer steps taken (Lightning's own x lags one step at validation and epoch-end points)."""
         self.log(f"{stage}/loss", self.stage_losses[f"{stage}_"], **kwargs)
         self.log_dict(self.stage_metrics[f"{stage}_"], **kwargs)
         after = self.global_step + (stage == "train")  # training_step runs before its own optimizer step
@@ -184,8 +179,7 @@ class MulticlassClassifier(TaskModule):
 
 
 def predictions(out: torch.Tensor, classifier: bool) -> torch.Tensor:
-    """What a user sees: probabilities for classifiers (the sigmoid of one logit, the softmax of one logit per
-    class), values for regression."""
+    """What a user sees: classifiers' probabilities (sigmoid of one logit, softmax of several), regression's values."""
     if not classifier:
         return out
     return torch.softmax(out, dim=1) if out.shape[1] > 1 else torch.sigmoid(out)

@@ -1,6 +1,5 @@
-"""The tutorials' plain nets, with the tutorials' attribute names, so their own reload code takes a run's
-model.pt. They return raw values (regression) or logits (classifiers): the sigmoid belongs to the loss
-and to whoever shows a probability. Any other ``torch.nn.Module`` serves as ``model.net`` the same way."""
+"""The tutorials' plain nets with their attribute names, so their reload code takes a run's model.pt. They return values
+or logits: the sigmoid belongs to the loss and whoever shows a probability. Any ``nn.Module`` can be ``model.net``."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ class LinearRegression(nn.Module):
 
 
 class LogisticRegression(nn.Module):
-    """Wx + b as a logit: sigmoid(Wx + b) is the pass probability (softmax over ``out_features`` logits for
-    several classes)."""
+    """Wx + b as a logit: sigmoid(Wx + b) is the pass probability (several classes: softmax over the logits)."""
 
     def __init__(self, in_features: int = 1, out_features: int = 1):
         super().__init__()

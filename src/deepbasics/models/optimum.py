@@ -1,7 +1,6 @@
-"""The best answer a linear model can give on its training data, to set beside what SGD reached: closed-form
-least squares for a regression, unpenalised maximum likelihood for a binary classifier. It applies to a net
-that is one ``nn.Linear`` with one output (the tutorials' linear and logistic regressions, or a plain
-``torch.nn.Linear``) on data that offers its whole training split (``data.in_memory``)."""
+"""The best a linear model can do on its training data, beside what SGD reached: least squares for a regression,
+unpenalised maximum likelihood for a binary classifier. For a net that is one ``nn.Linear`` with one output (the
+tutorials' linear and logistic regressions) on data offering its whole training split."""
 
 from __future__ import annotations
 

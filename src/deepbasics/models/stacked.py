@@ -1,8 +1,7 @@
-"""K runs of one net class and size trained as one model: the jobs of a sweep that share a shape take one
-optimizer step together. ``stack_module_state`` gives each parameter a leading job axis, ``vmap(functional_call)``
-runs each job's rows through its own parameters, and the loss is the sum of the jobs' mean losses, so each job
-gets exactly its own gradient; ``StackedOptimizer`` applies each job's own hyperparameters as torch's SGD, Adam
-or AdamW would to that job alone (to float32 rounding: a batched product sums in another order)."""
+"""A sweep's jobs of one net class and size trained as one model, one optimizer step for all. Each parameter gets a
+leading job axis, ``vmap(functional_call)`` runs each job's rows through its own, and the loss is the sum of the jobs'
+mean losses, so each job gets exactly its own gradient; ``StackedOptimizer`` updates each job as torch's SGD, Adam or
+AdamW would alone (to float32 rounding: a batched product sums in another order)."""
 
 from __future__ import annotations
 
@@ -17,14 +16,13 @@ from hydra.utils import get_class
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-# The optimizers the stacked step applies per job, with the options it applies; flags (True/False) must be
-# the same for every job of a group. Options that only choose how torch computes the same update are ignored.
+# The optimizers the stacked step applies per job, with its options; flags (True/False) must be equal within a group.
 STACKED_OPTIONS = {
     torch.optim.SGD: ("momentum", "dampening", "weight_decay", "nesterov", "maximize"),
     torch.optim.Adam: ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"),
     torch.optim.AdamW: ("betas", "eps", "weight_decay", "amsgrad", "maximize"),
 }
-HOW_TORCH_COMPUTES = ("foreach", "fused", "capturable")
+HOW_TORCH_COMPUTES = ("foreach", "fused", "capturable")  # ignored: they choose how torch computes the same update
 
 
 def optimizer_options(spec: dict) -> tuple[type, dict]:
@@ -88,8 +86,7 @@ class StackedNet(nn.Module):
 
 
 class StackedOptimizer(torch.optim.Optimizer):
-    """torch's SGD, Adam or AdamW over stacked parameters, with each job's own hyperparameters: the update of
-    job k's slice is the one ``torch.optim.<class>(**job k's options)`` makes for job k alone."""
+    """torch's SGD, Adam or AdamW over stacked parameters: job k's slice updated as ``<class>(**its options)`` would."""
 
     def __init__(self, params: Sequence[nn.Parameter], specs: Sequence[dict]):
         cls, first = optimizer_options(specs[0])
@@ -109,8 +106,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.lr = per_job([o["lr"] for o in options])
         h = self.hyper = {k: per_job([o[k] for o in options]) for k in STACKED_OPTIONS[cls]
                           if not isinstance(first[k], bool)}  # fmt: skip  # betas -> (K, 2)
-        # the fixed per-job factors of the update, by name
-        self.per_job = {"neg_lr": -self.lr, "weight_decay": h["weight_decay"]}
+        self.per_job = {"neg_lr": -self.lr, "weight_decay": h["weight_decay"]}  # the update's fixed factors, by name
         if self.kind == "sgd":
             self.per_job.update(momentum=h["momentum"], damped=1 - h["dampening"])
         else:
@@ -190,8 +186,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.steps = int(state_dict.get("steps", 0))
 
     def stacked_state(self, job_states: Sequence[list[dict]]) -> dict:
-        """This optimizer's state_dict holding each job's state (per parameter, in the form torch's optimizer
-        for that job keeps it: ``job_state``'s), so a group continues from its jobs' checkpoints."""
+        """A state_dict of the jobs' states (``job_state``'s form), so a group resumes from its jobs' checkpoints."""
         params = self.param_groups[0]["params"]
         state = {}
         for i, p in enumerate(params):
@@ -215,10 +210,9 @@ class StackedOptimizer(torch.optim.Optimizer):
 
 
 class StackedModule(L.LightningModule):
-    """A group of jobs as one LightningModule in Lightning's own loop: an epoch is one optimizer step of all K
-    jobs on their full batches, with each job's loss and metrics as its own module defines them. ``history``
-    keeps every recorded point as (epoch, {"<stage>/<metric>": (K,) values}) and ``latest`` the points of
-    the current epoch; ``failed_at``/``failed_value``: the epoch whose loss first went non-finite, per job."""
+    """K jobs as one LightningModule: an epoch is one optimizer step of all jobs on full batches, each job's loss and
+    metrics as its module defines them. ``history``: every recorded point as (epoch, {"<stage>/<metric>": (K,) values}),
+    ``latest``: this epoch's; ``failed_at``/``failed_value``: epoch and value of each job's first non-finite loss."""
 
     def __init__(self, jobs: Sequence[L.LightningModule], log_every: int):
         super().__init__()
@@ -273,8 +267,7 @@ class StackedModule(L.LightningModule):
             self.on_record(epoch, values)
 
     def measure(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``stage``'s metrics of every job on its rows x (K, N, features), (K,) each on the CPU; NaN for
-        jobs that failed."""
+        """``stage``'s metrics of every job on its rows x (K, N, features): (K,) each, on the CPU, NaN if failed."""
         with torch.no_grad():
             out = self.net(x)
             values = {f"{stage}/loss": self.job_losses(out, y).float().cpu()}

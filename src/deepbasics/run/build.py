@@ -40,10 +40,9 @@ WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text
 
 
 def build(conf: DictConfig, key: str = "", **kwargs):
-    """Hydra's instantiate, with a failure as one line naming where its config sits (data, model.net,
-    trainer): of a part built inside another (a module builds its net), the innermost. Values are first
-    checked against the plain types (int, float, bool, str, None) the class's arguments are annotated with:
-    a word where a number goes answers here, not as a traceback at the first epoch."""
+    """Hydra's instantiate; a failure is one line naming where its config sits (data, model.net, trainer; of nested
+    parts, the innermost). Values are first checked against the plain types (int, float, bool, str, None) the class's
+    arguments are annotated with: a word where a number goes fails here, not at the first epoch."""
     try:
         cls = get_class(conf._target_)
         hints = typing.get_type_hints(cls.__init__)
@@ -105,8 +104,7 @@ def build_datamodule(conf: DictConfig, standardization: dict | None = None) -> L
 
 
 def input_width(datamodule: L.LightningDataModule) -> int:
-    """The number of input features: the whole training split's width, or the first training batch's (its
-    DataModule set up here; the global random state is left as it was, so the run's draws do not move)."""
+    """Input features: the training split's width, or the first batch's (the run's random draws do not move)."""
     splits = whole_splits(datamodule)
     if splits is not None:
         return splits.splits["train"][0].shape[1]
@@ -118,9 +116,8 @@ def input_width(datamodule: L.LightningDataModule) -> int:
 
 
 def build_model(conf: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
-    """The configured LightningModule for this data: ``model.net.in_features`` left null comes from the data
-    (as LightningCLI links arguments); its optimizer and scheduler are built once here, so that a bad value
-    answers in one line before training."""
+    """The configured module for this data: a null ``model.net.in_features`` comes from the data (as LightningCLI links
+    arguments); its optimizer and scheduler are built here once, so a bad value fails before training."""
     config = OmegaConf.to_container(conf, resolve=True)
     net = config.get("net") or {}
     if "in_features" in net:
@@ -173,9 +170,8 @@ def check_labels(splits: dict, classes: int | None) -> None:
 
 
 def check_monitors(monitors: dict[str, str], model: L.LightningModule, datamodule, plateau: bool = False) -> None:
-    """Every monitored name (``monitors``: setting -> metric) must be one the run logs while it trains (a
-    split's loss or metric, of the splits the data has): found before the first epoch, not as Lightning's
-    error after it."""
+    """Every monitored name (``monitors``: setting -> metric) must be one the run logs while training (a split's loss or
+    metric, of the data's splits): caught before the first epoch, not as Lightning's error after it."""
     has_val = "val" in split_names(datamodule)
     names = ["loss", *(name.split("/", 1)[1] for name in model.stage_metrics["train_"].keys(keep_base=False))]
     logged = [f"{split}/{name}" for split in ("train", "val") if split == "train" or has_val for name in names]
@@ -204,19 +200,16 @@ def live_progress(progress: str) -> bool:
 
 
 def build_loggers(conf: DictConfig | None, run_dir: Path, start_step: int = 0) -> list:
-    """The configured loggers of a run's training from ``start_step``, writing into ``run_dir`` (never where
-    a copied config points)."""
+    """The configured loggers from ``start_step``, writing into ``run_dir`` (never where a copied config points)."""
     loggers = []
     for part in (conf or {}).values():
         extra = {"save_dir": str(run_dir)}
         if part._target_.endswith("TensorBoardLogger"):
-            # A resumed run hides what the interrupted one logged after its checkpoint, and a job of a sweep
-            # that starts again (killed before its first checkpoint) all of it: each curve is one line.
+            # A resume hides what was logged past its checkpoint (all, for a restarted sweep job): one line per curve
             earlier = list((run_dir / part.get("name", "")).glob("**/events.out.tfevents.*"))
             if start_step or earlier:
                 extra["purge_step"] = start_step + 1 if start_step else 0
-            # TensorBoard reads event files in name order, which starts with their second: a resume's
-            # purge works only from a file named after the interrupted run's
+            # TensorBoard reads event files in name order (by start second): a purge works only from a later-named file
             stamps = [int(p.name.split(".")[3]) for p in earlier if p.name.split(".")[3].isdigit()]
             if stamps and 0 < max(stamps) + 1 - time.time() <= 2:  # more: a clock ahead of this one's
                 time.sleep(max(stamps) + 1 - time.time())
@@ -229,9 +222,8 @@ def build_loggers(conf: DictConfig | None, run_dir: Path, start_step: int = 0) -
 
 
 def start_logs(loggers: list, settings: dict, run_dir: Path) -> None:
-    """What the loggers get when training starts (or continues): the run's flat settings, once (not
-    Lightning's nested hparams, which the modules keep out of the loggers), and for MLflow the run opened,
-    tagged and nested under its sweep's."""
+    """What the loggers get when training starts or continues: the run's flat settings, once (not Lightning's nested
+    hparams, kept out by the modules), and for MLflow the run opened, tagged and nested under its sweep's."""
     from lightning.pytorch.utilities import rank_zero_only
 
     for logger in loggers if rank_zero_only.rank == 0 else ():  # the loggers write from rank 0
@@ -245,9 +237,8 @@ def start_logs(loggers: list, settings: dict, run_dir: Path) -> None:
 
 
 def build_callbacks(conf: DictConfig | None, run_dir: Path) -> list:
-    """The configured callbacks. ModelCheckpoint saves into ``run_dir``/checkpoints, given here, not by the
-    config: the config travels inside checkpoints, and a resumed or evaluated run must never write into the
-    directory of the run it was copied from."""
+    """The configured callbacks. ModelCheckpoint saves into ``run_dir``/checkpoints, set here, not by the config: the
+    config travels inside checkpoints, and a resumed or evaluated run must not write into its source run's directory."""
     callbacks = []
     for name, part in (conf or {}).items():
         if part.get("dirpath") is not None:
@@ -268,8 +259,7 @@ def is_model_checkpoint(conf: DictConfig) -> bool:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, loggers: list, epochs: int, bar=False, io=None):
-    """The trainer group with the run's own schedule (``epochs`` epochs, a validation every ``val_every``);
-    its profiler's report goes into the run directory (debug=profiler)."""
+    """The trainer with the run's schedule (``epochs``, validation every ``val_every``); profiler reports in run_dir."""
     conf = cfg.trainer
     extra = {"profiler": build(conf.profiler, dirpath=str(run_dir))} if conf.get("profiler") else {}
     trainer = build(
@@ -285,7 +275,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, loggers: list
         plugins=[io or AtomicCheckpointIO()],
         **extra,
     )
-    # deterministic=True also fills every new tensor with NaN to expose reads of uninitialised memory,
-    # which costs these tiny nets a quarter of their step time; the algorithms stay deterministic.
+    # deterministic=True also NaN-fills new tensors, a quarter of these nets' step time; algorithms stay deterministic
     torch.utils.deterministic.fill_uninitialized_memory = False
     return trainer

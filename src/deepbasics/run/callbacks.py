@@ -1,5 +1,4 @@
-"""Our callbacks, on Lightning's public hooks (checkpointing, early stopping and the learning-rate monitor
-are Lightning's own, configured in conf/callbacks)."""
+"""Our callbacks, on Lightning's public hooks (checkpointing, early stopping and the LR monitor are Lightning's own)."""
 
 from __future__ import annotations
 
@@ -34,8 +33,7 @@ def write(loggers: list, values: dict, step: int) -> None:
 
 
 class ConsoleLog(L.Callback):
-    """One line per validation, like the tutorials' print of the cost; for a stacked group of jobs, the
-    ``monitor`` metric's best, median and worst."""
+    """One line per validation, as the tutorials print the cost; for a group, the monitor's best, median and worst."""
 
     def __init__(self, monitor: str | None = None, mode: str = "min", labels: list[str] | None = None):
         self.monitor, self.mode, self.labels = monitor, mode, labels
@@ -61,8 +59,7 @@ class ConsoleLog(L.Callback):
 
 
 class WholeTrainSplit(L.Callback):
-    """For data held whole in memory: train metrics of the model as it is every ``log_every`` epochs (from
-    before the first step), the optimum's flat line, and the fit figure every ``figure_every`` epochs."""
+    """Whole in-memory data: train metrics each ``log_every`` epochs (from step 0), the optimum's line, fit figures."""
 
     def __init__(self, splits, log_every: int, figure_every: int = 0, title: str = ""):
         self.splits, self.log_every, self.figure_every, self.title = splits, log_every, figure_every, title
@@ -99,9 +96,8 @@ class SignalStop(Exception):
 
 
 class LastCheckpoint(Checkpoint):
-    """last.ckpt at every checkpoint interval (ModelCheckpoint writes it only beside a checkpoint it keeps),
-    at the end, and at the end of the epoch in which Ctrl-C or SIGTERM came (then ``SignalStop``; a second
-    signal stops at once). A Checkpoint, so Lightning runs it after ModelCheckpoint."""
+    """last.ckpt at each checkpoint interval (ModelCheckpoint saves it only beside a kept one), at the end, and after an
+    epoch with Ctrl-C or SIGTERM (then SignalStop; a second stops at once). A Checkpoint: runs after ModelCheckpoint."""
 
     def __init__(self, targets=None) -> None:
         self.targets = targets or last_checkpoints
@@ -165,8 +161,7 @@ def last_checkpoints(trainer: L.Trainer, wanted=bool) -> list[tuple[ModelCheckpo
 
 
 class RunState(L.Callback):
-    """The run's config in every checkpoint (evaluate, predict and resume rebuild the run from it) and the
-    random generators' state across a resume."""
+    """The run's config in each checkpoint (evaluate, predict, resume rebuild from it); the RNG state across resumes."""
 
     def __init__(self, config: dict, standardization: dict | None = None):
         self.config, self.standardization = config, standardization

@@ -21,9 +21,8 @@ FORMAT = 2  # deepbasics.format of today's checkpoints: one Lightning epoch per 
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write beside the target, fsync, then rename over it: a kill at any moment leaves either the old
-    checkpoint or the new one, never a truncated file. Read back through ``read_checkpoint``, so a resume of
-    a checkpoint of an earlier release continues it."""
+    """Write beside the target, fsync, then rename over it: a kill leaves the old checkpoint or the new one, never a
+    truncated file. Read back through ``read_checkpoint``, so a resume continues an earlier release's checkpoint."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -38,8 +37,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """A deepbasics checkpoint, loaded with weights_only=True and brought up to date; a ConfigError naming
-    the problem otherwise."""
+    """A deepbasics checkpoint, loaded with weights_only=True and upgraded; else a ConfigError naming the problem."""
     path = check_checkpoint_path(path, key)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -79,10 +77,9 @@ OPTIMIZERS = {"sgd": "torch.optim.SGD", "adam": "torch.optim.Adam"}
 
 
 def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint of an earlier release in today's form for what reads its weights and config (evaluate,
-    predict, ``load_model``): nets, optimizers and schedulers as ``_target_`` configs (they were looked up by
-    name), class paths and parameter names renamed since. Its loop state stays as it was: such a checkpoint
-    (``deepbasics.format`` below ``FORMAT``) is not resumed (run.training says so)."""
+    """An earlier release's checkpoint in today's form for what reads its weights and config (evaluate, predict,
+    ``load_model``): nets, optimizers and schedulers as ``_target_`` configs, renamed class paths and parameters. Its
+    loop state stays: such a checkpoint (format below ``FORMAT``) is not resumed."""
     state = checkpoint["deepbasics"]
     if "config" in state:
         state["config"] = _renamed(state["config"])

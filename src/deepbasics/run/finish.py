@@ -1,6 +1,5 @@
-"""The end of a run: final metrics of every split, model.pt, figures, the HParams tab and, last, metrics.json,
-the commit mark (a run without a finished one is not done). It depends only on the final weights and the
-data, so a resumed run whose end a kill cut short (after the final checkpoint) runs it the same."""
+"""The end of a run: every split's final metrics, model.pt, figures, the HParams tab and last metrics.json, the commit
+mark. It depends only on the final weights and data, so a resume after a kill cut it short runs it the same."""
 
 from __future__ import annotations
 
@@ -23,8 +22,7 @@ from deepbasics.run.callbacks import epochs_done, write
 
 @dataclass
 class Run:
-    """The plain values a run's writers need, taken from its config once by the task function: where it
-    writes, what it is, its settings for the loggers, the values its sweep varies, its resolved config."""
+    """The plain values a run's writers need, read once from its config by the task function."""
 
     dir: Path
     name: str
@@ -86,10 +84,9 @@ def write_end(
     layouts: dict | None = None,
     report: bool = True,
 ) -> float:
-    """The end-of-run files from the final metrics ``values`` ({"<split>/<name>": value}) and the whole
-    ``splits`` when the data holds them: the optimum's gap in the loggers, model.pt, figures, the HParams tab
-    and metrics.json last; the monitored value. ``curves`` (else read back from the loggers) and ``layouts``
-    come from a group of runs trained together, which prints its own lines (no ``report``)."""
+    """The end-of-run files from the final ``values`` ({"<split>/<name>": value}) and the whole ``splits`` if held: the
+    optimum's gap in the loggers, model.pt, figures, the HParams tab, metrics.json last; the monitored value. ``curves``
+    (else read from the loggers) and ``layouts`` come from a stacked group, which prints its own lines."""
     train = splits["train"] if splits else None
     evaluated = None if splits is None else ("test", *splits["test"]) if "test" in splits else ("train", *train)
     stages = by_stage(values)
@@ -125,8 +122,7 @@ def write_end(
 
 
 def _parameters(net: torch.nn.Module) -> dict | None:
-    """A small net's learned parameters, as the tutorials print them (list(model.parameters())); None for a
-    net of more than 20 numbers."""
+    """A small net's learned parameters, as the tutorials print them; None for a net of more than 20 numbers."""
     params = dict(net.named_parameters())
     if sum(p.numel() for p in params.values()) > 20:
         return None
@@ -134,10 +130,9 @@ def _parameters(net: torch.nn.Module) -> dict | None:
 
 
 def log_hparams(run: Run, stages: dict, loggers: list) -> Path | None:
-    """TensorBoard's HParams tab: every run's session holds its settings; a sweep's job also writes the
-    sweep's experiment: the settings it varies (TensorBoard opens on the first five) and the run's metric
-    tags, monitored first (TensorBoard reads their last values from the run's curves: nothing is logged
-    twice). A run of its own writes none: TensorBoard finds which settings differ. The TensorBoard directory."""
+    """TensorBoard's HParams tab; returns its directory. A run's session holds its settings; a sweep's job also writes
+    the sweep's experiment: swept settings (TensorBoard shows the first five) and metric tags, monitored first (values
+    from the curves: nothing logged twice). A run of its own writes none: TensorBoard finds what differs."""
     from torch.utils.tensorboard.summary import hparams
 
     order = ("test", "val", "train")

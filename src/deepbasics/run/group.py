@@ -1,7 +1,6 @@
-"""Jobs of a sweep trained together as one stacked model (``models.stacked``; the launcher is
-``hydra_plugins/deepbasics_vectorized``) in Lightning's own loop, on a run of its own's schedule. Every job
-leaves what a run of its own leaves (checkpoints it resumes, logger events, model.pt, figures, metrics.json)
-and returns its monitored value or the error that ended it; a job whose loss goes non-finite fails alone."""
+"""A sweep's jobs trained as one stacked model (``models.stacked``; launcher: ``deepbasics_vectorized``) in Lightning's
+loop, on a run of its own's schedule. Each job leaves what such a run leaves (checkpoints it resumes, logger events,
+model.pt, figures, metrics.json) and returns its monitored value or error; a non-finite loss fails it alone."""
 
 from __future__ import annotations
 
@@ -62,8 +61,7 @@ class Job:
 
 
 def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> list:
-    """Train these jobs (the launcher groups those that can stack) as stacked models; one outcome per job,
-    in order. ``timings["fit"]`` gets the seconds spent in fit."""
+    """Train the launcher's group of jobs stacked: one outcome each, in order; timings["fit"] gets fit's seconds."""
     jobs = [Job(cfg, label, Run.of(cfg)) for cfg, label in zip(cfgs, labels, strict=True)]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # every job holds its directory's lock open
     if soft != resource.RLIM_INFINITY and soft < len(jobs) + 256:
@@ -96,8 +94,7 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
 
 
 def _build(job: Job, shared: dict) -> bool:
-    """The job's data, module (initialised exactly as a run of its own: same seed, same order of random
-    draws) and ModelCheckpoint; False when that fails (the job fails alone, as under the basic launcher)."""
+    """Build the job's data, module (same seed and draws as a run of its own) and ModelCheckpoint; False on failure."""
     cfg = job.cfg
     try:
         check_settings(cfg)
@@ -122,9 +119,8 @@ def _build(job: Job, shared: dict) -> bool:
 
 
 class StackedSplits(InMemoryDataModule):
-    """The data of K jobs trained as one stacked model: each split one full batch with a leading job axis, x
-    (K, N, features) and y (K, N, 1), served as the project's in-memory data are. Jobs that share one
-    DataModule share its tensors (a view, no copy)."""
+    """K jobs' data, each split one full batch with a leading job axis: x (K, N, features), y (K, N, 1). Jobs
+    that share one DataModule share its tensors (a view, no copy)."""
 
     def __init__(self, datamodules: list):
         super().__init__()
@@ -175,8 +171,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
 
 
 def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
-    """Each job's loggers, written as the group trains so that a kill loses none of its points: its settings,
-    its optimum's flat line, then every point the group records while the job is alive (as a run of its own)."""
+    """Each job's loggers, written as the group trains (a kill loses no point): settings, optimum line, live points."""
     for job in jobs:
         job.loggers = build.build_loggers(job.cfg.get("logger"), job.run.dir, start_step)
         build.start_logs(job.loggers, job.run.settings, job.run.dir)
@@ -197,8 +192,7 @@ def _close_logs(job: Job, status: str) -> None:
 
 
 def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, from_start: bool) -> None:
-    """Each job's end: a failure record for a job that diverged, the end-of-run files for the others, their
-    loss curves from the group's history (read back from the events, for a group that resumed)."""
+    """Each job's end: a diverged job's failure record, the others' end-of-run files and loss curves."""
     alive = group.alive()
     for k in set(range(len(jobs))) - set(alive):
         _end_failed(jobs[k], k, group)
@@ -219,8 +213,7 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
         job, splits = jobs[k], jobs[k].datamodule.splits
         try:
             values = {name: float(v[k]) for name, v in finals.items()}
-            # as trainer.test logs a run's test points at its end (and trainer.validate its val points when
-            # its last epoch did not validate)
+            # as trainer.test logs test points at a run's end (trainer.validate val points, if the last epoch did not)
             ended = ("test/",) if step % job.cfg.val_every == 0 else ("test/", "val/")
             write(job.loggers, {name: v for name, v in values.items() if name.startswith(ended)}, step)
             best = (job.checkpoint.best_model_path if job.checkpoint else None) or None
@@ -241,8 +234,7 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
             job.fail(err)
             return RunFailed(f"the end of the run failed: {one_line(err)}", step)  # picklable, for a worker
 
-    # Loggers that write files of their own (TensorBoard, CSV) can be written from forked workers; one
-    # that shares a store between runs (MLflow's database) is written from this process alone.
+    # Loggers with files of their own (TensorBoard, CSV) may write from forked workers; MLflow's shared store only here.
     own_files = all(
         part._target_.endswith(("TensorBoardLogger", "CSVLogger"))
         for k in alive
@@ -260,9 +252,8 @@ def _call(item):
 
 
 def _forked_map(work, items: list) -> list:
-    """``[work(i) for i in items]`` spread over forked processes, one per CPU core this process may use (the
-    end-of-run files of many jobs, figures above all, are independent CPU work); in this process for small
-    groups, where a fork costs more than it saves."""
+    """``[work(i) for i in items]`` over forked processes, one per usable CPU core (jobs' end-of-run files, figures
+    above all, are independent CPU work); in this process for small groups, where a fork costs more than it saves."""
     global _WORK
     workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, len(items) // 4)
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
@@ -293,9 +284,8 @@ def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dic
 
 
 class JobCheckpoints(L.Callback):
-    """Each job's own ModelCheckpoint, driven by the group's trainer at the hooks where it saves while the
-    trainer's ``callback_metrics`` hold that job's metrics alone; its saves go to ``JobCheckpointIO``. Called
-    only where one can be due (their options are part of the group's key); failed jobs save nothing more."""
+    """Each job's ModelCheckpoint, run at its saving hooks while ``callback_metrics`` hold that job's metrics alone;
+    saves go to ``JobCheckpointIO``. Called only where one can be due (the options are in the group's key)."""
 
     def __init__(self, jobs: list[Job], group: StackedModule):
         self.jobs, self.group = jobs, group
@@ -343,8 +333,7 @@ class JobCheckpoints(L.Callback):
         self._each(trainer, "on_exception", exception)
 
     def last_checkpoints(self, trainer: L.Trainer, wanted=bool) -> list:
-        """(ModelCheckpoint, last.ckpt) of every job still training, when the jobs' ModelCheckpoints (all of
-        one config) keep one and are ``wanted``: for ``LastCheckpoint``."""
+        """(ModelCheckpoint, last.ckpt) of each live job, if the jobs' ModelCheckpoints (one config) keep one."""
         first = self.jobs[0].checkpoint
         if first is None or not (first.save_last and wanted(first)):
             return []
@@ -352,9 +341,8 @@ class JobCheckpoints(L.Callback):
         return [(c, c.format_checkpoint_name(metrics, c.CHECKPOINT_NAME_LAST)) for c, metrics in last]
 
     def job_checkpoint(self, checkpoint: dict, path: str) -> dict:
-        """Job k's checkpoint, k by the directory it goes to: the group's loop state (a run of its own's
-        schedule) with job k's weights, optimizer state (in the form torch's own optimizer keeps it),
-        callbacks' states, hyperparameters and the deepbasics part a run of its own writes."""
+        """Job k's checkpoint (k by its directory): the group's loop state with job k's weights, optimizer state (as
+        torch's own optimizer keeps it), callback states, hyperparameters and the deepbasics part."""
         k = self.dirs[Path(path).parent]
         job, group = self.jobs[k], self.group
         own = {key: value for key, value in checkpoint.items() if key not in ("state_dict", "callbacks")}
@@ -379,9 +367,8 @@ class JobCheckpoints(L.Callback):
         return own
 
     def group_checkpoint(self) -> dict:
-        """The group's checkpoint from its jobs' own last checkpoints, so that it resumes as a group: the
-        loop state they share, their weights and optimizer states stacked, each job's ModelCheckpoint
-        state for it (``load_state_dict``)."""
+        """The group's checkpoint from its jobs' last ones, to resume as a group: their shared loop state, weights
+        and optimizer states stacked, and each job's ModelCheckpoint state (``load_state_dict``)."""
         saved = [job.resumed for job in self.jobs]
         names = self.group.net.names
         params = [torch.stack([c["state_dict"][f"net.{name}"] for c in saved]) for name in names]
@@ -406,10 +393,9 @@ class JobCheckpoints(L.Callback):
 
 
 class JobCheckpointIO(AtomicCheckpointIO):
-    """The group's checkpoint written as the checkpoint of the job whose directory it goes to. A group's
-    checkpoints of one epoch change together (``FileSet``, committed by ``LastCheckpoint`` at the end of
-    the hook): a kill while they are written leaves every job at the same epoch, so a resumed sweep stacks
-    the same group again (a group of other jobs sums in other orders, off by float32 rounding)."""
+    """The group's checkpoint written as that of the job whose directory it goes to. An epoch's checkpoints change
+    together (``FileSet``, committed by ``LastCheckpoint``): a kill leaves every job at one epoch, so a resume stacks
+    the same group (a group of other jobs sums in other orders, off by float32 rounding)."""
 
     def __init__(self, checkpoints: JobCheckpoints, journal: Path):
         super().__init__()

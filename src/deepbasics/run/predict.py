@@ -42,8 +42,7 @@ def predict(cfg: DictConfig) -> list:
 
 
 def net_of(checkpoint: dict) -> torch.nn.Module:
-    """The plain trained net inside a checkpoint (read by ``read_checkpoint``), in eval mode; behind the
-    run's standardization when its features were standardized, so it takes raw rows."""
+    """The trained net of a checkpoint in eval mode, behind its run's standardization if any (it takes raw rows)."""
     from hydra.utils import instantiate
 
     net = instantiate(checkpoint["hyper_parameters"]["net"])
@@ -56,8 +55,7 @@ def net_of(checkpoint: dict) -> torch.nn.Module:
 
 
 def read_inputs(inputs, width: int | None) -> torch.Tensor:
-    """Rows of features from an inline list (``[[2, 2], [5, 4]]``; ``[1, 2, 3]`` for one feature) or a
-    numeric CSV file with one row per input and no label column."""
+    """Rows from an inline list (``[[2, 2], [5, 4]]``; ``[1, 2, 3]``: one feature) or a numeric CSV without labels."""
     if isinstance(inputs, str):
         path = Path(inputs).expanduser()
         if not path.is_file():

@@ -13,8 +13,7 @@ from deepbasics.run.checkpoints import read_checkpoint
 
 
 def resumed_config(cfg: DictConfig, ckpt_path: Path, overrides: list[str] | None = None) -> tuple[DictConfig, dict]:
-    """The config the checkpoint was trained with, plus the plain ``key=value`` overrides of the command line
-    or the API call (a config group change is refused), and the checkpoint itself."""
+    """The checkpoint's config plus the plain ``key=value`` overrides (group changes refused); and the checkpoint."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = list(overrides or ())

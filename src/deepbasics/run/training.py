@@ -1,6 +1,5 @@
-"""The training run behind `deepbasics-train`: it builds the parts from the config (``build``), fits them in
-Lightning's own loop and ends the run (``finish``). One epoch is one Lightning epoch: one full-batch step
-(the tutorials), or one pass of mini-batches."""
+"""The training run behind `deepbasics-train`: parts built from the config (``build``), fit in Lightning's loop, the run
+ended (``finish``). An epoch is one Lightning epoch: one full-batch step (the tutorials) or one pass of mini-batches."""
 
 from __future__ import annotations
 
@@ -36,12 +35,10 @@ from deepbasics.run.resume import resumed_config
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
-    """Fit (or continue) and finish the run; return the final value of ``cfg.monitor.metric``. A failure is
-    recorded in metrics.json too (never over a finished run's) and re-raised for the caller. ``overrides``:
-    the command line's (or the API call's), whose plain values a resume applies to the stored config."""
+    """Fit (or continue) and finish the run; return the final ``cfg.monitor.metric``. A failure is recorded in
+    metrics.json (never over a finished run's) and re-raised. A resume applies the plain values of ``overrides``."""
     run_dir = Path(cfg.paths.run_dir)
-    # First: a process that does not hold the directory writes nothing into it, not even a failure.
-    lock_run_dir(run_dir)
+    lock_run_dir(run_dir)  # first: a process that does not hold the directory writes nothing there, not even a failure
     remove_dead_writes(run_dir)  # a checkpoint a kill cut short
     identity = {"experiment": cfg.get("name"), "seed": cfg.get("seed"), "run_dir": str(run_dir)}
     try:
@@ -103,8 +100,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     if scheduler and loggers:  # the rate at each epoch's start
         callbacks.append(L.pytorch.callbacks.LearningRateMonitor(logging_interval="epoch"))
     callbacks.append(LastCheckpoint())
-    # A run whose training is done restores its last checkpoint without training (Lightning's fit returns at
-    # once when its epochs are done), so the end phase measures and logs at the step training ended.
+    # A trained run restores last.ckpt and fit returns at once, so the end phase measures at the step training ended.
     trainer = build.build_trainer(cfg, run_dir, callbacks, loggers, done if trained else cfg.epochs, bar)
     if not trained:
         build.start_logs(loggers, run.settings, run_dir)
@@ -122,9 +118,8 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
 
 @contextlib.contextmanager
 def end_phase(run: Run, epoch: int):
-    """Ctrl-C or SIGTERM while the end-of-run files are written: training is over, so the run stops with
-    the line that says so and that a resume writes them (it does, from last.ckpt), or that it cannot when
-    no last.ckpt was kept. Once metrics.json records the run as finished, a signal is ignored."""
+    """Ctrl-C or SIGTERM while the end-of-run files are written stops the run with a line saying a resume writes them
+    (from last.ckpt), or that none can without one. Once metrics.json says finished, a signal is ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -190,8 +185,7 @@ def interruption(signum: int, epoch: int, run: Run, saved: list[str], sweep=None
 
 
 def record_status(run_dir: Path, identity: dict, status: str, message: str, **extra) -> None:
-    """metrics.json for a run that did not complete, never over a finished one: a failed resume or
-    extension must not erase what the run had finished before."""
+    """metrics.json for a run that did not complete, never over a finished one (a failed resume must not erase it)."""
     if rank_zero_only.rank != 0 or not run_dir.is_dir() or _finished(run_dir):
         return
     write_json(run_dir / "metrics.json", {**identity, "status": status, "error": message, **extra})

@@ -109,8 +109,7 @@ class OptunaSweeper(Sweeper):
             custom = get_method(self.custom_search_space) if self.custom_search_space else None
         except Exception as err:  # another direction than the stored study's, a storage that cannot open...
             raise ConfigError(f"hydra.sweeper: {str(err).strip().splitlines()[0]}") from None
-        # The sweep's first trial, recorded in its directory: a resumed sweep counts its n_trials from there, and
-        # continues the trials of it that a kill left running.
+        # The sweep's first trial, recorded: a resume counts n_trials from it and reruns trials a kill left running
         record = Path(str(self.config.hydra.sweep.dir)) / STATE / "optuna.yaml"
         if self.config.get("resume") and record.is_file():
             first = int(OmegaConf.load(record).first_trial)

@@ -151,8 +151,7 @@ class VectorizedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         for cfg, path in writes:  # each job's .hydra/ files, before it trains (a report after a kill finds the job)
             path.parent.mkdir(parents=True, exist_ok=True)
-            # PyYAML's C dumper: a third of OmegaConf.save's time, the same config read back
-            text = yaml.dump(
+            text = yaml.dump(  # PyYAML's C dumper: a third of OmegaConf.save's time, the same config read back
                 OmegaConf.to_container(cfg, enum_to_str=True), Dumper=DUMPER, sort_keys=False, allow_unicode=True
             )
             path.write_text(text)
