@@ -40,15 +40,6 @@ def distribution(override: Override):
     raise ConfigError(f"{override.input_line}: use choice(...), range(...) or interval(...) to search a value")
 
 
-def _suggest(trial, key: str, dist) -> Any:
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(key, dist.choices)
-    suggest = trial.suggest_int if isinstance(dist, IntDistribution) else trial.suggest_float
-    return suggest(key, dist.low, dist.high, step=dist.step, log=dist.log)
-
-
 class OptunaSweeper(Sweeper):
     def __init__(
         self,
@@ -125,11 +116,10 @@ class OptunaSweeper(Sweeper):
         # what a kill left running: again, in their own job directories
         results = [self._launch(study, run, fixed, first) for run in consecutive(pending, lambda trial: trial.number)]
         while done < self.n_trials:
-            trials = [study.ask() for _ in range(min(self.n_jobs, self.n_trials - done))]
+            # Optuna's own sampling of the search space (fixed_distributions), then the user's function's
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
             try:
                 for trial in trials:
-                    for key, dist in space.items():
-                        _suggest(trial, key, dist)
                     if custom is not None:
                         custom(self.config, trial)
             except BaseException:  # a broken search space: its trials are not left RUNNING in the study
