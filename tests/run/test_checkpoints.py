@@ -13,7 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import BIN, read_metrics, run_cli, run_dirs, run_in_this_process
+from conftest import BIN, read_metrics, run_dirs, run_in_this_process
 from deepbasics.config.run_dir import choose_run_dir, resumed_checkpoint
 from deepbasics.errors import ConfigError
 from deepbasics.models.lightning_modules import BinaryClassifier
@@ -30,10 +30,12 @@ RECIPE = [
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> Path:
-    """The uninterrupted run, in its own working directory."""
-    cwd = tmp_path_factory.mktemp("uninterrupted")
-    run_cli("deepbasics-train", *RECIPE, cwd=cwd)
-    (run_dir,) = run_dirs(cwd, "blobs_mlp")
+    """The uninterrupted run, in this process (the killed one below is a process of its own)."""
+    from conftest import compose_train
+    from deepbasics.run.training import train
+
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    train(compose_train(*RECIPE, run_dir=run_dir))
     return run_dir
 
 
@@ -82,8 +84,9 @@ def test_kill_9_between_checkpoints_then_resume_is_bit_identical(full_run, tmp_p
     assert [step for step, _ in scalars(run_dir, "train/loss")] == list(range(0, 601, 50))
 
 
-def test_evaluate_reproduces_the_training_test_metrics(full_run, tmp_path):
-    out = run_cli("deepbasics-evaluate", f"ckpt_path={full_run / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
+def test_evaluate_reproduces_the_training_test_metrics(full_run, tmp_path, monkeypatch, capfd):
+    ckpt = f"ckpt_path={full_run / 'checkpoints' / 'last.ckpt'}"
+    out = run_in_this_process("deepbasics-evaluate", [ckpt], tmp_path, monkeypatch, capfd)
     (eval_dir,) = (tmp_path / "outputs" / "evaluations").iterdir()
     evaluated = read_metrics(eval_dir)
     assert evaluated["test"] == read_metrics(full_run)["test"]
@@ -93,7 +96,8 @@ def test_evaluate_reproduces_the_training_test_metrics(full_run, tmp_path):
 
 def test_predict_prints_probabilities_that_the_exported_plain_net_reproduces(full_run, tmp_path, monkeypatch, capfd):
     ckpt = full_run / "checkpoints" / "last.ckpt"
-    out = run_cli("deepbasics-predict", f"ckpt_path={ckpt}", "inputs=[[2,2],[5,4],[1,-1]]", cwd=tmp_path)
+    out = run_in_this_process("deepbasics-predict", [f"ckpt_path={ckpt}", "inputs=[[2,2],[5,4],[1,-1]]"], tmp_path,
+                              monkeypatch, capfd)  # fmt: skip
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1
     predictions = json.loads(lines[0])["predictions"]

@@ -94,7 +94,9 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     loggers = build.build_loggers(cfg.get("logger"), run_dir, checkpoint["global_step"] if checkpoint else 0)
     splits, bar = whole_splits(datamodule), build.live_progress(cfg.progress)
     callbacks = [WholeTrainSplit(splits, cfg.log_every, cfg.figure_every, run.title())] if splits else []
-    callbacks += [] if bar else [ConsoleLog()]  # a terminal gets Lightning's own progress bar instead
+    # Lightning's TQDM bar on a terminal: its Rich bar (the default beside rich) redraws at a cost of half
+    # these nets' fit when every epoch is one step
+    callbacks += [L.pytorch.callbacks.TQDMProgressBar()] if bar else [ConsoleLog()]
     callbacks += [RunState(run.config, splits.standardization if splits else None)]
     callbacks += build.build_callbacks(cfg.get("callbacks"), run_dir)
     if scheduler and loggers:  # the rate at each epoch's start
