@@ -12,7 +12,6 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -79,7 +78,7 @@ def load_model(path: str | Path):
     """The trained plain net (eval mode) of a run directory, a .ckpt, or a model.pt in its run directory."""
     import torch
 
-    from deepbasics.run.checkpoints import read_checkpoint, upgrade_model_config, upgrade_state_dict
+    from deepbasics.run.checkpoints import read_checkpoint, upgrade_state_dict
     from deepbasics.run.predict import net_of
 
     path = Path(path).expanduser()
@@ -90,17 +89,7 @@ def load_model(path: str | Path):
     if path.suffix == ".ckpt":
         return net_of(read_checkpoint(path))
     weights = upgrade_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    if (path.parent / LAST).is_file():  # the run's checkpoint says which net, and any standardization of its inputs
-        return net_of(read_checkpoint(path.parent / LAST) | {"state_dict": {f"net.{k}": v for k, v in weights.items()}})
-    config = path.parent / ".hydra" / "config.yaml"
-    if not config.is_file():
-        raise ConfigError(f"{path} alone does not say which net it holds; pass its run directory or a .ckpt")
-    saved = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
-    if (saved.get("data") or {}).get("standardize"):
-        raise ConfigError(f"{path}: its inputs were standardized; load its run's checkpoint, which keeps the scale")
-    spec = upgrade_model_config(saved["model"])["net"]
-    if spec.get("in_features", 0) is None:  # the data gave it: the first layer's weight is (out, in)
-        spec["in_features"] = next(v for k, v in weights.items() if k.endswith("weight")).shape[1]
-    net = instantiate(spec)
-    net.load_state_dict(weights)
-    return net.eval()
+    if not (path.parent / LAST).is_file():
+        raise ConfigError(f"{path} alone does not say which net it holds; pass a run directory with {LAST} or a .ckpt")
+    # the run's checkpoint says which net, and any standardization of its inputs
+    return net_of(read_checkpoint(path.parent / LAST) | {"state_dict": {f"net.{k}": v for k, v in weights.items()}})

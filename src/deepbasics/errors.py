@@ -36,9 +36,6 @@ class Interrupted(Exception):
         super().__init__(message)
         self.code, self.epoch = code, epoch
 
-    def __reduce__(self):
-        return type(self), (str(self), self.code, self.epoch)
-
 
 def exit_with(err: Exception | str, code: int = EXIT_USAGE) -> NoReturn:
     """One line on stderr and exit: SystemExit passes through Hydra's and OmegaConf's error wrapping."""

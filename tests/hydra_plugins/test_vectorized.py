@@ -261,7 +261,6 @@ def test_a_bad_value_fails_its_own_jobs_and_large_groups_end_in_workers(tmp_path
         ("data.batch_size=8", "data.batch_size is set"),
         ("model/scheduler=step", "model.scheduler is set"),
         ("callbacks=early_stopping", "callbacks.early_stopping is not run for stacked jobs"),
-        ("figure_every=500", "figure_every is set"),
         ("resume=auto", "it resumes a run"),
         ("+model.optimizer.differentiable=true", "model.optimizer.differentiable is not applied by the stacked SGD"),
         ("model.optimizer._target_=torch.optim.RMSprop", "model.optimizer is RMSprop; stacked jobs train with SGD"),

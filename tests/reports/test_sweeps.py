@@ -14,7 +14,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from conftest import REPO, compose_experiment, read_metrics, run_in_this_process
 from deepbasics.run.training import train
 
-SHORT = ["epochs=100", "log_every=50", "val_every=50", "callbacks.model_checkpoint.every_n_epochs=50", "figure_every=0"]
+SHORT = ["epochs=100", "log_every=50", "val_every=50", "callbacks.model_checkpoint.every_n_epochs=50"]
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -156,7 +156,7 @@ def hparams_of(tensorboard_dir: Path) -> tuple[dict, list[str], EventAccumulator
 
 
 def test_hparams_tab_holds_real_final_metrics_and_figures_are_drawn(tmp_path):
-    cfg = compose_experiment("blobs_mlp", "epochs=1000", "figure_every=500", run_dir=tmp_path)
+    cfg = compose_experiment("blobs_mlp", "epochs=1000", run_dir=tmp_path)
     train(cfg)
     metrics = read_metrics(tmp_path)
     settings, tags, events, infos = hparams_of(tmp_path)
@@ -176,7 +176,7 @@ def test_hparams_tab_holds_real_final_metrics_and_figures_are_drawn(tmp_path):
         last = events.Scalars(tag)[-1]
         assert last.step == 1000 and last.value == pytest.approx(metrics[stage][name]), tag
     assert not [t for t in events.Tags()["scalars"] if t.startswith("hp/")], "no one-point charts"
-    assert [image.step for image in events.Images("visual/fit")] == [500, 1000]
+    assert [image.step for image in events.Images("visual/fit")] == [1000]
     for name in ("fit.png", "loss.png"):
         width, height = png_size(tmp_path / "figures" / name)
         assert width > 400 and height > 300 and (tmp_path / "figures" / name).stat().st_size > 15_000

@@ -25,25 +25,28 @@ def net_state(run_dir):
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
+def test_a_sweep_of_ddp_jobs_trains_each_with_both_ranks_and_equals_one_process(tmp_path):
+    """Each job of a sweep with trainer=ddp_cpu starts its second rank by running the job alone (Lightning
+    runs the command again): both ranks in the job's directory, one sweep, never a second one; and each
+    job ends where one process ends, up to rounding (two equal shards' mean gradient is the full batch's)."""
     from deepbasics.run.training import train
 
-    single = tmp_path / "one"
-    train(compose_train(*RECIPE, run_dir=single))  # the reference, in this process
-    run_cli("deepbasics-train", *RECIPE, "trainer=ddp_cpu", cwd=tmp_path)
-    runs = run_dirs(tmp_path, "blobs_mlp")
-    assert len(runs) == 1, "the child process must write into the parent's run directory, not a new one"
-    (ddp,) = runs
-    assert (ddp / "train_ddp_process_1.log").is_file() and (ddp / "metrics.json").is_file()
-
-    a, b = net_state(single), net_state(ddp)
-    for key in a:  # the mean of two equal shards' mean gradients is the full-batch gradient, up to rounding
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5)
-    one, two = read_metrics(single), read_metrics(ddp)
-    assert two["epochs"] == 300
-    for stage in ("train", "val", "test"):  # metrics are synced over both shards
-        assert two[stage]["acc"] == one[stage]["acc"]
-        assert two[stage]["loss"] == pytest.approx(one[stage]["loss"], abs=1e-5)
+    run_cli("deepbasics-train", "-m", *RECIPE, "trainer=ddp_cpu", "seed=1,2", cwd=tmp_path)
+    (sweep,) = (tmp_path / "outputs" / "multiruns" / "blobs_mlp").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.name[:2].isdigit())
+    assert [j.name for j in jobs] == ["00_seed=1", "01_seed=2"]
+    for seed, job in zip((1, 2), jobs, strict=True):
+        assert (job / "train_ddp_process_1.log").is_file() and read_metrics(job)["epochs"] == 300
+        single = tmp_path / f"one{seed}"
+        train(compose_train(*RECIPE, f"seed={seed}", run_dir=single))  # the reference, in this process
+        a, b = net_state(single), net_state(job)
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5)
+        one, two = read_metrics(single), read_metrics(job)
+        for stage in ("train", "val", "test"):  # metrics are synced over both shards
+            assert two[stage]["acc"] == one[stage]["acc"]
+            assert two[stage]["loss"] == pytest.approx(one[stage]["loss"], abs=1e-5)
+    assert not (tmp_path / "outputs" / "runs").exists()
 
 
 @pytest.mark.slow

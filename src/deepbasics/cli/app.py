@@ -66,17 +66,13 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             _discard_unstarted(cfg)
         print(f"SIGINT: stopped before training; {AGAIN}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
-    except (ConfigError, RunFailed) as err:
+    except (ConfigError, RunFailed, OSError) as err:  # OSError: a file of the run (a full disk, a read-only one)
+        message = cannot_write(err) if isinstance(err, OSError) else one_line(err)
         if not in_multirun():
             if isinstance(err, ConfigError):
                 _discard_unstarted(cfg)
-            exit_with(err, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
-        log.error("job failed: %s", one_line(err))
-        return _worst(cfg)
-    except OSError as err:  # a file of the run: a full disk, a read-only directory
-        if not in_multirun():
-            exit_with(cannot_write(err))
-        log.error("job failed: %s", cannot_write(err))
+            exit_with(message, EXIT_FAILED if isinstance(err, RunFailed) else EXIT_USAGE)
+        log.error("job failed: %s", message)
         return _worst(cfg)
     except Exception:
         if not in_multirun():

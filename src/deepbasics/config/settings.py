@@ -14,7 +14,6 @@ COUNTS = {
     "epochs": (1, None, " (epochs to train)"),
     "log_every": (1, None, " (epochs between logged points)"),
     "val_every": (1, None, " (epochs between validations)"),
-    "figure_every": (0, None, " (epochs between fit figures; 0: only at the end)"),
     "threads": (1, None, " (CPU threads)"),
 }
 CHOICES = {"progress": ("auto", "bar", "lines"), "monitor.mode": ("min", "max"), "dry_run": (False, True)}

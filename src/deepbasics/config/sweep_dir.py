@@ -72,14 +72,11 @@ def difference(recorded: dict, asked: dict) -> str | None:
     if recorded["experiment"] != asked["experiment"]:
         return f"it is a sweep of {recorded['experiment']}, not {asked['experiment']}"
     was, now = set(recorded["overrides"]), set(asked["overrides"])
-    if was != now:
-        gone, new = sorted(was - now), sorted(now - was)
-        if gone and new:
-            return f"it ran {' '.join(gone)} where this command has {' '.join(new)}"
-        return f"it ran {' '.join(gone)}, which this command leaves out" if gone else f"it did not run {' '.join(new)}"
-    for key in sorted(set(recorded["sweeper"]) | set(asked["sweeper"])):
-        if recorded["sweeper"].get(key) != asked["sweeper"].get(key):
-            return f"its hydra.sweeper.{key} was {recorded['sweeper'].get(key)}, not {asked['sweeper'].get(key)}"
+    if was != now:  # what only one of them has: "(nothing)" where the other adds an override
+        gone, new = (" ".join(sorted(a - b)) or "(nothing)" for a, b in ((was, now), (now, was)))
+        return f"it ran {gone} where this command has {new}"
+    if recorded["sweeper"] != asked["sweeper"]:
+        return f"its hydra.sweeper was {recorded['sweeper']}, not {asked['sweeper']}"
 
 
 def has_attempt(job_dir: Path) -> bool:

@@ -110,13 +110,6 @@ def log_run_files(logger, run_dir: Path) -> None:
             logger.experiment.log_artifact(logger.run_id, str(path), folder)
 
 
-def curves_of_run(logger, tags) -> dict[str, list[tuple[int, float]]]:
-    """The loss curves (``tags``) of the logger's MLflow run; a step logged again by a resume counts as the last."""
-    client, run_id = logger.experiment, logger.run_id
-    history = {tag: sorted(client.get_metric_history(run_id, tag), key=lambda p: p.timestamp) for tag in tags}
-    return {tag: sorted({p.step: p.value for p in points}.items()) for tag, points in history.items() if points}
-
-
 def end_sweep(sweep: Path, report: dict[str, Any]) -> None:
     """The sweep report on its parent runs: the summary files, summary.md as description, the shared settings
     and the best job's metrics (the sweep's row reads as its result); KILLED when a job did not finish."""

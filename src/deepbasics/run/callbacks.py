@@ -12,7 +12,6 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
 from deepbasics.models.optimum import optimum, optimum_points
-from deepbasics.reports.figures import FitPlot, log_image, png
 from deepbasics.run.rng import rng_states, set_rng_states
 
 
@@ -59,11 +58,10 @@ class ConsoleLog(L.Callback):
 
 
 class WholeTrainSplit(L.Callback):
-    """Whole in-memory data: train metrics each ``log_every`` epochs (from step 0), the optimum's line, fit figures."""
+    """Whole in-memory data: train metrics each ``log_every`` epochs (from step 0) and the optimum's line."""
 
-    def __init__(self, splits, log_every: int, figure_every: int = 0, title: str = ""):
-        self.splits, self.log_every, self.figure_every, self.title = splits, log_every, figure_every, title
-        self.report, self.plot = None, None  # the optimum; the figure, laid out once
+    def __init__(self, splits, log_every: int):
+        self.splits, self.log_every, self.report = splits, log_every, None  # report: the optimum
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         self.report = optimum(pl_module, *self.splits.splits["train"])
@@ -80,11 +78,6 @@ class WholeTrainSplit(L.Callback):
             # for the monitors (checkpoints, early stopping), the console lines and Lightning's progress bar
             pl_module.log_dict(values, logger=False, prog_bar=True)
             write(trainer.loggers, values, trainer.global_step)  # the point now, before this epoch's checkpoint
-        if self.figure_every and done % self.figure_every == 0 and done < trainer.max_epochs:
-            x, y = self.splits.splits["train"]
-            self.plot = self.plot or FitPlot(pl_module, x, y)
-            image = self.plot.render(pl_module, x, y, done, self.report, self.title)
-            log_image(trainer.loggers, "visual/fit", image, png(image), trainer.global_step)
 
 
 class SignalStop(Exception):

@@ -14,9 +14,9 @@ from deepbasics.config.sweep_dir import swept_keys
 from deepbasics.data.in_memory import split_names, whole_splits
 from deepbasics.files import atomic_write
 from deepbasics.models.optimum import final_report, optimum_points
-from deepbasics.reports.figures import LOSS_CURVES, curves_from_events, event_writer, run_title, save_figures
+from deepbasics.reports.figures import curves_from_events, event_writer, run_title, save_figures
 from deepbasics.reports.metrics import by_stage, flat_settings, optimum_line, results_table, write_json
-from deepbasics.reports.mlflow_runs import curves_of_run, log_run_files
+from deepbasics.reports.mlflow_runs import log_run_files
 from deepbasics.run.callbacks import epochs_done, write
 
 
@@ -98,17 +98,17 @@ def write_end(
     # The tutorials' model.pt: the plain net's state_dict, loadable into the tutorial's own class.
     atomic_write(run.dir / "model.pt", lambda f: torch.save(module.net.state_dict(), f))
     tensorboard = log_hparams(run, stages, loggers)
-    tracked = [logger for logger in loggers if isinstance(logger, L.pytorch.loggers.MLFlowLogger)]
-    if not (tensorboard or tracked):  # no logger keeps the curves: no loss.png, under any launcher
+    if tensorboard is None:  # loss.png draws TensorBoard's curves: without it none, under any launcher
         curves = None
     elif curves is None:
-        curves = curves_from_events(tensorboard) if tensorboard else curves_of_run(tracked[0], LOSS_CURVES)
+        curves = curves_from_events(tensorboard)
     if train is not None or curves is not None:
         save_figures(
             run.dir, module, train, loggers, step, epochs, optimum, curves, evaluated, layouts, run.title(monitored)
         )
-    for logger in tracked:
-        log_run_files(logger, run.dir)
+    for logger in loggers:
+        if isinstance(logger, L.pytorch.loggers.MLFlowLogger):
+            log_run_files(logger, run.dir)
     for logger in loggers:  # Lightning finalized them when fit ended; the end phase logged more since
         logger.finalize("success")
     learned = _parameters(module.net)

@@ -93,7 +93,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     build.check_monitors(monitors, model, datamodule, plateau="Plateau" in scheduler)
     loggers = build.build_loggers(cfg.get("logger"), run_dir, checkpoint["global_step"] if checkpoint else 0)
     splits, bar = whole_splits(datamodule), build.live_progress(cfg.progress)
-    callbacks = [WholeTrainSplit(splits, cfg.log_every, cfg.figure_every, run.title())] if splits else []
+    callbacks = [WholeTrainSplit(splits, cfg.log_every)] if splits else []
     # Lightning's TQDM bar on a terminal: its Rich bar (the default beside rich) redraws at a cost of half
     # these nets' fit when every epoch is one step
     callbacks += [L.pytorch.callbacks.TQDMProgressBar()] if bar else [ConsoleLog()]

@@ -55,7 +55,6 @@ def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str
         "model.scheduler is set (the stacked step has no learning-rate schedulers)": model.get("scheduler"),
         "its data are served through DataLoaders (stacked jobs hold their data in memory)": not in_memory,
         "data.batch_size is set (stacked jobs train on full batches)": OmegaConf.select(cfg, "data.batch_size"),
-        "figure_every is set (stacked jobs draw their figures at the end)": cfg.get("figure_every"),
         "it trains on several devices": many_devices or trainer.get("strategy"),
         "it profiles or detects anomalies (debug=profiler|anomaly)": trainer.get("profiler")
         or trainer.get("detect_anomaly"),
