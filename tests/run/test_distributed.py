@@ -148,3 +148,21 @@ def test_torchrun_ranks_share_one_run_directory(tmp_path):
     a, b = net_state(tmp_path / "one"), net_state(run)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5)
+
+
+def test_a_ddp_job_under_the_parallel_launcher_is_refused_in_one_line():
+    """A joblib worker cannot be started again as Lightning starts a DDP job's other ranks: refused, not hung."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from deepbasics.cli.commands import _as_one_run
+    from deepbasics.config.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["trainer=ddp_cpu", "hydra/launcher=parallel"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(ConfigError, match=r"^trainer.strategy=ddp: a sweep's DDP jobs train under the basic"):
+            _as_one_run(cfg)
+    finally:
+        HydraConfig.instance().cfg = None

@@ -44,13 +44,15 @@ def _train(cfg: DictConfig):
 
 def _as_one_run(cfg: DictConfig) -> None:
     """Lightning starts a DDP job's other ranks by running this command again (sys.argv, in ``hydra.run.dir``):
-    for a job of a sweep, the job alone in its directory. A parallel or SLURM worker cannot be started so."""
+    for a sweep's job, the job alone. Not so a parallel worker, nor submitit's outside SLURM (whose tasks are ranks)."""
     hydra = HydraConfig.get()
     launcher = str(hydra.launcher.get("_target_", ""))
-    if cfg.trainer.get("strategy") and ("joblib" in launcher or "submitit" in launcher):
+    if cfg.trainer.get("strategy") and (
+        "joblib" in launcher or "submitit" in launcher and "SLURM_NTASKS" not in os.environ
+    ):
         raise ConfigError(
             f"trainer.strategy={cfg.trainer.strategy}: a sweep's DDP jobs train under the basic or vectorized"
-            " launcher (one job at a time, all its ranks); drop hydra/launcher= or use trainer=cpu"
+            " launcher (one job at a time, all its ranks) or on SLURM; drop hydra/launcher= or use trainer=cpu"
         )
     # the command's own flags (--config-dir conf), not -m nor the sweep's overrides; then this job's overrides
     flags = [
