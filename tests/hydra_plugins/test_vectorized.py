@@ -403,3 +403,24 @@ def test_job_numbers_read_as_ranges():
 
     assert _numbers([0, 1, 2, 3, 5, 7, 8]) == "#0-#3, #5, #7-#8"
     assert _numbers([4]) == "#4"
+
+
+def test_the_hand_written_reference_is_the_same_work(tmp_path, monkeypatch, capfd):
+    """scripts/stacked_reference.py, the loop stacked sweeps are measured against, trains what the vectorized
+    launcher trains: each of a 10-job grid's nets to float32 rounding (a batched product sums in its order)."""
+    import runpy
+    import sys
+
+    from conftest import REPO
+
+    grid = ["experiment=blobs_mlp", "epochs=200", "model.optimizer.lr=0.01,0.03,0.1,0.3,1.0", "seed=0,1", VECTORIZED]
+    code, output, jobs = sweep(grid, tmp_path, monkeypatch, capfd)
+    assert code == 0 and len(jobs) == 10, output
+    monkeypatch.setattr(sys, "argv", ["stacked_reference.py", "--jobs", "10", "--epochs", "200", "--out", "ref"])
+    runpy.run_path(str(REPO / "scripts" / "stacked_reference.py"), run_name="__main__")
+    for k, job in enumerate(jobs):
+        ours, reference = (
+            torch.load(path / "model.pt", weights_only=True) for path in (job, tmp_path / "ref" / str(k))
+        )
+        for name, value in ours.items():
+            torch.testing.assert_close(reference[name], value, rtol=0, atol=1e-5, msg=f"{job.name} {name}")
