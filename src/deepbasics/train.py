@@ -2,7 +2,5 @@
 
 from deepbasics.cli.commands import train
 
-main = train  # the console script's entry point before the cli/ package: older installs still start
-
 if __name__ == "__main__":
     train()

@@ -211,7 +211,7 @@ class VectorizedLauncher(Launcher):
             return outcome
 
         previous = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(sweep_config)
+        HydraConfig.instance().cfg = ret.hydra_cfg  # the job's, as _start set it (set_config copies it again)
         try:
             try:
                 ret.return_value = guarded(task, ret.cfg)
