@@ -47,7 +47,7 @@ def _as_one_run(cfg: DictConfig) -> None:
     for a sweep's job, the job alone. Not so a parallel worker, nor submitit's outside SLURM (whose tasks are ranks)."""
     hydra = HydraConfig.get()
     launcher = str(hydra.launcher.get("_target_", ""))
-    if cfg.trainer.get("strategy") and (
+    if cfg.trainer.get("strategy") not in (None, "auto") and (
         "joblib" in launcher or "submitit" in launcher and "SLURM_NTASKS" not in os.environ
     ):
         raise ConfigError(
