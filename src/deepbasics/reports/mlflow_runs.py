@@ -14,8 +14,6 @@ from deepbasics.config.sweep_dir import DEFINITION, LAUNCHER, STATE
 from deepbasics.files import atomic_write, locked, read_json
 
 TAG = "deepbasics."
-# MLflow 3 UIs open an experiment of this kind on its training runs, not on the GenAI overview (README).
-KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def logger_kwargs(conf, run_dir: Path) -> dict[str, Any]:
@@ -61,8 +59,6 @@ def start_run(logger, settings: dict[str, Any], run_dir: Path) -> None:
     experiment = client.get_experiment(logger.experiment_id)
     key = _key(mlflow.get_tracking_uri(), experiment.name)  # the logger set the tracking URI
     _record(Path(run_dir).resolve() / ".mlflow.json", key, run_id)
-    if KIND_TAG not in experiment.tags:  # a kind the user chose stays
-        client.set_experiment_tag(logger.experiment_id, KIND_TAG, KIND)
     run = client.get_run(run_id)
     if run.info.status != "RUNNING":  # a run continued after an interruption
         client.update_run(run_id, status="RUNNING")
