@@ -106,6 +106,15 @@ def diabetes():
     return table[:, :-1], table[:, -1:]
 
 
+# the default experiment cut short: 300 epochs, a point every 50, a validation and checkpoint every 100
+SHORT_BLOBS = [
+    "experiment=blobs_mlp",
+    "epochs=300",
+    "log_every=50",
+    "val_every=100",
+    "callbacks.model_checkpoint.every_n_epochs=100",
+]
+
 RECIPES = {
     "linear_scores": lambda: plain_linear(column([1, 2, 3, 4]), column([50, 70, 90, 85]), 0, 0, 0.01, 2000),
     "linear_study_hours": lambda: plain_linear(

@@ -6,17 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from conftest import SHORT_BLOBS as RECIPE
 from conftest import compose_train, read_metrics, run_cli, run_dirs
 from deepbasics.data import BlobsDataModule
 from deepbasics.errors import ConfigError
-
-RECIPE = [
-    "experiment=blobs_mlp",
-    "epochs=300",
-    "log_every=50",
-    "val_every=100",
-    "callbacks.model_checkpoint.every_n_epochs=100",
-]
 
 
 def net_state(run_dir):

@@ -8,15 +8,8 @@ import csv
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import SHORT_BLOBS as RECIPE
 from conftest import read_metrics, run_dirs, run_in_this_process
-
-RECIPE = [
-    "experiment=blobs_mlp",
-    "epochs=300",
-    "log_every=50",
-    "val_every=100",
-    "callbacks.model_checkpoint.every_n_epochs=100",
-]
 
 
 @pytest.mark.slow
