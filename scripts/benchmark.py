@@ -13,10 +13,10 @@
 - progress: the fit with the live bar (progress=bar) against the plain lines (progress=lines);
 - --minibatch: a 1M-row, 8-feature CSV in batches of 1024 for 3 epochs against scripts/plain_minibatch.py:
   whole processes, the fit loop alone, and peak memory beyond a 1000-row run.
-- --sweep: grids of experiment=blobs_mlp (2000 epochs), whole processes, once each (minutes): 100 jobs
-  (lr x seed) under hydra/launcher=vectorized against the basic launcher and against hydra/launcher=parallel;
-  12 jobs vectorized against 12 runs of scripts/tutorial_blobs.py; 1000 jobs in one stacked group, with
-  the peak memory of that process and the launcher's own account of time spent outside the fit.
+- --sweep [--large 10000]: lr x seed grids of experiment=blobs_mlp (2000 epochs) under hydra/launcher=vectorized,
+  whole processes, once each (an hour with the large grid), against their bounds: 48 and 100 jobs against the basic
+  launcher, 100 against scripts/stacked_reference.py (the same work as one hand-written stacked loop), 1000 against
+  100; the large grid's time and peak memory; the launcher's own account of its time outside the fit.
 Each pair alternates, repeated; ratios of the minima (the least disturbed runs) and of the medians.
 Ratios are only meaningful within one run of this script: the machine is shared and noisy.
 """
@@ -210,40 +210,64 @@ def minibatch_fit(path: Path, features: int, batch: int, epochs: int) -> float:
     return project_fit(epochs, experiment="logistic_diabetes", extra=extra)
 
 
-def sweep(epochs: int) -> None:
-    """Vectorized sweeps against the basic and parallel launchers and against plain scripts, once each."""
+def sweep(epochs: int, large: int) -> None:
+    """Issue 30's bounds on vectorized sweeps, each measured once, whole processes: 48 and 100 jobs against the
+    basic launcher, 100 against the hand-written stacked loop (scripts/stacked_reference.py), 1000 against 100, and
+    a grid of ``large`` jobs (time, peak memory). Also 100 against the parallel launcher, for the README."""
     import re
 
-    def grid(lrs: int, seeds: int) -> list[str]:
-        rates = ",".join(f"{0.01 * (i + 1):.2f}" for i in range(lrs))
+    def grid(jobs: int) -> list[str]:  # the learning rate outer, seeds inner, as scripts/stacked_reference.py numbers
+        rates, seeds = ("0.01,0.03,0.1,0.3,1.0", -(-jobs // 5)) if jobs % 5 == 0 else ("0.03,0.3", jobs // 2)
         return [str(BIN / "deepbasics-train"), "-m", "experiment=blobs_mlp", f"epochs={epochs}",
                 f"model.optimizer.lr={rates}", f"seed=range({seeds})"]  # fmt: skip
 
-    def timed(command: list[str], cwd: str) -> tuple[float, str]:
+    def timed(command: list[str], cwd: str) -> tuple[float, float, str]:
+        """Seconds, peak resident MB and output of a whole command."""
+        probe = (
+            "import resource, subprocess, sys; out = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+            "print(out.stdout + out.stderr); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
         start = time.perf_counter()
-        out = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True)
-        return time.perf_counter() - start, out.stdout + out.stderr
+        out = subprocess.run([sys.executable, "-c", probe, *command], cwd=cwd, capture_output=True, text=True)
+        spent = time.perf_counter() - start
+        *text, peak = out.stdout.rstrip().rsplit("\n", 1)
+        return spent, int(peak) / 1024, "".join(text)
 
     vectorized = ["hydra/launcher=vectorized"]
+    reference = [sys.executable, str(REPO / "scripts" / "stacked_reference.py"), "--jobs", "100", f"--epochs={epochs}"]
+    runs: dict[str, tuple[float, float, str]] = {}
     with tempfile.TemporaryDirectory() as cwd:
-        fast, log = timed(grid(10, 10) + vectorized, cwd)
-        outside = re.search(r"fit ([\d.]+) s, (\d+) ms a job outside the fit", log)
-        basic, _ = timed(grid(10, 10), cwd)
-        parallel, _ = timed(grid(10, 10) + ["hydra/launcher=parallel"], cwd)
-        small, _ = timed(grid(4, 3) + vectorized, cwd)
-        tutorial = [sys.executable, str(REPO / "scripts" / "tutorial_blobs.py"), f"--epochs={epochs}"]
-        scripts = sum(wall(tutorial, cwd) for _ in range(12))
-        thousand = grid(40, 25) + vectorized
-        start = time.perf_counter()
-        memory = peak_rss_mb(thousand, cwd)
-        large = time.perf_counter() - start
+        for name, command in (
+            ("48 vectorized", grid(48) + vectorized),
+            ("48 basic", grid(48)),
+            ("100 vectorized", grid(100) + vectorized),
+            ("100 basic", grid(100)),
+            ("100 parallel", grid(100) + ["hydra/launcher=parallel"]),
+            ("100 reference", [*reference, "--out", str(Path(cwd) / "reference")]),
+            ("1000 vectorized", grid(1000) + vectorized),
+            (f"{large} vectorized", grid(large) + vectorized),
+        ):
+            runs[name] = timed(command, cwd)
+            outside = re.findall(r"fit ([\d.]+) s, (\d+) ms a job outside the fit", runs[name][2])
+            fits, per_job = sum(float(f) for f, _ in outside), max((int(ms) for _, ms in outside), default=0)
+            extra = f"; stacked: fit {fits:.1f} s, {per_job} ms a job outside it (most of its groups)" * bool(outside)
+            print(f"{name:>17}: {runs[name][0]:7.1f} s, peak {runs[name][1]:6.0f} MB{extra}", flush=True)
+    seconds = {name: run[0] for name, run in runs.items()}
+    bounds = [
+        ("48 jobs, basic launcher / vectorized", seconds["48 basic"] / seconds["48 vectorized"], ">=", 8),
+        ("100 jobs, basic launcher / vectorized", seconds["100 basic"] / seconds["100 vectorized"], ">=", 15),
+        ("100 jobs, vectorized / hand-written loop", seconds["100 vectorized"] / seconds["100 reference"], "<=", 2.5),
+        ("1000 jobs / 100 jobs, vectorized", seconds["1000 vectorized"] / seconds["100 vectorized"], "<=", 4),
+    ]
     print(f"make_blobs NeuralNet grids, {epochs} full-batch epochs, whole processes, one run each")
-    print(f"100 jobs: vectorized {fast:.1f} s, basic launcher {basic:.1f} s ({basic / fast:.1f}x faster),"
-          f" parallel launcher {parallel:.1f} s ({parallel / fast:.1f}x faster)")  # fmt: skip
-    if outside:
-        print(f"  in the stacked group: fit {outside[1]} s, {outside[2]} ms a job outside the fit")
-    print(f"12 jobs: vectorized {small:.1f} s, 12 tutorial scripts {scripts:.1f} s ({small / scripts:.2f}x the time)")
-    print(f"1000 jobs in one group: {large:.1f} s, peak memory {memory:.0f} MB")
+    for what, ratio, sense, bound in bounds:
+        met = ratio >= bound if sense == ">=" else ratio <= bound
+        print(f"{what:45} {ratio:6.2f}x  (bound {sense} {bound}x: {'met' if met else 'NOT met'})")
+    print(f"100 jobs, parallel launcher / vectorized: {seconds['100 parallel'] / seconds['100 vectorized']:.2f}x")
+    big = runs[f"{large} vectorized"]
+    finished = re.search(r"(\d+) of (\d+) jobs did not finish", big[2])
+    print(f"{large} jobs: {big[0]:.0f} s, peak memory {big[1]:.0f} MB, "
+          f"{'all finished' if not finished else finished.group(0)}")  # fmt: skip
 
 
 def wall(command: list[str], cwd: str) -> float:
@@ -266,10 +290,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=2000)
     parser.add_argument("--minibatch", action="store_true", help="only the 1M-row mini-batch comparison")
-    parser.add_argument("--sweep", action="store_true", help="only the vectorized sweep comparisons")
+    parser.add_argument("--sweep", action="store_true", help="only the vectorized sweep bounds")
+    parser.add_argument("--large", type=int, default=10_000, help="--sweep: the jobs of the largest grid")
     args = parser.parse_args()
     if args.sweep:
-        sweep(args.epochs)
+        sweep(args.epochs, args.large)
         return
     if args.minibatch:
         import torch

@@ -142,6 +142,46 @@ def _number(text: str):
         return text
 
 
+def test_groups_are_sized_to_memory_and_split_when_it_runs_out(grids, tmp_path, monkeypatch, capfd):
+    """Room for three jobs makes a group of 3 first; it runs out of memory in its first step, and the sweep trains in
+    groups of 2: every job ends as in the one group of the unsplit sweep."""
+    from deepbasics.models.stacked import StackedModule
+    from deepbasics.run import memory
+
+    room = 3 * _blobs_job_bytes() / 0.8 + 1
+    monkeypatch.setattr(memory, "room", lambda device: (room, "RLIMIT_AS (ulimit -v)"))
+    probe, sizes = StackedModule.probe, []
+
+    def short_of_memory(self, rows, device):
+        sizes.append(len(self.jobs))
+        if len(self.jobs) == 3:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        return probe(self, rows, device)
+
+    monkeypatch.setattr(StackedModule, "probe", short_of_memory)
+    code, output, jobs = sweep([*GRID, VECTORIZED], tmp_path, monkeypatch, capfd)
+    assert code == 0, output
+    assert "#0-#3: 4 jobs need about" in output and "RLIMIT_AS (ulimit -v) leaves" in output
+    assert ": 3 of them first" in output and "#0-#2: 3 jobs ran out of memory" in output, output
+    assert "trying groups of 2" in output and sizes == [3, 2, 2]
+    for ours, theirs in zip(jobs, grids[1][2], strict=True):
+        _twin[0] = theirs
+        close(read_metrics(ours), read_metrics(theirs), ours, "metrics.json")
+        close(torch.load(ours / "model.pt"), torch.load(theirs / "model.pt"), ours, "model.pt")
+        assert files(ours) == files(theirs)
+
+
+def _blobs_job_bytes() -> int:
+    """What one job of GRID adds to a group: its training step, and its own data (the jobs' seeds differ)."""
+    from deepbasics.run import build, memory
+
+    cfg = compose_train("experiment=blobs_mlp", "seed=1")
+    datamodule = build.build_datamodule(cfg.data)
+    module = build.build_model(cfg.model, datamodule)
+    data = sum(t.numel() * t.element_size() for split in datamodule.splits.values() for t in split)
+    return memory.job_bytes(module, *datamodule.splits["train"]) + data + memory.WRITER_STACK
+
+
 def test_save_last_link_and_the_checkpoint_hooks_of_a_group(tmp_path, monkeypatch, capfd):
     """callbacks.model_checkpoint.save_last=link behaves as under the basic launcher, and a group calls its
     jobs' ModelCheckpoint only where it can save, never at every step."""

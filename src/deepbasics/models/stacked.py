@@ -212,7 +212,8 @@ class StackedOptimizer(torch.optim.Optimizer):
 class StackedModule(L.LightningModule):
     """K jobs as one LightningModule: an epoch is one optimizer step of all jobs on full batches, each job's loss and
     metrics as its module defines them. ``history``: every recorded point as (epoch, {"<stage>/<metric>": (K,) values}),
-    ``latest``: this epoch's; ``failed_at``/``failed_value``: epoch and value of each job's first non-finite loss."""
+    ``latest``: each metric's last value (as a run's ``callback_metrics``); ``failed_at``/``failed_value``: epoch
+    and value of each job's first non-finite loss."""
 
     def __init__(self, jobs: Sequence[L.LightningModule], log_every: int):
         super().__init__()
@@ -259,8 +260,6 @@ class StackedModule(L.LightningModule):
     def record(self, stage: str, epoch: int) -> None:
         """Every job's metrics on ``stage`` as the jobs are now, kept as the point of this epoch."""
         values = self.measure(stage, *self.trainer.datamodule.rows(stage))
-        if not self.history or self.history[-1][0] != epoch:
-            self.latest = {}
         self.latest.update(values)
         self.history.append((epoch, values))
         if self.on_record is not None:
@@ -277,6 +276,15 @@ class StackedModule(L.LightningModule):
                     values.setdefault(f"{stage}/{name}", torch.full((len(self.jobs),), math.nan))[k] = float(value)
                 self.job_metrics.reset()
         return dict(sorted(values.items()))
+
+    def probe(self, rows: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> None:
+        """A training step's forward and backward on ``device`` with no update: where memory runs out if it will."""
+        self.to(device)
+        try:
+            with torch.random.fork_rng():  # a net's dropout draws here leave the run's random state as it was
+                self.job_losses(self.net(rows[0].to(device)), rows[1].to(device)).sum().backward()
+        finally:
+            self.net.zero_grad(set_to_none=True)
 
     def alive(self) -> list[int]:
         return torch.nonzero(self.failed_at < 0).flatten().tolist()

@@ -4,11 +4,13 @@ model.pt, figures, metrics.json) and returns its monitored value or error; a non
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import multiprocessing
 import os
 import resource
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_r
 from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
 from deepbasics.models.stacked import StackedModule, StackedOptimizer
 from deepbasics.reports.figures import FitPlot, LossPlot, loss_axes
-from deepbasics.run import build
+from deepbasics.run import build, memory
 from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop, write
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
 from deepbasics.run.finish import Run, write_end
@@ -67,6 +69,7 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
     if soft != resource.RLIM_INFINITY and soft < len(jobs) + 256:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     held, shared, shapes = [], {}, {}
+    memory.return_freed_memory()
     try:
         for job in jobs:  # first: a job whose directory another process holds writes nothing into it
             try:
@@ -81,12 +84,21 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
         for members in shapes.values():
             if len(shapes) > 1:
                 log.info(f"#{', #'.join(job.label for job in members)}: a group of their own data shape")
-            try:
-                _train_stacked(members, timings)
-            except Exception as err:  # what would have failed each job alone fails each job of the group
-                for job in members:
-                    if job.outcome is None:
-                        job.fail(err)
+            most = len(members)
+            while members:  # as many as fit in memory now, the rest after them
+                part = members[: _size(members, most)]
+                try:
+                    _train_stacked(part, timings)
+                except TooLarge as err:  # nothing written yet: in halves, until one job trains alone
+                    most = (len(part) + 1) // 2
+                    log.info(f"{_labels(part)}: {err}; trying groups of {most}")
+                    continue
+                except Exception as err:  # what would have failed each job alone fails each job of the group
+                    for job in part:
+                        if job.outcome is None:
+                            job.fail(err)
+                members = members[len(part) :]
+                gc.collect()  # the trainer and the group refer to each other: free their memory for the next
     finally:
         for run_dir in held:
             unlock_run_dir(run_dir)
@@ -103,9 +115,13 @@ def _build(job: Job, shared: dict) -> bool:
         if key not in shared:  # data builders draw from their own seeded generators: sharing changes nothing
             shared[key] = build.build_datamodule(cfg.data)
         job.datamodule = shared[key]
-        job.module = build.build_model(cfg.model, job.datamodule)
         if whole_splits(job.datamodule) is None:
             raise ConfigError("data: its splits are not held in memory, so its jobs cannot be stacked")
+        first = next(iter(shared.values())).splits  # rows equal to the first job's (a seed that shuffles nothing)
+        for name, (x, y) in job.datamodule.splits.items():  # are its tensors: the group stacks them as one view
+            if name in first and torch.equal(x, first[name][0]) and torch.equal(y, first[name][1]):
+                job.datamodule.splits[name] = first[name]
+        job.module = build.build_model(cfg.model, job.datamodule)
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
         if cfg.get("resume"):  # a job of a resumed sweep: its own last checkpoint (config.sweep_dir)
             job.resumed = read_checkpoint(Path(cfg.resume) / LAST, key="resume")
@@ -132,17 +148,46 @@ class StackedSplits(InMemoryDataModule):
                 self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
 
 
+class TooLarge(Exception):
+    """A group ran out of memory before it wrote anything: smaller groups may fit."""
+
+
+def _size(jobs: list[Job], most: int) -> int:
+    """How many of the jobs (``most`` at most) fit in the memory the process may use now; one line when fewer."""
+    dm = jobs[0].datamodule
+    own_data = len({id(job.datamodule.splits["train"][0]) for job in jobs[:most]}) > 1  # else one view for all
+    data = sum(t.numel() * t.element_size() for split in dm.splits.values() for t in split) if own_data else 0
+    need = memory.job_bytes(jobs[0].module, *dm.splits["train"]) + data + memory.WRITER_STACK
+    on_gpu = jobs[0].cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    have, limit = memory.room(torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu"))
+    size = max(1, min(most, len(jobs), int(0.8 * have // need)))  # a margin for Lightning, metrics, checkpoints
+    if size < min(most, len(jobs)):
+        log.info(f"{_labels(jobs)}: {len(jobs)} jobs need about {len(jobs) * need / 2**20:,.0f} MiB, {limit} leaves "
+                 f"{have / 2**20:,.0f} MiB: {size} of them first")  # fmt: skip
+    return size
+
+
+def _labels(jobs: list[Job]) -> str:
+    return f"#{jobs[0].label}-#{jobs[-1].label}" if len(jobs) > 1 else f"#{jobs[0].label}"
+
+
 def _train_stacked(jobs: list[Job], timings: dict) -> None:
     first = jobs[0].cfg
     torch.set_num_threads(first.threads)
-    group = StackedModule([job.module for job in jobs], first.log_every)
-    data = StackedSplits([job.datamodule for job in jobs])
-    checkpoints = JobCheckpoints(jobs, group)
-    console = ConsoleLog(first.monitor.metric, first.monitor.mode, [job.label for job in jobs])
-    callbacks = [console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
-    root, resumed = jobs[0].run.dir.parent, jobs[0].resumed  # the launcher groups jobs at the same step
-    io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")
-    trainer = build.build_trainer(first, root, callbacks, [], first.epochs, io=io)
+    try:  # memory runs short first here: the stacked data and one training step, probed before anything is written
+        group = StackedModule([job.module for job in jobs], first.log_every)
+        data = StackedSplits([job.datamodule for job in jobs])
+        checkpoints = JobCheckpoints(jobs, group)
+        console = ConsoleLog(first.monitor.metric, first.monitor.mode, [job.label for job in jobs])
+        callbacks = [console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
+        root, resumed = jobs[0].run.dir.parent, jobs[0].resumed  # the launcher groups jobs at the same step
+        io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")
+        trainer = build.build_trainer(first, root, callbacks, [], first.epochs, io=io)
+        group.probe(data.rows("train"), trainer.strategy.root_device)
+    except Exception as err:
+        if len(jobs) > 1 and memory.ran_out(err):
+            raise TooLarge(f"{len(jobs)} jobs ran out of memory in their first step") from None
+        raise
     _start_logs(jobs, group, resumed["global_step"] if resumed else 0)
     began = time.perf_counter()
     try:
@@ -172,11 +217,15 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
 
 def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
     """Each job's loggers, written as the group trains (a kill loses no point): settings, optimum line, live points."""
-    for job in jobs:
-        job.loggers = build.build_loggers(job.cfg.get("logger"), job.run.dir, start_step)
-        build.start_logs(job.loggers, job.run.settings, job.run.dir)
-        if start_step == 0:
-            write(job.loggers, optimum_points(optimum(job.module, *job.datamodule.splits["train"])), 0)
+    stack = threading.stack_size(memory.WRITER_STACK)  # a writer thread per job and logger (TensorBoard's)
+    try:
+        for job in jobs:
+            job.loggers = build.build_loggers(job.cfg.get("logger"), job.run.dir, start_step)
+            build.start_logs(job.loggers, job.run.settings, job.run.dir)
+            if start_step == 0:
+                write(job.loggers, optimum_points(optimum(job.module, *job.datamodule.splits["train"])), 0)
+    finally:
+        threading.stack_size(stack)
 
     def record(epoch: int, values: dict[str, torch.Tensor]) -> None:
         for k in group.alive():
