@@ -78,7 +78,7 @@ def load_model(path: str | Path):
     """The trained plain net (eval mode) of a run directory, a .ckpt, or a model.pt in its run directory."""
     import torch
 
-    from deepbasics.run.checkpoints import read_checkpoint, upgrade_state_dict
+    from deepbasics.run.checkpoints import read_checkpoint
     from deepbasics.run.predict import net_of
 
     path = Path(path).expanduser()
@@ -88,7 +88,7 @@ def load_model(path: str | Path):
         raise ConfigError(f"{path}: no such file; pass a run directory, a .ckpt or a model.pt")
     if path.suffix == ".ckpt":
         return net_of(read_checkpoint(path))
-    weights = upgrade_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    weights = torch.load(path, map_location="cpu", weights_only=True)
     if not (path.parent / LAST).is_file():
         raise ConfigError(f"{path} alone does not say which net it holds; pass a run directory with {LAST} or a .ckpt")
     # the run's checkpoint says which net, and any standardization of its inputs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -115,14 +114,3 @@ def remove_dead_writes(run_dir: str | Path) -> None:
     if Path(run_dir).resolve() in _held:
         for path in Path(run_dir).rglob(f"{TEMPORARY}*"):
             path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def locked(path: str | Path):
-    """An exclusive flock on ``path`` for the block, waiting for another holder (``lock_run_dir`` refuses instead)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock

@@ -18,7 +18,7 @@ from deepbasics.config.run_dir import choose_run_dir, resumed_checkpoint
 from deepbasics.errors import ConfigError
 from deepbasics.models.lightning_modules import BinaryClassifier
 from deepbasics.models.nets import NeuralNet
-from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
+from deepbasics.run.checkpoints import FORMAT, AtomicCheckpointIO, read_checkpoint
 
 # Adam, so the optimizer has state worth restoring; checkpoints every 200 epochs, logs every 50.
 RECIPE = [
@@ -179,7 +179,7 @@ def test_resume_targets(tmp_path):
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
-    io.save_checkpoint({"deepbasics": {}, "step": 1}, path)
+    io.save_checkpoint({"deepbasics": {"format": FORMAT}, "step": 1}, path)
 
     def crash_midway(obj, f, *args, **kwargs):
         f.write(b"half a checkpoint")
@@ -187,7 +187,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash_midway)
     with pytest.raises(KeyboardInterrupt):
-        io.save_checkpoint({"deepbasics": {}, "step": 2}, path)
+        io.save_checkpoint({"deepbasics": {"format": FORMAT}, "step": 2}, path)
     monkeypatch.undo()
     assert read_checkpoint(path)["step"] == 1
     assert os.listdir(tmp_path) == ["last.ckpt"]
@@ -273,46 +273,3 @@ def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path, monkeypatch, capfd
     assert read_metrics(run_dir)["test"] == read_metrics(reference)["test"]
     for tag in ("train/loss", "val/loss"):
         assert scalars(run_dir, tag) == scalars(reference, tag), tag
-
-
-def _as_previous_release(checkpoint: dict) -> dict:
-    """A checkpoint as the releases before nets were named by _target_ wrote it: the module under its flat
-    layout's path, the net and the optimizer by name (the init inside the net), the NeuralNet's layers
-    under their old names, no format mark."""
-    state = checkpoint["deepbasics"]
-    del state["format"]
-    model = state["config"]["model"]
-    model["_target_"] = "deepbasics.modules.BinaryClassifier"
-    for spec in (model, checkpoint["hyper_parameters"]):
-        spec["net"] = {"name": "NeuralNet", "in_features": 2, "hidden_size": 5, "init": spec.pop("init")}
-        spec["optimizer"] = {"name": "adam", "lr": spec["optimizer"]["lr"]}
-    checkpoint["state_dict"] = {
-        k.replace("net.linear_1.", "net.layer1.").replace("net.linear_2.", "net.layer2."): v
-        for k, v in checkpoint["state_dict"].items()
-    }
-    return checkpoint
-
-
-def test_checkpoints_of_the_previous_layout_still_evaluate_and_predict(full_run, tmp_path, monkeypatch, capfd):
-    checkpoint = _as_previous_release(torch.load(full_run / "checkpoints" / "last.ckpt", weights_only=True))
-    assert "net.layer1.weight" in checkpoint["state_dict"]
-    old = tmp_path / "old.ckpt"
-    torch.save(checkpoint, old)
-
-    assert (
-        run_in_this_process("deepbasics-evaluate", [f"ckpt_path={old}"], tmp_path, monkeypatch, capfd).returncode == 0
-    )
-    (eval_dir,) = (tmp_path / "outputs" / "evaluations").iterdir()
-    assert read_metrics(eval_dir)["test"] == read_metrics(full_run)["test"]
-    from omegaconf import OmegaConf
-
-    from deepbasics.run.predict import predict
-
-    def predicted(path):
-        return predict(OmegaConf.create({"ckpt_path": str(path), "inputs": [[1, 1], [1, -1]], "threads": 1}))
-
-    assert predicted(old) == predicted(full_run / "checkpoints" / "last.ckpt")
-    # its loop state is an earlier release's: continuing it is refused in one line, nothing written
-    refused = run_in_this_process("deepbasics-train", [f"resume={old}", "epochs=700"], tmp_path, monkeypatch, capfd)
-    assert refused.returncode == 2 and "from an earlier release" in refused.stderr
-    assert not list((tmp_path / "outputs").glob("runs/*/*")), "no run directory left behind"

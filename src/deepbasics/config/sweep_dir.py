@@ -3,7 +3,6 @@ its lock and its jobs' states. Light on purpose: Hydra loads it for every run (a
 
 from __future__ import annotations
 
-import functools
 import sys
 from itertools import groupby
 from pathlib import Path
@@ -54,17 +53,13 @@ def definition(config: DictConfig) -> dict[str, Any]:
 def swept_keys(sweep: Path) -> list[str]:
     """The config keys a sweep varies (its sweep overrides, then its sweeper's params); [] for a non-sweep."""
     path = Path(sweep) / STATE / DEFINITION
-    return list(_swept_keys(str(path), path.stat().st_mtime_ns)) if path.is_file() else []
-
-
-@functools.lru_cache(maxsize=8)
-def _swept_keys(path: str, mtime_ns: int) -> tuple[str, ...]:
-    """Parsed once per version of the file, not once per job that ends."""
+    if not path.is_file():
+        return []
     recorded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     parsed = OverridesParser.create().parse_overrides(recorded.get("overrides") or [])
     keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
     keys += list((recorded.get("sweeper") or {}).get("params") or {})
-    return tuple(dict.fromkeys(keys))
+    return list(dict.fromkeys(keys))
 
 
 def difference(recorded: dict, asked: dict) -> str | None:

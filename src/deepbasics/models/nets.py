@@ -10,23 +10,16 @@ from torch import nn
 class LinearRegression(nn.Module):
     """H(x) = Wx + b, the study-hours regression."""
 
-    def __init__(self, in_features: int = 1):
-        super().__init__()
-        self.linear = nn.Linear(in_features, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
-
-
-class LogisticRegression(nn.Module):
-    """Wx + b as a logit: sigmoid(Wx + b) is the pass probability (several classes: softmax over the logits)."""
-
     def __init__(self, in_features: int = 1, out_features: int = 1):
         super().__init__()
         self.linear = nn.Linear(in_features, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
+
+
+class LogisticRegression(LinearRegression):
+    """Wx + b as a logit: sigmoid(Wx + b) is the pass probability (several classes: softmax over the logits)."""
 
 
 class NeuralNet(nn.Module):

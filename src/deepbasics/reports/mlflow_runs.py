@@ -3,15 +3,17 @@ flat params logged once, a resume continuing its run (remembered in ``.mlflow.js
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from deepbasics.config.sweep_dir import DEFINITION, LAUNCHER, STATE
-from deepbasics.files import atomic_write, locked, read_json
+from deepbasics.files import read_json
+from deepbasics.reports.metrics import write_json
 
 TAG = "deepbasics."
 
@@ -37,7 +39,9 @@ def ready_store(tracking_uri: str | None) -> None:
         return
     path = Path(str(tracking_uri).removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with locked(path.with_name(path.name + ".lock")):  # whoever makes the tables holds it until they are made
+    with FileLock(
+        path.with_name(path.name + ".lock"), mode=0o666
+    ):  # whoever makes the tables holds it until they are made
         if not (path.is_file() and path.stat().st_size > 0):
             from mlflow import MlflowClient
 
@@ -58,7 +62,8 @@ def start_run(logger, settings: dict[str, Any], run_dir: Path) -> None:
     client, run_id = logger.experiment, logger.run_id  # makes the experiment and the run
     experiment = client.get_experiment(logger.experiment_id)
     key = _key(mlflow.get_tracking_uri(), experiment.name)  # the logger set the tracking URI
-    _record(Path(run_dir).resolve() / ".mlflow.json", key, run_id)
+    record = Path(run_dir).resolve() / ".mlflow.json"
+    write_json(record, read_json(record) | {key: run_id})
     run = client.get_run(run_id)
     if run.info.status != "RUNNING":  # a run continued after an interruption
         client.update_run(run_id, status="RUNNING")
@@ -81,7 +86,7 @@ def sweep_parent(client, key: str, experiment_id: str, sweep: Path, launcher: st
     """The id of the sweep's parent run in this store and experiment (``key``), made by the first job that
     asks (under a lock: a parallel launcher's jobs ask at once); a resumed sweep's runs again."""
     record = sweep / STATE / "mlflow.json"
-    with locked(sweep / STATE / "mlflow.lock"):
+    with FileLock(sweep / STATE / "mlflow.lock", mode=0o666):
         known = read_json(record).get(key, {}).get("run_id")
         try:
             run = client.get_run(known) if known else None
@@ -93,7 +98,7 @@ def sweep_parent(client, key: str, experiment_id: str, sweep: Path, launcher: st
             return known
         tags = {f"{TAG}sweep": str(sweep), f"{TAG}kind": "sweep"} | ({f"{TAG}launcher": launcher} if launcher else {})
         run_id = client.create_run(experiment_id, run_name=sweep.name, tags=tags).info.run_id
-        _record(record, key, {"run_id": run_id, "uri": key.rsplit("#", 1)[0]})
+        write_json(record, read_json(record) | {key: {"run_id": run_id, "uri": key.rsplit("#", 1)[0]}})
         return run_id
 
 
@@ -136,9 +141,3 @@ def end_sweep(sweep: Path, report: dict[str, Any]) -> None:
 
 def _key(uri: str | None, experiment: str | None) -> str:
     return f"{uri or os.environ.get('MLFLOW_TRACKING_URI', '')}#{experiment}"
-
-
-def _record(path: Path, key: str, value) -> None:
-    """Set ``key: value`` in a small JSON record (a run's MLflow run id, a sweep's parent run)."""
-    data = read_json(path) | {key: value}
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))

@@ -1,5 +1,5 @@
-"""Checkpoints: written so that a crash cannot half-finish them, read back with weights_only=True, and
-brought up to date in one place (``upgrade``) when an earlier release wrote them."""
+"""Checkpoints: written so that a crash cannot half-finish them, read back with weights_only=True; an earlier
+release's (another format) refused in one line."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ FORMAT = 2  # deepbasics.format of today's checkpoints: one Lightning epoch per 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write beside the target, fsync, then rename over it: a kill leaves the old checkpoint or the new one, never a
-    truncated file. Read back through ``read_checkpoint``, so a resume continues an earlier release's checkpoint."""
+    truncated file. Read back through ``read_checkpoint``, which says in one line what is wrong with a file."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,7 +37,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """A deepbasics checkpoint, loaded with weights_only=True and upgraded; else a ConfigError naming the problem."""
+    """A deepbasics checkpoint of this release, loaded with weights_only=True; else a ConfigError naming the problem."""
     path = check_checkpoint_path(path, key)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -66,72 +66,9 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         )
     if not isinstance(checkpoint, dict) or "deepbasics" not in checkpoint:
         raise ConfigError(f"{key}={path} was not written by deepbasics-train; pass one of its checkpoints")
-    return upgrade(checkpoint)
-
-
-# --- earlier releases, in this one place
-RENAMED_TARGETS = {"deepbasics.modules.": "deepbasics.models.lightning_modules."}  # class paths since renamed
-RENAMED_PARAMETERS = {"layer1.": "linear_1.", "layer2.": "linear_2."}  # the NeuralNet took the tutorial's names
-NETS = "deepbasics.models.nets."
-OPTIMIZERS = {"sgd": "torch.optim.SGD", "adam": "torch.optim.Adam"}
-
-
-def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """An earlier release's checkpoint in today's form for what reads its weights and config (evaluate, predict,
-    ``load_model``): nets, optimizers and schedulers as ``_target_`` configs, renamed class paths and parameters. Its
-    loop state stays: such a checkpoint (format below ``FORMAT``) is not resumed."""
-    state = checkpoint["deepbasics"]
-    if "config" in state:
-        state["config"] = _renamed(state["config"])
-        if state.get("format", 1) < FORMAT:
-            state["config"]["model"] = upgrade_model_config(state["config"]["model"])
-    if "state_dict" in checkpoint:
-        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], prefix="net.")
-    if state.get("format", 1) < FORMAT and "hyper_parameters" in checkpoint:
-        for key in ("epochs", "log_every", "val_every"):  # the module's own loop had the schedule
-            checkpoint["hyper_parameters"].pop(key, None)
-        checkpoint["hyper_parameters"] = upgrade_model_config(checkpoint["hyper_parameters"])
-    state.setdefault("epochs", int(checkpoint.get("global_step", 0)))  # the releases with a loop of their own
+    if (made := checkpoint["deepbasics"].get("format", 1)) < FORMAT:  # nets by name, and a loop of its own
+        raise ConfigError(
+            f"{key}={path} was written by an earlier deepbasics release (checkpoint format {made}; this one reads"
+            f" {FORMAT}): evaluate or predict with that release, or train again"
+        )
     return checkpoint
-
-
-def upgrade_model_config(model: dict) -> dict:
-    """A module's arguments (or its config) with the net and optimizer given by name as ``_target_`` configs,
-    the net's ``init`` a module argument, and a scheduler a ``_partial_`` config."""
-    model = dict(model)
-    net = dict(model.get("net") or {})
-    if "name" in net:
-        model.setdefault("init", net.pop("init", "default"))
-        net = {
-            "_target_": NETS + net.pop("name"),
-            **{k: v for k, v in net.items() if v is not None or k == "in_features"},
-        }
-        if not net["_target_"].endswith("NeuralNet"):
-            net.pop("hidden_size", None)
-        if net.get("out_features") == 1:
-            net.pop("out_features")
-        model["net"] = net
-    optimizer = dict(model.get("optimizer") or {})
-    if "name" in optimizer:
-        model["optimizer"] = {"_target_": OPTIMIZERS[optimizer.pop("name")], "_partial_": True, **optimizer}
-    if model.get("scheduler"):
-        model["scheduler"] = {**model["scheduler"], "_partial_": True}
-    return model
-
-
-def _renamed(config: Any) -> Any:
-    if isinstance(config, dict):
-        return {k: _renamed(v) for k, v in config.items()}
-    return _new_prefix(config, RENAMED_TARGETS) if isinstance(config, str) else config
-
-
-def _new_prefix(name: str, renames: dict[str, str], prefix: str = "") -> str:
-    for old, new in renames.items():
-        if name.startswith(prefix + old):
-            return prefix + new + name.removeprefix(prefix + old)
-    return name
-
-
-def upgrade_state_dict(state: dict, prefix: str = "") -> dict:
-    """``state`` with parameter names of earlier releases renamed (keys under ``prefix``)."""
-    return {_new_prefix(key, RENAMED_PARAMETERS, prefix): value for key, value in state.items()}

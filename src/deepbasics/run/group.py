@@ -69,7 +69,7 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
     if soft != resource.RLIM_INFINITY and soft < len(jobs) + 256:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     held, shared, shapes = [], {}, {}
-    memory.return_freed_memory()
+    threading.stack_size(memory.WRITER_STACK)  # RLIMIT_AS counts each thread's stack: 10,000 jobs, 10,000 threads
     try:
         for job in jobs:  # first: a job whose directory another process holds writes nothing into it
             try:
@@ -88,11 +88,11 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
             while members:  # as many as fit in memory now, the rest after them
                 part = members[: _size(members, most)]
                 try:
-                    _train_stacked(part, timings)
-                except TooLarge as err:  # nothing written yet: in halves, until one job trains alone
-                    most = (len(part) + 1) // 2
-                    log.info(f"{_labels(part)}: {err}; trying groups of {most}")
-                    continue
+                    if not _train_stacked(part, timings):  # out of memory, nothing written: in halves, down to one
+                        most = (len(part) + 1) // 2
+                        log.info(f"#{part[0].label}-#{part[-1].label}: {len(part)} jobs ran out of memory in their"
+                                 f" first step; trying groups of {most}")  # fmt: skip
+                        continue
                 except Exception as err:  # what would have failed each job alone fails each job of the group
                     for job in part:
                         if job.outcome is None:
@@ -148,10 +148,6 @@ class StackedSplits(InMemoryDataModule):
                 self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
 
 
-class TooLarge(Exception):
-    """A group ran out of memory before it wrote anything: smaller groups may fit."""
-
-
 def _size(jobs: list[Job], most: int) -> int:
     """How many of the jobs (``most`` at most) fit in the memory the process may use now; one line when fewer."""
     dm = jobs[0].datamodule
@@ -162,16 +158,13 @@ def _size(jobs: list[Job], most: int) -> int:
     have, limit = memory.room(torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu"))
     size = max(1, min(most, len(jobs), int(0.8 * have // need)))  # a margin for Lightning, metrics, checkpoints
     if size < min(most, len(jobs)):
-        log.info(f"{_labels(jobs)}: {len(jobs)} jobs need about {len(jobs) * need / 2**20:,.0f} MiB, {limit} leaves "
-                 f"{have / 2**20:,.0f} MiB: {size} of them first")  # fmt: skip
+        log.info(f"#{jobs[0].label}-#{jobs[-1].label}: {len(jobs)} jobs need about {len(jobs) * need / 2**20:,.0f}"
+                 f" MiB, {limit} leaves {have / 2**20:,.0f} MiB: {size} of them first")  # fmt: skip
     return size
 
 
-def _labels(jobs: list[Job]) -> str:
-    return f"#{jobs[0].label}-#{jobs[-1].label}" if len(jobs) > 1 else f"#{jobs[0].label}"
-
-
-def _train_stacked(jobs: list[Job], timings: dict) -> None:
+def _train_stacked(jobs: list[Job], timings: dict) -> bool:
+    """Train the jobs as one group; False when they ran out of memory before anything was written."""
     first = jobs[0].cfg
     torch.set_num_threads(first.threads)
     try:  # memory runs short first here: the stacked data and one training step, probed before anything is written
@@ -184,9 +177,9 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
         io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")
         trainer = build.build_trainer(first, root, callbacks, [], first.epochs, io=io)
         group.probe(data.rows("train"), trainer.strategy.root_device)
-    except Exception as err:
-        if len(jobs) > 1 and memory.ran_out(err):
-            raise TooLarge(f"{len(jobs)} jobs ran out of memory in their first step") from None
+    except Exception as err:  # out of memory (Python's, CUDA's or torch's CPU allocator's): smaller groups may fit
+        if len(jobs) > 1 and (isinstance(err, MemoryError | torch.OutOfMemoryError) or "can't allocate" in str(err)):
+            return False
         raise
     _start_logs(jobs, group, resumed["global_step"] if resumed else 0)
     began = time.perf_counter()
@@ -202,7 +195,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
                 saved = [p for p in stop.saved if job.checkpoint and Path(p).parent == Path(job.checkpoint.dirpath)]
                 stopped = interruption(stop.signum, done, job.run, saved, sweep=True)
                 job.fail(stopped, "interrupted", epochs=done)
-        return
+        return True
     except BaseException:
         for job in jobs:
             _close_logs(job, "failed")
@@ -213,19 +206,16 @@ def _train_stacked(jobs: list[Job], timings: dict) -> None:
     for split in data.splits:
         finals |= group.measure(split, *data.rows(split))
     _end_jobs(jobs, group, finals, trainer.global_step, from_start=not resumed)
+    return True
 
 
 def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
     """Each job's loggers, written as the group trains (a kill loses no point): settings, optimum line, live points."""
-    stack = threading.stack_size(memory.WRITER_STACK)  # a writer thread per job and logger (TensorBoard's)
-    try:
-        for job in jobs:
-            job.loggers = build.build_loggers(job.cfg.get("logger"), job.run.dir, start_step)
-            build.start_logs(job.loggers, job.run.settings, job.run.dir)
-            if start_step == 0:
-                write(job.loggers, optimum_points(optimum(job.module, *job.datamodule.splits["train"])), 0)
-    finally:
-        threading.stack_size(stack)
+    for job in jobs:
+        job.loggers = build.build_loggers(job.cfg.get("logger"), job.run.dir, start_step)
+        build.start_logs(job.loggers, job.run.settings, job.run.dir)
+        if start_step == 0:
+            write(job.loggers, optimum_points(optimum(job.module, *job.datamodule.splits["train"])), 0)
 
     def record(epoch: int, values: dict[str, torch.Tensor]) -> None:
         for k in group.alive():

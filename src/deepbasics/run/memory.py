@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import resource
 from pathlib import Path
 
 import psutil
 import torch
 
-# A stacked job's logger threads get this stack, not the system's 8 MiB: address space that RLIMIT_AS counts, per job
+# The stack of a group's threads (a log writer per job and logger), not the system's 8 MiB of address space each
 WRITER_STACK = 1 << 20
 # (limit, usage) files of the process's cgroup, v2 then v1, as a container sees its own at /sys/fs/cgroup
 CGROUPS = (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"))
@@ -23,13 +23,10 @@ def room(device: torch.device) -> tuple[int, str]:
     if soft != resource.RLIM_INFINITY:
         limits["RLIMIT_AS (ulimit -v)"] = soft - psutil.Process().memory_info().vms
     for limit, usage in CGROUPS:
-        try:
-            limits["the cgroup's memory limit"] = int(Path("/sys/fs/cgroup", limit).read_text()) - int(
-                Path("/sys/fs/cgroup", usage).read_text()
-            )
+        with contextlib.suppress(OSError, ValueError):  # no such cgroup, or "max" (no limit)
+            used = int(Path("/sys/fs/cgroup", usage).read_text())
+            limits["the cgroup's memory limit"] = int(Path("/sys/fs/cgroup", limit).read_text()) - used
             break
-        except (OSError, ValueError):  # no such cgroup, or "max"
-            continue
     if device.type == "cuda":
         limits[f"free memory on {device}"] = torch.cuda.mem_get_info(device)[0]
     name = min(limits, key=limits.get)
@@ -49,20 +46,3 @@ def job_bytes(module, x: torch.Tensor, y: torch.Tensor) -> int:
     with torch.random.fork_rng(), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
         module.loss_fn(module.net(x), y)  # dropout draws in here leave the run's random state as it was
     return 2 * sum(saved) + 4 * sum(p.numel() * p.element_size() for p in module.parameters())
-
-
-def ran_out(err: BaseException) -> bool:
-    """Whether an error says memory ran out: Python's, CUDA's, or torch's CPU allocator's (a RuntimeError)."""
-    return isinstance(err, MemoryError | torch.OutOfMemoryError) or "can't allocate memory" in str(err)
-
-
-def return_freed_memory() -> None:
-    """Let what one group frees be what the next may use. glibc keeps freed blocks of up to 32 MiB for reuse once a
-    large one is freed, and gives each thread (a job's log writer) an arena of 64 MiB of address space, up to 16 on
-    2 cores: measured here, each kept 0.5-1 GiB of the ``RLIMIT_AS`` the next group is sized by."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: freed blocks of 1 MiB or more go back to the system
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):  # another C library: its own policy
-        pass

@@ -29,7 +29,7 @@ from deepbasics.run.callbacks import (
     epochs_done,
     stopped_early,
 )
-from deepbasics.run.checkpoints import FORMAT, read_checkpoint
+from deepbasics.run.checkpoints import read_checkpoint
 from deepbasics.run.finish import Run, finish
 from deepbasics.run.resume import resumed_config
 
@@ -60,12 +60,6 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
         ckpt_path = resumed_checkpoint(run_dir, cfg.resume)
         cfg, checkpoint = resumed_config(cfg, ckpt_path, overrides)
         state = checkpoint["deepbasics"]
-        if state.get("format", 1) < FORMAT:
-            raise ConfigError(
-                f"resume={cfg.resume}: this checkpoint comes from an earlier release, whose training loop kept"
-                " another state, so it cannot be continued; it still evaluates and predicts, and"
-                " deepbasics.load_model reads its weights (start a new run to train further)"
-            )
     check_settings(cfg)  # the effective config: a resumed run's is the one stored in its checkpoint
     run = Run.of(cfg)
     done, stopped = state.get("epochs", 0), state.get("stopped")
