@@ -17,16 +17,49 @@ def net_state(run_dir):
     return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
 
 
+DYING_RANK = """
+import os
+from pathlib import Path
+
+import lightning as L
+
+
+class DieOnce(L.Callback):
+    \"\"\"Rank 1 of the job with ``seed`` dies (no clean-up, as under kill -9) after ``epoch``, once.\"\"\"
+
+    def __init__(self, seed, when, marker):
+        self.dies, self.when, self.marker = seed == when, 150, Path(marker)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.dies and trainer.global_rank == 1 and trainer.current_epoch + 1 == self.when:
+            if not self.marker.exists():
+                self.marker.touch()
+                os._exit(9)
+"""
+
+
 @pytest.mark.slow
-def test_a_sweep_of_ddp_jobs_trains_each_with_both_ranks_and_equals_one_process(tmp_path):
-    """Each job of a sweep with trainer=ddp_cpu starts its second rank by running the job alone (Lightning
-    runs the command again): both ranks in the job's directory, one sweep, never a second one; and each
-    job ends where one process ends, up to rounding (two equal shards' mean gradient is the full batch's)."""
+def test_a_sweep_of_ddp_jobs_trains_each_with_both_ranks_and_a_dying_rank_fails_its_job_alone(tmp_path, monkeypatch):
+    """Each job of a sweep with trainer=ddp_cpu trains as a run of its own in a child process, whose second rank
+    Lightning starts by running it again: both ranks in the job's directory, one sweep, never a second one. Each
+    job ends where one process ends, up to rounding (two equal shards' mean gradient is the full batch's). When a
+    rank of job 01 dies, that job fails with one line and the sweep goes on; resume=auto finishes it."""
     from deepbasics.run.training import train
 
-    run_cli("deepbasics-train", "-m", *RECIPE, "trainer=ddp_cpu", "seed=1,2", cwd=tmp_path)
+    (tmp_path / "dying.py").write_text(DYING_RANK)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    die = ["+callbacks.die._target_=dying.DieOnce", "+callbacks.die.seed=${seed}", "+callbacks.die.when=2",
+           f"+callbacks.die.marker={tmp_path / 'died'}"]  # fmt: skip
+    command = ["-m", *RECIPE, "trainer=ddp_cpu", "seed=1,2", *die]
+    first = run_cli("deepbasics-train", *command, cwd=tmp_path, check=False)
+    assert first.returncode == 1 and (tmp_path / "died").is_file(), first.stderr
+    failed = [line for line in first.stderr.splitlines() if line.startswith("error: job")]
+    # rank 0 hears of it from gloo (connection reset) or is ended by Lightning (return code -9): either way, one line
+    assert len(failed) == 1 and failed[0].startswith("error: job 01_seed=2 failed: "), first.stderr
     (sweep,) = (tmp_path / "outputs" / "multiruns" / "blobs_mlp").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if p.name[:2].isdigit())
+    assert read_metrics(jobs[1])["status"] == "failed" and read_metrics(jobs[0])["status"] == "completed"
+    run_cli("deepbasics-train", *command, "resume=auto", cwd=tmp_path)
     assert [j.name for j in jobs] == ["00_seed=1", "01_seed=2"]
     for seed, job in zip((1, 2), jobs, strict=True):
         assert (job / "train_ddp_process_1.log").is_file() and read_metrics(job)["epochs"] == 300
@@ -148,7 +181,7 @@ def test_a_ddp_job_under_the_parallel_launcher_is_refused_in_one_line():
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from deepbasics.cli.commands import _as_one_run
+    from deepbasics.cli.commands import _in_own_process
     from deepbasics.config.paths import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -156,6 +189,6 @@ def test_a_ddp_job_under_the_parallel_launcher_is_refused_in_one_line():
     HydraConfig.instance().set_config(cfg)
     try:
         with pytest.raises(ConfigError, match=r"^trainer.strategy=ddp: a sweep's DDP jobs train under the basic"):
-            _as_one_run(cfg)
+            _in_own_process(cfg)
     finally:
         HydraConfig.instance().cfg = None

@@ -4,16 +4,17 @@ Lightning load only once a task needs them, so `--help` and config mistakes answ
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig
 
 from deepbasics.cli.app import checkpoint_app, hydra_app, in_multirun
 from deepbasics.config.resolvers import config_groups
 from deepbasics.config.settings import check_settings
 from deepbasics.config.sweep_dir import resumed_job
-from deepbasics.errors import ConfigError
+from deepbasics.errors import ConfigError, RunFailed
 
 
 def _train(cfg: DictConfig):
@@ -28,28 +29,21 @@ def _train(cfg: DictConfig):
         check_settings(cfg)
     from deepbasics.run.training import train
 
-    env = dict(os.environ)
-    try:
-        if in_multirun():
-            _as_one_run(cfg)
-        return train(cfg, overrides=overrides)
-    finally:  # a sweep's next job starts its own ranks: Lightning reads them from the environment and keeps
-        os.environ.clear()  # the last job's process group (whose other ranks have exited) unless it is destroyed
-        os.environ.update(env)
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    if in_multirun() and cfg.trainer.get("strategy") not in (None, "auto"):
+        return _in_own_process(cfg)
+    return train(cfg, overrides=overrides)
 
 
-def _as_one_run(cfg: DictConfig) -> None:
-    """Lightning starts a DDP job's other ranks by running this command again (sys.argv, in ``hydra.run.dir``):
-    for a sweep's job, the job alone. Not so a parallel worker, nor submitit's outside SLURM (whose tasks are ranks)."""
+def _in_own_process(cfg: DictConfig) -> float:
+    """A sweep's DDP job as a run of its own in a child process (its overrides, its directory), whose other ranks
+    Lightning starts by running that command again and ends, all of them, when one dies: the job then fails with
+    one line and the sweep goes on. Not under a parallel worker, nor submitit's outside SLURM (tasks are ranks)."""
+    from deepbasics.run.finish import Run
+    from deepbasics.run.training import read_json, record_status
+
     hydra = HydraConfig.get()
     launcher = str(hydra.launcher.get("_target_", ""))
-    if cfg.trainer.get("strategy") not in (None, "auto") and (
-        "joblib" in launcher or "submitit" in launcher and "SLURM_NTASKS" not in os.environ
-    ):
+    if "joblib" in launcher or "submitit" in launcher and "SLURM_NTASKS" not in os.environ:
         raise ConfigError(
             f"trainer.strategy={cfg.trainer.strategy}: a sweep's DDP jobs train under the basic or vectorized"
             " launcher (one job at a time, all its ranks) or on SLURM; drop hydra/launcher= or use trainer=cpu"
@@ -59,9 +53,19 @@ def _as_one_run(cfg: DictConfig) -> None:
         a for a in sys.argv[1:] if a not in ("-m", "--multirun") and (a[:1] == "-" or "=" not in a and a[:1] != "~")
     ]
     own = [o for o in hydra.overrides.task if o.split("=")[0] != "resume"]
-    sys.argv = [sys.argv[0], *flags, *own, f'resume="{cfg.resume}"' if cfg.get("resume") else "resume=null"]
-    with read_write(hydra.run):
-        hydra.run.dir = hydra.runtime.output_dir
+    resume = f'resume="{cfg.resume}"' if cfg.get("resume") else "resume=null"
+    where = [f'hydra.run.dir="{hydra.runtime.output_dir}"', "hydra.output_subdir=null"]  # the sweep wrote .hydra/
+    main = sys.modules["__main__"].__spec__  # as Lightning runs a command again
+    program = [sys.executable, "-m", main.name] if main else [sys.executable, sys.argv[0]]
+    ended = subprocess.run([*program, *flags, *own, resume, *where]).returncode
+    run = Run.of(cfg)
+    record = read_json(run.dir / "metrics.json")
+    if ended == 0:
+        return float(record["monitor"]["value"])
+    if record.get("status") not in ("failed", "interrupted"):  # killed, with no word of its own
+        record["error"] = f"its processes ended with return code {ended} (Lightning ends every rank when one dies)"
+        record_status(run.dir, run.identity("failed"), "failed", record["error"])
+    raise RunFailed(record["error"], record.get("epochs", 0))
 
 
 # `deepbasics-train experiment=<name> [key=value ...]`: train one experiment, or sweep with -m.

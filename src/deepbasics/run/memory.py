@@ -29,8 +29,7 @@ def room(device: torch.device) -> tuple[int, str]:
             break
     if device.type == "cuda":
         limits[f"free memory on {device}"] = torch.cuda.mem_get_info(device)[0]
-    name = min(limits, key=limits.get)
-    return limits[name], name
+    return min((bytes_left, name) for name, bytes_left in limits.items())
 
 
 def job_bytes(module, x: torch.Tensor, y: torch.Tensor) -> int:
