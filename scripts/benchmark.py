@@ -217,7 +217,8 @@ def sweep(epochs: int, large: int) -> None:
     import re
 
     def grid(jobs: int) -> list[str]:  # the learning rate outer, seeds inner, as scripts/stacked_reference.py numbers
-        rates, seeds = ("0.01,0.03,0.1,0.3,1.0", -(-jobs // 5)) if jobs % 5 == 0 else ("0.03,0.3", jobs // 2)
+        assert jobs % 5 == 0 or jobs % 2 == 0, f"{jobs} jobs: a multiple of 5 (5 learning rates) or 2"
+        rates, seeds = ("0.01,0.03,0.1,0.3,1.0", jobs // 5) if jobs % 5 == 0 else ("0.03,0.3", jobs // 2)
         return [str(BIN / "deepbasics-train"), "-m", "experiment=blobs_mlp", f"epochs={epochs}",
                 f"model.optimizer.lr={rates}", f"seed=range({seeds})"]  # fmt: skip
 
@@ -225,13 +226,16 @@ def sweep(epochs: int, large: int) -> None:
         """Seconds, peak resident MB and output of a whole command."""
         probe = (
             "import resource, subprocess, sys; out = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
-            "print(out.stdout + out.stderr); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+            "print(out.stdout + out.stderr); print(out.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
         )
         start = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", probe, *command], cwd=cwd, capture_output=True, text=True)
         spent = time.perf_counter() - start
-        *text, peak = out.stdout.rstrip().rsplit("\n", 1)
-        return spent, int(peak) / 1024, "".join(text)
+        *text, last = out.stdout.rstrip().rsplit("\n", 1)
+        code, peak = map(int, last.split())
+        if code != 0:  # a sweep with failed jobs still has a time; the line says so
+            print(f"exit status {code}: {command[:4]}", flush=True)
+        return spent, peak / 1024, "".join(text)
 
     vectorized = ["hydra/launcher=vectorized"]
     reference = [sys.executable, str(REPO / "scripts" / "stacked_reference.py"), "--jobs", "100", f"--epochs={epochs}"]

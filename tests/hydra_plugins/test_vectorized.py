@@ -149,7 +149,7 @@ def test_groups_are_sized_to_memory_and_split_when_it_runs_out(grids, tmp_path, 
     from deepbasics.run import memory
 
     room = 3 * _blobs_job_bytes() / 0.8 + 1
-    monkeypatch.setattr(memory, "room", lambda device: (room, "RLIMIT_AS (ulimit -v)"))
+    monkeypatch.setattr(memory, "room", lambda gpu: (room, "RLIMIT_AS (ulimit -v)"))
     probe, sizes = StackedModule.probe, []
 
     def short_of_memory(self, rows, device):

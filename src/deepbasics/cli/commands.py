@@ -4,6 +4,7 @@ Lightning load only once a task needs them, so `--help` and config mistakes answ
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from deepbasics.cli.app import checkpoint_app, hydra_app, in_multirun
 from deepbasics.config.resolvers import config_groups
 from deepbasics.config.settings import check_settings
 from deepbasics.config.sweep_dir import resumed_job
-from deepbasics.errors import ConfigError, RunFailed
+from deepbasics.errors import ConfigError, Interrupted, RunFailed
 
 
 def _train(cfg: DictConfig):
@@ -29,21 +30,20 @@ def _train(cfg: DictConfig):
         check_settings(cfg)
     from deepbasics.run.training import train
 
-    if in_multirun() and cfg.trainer.get("strategy") not in (None, "auto"):
-        return _in_own_process(cfg)
+    if in_multirun() and cfg.trainer.get("strategy") not in (None, "auto") and "SLURM_NTASKS" not in os.environ:
+        return _in_own_process(cfg)  # on SLURM, this process is one of the job's ranks
     return train(cfg, overrides=overrides)
 
 
 def _in_own_process(cfg: DictConfig) -> float:
-    """A sweep's DDP job as a run of its own in a child process (its overrides, its directory), whose other ranks
-    Lightning starts by running that command again and ends, all of them, when one dies: the job then fails with
-    one line and the sweep goes on. Not under a parallel worker, nor submitit's outside SLURM (tasks are ranks)."""
+    """A sweep's DDP job as a run of its own in a child process, whose ranks Lightning starts by running it again and
+    ends, all, when one dies: the job fails in one line, the sweep goes on. Not under joblib, nor submitit off SLURM."""
     from deepbasics.run.finish import Run
     from deepbasics.run.training import read_json, record_status
 
     hydra = HydraConfig.get()
     launcher = str(hydra.launcher.get("_target_", ""))
-    if "joblib" in launcher or "submitit" in launcher and "SLURM_NTASKS" not in os.environ:
+    if "joblib" in launcher or "submitit" in launcher:
         raise ConfigError(
             f"trainer.strategy={cfg.trainer.strategy}: a sweep's DDP jobs train under the basic or vectorized"
             " launcher (one job at a time, all its ranks) or on SLURM; drop hydra/launcher= or use trainer=cpu"
@@ -57,12 +57,19 @@ def _in_own_process(cfg: DictConfig) -> float:
     where = [f'hydra.run.dir="{hydra.runtime.output_dir}"', "hydra.output_subdir=null"]  # the sweep wrote .hydra/
     main = sys.modules["__main__"].__spec__  # as Lightning runs a command again
     program = [sys.executable, "-m", main.name] if main else [sys.executable, sys.argv[0]]
-    ended = subprocess.run([*program, *flags, *own, resume, *where]).returncode
+    child = subprocess.Popen([*program, *flags, *own, resume, *where])
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child's ranks too: they save, stop
+    try:
+        ended = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     run = Run.of(cfg)
     record = read_json(run.dir / "metrics.json")
     if ended == 0:
-        return float(record["monitor"]["value"])
-    if record.get("status") not in ("failed", "interrupted"):  # killed, with no word of its own
+        return float(record["monitor"]["value"] if record["monitor"]["value"] is not None else "nan")
+    if record.get("status") == "interrupted":  # the sweep stops there, as it does for a job in this process
+        raise Interrupted(record["error"], ended, record["epochs"])
+    if record.get("status") != "failed":  # killed, with no word of its own
         record["error"] = f"its processes ended with return code {ended} (Lightning ends every rank when one dies)"
         record_status(run.dir, run.identity("failed"), "failed", record["error"])
     raise RunFailed(record["error"], record.get("epochs", 0))

@@ -50,6 +50,12 @@ def definition(config: DictConfig) -> dict[str, Any]:
     return {"experiment": config.get("name"), "overrides": overrides, "sweeper": sweeper}
 
 
+def sweep_of(run_dir: Path) -> Path | None:
+    """The sweep directory a run directory is a job of, or None for a run of its own."""
+    parent = Path(run_dir).resolve().parent
+    return parent if (parent / STATE / DEFINITION).is_file() else None
+
+
 def swept_keys(sweep: Path) -> list[str]:
     """The config keys a sweep varies (its sweep overrides, then its sweeper's params); [] for a non-sweep."""
     path = Path(sweep) / STATE / DEFINITION

@@ -279,12 +279,10 @@ class StackedModule(L.LightningModule):
 
     def probe(self, rows: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> None:
         """A training step's forward and backward on ``device`` with no update: where memory runs out if it will."""
-        self.to(device)
-        try:
-            with torch.random.fork_rng():  # a net's dropout draws here leave the run's random state as it was
-                self.job_losses(self.net(rows[0].to(device)), rows[1].to(device)).sum().backward()
-        finally:
-            self.net.zero_grad(set_to_none=True)
+        self.to(device)  # a group that fails here is dropped, gradients and all
+        with torch.random.fork_rng([device] if device.type == "cuda" else []):  # a dropout's draws leave no trace
+            self.job_losses(self.net(rows[0].to(device)), rows[1].to(device)).sum().backward()
+        self.net.zero_grad(set_to_none=True)
 
     def alive(self) -> list[int]:
         return torch.nonzero(self.failed_at < 0).flatten().tolist()

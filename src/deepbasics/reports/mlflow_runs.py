@@ -11,7 +11,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from deepbasics.config.sweep_dir import DEFINITION, LAUNCHER, STATE
+from deepbasics.config.sweep_dir import LAUNCHER, STATE, sweep_of
 from deepbasics.files import read_json
 from deepbasics.reports.metrics import write_json
 
@@ -46,12 +46,6 @@ def ready_store(tracking_uri: str | None) -> None:
             from mlflow import MlflowClient
 
             MlflowClient(str(tracking_uri)).search_experiments(max_results=1)
-
-
-def sweep_of(run_dir: Path) -> Path | None:
-    """The sweep directory a run directory is a job of, or None for a run of its own."""
-    parent = Path(run_dir).resolve().parent
-    return parent if (parent / STATE / DEFINITION).is_file() else None
 
 
 def start_run(logger, settings: dict[str, Any], run_dir: Path) -> None:

@@ -24,7 +24,7 @@ from deepbasics.config.run_dir import LAST
 from deepbasics.config.settings import check_settings
 from deepbasics.config.sweep_dir import STATE
 from deepbasics.data.in_memory import InMemoryDataModule, whole_splits
-from deepbasics.errors import ConfigError, RunFailed, one_line
+from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
 from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
 from deepbasics.models.stacked import StackedModule, StackedOptimizer
@@ -81,13 +81,15 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
         for job in [job for job in jobs if job.outcome is None and _build(job, shared)]:
             shape = tuple((name, tuple(x.shape)) for name, (x, _) in job.datamodule.splits.items())
             shapes.setdefault(shape, []).append(job)  # the data may differ per job, their shapes may not
+        stop = None  # the signal that stopped a part: the parts after it do not start
         for members in shapes.values():
             if len(shapes) > 1:
                 log.info(f"#{', #'.join(job.label for job in members)}: a group of their own data shape")
             most = len(members)
-            while members:  # as many as fit in memory now, the rest after them
-                part = members[: _size(members, most)]
+            while members and stop is None:  # as many as fit in memory now, the rest after them
+                part = members[:most]
                 try:
+                    part = part[: _size(part, most)]
                     if not _train_stacked(part, timings):  # out of memory, nothing written: in halves, down to one
                         most = (len(part) + 1) // 2
                         log.info(f"#{part[0].label}-#{part[-1].label}: {len(part)} jobs ran out of memory in their"
@@ -97,8 +99,12 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
                     for job in part:
                         if job.outcome is None:
                             job.fail(err)
+                finally:
+                    gc.collect()  # the trainer and the group refer to each other: free their memory for the next
+                stop = next((job.outcome for job in part if isinstance(job.outcome, Interrupted)), None)
                 members = members[len(part) :]
-                gc.collect()  # the trainer and the group refer to each other: free their memory for the next
+        for job in jobs:
+            job.outcome = stop if job.outcome is None else job.outcome
     finally:
         for run_dir in held:
             unlock_run_dir(run_dir)
@@ -154,8 +160,7 @@ def _size(jobs: list[Job], most: int) -> int:
     own_data = len({id(job.datamodule.splits["train"][0]) for job in jobs[:most]}) > 1  # else one view for all
     data = sum(t.numel() * t.element_size() for split in dm.splits.values() for t in split) if own_data else 0
     need = memory.job_bytes(jobs[0].module, *dm.splits["train"]) + data + memory.WRITER_STACK
-    on_gpu = jobs[0].cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    have, limit = memory.room(torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu"))
+    have, limit = memory.room(jobs[0].cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda"))
     size = max(1, min(most, len(jobs), int(0.8 * have // need)))  # a margin for Lightning, metrics, checkpoints
     if size < min(most, len(jobs)):
         log.info(f"#{jobs[0].label}-#{jobs[-1].label}: {len(jobs)} jobs need about {len(jobs) * need / 2**20:,.0f}"
@@ -178,7 +183,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> bool:
         trainer = build.build_trainer(first, root, callbacks, [], first.epochs, io=io)
         group.probe(data.rows("train"), trainer.strategy.root_device)
     except Exception as err:  # out of memory (Python's, CUDA's or torch's CPU allocator's): smaller groups may fit
-        if len(jobs) > 1 and (isinstance(err, MemoryError | torch.OutOfMemoryError) or "can't allocate" in str(err)):
+        if len(jobs) > 1 and (isinstance(err, MemoryError | torch.cuda.OutOfMemoryError) or "allocate" in str(err)):
             return False
         raise
     _start_logs(jobs, group, resumed["global_step"] if resumed else 0)
@@ -193,7 +198,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> bool:
             else:  # its events up to the stop were written as it trained; a resume continues them
                 _close_logs(job, "interrupted")
                 saved = [p for p in stop.saved if job.checkpoint and Path(p).parent == Path(job.checkpoint.dirpath)]
-                stopped = interruption(stop.signum, done, job.run, saved, sweep=True)
+                stopped = interruption(stop.signum, done, job.run, saved)
                 job.fail(stopped, "interrupted", epochs=done)
         return True
     except BaseException:

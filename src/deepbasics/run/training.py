@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.run_dir import resumed_checkpoint
 from deepbasics.config.settings import check_settings
+from deepbasics.config.sweep_dir import sweep_of
 from deepbasics.data.in_memory import whole_splits
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, command_as_typed, one_line
 from deepbasics.files import lock_run_dir, remove_dead_writes, unlock_run_dir
@@ -142,15 +143,10 @@ def end_phase(run: Run, epoch: int):
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
-def resume_command(run: Run, sweep: bool | None = None) -> str:
+def resume_command(run: Run) -> str:
     """The command that continues this run, as the user would type it (with its output directory when not the
-    default one); a job of a sweep (``sweep``; None: Hydra's run mode says) continues with its sweep."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if sweep is None:
-        sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if sweep:
+    default one); a job of a sweep (whichever process trained it) continues with its sweep."""
+    if sweep_of(run.dir) is not None:
         return "the same command (with -m) and resume=auto, which finishes the sweep"
     output_dir = run.config["paths"]["output_dir"]
     where = "" if str(output_dir) == "outputs" else f" paths.output_dir={output_dir}"
@@ -170,10 +166,10 @@ def diverged(message: str, epoch: int, run_dir: Path) -> RunFailed:
     return RunFailed(f"{message}; {kept}; a smaller model.optimizer.lr usually helps", epoch)
 
 
-def interruption(signum: int, epoch: int, run: Run, saved: list[str], sweep=None) -> Interrupted:
+def interruption(signum: int, epoch: int, run: Run, saved: list[str]) -> Interrupted:
     """A run stopped by a signal at ``epoch``, with the checkpoint it saved and the command that continues it."""
     if saved:
-        what = f" and saved {saved[0]}; continue with: {resume_command(run, sweep)}"
+        what = f" and saved {saved[0]}; continue with: {resume_command(run)}"
     else:
         what = "; no checkpoint was saved (none is configured to keep last.ckpt), so this run cannot be continued"
     message = f"{signal.Signals(signum).name}: stopped at epoch {epoch}/{run.epochs}{what}"

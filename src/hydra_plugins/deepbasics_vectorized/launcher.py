@@ -156,7 +156,9 @@ class VectorizedLauncher(Launcher):
             path.write_text(text)
         outcomes = dict(enumerate(cfg for _, cfg in started))  # the resolved config, or why it does not resolve
         ready = [k for k, cfg in outcomes.items() if isinstance(cfg, DictConfig)]
-        log.info(f"training {len(ready)} job{'s' * (len(ready) != 1)} stacked: {_numbers([indices[k] for k in ready])}")
+        runs = consecutive([indices[k] for k in ready])  # job numbers, consecutive ones as ranges: #0-#99, #101
+        numbers = ", ".join(f"#{run[0]}" if len(run) == 1 else f"#{run[0]}-#{run[-1]}" for run in runs)
+        log.info(f"training {len(ready)} job{'s' * (len(ready) != 1)} stacked: {numbers}")
         chatter = logging.getLogger("lightning.pytorch")  # accelerator notes and tips: not once per group
         level = chatter.level
         chatter.setLevel(logging.WARNING)
@@ -222,8 +224,3 @@ class VectorizedLauncher(Launcher):
         finally:
             HydraConfig.instance().cfg = previous
         return ret
-
-
-def _numbers(indices: list[int]) -> str:
-    """Job numbers with runs of consecutive ones as ranges: #0-#99, #101, #103-#104."""
-    return ", ".join(f"#{run[0]}" if len(run) == 1 else f"#{run[0]}-#{run[-1]}" for run in consecutive(indices))
