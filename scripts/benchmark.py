@@ -226,7 +226,8 @@ def sweep(epochs: int, large: int) -> None:
         """Seconds, peak resident MB and output of a whole command."""
         probe = (
             "import resource, subprocess, sys; out = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
-            "print(out.stdout + out.stderr); print(out.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+            "print(out.stdout + out.stderr);"
+            "print(out.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
         )
         start = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", probe, *command], cwd=cwd, capture_output=True, text=True)
