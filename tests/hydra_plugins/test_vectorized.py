@@ -162,7 +162,8 @@ def test_groups_are_sized_to_memory_and_split_when_it_runs_out(grids, tmp_path, 
     code, output, jobs = sweep([*GRID, VECTORIZED], tmp_path, monkeypatch, capfd)
     assert code == 0, output
     assert "#0-#3: 4 jobs need about" in output and "RLIMIT_AS (ulimit -v) leaves" in output
-    assert ": 3 of them first" in output and "#0-#2: 3 jobs ran out of memory" in output, output
+    assert "training 4 jobs stacked: #0-#3" in output and ": 3 of them first" in output, output
+    assert "#0-#2: 3 jobs ran out of memory" in output
     assert "trying groups of 2" in output and sizes == [3, 2, 2]
     for ours, theirs in zip(jobs, grids[1][2], strict=True):
         _twin[0] = theirs
@@ -439,10 +440,11 @@ def test_stacked_jobs_write_every_configured_logger(tmp_path, monkeypatch, capfd
 
 
 def test_job_numbers_read_as_ranges():
-    from hydra_plugins.deepbasics_vectorized.launcher import _numbers
+    """The runs of consecutive job numbers the launcher's "training N jobs stacked: #0-#3, #5" line is made of."""
+    from deepbasics.config.sweep_dir import consecutive
 
-    assert _numbers([0, 1, 2, 3, 5, 7, 8]) == "#0-#3, #5, #7-#8"
-    assert _numbers([4]) == "#4"
+    assert consecutive([0, 1, 2, 3, 5, 7, 8]) == [[0, 1, 2, 3], [5], [7, 8]]
+    assert consecutive([4]) == [[4]]
 
 
 def test_the_hand_written_reference_is_the_same_work(tmp_path, monkeypatch, capfd):
