@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepbasics.reports.figures import FitPlot, LossPlot, loss_axes, run_title
+from deepbasics.reports.figures import FitPlot, LossPlot, fit_axes, loss_axes, run_title
 
 
 def inside(fig) -> bool:
@@ -77,14 +77,14 @@ class Line:
 
 def test_a_fit_layout_drawn_again_shows_the_new_runs_fit():
     x = torch.linspace(0, 10, 20).reshape(-1, 1)
-    plot = FitPlot(Line(1000), x, Line(1000)(x))
+    plot = FitPlot(fit_axes(Line(1000), x, Line(1000)(x)))
     first = plot.render(Line(1000), x, Line(1000)(x), 100, None, "scores")
     assert plot.ax.get_ylabel() == "y" and plot.title.get_text() == "scores · epoch 100" and inside(plot.fig)
     again = plot.render(Line(1000), x, Line(1000)(x), 100, None, "scores")
     other = plot.render(Line(900), x, Line(1000)(x), 200, None, "scores")
     assert np.array_equal(first, again) and not np.array_equal(first, other)
     # what another run draws over the layout is its own: a fresh layout gives the same picture
-    fresh = FitPlot(Line(1000), x, Line(1000)(x)).render(Line(900), x, Line(1000)(x), 200, None, "scores")
+    fresh = FitPlot(fit_axes(Line(1000), x, Line(1000)(x))).render(Line(900), x, Line(1000)(x), 200, None, "scores")
     assert np.array_equal(other, fresh)
 
 
@@ -98,9 +98,9 @@ def test_decision_regions_of_two_and_of_several_classes():
         (BinaryClassifier(net, sgd), torch.tensor([[0.0], [0.0], [1.0], [1.0]])),
         (MulticlassClassifier(net | {"out_features": 4}, sgd, num_classes=4), torch.arange(4.0)[:, None]),
     ):
-        plot = FitPlot(module, x, y)
+        plot = FitPlot(fit_axes(module, x, y))
         image = plot.render(module, x, y, 5, None, "blobs")
-        assert plot.shown and image.shape[2] == 3 and len(np.unique(image.reshape(-1, 3), axis=0)) > 20
+        assert image.shape[2] == 3 and len(np.unique(image.reshape(-1, 3), axis=0)) > 20
         assert inside(plot.fig)  # fmt: skip
 
 
@@ -117,4 +117,19 @@ def test_data_no_figure_shows(classifier):
     class Module:
         is_classifier = classifier
 
-    assert not FitPlot(Module(), torch.zeros(5, 3), torch.zeros(5, 1)).shown
+    assert fit_axes(Module(), torch.zeros(5, 3), torch.zeros(5, 1)) is None
+
+
+def test_close_data_sets_share_one_fit_layout_that_holds_their_points():
+    """A sweep's seeds draw data of close ranges: their limits snap to the same steps, so one layout serves them."""
+
+    class Classifier:
+        is_classifier = True
+
+    torch.manual_seed(0)
+    x, y = torch.randn(80, 2), torch.ones(80, 1)
+    axes = fit_axes(Classifier(), x, y)
+    assert fit_axes(Classifier(), x + 0.05, y) == axes
+    for i, (low, high) in enumerate(axes[3:]):
+        assert low <= x[:, i].min() - 0.5 and high >= x[:, i].max() + 0.5
+        assert high - low < 1.4 * (x[:, i].max() - x[:, i].min() + 1)

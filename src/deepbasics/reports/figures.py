@@ -55,24 +55,40 @@ class _Blitted:
         return _pixels(self.fig)
 
 
-class FitPlot(_Blitted):
-    """The fit over training points (x, y), whose range sets the axes: decision regions (2 features, a
-    classifier), a sigmoid or a line (1 feature); ``shown`` is False for data no figure shows."""
+def _snapped(low: float, high: float) -> tuple[float, float]:
+    """low..high widened to multiples of a 1, 2 or 5 step near an eighth of the span: close ranges (a sweep's
+    seeds) get one pair of limits, so that their figures share one layout."""
+    low, high = float(low), float(high)
+    eighth, power = (high - low or 1.0) / 8, 10.0 ** math.floor(math.log10((high - low or 1.0) / 8))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= eighth)
+    return math.floor(low / step) * step, math.ceil(high / step) * step
 
-    def __init__(self, module, x: torch.Tensor, y: torch.Tensor):
-        x, y = x.detach().cpu(), y.detach().cpu()[:, 0]
-        self.classes = getattr(module, "num_classes", 1)
-        self.width, classifier = x.shape[1], module.is_classifier
-        self.shown = self.width == 1 or (self.width == 2 and classifier)
-        if not self.shown:
-            return
+
+def fit_axes(module, x: torch.Tensor, y: torch.Tensor) -> tuple | None:
+    """(features, classes, classifier, x limits, y limits) of the fit over training points (x, y): decision regions
+    (2 features, a classifier), a sigmoid or a line (1 feature); None for data no figure shows."""
+    x, y = x.detach().cpu(), y.detach().cpu()[:, 0]
+    width, classifier, classes = x.shape[1], module.is_classifier, getattr(module, "num_classes", 1)
+    if width == 2 and classifier:
+        return width, classes, classifier, *(_snapped(x[:, i].min() - 0.5, x[:, i].max() + 0.5) for i in (0, 1))
+    if width != 1:
+        return None
+    span, margin = float(x.max() - x.min()) or 1.0, float(y.max() - y.min()) * 0.15 or 1.0
+    ylim = (-0.05, 1.05) if classifier else _snapped(y.min() - margin, y.max() + margin)
+    return width, classes, classifier, _snapped(x.min() - 0.1 * span, x.max() + 0.1 * span), ylim
+
+
+class FitPlot(_Blitted):
+    """The fit figure on ``fit_axes``, laid out once for all the runs whose axes these are."""
+
+    def __init__(self, axes: tuple):
+        self.width, self.classes, classifier, xlim, ylim = axes
         self.fig, self.ax = _figure()
         ax = self.ax
         if self.width == 2:
-            lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
-            ticks = [torch.linspace(lo[i], hi[i], 120) for i in (0, 1)]
+            ticks = [torch.linspace(*limits, 120) for limits in (xlim, ylim)]
             self.inputs, self.ticks = torch.cartesian_prod(*ticks), [t.numpy() for t in ticks]
-            extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+            extent = (*xlim, *ylim)
             if self.classes > 1:  # each point of the plane coloured by its most probable class
                 colours = [f"C{i}" for i in range(self.classes)]
                 shading = {"cmap": ListedColormap(colours), "vmin": -0.5, "vmax": self.classes - 0.5, "alpha": 0.35}
@@ -92,17 +108,13 @@ class FitPlot(_Blitted):
                 c: ax.scatter([], [], marker=m, c=colour, edgecolors="k", label=name, animated=True)
                 for c, m, colour, name in labels
             }
-            ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="x1", ylabel="x2")
+            ax.set(xlim=xlim, ylim=ylim, xlabel="x1", ylabel="x2")
         else:
-            span = float(x.max() - x.min()) or 1.0
-            low, high = float(x.min()) - 0.1 * span, float(x.max()) + 0.1 * span
-            self.inputs = torch.linspace(low, high, 300).reshape(-1, 1)
+            self.inputs = torch.linspace(*xlim, 300).reshape(-1, 1)
             self.model = ax.plot([], [], "k-", label="model", animated=True)[0]
             self.best = ax.plot([], [], "g--", label="least squares", animated=True)[0] if not classifier else None
             self.data = ax.scatter([], [], c="tab:red", edgecolors="k", zorder=3, label="data", animated=True)
-            margin = 0.15 * float(y.max() - y.min()) or 1.0
-            ylim = (-0.05, 1.05) if classifier else (float(y.min()) - margin, float(y.max()) + margin)
-            ax.set(xlim=(low, high), ylim=ylim, xlabel="x", ylabel="P(y = 1)" if classifier else "y")
+            ax.set(xlim=xlim, ylim=ylim, xlabel="x", ylabel="P(y = 1)" if classifier else "y")
         self._place()
 
     def render(self, module, x, y, epoch: int, optimum: dict | None = None, title: str = "") -> np.ndarray:
@@ -225,10 +237,9 @@ def save_figures(
     """The end of a run's pictures: the fit over ``train`` = (x, y), loss.png of ``curves`` and, for several
     classes, the confusion matrix on ``evaluated`` = (split, x, y). ``layouts``: shared by a group's runs."""
     layouts, figures = layouts or {}, {}
-    if train is not None:
-        fit = layouts.get(id(train[0])) or FitPlot(module, *train)
-        if fit.shown:
-            figures["fit"] = fit.render(module, *train, epoch, optimum, title)
+    axes = fit_axes(module, *train) if train is not None else None
+    if axes is not None:
+        figures["fit"] = (layouts.get(axes) or FitPlot(axes)).render(module, *train, epoch, optimum, title)
     if curves is not None:
         axes = loss_axes(curves)
         figures["loss"] = (layouts.get(axes) or LossPlot(axes)).render(curves, title)

@@ -28,7 +28,7 @@ from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
 from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
 from deepbasics.models.stacked import StackedModule, StackedOptimizer
-from deepbasics.reports.figures import FitPlot, LossPlot, loss_axes
+from deepbasics.reports.figures import FitPlot, LossPlot, fit_axes, loss_axes
 from deepbasics.run import build, memory
 from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop, write
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
@@ -248,7 +248,8 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
     for k in alive:
         train = jobs[k].datamodule.splits["train"]
         optima[k] = optimum(jobs[k].module, *train)
-        layouts[id(train[0])] = layouts.get(id(train[0])) or FitPlot(jobs[k].module, *train)
+        axes = fit_axes(jobs[k].module, *train)
+        layouts[axes] = layouts.get(axes) or (axes and FitPlot(axes))
         if from_start:  # else read back from the events, as a run of its own's
             curves[k] = _curves(group, k, optima[k], step)
             layouts[loss_axes(curves[k])] = layouts.get(loss_axes(curves[k])) or LossPlot(loss_axes(curves[k]))
