@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from deepbasics.config.paths import CONF_DIR
 from deepbasics.config.resolvers import register_resolvers
-from deepbasics.reports.metrics import read_json
+from deepbasics.files import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 DIABETES = REPO.parent / "shared" / "data" / "diabetes.csv"

@@ -19,7 +19,7 @@ from deepbasics.config.paths import CONF_DIR
 from deepbasics.config.resolvers import config_groups, register_resolvers
 from deepbasics.config.run_dir import LAST, choose_run_dir, discard_unstarted, fresh_stem
 from deepbasics.errors import ConfigError, one_line
-from deepbasics.reports.metrics import read_json
+from deepbasics.files import read_json
 
 
 @dataclass(frozen=True)

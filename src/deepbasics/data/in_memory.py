@@ -47,11 +47,6 @@ def split_names(datamodule) -> list[str]:
     return ["train"] + [s for s in ("val", "test") if is_overridden(f"{s}_dataloader", datamodule)]
 
 
-def offers_whole_splits(cls: type) -> bool:
-    """Whether a DataModule class offers ``WholeSplits`` (for a decision made before it is built)."""
-    return callable(getattr(cls, "batches", None))
-
-
 def check_finite(values, where: str, fix: str) -> None:
     """A ConfigError naming the first cell of a table (rows, columns) that is not a finite number."""
     bad = torch.nonzero(~torch.isfinite(torch.as_tensor(values)))

@@ -20,7 +20,7 @@ from torch.func import functional_call, stack_module_state
 STACKED_OPTIONS = {
     torch.optim.SGD: ("momentum", "dampening", "weight_decay", "nesterov", "maximize"),
     torch.optim.Adam: ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"),
-    torch.optim.AdamW: ("betas", "eps", "weight_decay", "amsgrad", "maximize"),
+    torch.optim.AdamW: ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"),
 }
 HOW_TORCH_COMPUTES = ("foreach", "fused", "capturable")  # ignored: they choose how torch computes the same update
 
@@ -98,11 +98,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         def per_job(values) -> torch.Tensor:
             return torch.tensor(values, dtype=precise, device=device)
 
-        self.flags = {
-            k: bool(first[k])
-            for k in STACKED_OPTIONS[cls] + ("decoupled_weight_decay",)
-            if isinstance(first.get(k), bool)
-        }
+        self.flags = {k: bool(first[k]) for k in STACKED_OPTIONS[cls] if isinstance(first.get(k), bool)}
         self.lr = per_job([o["lr"] for o in options])
         h = self.hyper = {k: per_job([o[k] for o in options]) for k in STACKED_OPTIONS[cls]
                           if not isinstance(first[k], bool)}  # fmt: skip  # betas -> (K, 2)
@@ -165,9 +161,8 @@ class StackedOptimizer(torch.optim.Optimizer):
             state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
             if self.flags["amsgrad"]:
                 state["max_exp_avg_sq"] = torch.zeros_like(p)
-        if self.flags["decoupled_weight_decay"]:
-            if self.decays:
-                p.mul_(self._view("decay", p))
+        if self.decays and self.flags["decoupled_weight_decay"]:
+            p.mul_(self._view("decay", p))
         elif self.decays:
             grad = torch.addcmul(grad, p, self._view("weight_decay", p))
         state["exp_avg"].lerp_(grad, self._view("one_minus_beta1", p))

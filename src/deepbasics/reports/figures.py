@@ -204,13 +204,6 @@ def confusion_image(module, split: str, x: torch.Tensor, y: torch.Tensor) -> np.
     return _pixels(fig)
 
 
-def png(image: np.ndarray) -> bytes:
-    """PNG bytes at zlib's fastest level: encoding is most of a figure's cost, and flat colours compress anyway."""
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="png", compress_level=1)
-    return out.getvalue()
-
-
 def event_writer(logger):
     """A TensorBoardLogger's event writer; once Lightning closed it at the end of fit, a file of its own."""
     if logger.experiment.file_writer is not None:
@@ -247,7 +240,9 @@ def save_figures(
         figures["confusion"] = confusion_image(module, *evaluated)
     (run_dir / "figures").mkdir(exist_ok=True)
     for name, image in figures.items():
-        encoded = png(image)
+        out = io.BytesIO()  # PNG at zlib's fastest level: encoding is most of a figure's cost; flat colours compress
+        Image.fromarray(image).save(out, format="png", compress_level=1)
+        encoded = out.getvalue()
         (run_dir / "figures" / f"{name}.png").write_bytes(encoded)
         if name != "loss":  # the loss curves are TensorBoard's own scalars
             log_image(loggers, f"visual/{name}", image, encoded, step)

@@ -10,8 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from deepbasics.config.settings import SPLITS
-from deepbasics.config.sweep_dir import FINISHED  # noqa: F401 (for the readers of metrics.json)
-from deepbasics.files import atomic_write, read_json  # noqa: F401 (read_json: for the readers of metrics.json)
+from deepbasics.files import atomic_write
 
 
 def by_stage(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -39,9 +39,8 @@ def ready_store(tracking_uri: str | None) -> None:
         return
     path = Path(str(tracking_uri).removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(
-        path.with_name(path.name + ".lock"), mode=0o666
-    ):  # whoever makes the tables holds it until they are made
+    # whoever makes the tables holds it until they are made
+    with FileLock(path.with_name(path.name + ".lock"), mode=0o666):
         if not (path.is_file() and path.stat().st_size > 0):
             from mlflow import MlflowClient
 

@@ -16,9 +16,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from deepbasics.config.settings import SPLITS
-from deepbasics.config.sweep_dir import HOW_TO_RUN, LAST, recorded_jobs
+from deepbasics.config.sweep_dir import FINISHED, HOW_TO_RUN, LAST, recorded_jobs
 from deepbasics.errors import EXIT_FAILED, exit_with, one_line
-from deepbasics.reports.metrics import FINISHED, read_json
+from deepbasics.files import read_json
 from deepbasics.reports.mlflow_runs import end_sweep
 
 BOOKKEEPING = ("status", "job", "error", "run_dir")

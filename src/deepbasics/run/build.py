@@ -16,10 +16,12 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.data.in_memory import WholeSplits, split_names, whole_splits
 from deepbasics.errors import ConfigError, one_line
+from deepbasics.reports.mlflow_runs import logger_kwargs, start_run
 from deepbasics.run.checkpoints import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
@@ -214,8 +216,6 @@ def build_loggers(conf: DictConfig | None, run_dir: Path, start_step: int = 0) -
             if stamps and 0 < max(stamps) + 1 - time.time() <= 2:  # more: a clock ahead of this one's
                 time.sleep(max(stamps) + 1 - time.time())
         elif part._target_.endswith("MLFlowLogger"):
-            from deepbasics.reports.mlflow_runs import logger_kwargs
-
             extra.update(logger_kwargs(part, run_dir))
         loggers.append(build(part, **extra))
     return loggers
@@ -224,12 +224,8 @@ def build_loggers(conf: DictConfig | None, run_dir: Path, start_step: int = 0) -
 def start_logs(loggers: list, settings: dict, run_dir: Path) -> None:
     """What the loggers get when training starts or continues: the run's flat settings, once (not Lightning's nested
     hparams, kept out by the modules), and for MLflow the run opened, tagged and nested under its sweep's."""
-    from lightning.pytorch.utilities import rank_zero_only
-
     for logger in loggers if rank_zero_only.rank == 0 else ():  # the loggers write from rank 0
         if isinstance(logger, L.pytorch.loggers.MLFlowLogger):
-            from deepbasics.reports.mlflow_runs import start_run
-
             start_run(logger, settings, run_dir)
         else:
             logger.log_hyperparams(settings)

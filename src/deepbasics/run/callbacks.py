@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
 from deepbasics.models.optimum import optimum, optimum_points
+from deepbasics.run.checkpoints import FORMAT
 from deepbasics.run.rng import rng_states, set_rng_states
 
 
@@ -164,8 +165,6 @@ class RunState(L.Callback):
 
     def state(self, trainer: L.Trainer, classifier: bool) -> dict:
         """Ours beside Lightning's keys: the config, epochs trained, the input scale, an early stop."""
-        from deepbasics.run.checkpoints import FORMAT
-
         state = {"format": FORMAT, "config": self.config, "classifier": classifier, "epochs": epochs_done(trainer)}
         extra = {"standardization": self.standardization, "stopped": stopped_early(trainer)}
         return state | {k: v for k, v in extra.items() if v is not None}

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
 
 from deepbasics.data.in_memory import split_names, whole_splits
 from deepbasics.errors import ConfigError
@@ -63,8 +64,6 @@ def evaluate(cfg: DictConfig) -> dict:
         out_dir / "metrics.json",
         {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "experiment": config.name, "epochs": epochs, split: metrics},
     )
-    from rich.console import Console
-
     console = Console()
     console.print(f"{config.name} at epoch {epochs}: {cfg.ckpt_path}", soft_wrap=True)
     console.print(results_table({split: metrics}))

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
 
 from deepbasics.config.sweep_dir import swept_keys
 from deepbasics.data.in_memory import split_names, whole_splits
@@ -39,9 +40,6 @@ class Run:
         swept = {key: OmegaConf.select(cfg, key) for key in swept_keys(run_dir.parent)}
         swept = {k: v for k, v in swept.items() if isinstance(v, (int, float, str, bool))}
         return cls(run_dir, cfg.name, cfg.seed, cfg.epochs, cfg.monitor.metric, config, flat_settings(cfg), swept)
-
-    def title(self, monitored: float | None = None) -> str:
-        return run_title(self.name, self.swept, None if monitored is None else (self.monitor, monitored))
 
     def identity(self, status: str) -> dict:
         return {"experiment": self.name, "seed": self.seed, "status": status, "run_dir": str(self.dir)}
@@ -104,7 +102,17 @@ def write_end(
         curves = curves_from_events(tensorboard)
     if train is not None or curves is not None:
         save_figures(
-            run.dir, module, train, loggers, step, epochs, optimum, curves, evaluated, layouts, run.title(monitored)
+            run.dir,
+            module,
+            train,
+            loggers,
+            step,
+            epochs,
+            optimum,
+            curves,
+            evaluated,
+            layouts,
+            run_title(run.name, run.swept, (run.monitor, monitored)),
         )
     for logger in loggers:
         if isinstance(logger, L.pytorch.loggers.MLFlowLogger):
@@ -155,8 +163,6 @@ def log_hparams(run: Run, stages: dict, loggers: list) -> Path | None:
 
 
 def _print_report(run: Run, stages: dict, optimum: dict | None, learned: dict | None, epochs: int, stopped) -> None:
-    from rich.console import Console
-
     console = Console()
     ran = f"stopped early at epoch {epochs}/{run.epochs}: {stopped['reason']}" if stopped else f"{run.epochs} epochs"
     console.print(f"{run.name}, seed {run.seed}, {ran}", soft_wrap=True)

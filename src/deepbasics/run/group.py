@@ -335,8 +335,7 @@ class JobCheckpoints(L.Callback):
     def __init__(self, jobs: list[Job], group: StackedModule):
         self.jobs, self.group = jobs, group
         self.dirs = {Path(job.checkpoint.dirpath): k for k, job in enumerate(jobs) if job.checkpoint}
-        parts = (jobs[0].cfg.get("callbacks") or {}).values()
-        self.every = next((part for part in parts if build.is_model_checkpoint(part)), {}).get("every_n_epochs") or 1
+        self.every = (jobs[0].checkpoint.every_n_epochs if jobs[0].checkpoint else None) or 1
 
     def _each(self, trainer: L.Trainer, hook: str, *args) -> None:
         metrics = trainer.callback_metrics

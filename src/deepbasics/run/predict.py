@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.data.csv_file import read_table
@@ -43,8 +44,6 @@ def predict(cfg: DictConfig) -> list:
 
 def net_of(checkpoint: dict) -> torch.nn.Module:
     """The trained net of a checkpoint in eval mode, behind its run's standardization if any (it takes raw rows)."""
-    from hydra.utils import instantiate
-
     net = instantiate(checkpoint["hyper_parameters"]["net"])
     state = checkpoint["state_dict"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})

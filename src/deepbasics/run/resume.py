@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.resolvers import config_groups
@@ -14,8 +15,6 @@ from deepbasics.run.checkpoints import read_checkpoint
 
 def resumed_config(cfg: DictConfig, ckpt_path: Path, overrides: list[str] | None = None) -> tuple[DictConfig, dict]:
     """The checkpoint's config plus the plain ``key=value`` overrides (group changes refused); and the checkpoint."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     overrides = list(overrides or ())
     checkpoint = read_checkpoint(ckpt_path, key="resume")
     resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])

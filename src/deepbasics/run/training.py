@@ -15,11 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.run_dir import resumed_checkpoint
 from deepbasics.config.settings import check_settings
-from deepbasics.config.sweep_dir import sweep_of
+from deepbasics.config.sweep_dir import FINISHED, sweep_of
 from deepbasics.data.in_memory import whole_splits
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, command_as_typed, one_line
-from deepbasics.files import lock_run_dir, remove_dead_writes, unlock_run_dir
-from deepbasics.reports.metrics import FINISHED, read_json, write_json
+from deepbasics.files import lock_run_dir, read_json, remove_dead_writes, unlock_run_dir
+from deepbasics.reports.metrics import write_json
 from deepbasics.run import build
 from deepbasics.run.callbacks import (
     ConsoleLog,
@@ -66,7 +66,12 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     done, stopped = state.get("epochs", 0), state.get("stopped")
     trained = checkpoint is not None and (done >= cfg.epochs or stopped is not None)
     if trained and _finished(run_dir):
-        return _already_finished(run_dir, done, stopped)
+        if stopped:
+            print(f"{run_dir} stopped early at epoch {done} ({stopped['reason']}); start a new run to train further")
+        else:
+            print(f"{run_dir} already finished its {done} epochs; pass epochs=<more> with resume to train further")
+        value = read_json(run_dir / "metrics.json")["monitor"]["value"]
+        return float("nan") if value is None else float(value)
     if trained and (run_dir / "metrics.json").is_file() and not read_json(run_dir / "metrics.json"):
         print(f"{run_dir / 'metrics.json'} does not read back (cut short?); written again below", flush=True)
     if trained:
@@ -181,12 +186,3 @@ def record_status(run_dir: Path, identity: dict, status: str, message: str, **ex
     if rank_zero_only.rank != 0 or not run_dir.is_dir() or _finished(run_dir):
         return
     write_json(run_dir / "metrics.json", {**identity, "status": status, "error": message, **extra})
-
-
-def _already_finished(run_dir: Path, epochs: int, stopped: dict | None) -> float:
-    if stopped:
-        print(f"{run_dir} stopped early at epoch {epochs} ({stopped['reason']}); start a new run to train further")
-    else:
-        print(f"{run_dir} already finished its {epochs} epochs; pass epochs=<more> with resume to train further")
-    value = read_json(run_dir / "metrics.json")["monitor"]["value"]
-    return float("nan") if value is None else float(value)

@@ -6,6 +6,7 @@ import copy
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class SweepConfigs:
@@ -42,8 +43,6 @@ class SweepConfigs:
 
 def _applied(override, cfg: DictConfig) -> bool:
     """A plain ``key=value`` applied as Hydra applies it; False, nothing applied, for other forms or a missing key."""
-    from omegaconf.errors import OmegaConfBaseException
-
     if override.package is not None or override.is_delete() or override.is_add() or override.is_force_add():
         return False
     try:

@@ -42,12 +42,11 @@ PER_JOB = ("seed", "paths", "logger", "data", "progress", "hydra")
 def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str]:
     """(why this job cannot be stacked, "") or (None, what its group shares: the config but ``PER_JOB``);
     ``finishing``: a job of a sweep being finished, whose resume=auto only continues its own run."""
-    from deepbasics.data.in_memory import offers_whole_splits
     from deepbasics.models.stacked import optimizer_kind, unstackable_optimizer
 
     model, trainer = (OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "trainer"))
     others = sorted(set(cfg.get("callbacks") or {}) - {"model_checkpoint"})
-    in_memory = offers_whole_splits(get_class(cfg.data._target_))
+    in_memory = callable(getattr(get_class(cfg.data._target_), "batches", None))  # offers in_memory.WholeSplits
     many_devices = trainer.get("devices", 1) not in (1, [0], "1") or trainer.get("num_nodes", 1) != 1
     reasons = {
         "it resumes a run": cfg.get("resume") and not finishing,
