@@ -32,27 +32,20 @@ class Result:
     checkpoint: Path | None
 
 
-def compose_run(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs"):
-    """The config `deepbasics-train experiment=<experiment> <overrides>` would run, its run directory chosen."""
-    register_resolvers()
-    overrides = [f"experiment={experiment}", f"paths.output_dir={output_dir}", *overrides]
-    try:
-        # The context manager clears Hydra's global state on the way out, also when compose fails.
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="train"):
-            cfg = compose("train", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(one_line(err)) from None
-    run_dir = choose_run_dir(str(output_dir), cfg.name, cfg.resume, fresh_stem(), overrides, config_groups())
-    cfg.paths.run_dir = str(Path(run_dir).resolve())
-    return cfg
-
-
 def fit(experiment: str, overrides: Sequence[str] = (), output_dir: str | Path = "outputs") -> Result:
     """Train ``experiment`` with the ``overrides`` of a `deepbasics-train` command line, under ``output_dir``."""
     from deepbasics.run.training import train
 
     started = time.time()
-    cfg = compose_run(experiment, overrides, output_dir)
+    register_resolvers()
+    composed = [f"experiment={experiment}", f"paths.output_dir={output_dir}", *overrides]
+    try:  # the config `deepbasics-train experiment=<experiment> <overrides>` would run; Hydra's state cleared after
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="train"):
+            cfg = compose("train", overrides=composed)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(one_line(err)) from None
+    chosen = choose_run_dir(str(output_dir), cfg.name, cfg.resume, fresh_stem(), composed, config_groups())
+    cfg.paths.run_dir = str(Path(chosen).resolve())
     run_dir, command = Path(cfg.paths.run_dir), [f"experiment={experiment}", *overrides]
     if not cfg.resume:  # what the command line keeps of a run's config, so tools read both alike
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,9 @@ class Interrupted(Exception):
         super().__init__(message)
         self.code, self.epoch = code, epoch
 
+    def __reduce__(self):  # pickled whole (a forked worker's result)
+        return type(self), (str(self), self.code, self.epoch)
+
 
 def exit_with(err: Exception | str, code: int = EXIT_USAGE) -> NoReturn:
     """One line on stderr and exit: SystemExit passes through Hydra's and OmegaConf's error wrapping."""

@@ -111,7 +111,8 @@ SMALL = [*GRID[:-2], "model.optimizer.lr=0.3", "seed=1,2"]
 # does not start a process per job); a stacked group computes in its own way and is compared to its own.
 LAUNCHERS = {
     "basic": ([], GRID, 2, True, True, True),
-    "vectorized": (["hydra/launcher=vectorized"], GRID, 2, False, True, True),
+    # two stacked groups of three, trained side by side in processes of their own (where there are two cores)
+    "vectorized": (["hydra/launcher=vectorized", "hydra.launcher.group_size=3"], GRID, 2, False, True, True),
     "parallel": (["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], SMALL, 1, False, False, False),
     "slurm": (["hydra/launcher=submitit_local"], SMALL, 1, False, True, False),
 }
@@ -165,7 +166,7 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, m
         resumable = (sweep / name / "checkpoints" / "last.ckpt").exists()
         assert planned[name].startswith("to resume from epoch") == resumable, (name, planned[name])
     if launcher == "vectorized":
-        assert "stacked: #0, #1, #2, #3, #4, #5" in plan.stdout
+        assert "stacked: #0, #1, #2\nstacked: #3, #4, #5" in plan.stdout
     for _ in range(kills - 1):
         target = checkpoints() + rng.randint(2, 6)
         assert killed_when([*GRID_, "resume=auto"], cwd, lambda t=target: checkpoints() >= t, fork) == signal.SIGKILL

@@ -255,7 +255,20 @@ def test_deterministic_recipes_keep_the_tutorial_numbers(tmp_path, monkeypatch, 
         torch.testing.assert_close(state["net.linear.bias"], b, rtol=0, atol=1e-5)
 
 
-def test_groups_by_optimizer_kind(tmp_path, monkeypatch, capfd):
+def test_groups_by_optimizer_kind_side_by_side_in_processes(tmp_path, monkeypatch, capfd):
+    """Four groups (two kinds, group_size 2): with two cores, two processes forked from the sweep's train them."""
+    import os
+
+    from deepbasics.run import group
+
+    trained_by, train_group = tmp_path / "pids", group.train_group
+
+    def recorded(*args):
+        with trained_by.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+        return train_group(*args)
+
+    monkeypatch.setattr(group, "train_group", recorded)
     args = [
         "experiment=blobs_mlp",
         "epochs=20",
@@ -272,6 +285,10 @@ def test_groups_by_optimizer_kind(tmp_path, monkeypatch, capfd):
     # sgd and adam: two groups, each of at most group_size jobs
     assert output.count("training 2 jobs stacked") == 2 and output.count("training 1 job stacked") == 2
     assert [read_metrics(j)["status"] for j in jobs] == ["completed"] * 6
+    pids = trained_by.read_text().split()
+    assert len(pids) == 4
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert len(set(pids)) == 2 and str(os.getpid()) not in pids
 
 
 def test_a_bad_value_fails_its_own_jobs_and_large_groups_end_in_workers(tmp_path, monkeypatch, capfd):

@@ -10,6 +10,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -285,30 +286,40 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
         for k in alive
         for part in (jobs[k].cfg.get("logger") or {}).values()
     )
-    for k, value in zip(alive, _forked_map(end, alive) if own_files else map(end, alive), strict=True):
+    for k, value in zip(alive, forked_map(end, alive) if own_files else map(end, alive), strict=True):
         jobs[k].outcome = value
 
 
 _WORK = None  # the function forked workers run (inherited at the fork, so it need not be picklable)
+STOP = multiprocessing.Event()  # set by Ctrl-C while workers train groups: the groups not started yet do not start
 
 
 def _call(item):
-    return _WORK(item)
+    try:
+        return _WORK(item)
+    except BaseException as err:  # SystemExit or Ctrl-C would end the worker and leave the pool waiting for it
+        return Interrupted(f"{type(err).__name__} in a worker: {one_line(err)}", 130, 0)
 
 
-def _forked_map(work, items: list) -> list:
-    """``[work(i) for i in items]`` over forked processes, one per usable CPU core (jobs' end-of-run files, figures
-    above all, are independent CPU work); in this process for small groups, where a fork costs more than it saves."""
+def forked_map(work, items: list, each: int = 4) -> list:
+    """``[work(i) for i in items]`` over forked processes, one per usable CPU core and ``each`` items at least (jobs'
+    ends, figures above all, and groups are independent CPU work); in this process where a fork costs more than it
+    saves, and in a worker already. The processes share the memory a group is sized to (``memory.room``)."""
     global _WORK
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, len(items) // 4)
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, len(items) // each)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods() or memory.SHARED_BY > 1:
         return [work(item) for item in items]
-    _WORK = work
+    _WORK, memory.SHARED_BY = work, workers
+    STOP.clear()
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return pool.map(_call, items, chunksize=max(1, len(items) // (4 * workers)))
+            previous = signal.signal(signal.SIGINT, lambda *_: STOP.set())  # the workers hear it too, and save
+            try:
+                return pool.map(_call, items, chunksize=max(1, len(items) // (4 * workers)))
+            finally:
+                signal.signal(signal.SIGINT, previous)
     finally:
-        _WORK = None
+        _WORK, memory.SHARED_BY = None, 1
 
 
 def _end_failed(job: Job, k: int, group: StackedModule) -> None:

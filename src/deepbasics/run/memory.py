@@ -10,12 +10,14 @@ import psutil
 import torch
 
 WRITER_STACK = 1 << 20  # a group's threads (a log writer per job and logger): not 8 MiB of address space each
+SHARED_BY = 1  # processes training groups at once (forked from one, each with this value): each takes its share
 
 
 def room(gpu: bool) -> tuple[int, str]:
     """Bytes this process may still take, and which limit says so: free memory, ``RLIMIT_AS`` (the address space, of
-    which torch's libraries take their share), a cgroup's limit, and ``gpu``: the GPU's free memory."""
-    limits = {"free memory": psutil.virtual_memory().available}
+    which torch's libraries take their share), a cgroup's limit, and ``gpu``: the GPU's free memory; of the shared
+    ones, its share while ``SHARED_BY`` processes train groups."""
+    limits = {"free memory": psutil.virtual_memory().available // SHARED_BY}
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     if soft != resource.RLIM_INFINITY:
         limits["RLIMIT_AS (ulimit -v)"] = soft - psutil.Process().memory_info().vms
@@ -23,9 +25,9 @@ def room(gpu: bool) -> tuple[int, str]:
         cgroup = Path("/sys/fs/cgroup")
         stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
         used = int((cgroup / "memory.current").read_text()) - int(stat["inactive_file"])  # less the cache it reclaims
-        limits["the cgroup's memory.max"] = int((cgroup / "memory.max").read_text()) - used
+        limits["the cgroup's memory.max"] = (int((cgroup / "memory.max").read_text()) - used) // SHARED_BY
     if gpu and torch.cuda.is_available():  # the device Lightning picks for trainer=gpu or accelerator=auto
-        limits["free memory on the GPU"] = torch.cuda.mem_get_info()[0]
+        limits["free memory on the GPU"] = torch.cuda.mem_get_info()[0] // SHARED_BY
     return min((bytes_left, name) for name, bytes_left in limits.items())
 
 

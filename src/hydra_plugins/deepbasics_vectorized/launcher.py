@@ -28,8 +28,9 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from deepbasics.cli.app import guarded
+from deepbasics.cli.app import AGAIN, guarded
 from deepbasics.config.sweep_dir import LAST, consecutive, job_state, resumed_job
+from deepbasics.errors import Interrupted
 from hydra_plugins.deepbasics_grid.configs import SweepConfigs
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # the C one where PyYAML
 
 # What a group's jobs may differ in, besides their optimizer's values (data are stacked too, shapes checked once built)
 PER_JOB = ("seed", "paths", "logger", "data", "progress", "hydra")
+PART = 100
 
 
 def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str]:
@@ -102,10 +104,21 @@ class VectorizedLauncher(Launcher):
         log.info(f"Launching {len(job_overrides)} jobs, stacked where they share a model shape and schedule")
         for idx, overrides in enumerate(job_overrides, initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        from deepbasics.run.group import STOP, forked_map
+
         configs, groups, solo = self.plan(job_overrides, initial_job_idx)
         returns: dict[int, JobReturn] = {}
-        for chunk in groups:
-            returns.update(self._train_stacked(chunk, [configs[i] for i in chunk]))
+        STOP.clear()
+        started = [self._start_group(chunk, [configs[i] for i in chunk]) for chunk in groups]
+        # a process per group, as many at once as cores; each finds its group in what it inherited
+        trained = forked_map(lambda k: self._train_group(started[k]), list(range(len(started))), each=1)
+        flat = [o for outs in trained for o in (outs if isinstance(outs, list) else [outs])]
+        stop = next((o for o in flat if isinstance(o, Interrupted)), None)
+        stop = stop or Interrupted(f"SIGINT: stopped before training; {AGAIN}", 130, 0)
+        for (indices, sweep_configs, jobs, _), outcomes in zip(started, trained, strict=True):
+            outcomes = outcomes if isinstance(outcomes, list) else [stop] * len(indices)  # a group that did not start
+            for idx, sweep_config, (ret, _), outcome in zip(indices, sweep_configs, jobs, outcomes, strict=True):
+                returns[idx] = self._end(sweep_config, ret, outcome)
         for idx in sorted(solo):
             log.info(f"#{idx} runs on its own: {solo[idx]}")
             returns[idx] = run_job(
@@ -130,29 +143,40 @@ class VectorizedLauncher(Launcher):
                 solo[idx] = reason
             else:
                 groups.setdefault(key, []).append(idx)
-        chunks = []
+        chunks, cores = [], len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         for members in groups.values():
             if len(members) == 1:
                 solo[members[0]] = "no other job of this batch shares its model shape, optimizer kind and schedule"
-            else:
-                size = self.group_size or len(members)
+            else:  # by default a group per core, of PART jobs at least (below that a step's fixed cost is most of it)
+                size = self.group_size or max(PART, -(-len(job_overrides) // cores))
                 chunks += [members[start : start + size] for start in range(0, len(members), size)]
         return configs, chunks, solo
 
-    def _train_stacked(self, indices: list[int], sweep_configs: list[DictConfig]) -> dict[int, JobReturn]:
-        from deepbasics.run.group import train_group
-
-        began, timings, writes = time.perf_counter(), {}, []
+    def _start_group(self, indices: list[int], sweep_configs: list[DictConfig]) -> tuple:
+        """Each job of a group started as run_job starts it (its .hydra/ files written before it trains, so that a
+        report after a kill finds the job): (numbers, sweep configs, (JobReturn, config or error) each, began)."""
+        began, writes = time.perf_counter(), []
         previous = HydraConfig.instance().cfg
         started = [self._start(c, writes) for c in sweep_configs]
         HydraConfig.instance().cfg = previous  # as run_job leaves it
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        for cfg, path in writes:  # each job's .hydra/ files, before it trains (a report after a kill finds the job)
+        for cfg, path in writes:
             path.parent.mkdir(parents=True, exist_ok=True)
             text = yaml.dump(  # PyYAML's C dumper: a third of OmegaConf.save's time, the same config read back
                 OmegaConf.to_container(cfg, enum_to_str=True), Dumper=DUMPER, sort_keys=False, allow_unicode=True
             )
             path.write_text(text)
+        return indices, sweep_configs, started, time.perf_counter() - began
+
+    def _train_group(self, group: tuple) -> list | None:
+        """The outcome of each job of a started group (its config's error, or what training gave); None when the
+        sweep was stopped before the group started. In a process of its own where groups train side by side."""
+        from deepbasics.run.group import STOP, train_group
+
+        indices, sweep_configs, started, spent = group
+        if STOP.is_set():
+            return None
+        began, timings = time.perf_counter(), {}
         outcomes = dict(enumerate(cfg for _, cfg in started))  # the resolved config, or why it does not resolve
         ready = [k for k, cfg in outcomes.items() if isinstance(cfg, DictConfig)]
         runs = consecutive([indices[k] for k in ready])  # job numbers, consecutive ones as ranges: #0-#99, #101
@@ -167,13 +191,12 @@ class VectorizedLauncher(Launcher):
         finally:
             chatter.setLevel(level)
         outcomes.update(zip(ready, trained, strict=True))
-        returns = {}
-        for k, (idx, sweep_config, (ret, _)) in enumerate(zip(indices, sweep_configs, started, strict=True)):
-            returns[idx] = self._end(sweep_config, ret, outcomes[k])
-        spent, fit = time.perf_counter() - began, timings.get("fit", 0.0)
+        if any(isinstance(outcome, Interrupted) for outcome in trained):
+            STOP.set()  # the groups after this one do not start
+        spent, fit = spent + time.perf_counter() - began, timings.get("fit", 0.0)
         outside = f"{1000 * (spent - fit) / len(indices):.0f} ms a job outside the fit"
         log.info(f"{len(indices)} jobs stacked in {spent:.1f} s: fit {fit:.1f} s, {outside}")
-        return returns
+        return [outcomes[k] for k in range(len(indices))]
 
     def _start(self, config: DictConfig, writes: list) -> tuple[JobReturn, DictConfig | Exception]:
         """What run_job does before the task (its .hydra/ files go to ``writes``) without its two copies of the
