@@ -173,12 +173,9 @@ class StackedOptimizer(torch.optim.Optimizer):
         denominator = (second.sqrt() / along_jobs(correction, p)).add_(self._view("eps", p))
         p.addcdiv_(state["exp_avg"] * along_jobs(step_size, p), denominator)
 
-    def state_dict(self) -> dict:
-        return super().state_dict() | {"steps": self.steps}  # Adam's bias corrections count the steps
-
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict) -> None:  # from stacked_state: Adam's bias corrections count the steps
         super().load_state_dict(state_dict)
-        self.steps = int(state_dict.get("steps", 0))
+        self.steps = int(state_dict["steps"])
 
     def stacked_state(self, job_states: Sequence[list[dict]]) -> dict:
         """A state_dict of the jobs' states (``job_state``'s form), so a group resumes from its jobs' checkpoints."""

@@ -242,16 +242,10 @@ def build_callbacks(conf: DictConfig | None, run_dir: Path) -> list:
                 f"callbacks.{name}.dirpath={part.dirpath}: checkpoints go into the run directory's"
                 " checkpoints/ (resume and evaluate look there); leave dirpath unset"
             )
-        extra = {"dirpath": str(run_dir / "checkpoints")} if is_model_checkpoint(part) else {}
-        callbacks.append(build(part, f"callbacks.{name}", **extra))
+        callbacks.append(build(part, f"callbacks.{name}"))
+        if isinstance(callbacks[-1], L.pytorch.callbacks.ModelCheckpoint):  # as its dirpath argument would set it
+            callbacks[-1].dirpath = os.path.realpath(run_dir / "checkpoints")
     return callbacks
-
-
-def is_model_checkpoint(conf: DictConfig) -> bool:
-    try:
-        return issubclass(get_class(conf._target_), L.pytorch.callbacks.ModelCheckpoint)
-    except Exception:  # not a class: instantiating it says what is wrong
-        return False
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, loggers: list, epochs: int, bar=False, io=None):

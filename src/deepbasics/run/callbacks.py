@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import statistics
 import threading
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
 from deepbasics.models.optimum import optimum, optimum_points
 from deepbasics.run.checkpoints import FORMAT
-from deepbasics.run.rng import rng_states, set_rng_states
 
 
 def epochs_done(trainer: L.Trainer) -> int:
@@ -114,35 +115,30 @@ class LastCheckpoint(Checkpoint):
             flag = torch.tensor(float(received), device=trainer.strategy.root_device)
             received = int(trainer.strategy.reduce(flag, reduce_op="max"))
         saved = self.save(trainer, due=not received)
-        commit(trainer)
         if received:
             raise SignalStop(received, saved)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.on_exception(trainer, pl_module, None)
         self.save(trainer)
-        commit(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
-        while self.previous:
-            signal.signal(*self.previous.popitem())
+        while self.previous:  # None: a handler set outside Python, which Python can only give back as the default
+            signum, handler = self.previous.popitem()
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
     def save(self, trainer: L.Trainer, due: bool = False) -> list[str]:
-        """Each last.ckpt not holding this step yet (``due``: whose interval ends now); their paths."""
-        epoch, paths = trainer.current_epoch + 1, []
+        """Each last.ckpt not holding this step yet (``due``: whose interval ends now), then this hook's checkpoints
+        made visible together where the CheckpointIO holds them (a stacked group's); their paths."""
+        epoch, paths, io = trainer.current_epoch + 1, [], trainer.strategy.checkpoint_io
         for _, path in self.targets(trainer, lambda c: not due or (c.every_n_epochs and epoch % c.every_n_epochs == 0)):
-            written = getattr(trainer.strategy.checkpoint_io, "written", {})  # what this run wrote
             # under DDP only rank 0 writes, so every rank writes again rather than decide apart
-            if trainer.world_size > 1 or written.get(os.path.realpath(path)) != trainer.global_step:
+            if trainer.world_size > 1 or getattr(io, "written", {}).get(os.path.realpath(path)) != trainer.global_step:
                 trainer.save_checkpoint(path)
             paths.append(path)
+        if hasattr(io, "commit"):
+            io.commit()
         return paths
-
-
-def commit(trainer: L.Trainer) -> None:
-    """This hook's checkpoints made visible together, for a CheckpointIO that holds them (a stacked group's)."""
-    if hasattr(trainer.strategy.checkpoint_io, "commit"):
-        trainer.strategy.checkpoint_io.commit()
 
 
 def last_checkpoints(trainer: L.Trainer, wanted=bool) -> list[tuple[ModelCheckpoint, str]]:
@@ -152,6 +148,30 @@ def last_checkpoints(trainer: L.Trainer, wanted=bool) -> list[tuple[ModelCheckpo
         for c in trainer.checkpoint_callbacks
         if isinstance(c, ModelCheckpoint) and c.save_last and wanted(c)
     ]
+
+
+def rng_states() -> dict:
+    """Every random generator's state as plain values, so checkpoints keep loading with weights_only=True
+    (Lightning's own collector keeps numpy's state as an ndarray, which that loader refuses)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class RunState(L.Callback):

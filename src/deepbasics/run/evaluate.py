@@ -23,7 +23,7 @@ def evaluate(cfg: DictConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     config = OmegaConf.create(checkpoint["deepbasics"]["config"])
-    # From read_checkpoint's up-to-date form (load_from_checkpoint would pass an old release's module arguments as is)
+    # the module from the checkpoint's plain hyperparameters (read_checkpoint checked its format)
     module = get_class(config.model._target_)(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
     epochs = int(checkpoint["deepbasics"]["epochs"])

@@ -124,8 +124,19 @@ def write_end(
     record |= {"monitor": {"metric": run.monitor, "value": monitored}, **stages, "optimum": optimum}
     record |= ({"parameters": learned} if learned else {}) | {"best_checkpoint": best_checkpoint}
     write_json(run.dir / "metrics.json", run.identity("stopped_early" if stopped else "completed") | record)
-    if report:
-        _print_report(run, stages, optimum, learned, epochs, stopped)
+    if report:  # the end-of-run lines (a stacked group prints its own)
+        console = Console()
+        ran = (
+            f"stopped early at epoch {epochs}/{run.epochs}: {stopped['reason']}" if stopped else f"{run.epochs} epochs"
+        )
+        console.print(f"{run.name}, seed {run.seed}, {ran}", soft_wrap=True)
+        console.print(results_table(stages))
+        if learned:
+            shown = ", ".join(f"{name} {torch.tensor(v).numpy().round(4).tolist()}" for name, v in learned.items())
+            console.print(f"learned: {shown}", soft_wrap=True)
+        if optimum:
+            console.print(optimum_line(optimum), soft_wrap=True)
+        console.print(f"run directory: {run.dir}", soft_wrap=True)
     return monitored
 
 
@@ -160,18 +171,3 @@ def log_hparams(run: Run, stages: dict, loggers: list) -> Path | None:
                 writer.flush()  # figures/loss.png reads these events back
             directory = Path(logger.log_dir)
     return directory
-
-
-def _print_report(run: Run, stages: dict, optimum: dict | None, learned: dict | None, epochs: int, stopped) -> None:
-    console = Console()
-    ran = f"stopped early at epoch {epochs}/{run.epochs}: {stopped['reason']}" if stopped else f"{run.epochs} epochs"
-    console.print(f"{run.name}, seed {run.seed}, {ran}", soft_wrap=True)
-    console.print(results_table(stages))
-    if learned:
-        shown = ", ".join(
-            f"{name} {torch.tensor(values).numpy().round(4).tolist()}" for name, values in learned.items()
-        )
-        console.print(f"learned: {shown}", soft_wrap=True)
-    if optimum:
-        console.print(optimum_line(optimum), soft_wrap=True)
-    console.print(f"run directory: {run.dir}", soft_wrap=True)

@@ -31,10 +31,9 @@ from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
 from deepbasics.models.stacked import StackedModule, StackedOptimizer
 from deepbasics.reports.figures import FitPlot, LossPlot, fit_axes, loss_axes
 from deepbasics.run import build, memory
-from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop, write
+from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop, rng_states, write
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
 from deepbasics.run.finish import Run, write_end
-from deepbasics.run.rng import rng_states
 from deepbasics.run.training import diverged, interruption, record_status
 
 log = logging.getLogger(__name__)
@@ -59,8 +58,7 @@ class Job:
 
     def fail(self, err: BaseException, status: str = "failed", **extra) -> None:
         self.outcome = err
-        identity = {k: v for k, v in self.run.identity(status).items() if k != "status"}
-        record_status(self.run.dir, identity, status, one_line(err) if status == "failed" else str(err), **extra)
+        record_status(self.run.dir, self.run.identity(status), status, one_line(err), **extra)
 
 
 def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> list:
@@ -69,13 +67,12 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # every job holds its directory's lock open
     if soft != resource.RLIM_INFINITY and soft < len(jobs) + 256:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    held, shared, shapes = [], {}, {}
+    shared, shapes = {}, {}
     threading.stack_size(memory.WRITER_STACK)  # RLIMIT_AS counts each thread's stack: 10,000 jobs, 10,000 threads
     try:
         for job in jobs:  # first: a job whose directory another process holds writes nothing into it
             try:
                 lock_run_dir(job.run.dir)
-                held.append(job.run.dir)
                 remove_dead_writes(job.run.dir)  # a checkpoint a kill cut short
             except (ConfigError, OSError) as err:  # held by another process, or out of file descriptors
                 job.outcome = err
@@ -107,8 +104,8 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
         for job in jobs:
             job.outcome = stop if job.outcome is None else job.outcome
     finally:
-        for run_dir in held:
-            unlock_run_dir(run_dir)
+        for job in jobs:  # a directory this process does not hold is left as it is
+            unlock_run_dir(job.run.dir)
     return [job.outcome for job in jobs]
 
 
@@ -367,9 +364,7 @@ class JobCheckpoints(L.Callback):
         return {name: v[k].clone() for name, v in self.group.latest.items()} | step
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for job in self.jobs:
-            if job.checkpoint is not None:
-                job.checkpoint.setup(trainer, pl_module, stage)
+        self._each(trainer, "setup", stage)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._each(trainer, "on_train_start")

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from deepbasics.config.run_dir import resumed_checkpoint
+from deepbasics.config.resolvers import config_groups
+from deepbasics.config.run_dir import check_same_experiment, refuse_group_changes, resumed_checkpoint
 from deepbasics.config.settings import check_settings
 from deepbasics.config.sweep_dir import FINISHED, sweep_of
 from deepbasics.data.in_memory import whole_splits
@@ -32,7 +34,6 @@ from deepbasics.run.callbacks import (
 )
 from deepbasics.run.checkpoints import read_checkpoint
 from deepbasics.run.finish import Run, finish
-from deepbasics.run.resume import resumed_config
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
@@ -116,6 +117,25 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     optimum = callbacks[0].report if splits else None
     with end_phase(run, epochs_done(trainer)):
         return finish(run, trainer, model, datamodule, stopped or stopped_early(trainer), best, optimum)
+
+
+def resumed_config(cfg: DictConfig, ckpt_path: Path, overrides: list[str] | None = None) -> tuple[DictConfig, dict]:
+    """A resumed run's effective config, the one stored in its checkpoint plus the plain ``key=value`` overrides of
+    this command line (epochs=3000 extends a run); group changes (another model or data) are refused. And the
+    checkpoint."""
+    overrides = list(overrides or ())
+    checkpoint = read_checkpoint(ckpt_path, key="resume")
+    resumed = OmegaConf.create(checkpoint["deepbasics"]["config"])
+    check_same_experiment(cfg.resume, resumed.name, overrides)
+    groups = config_groups()
+    refuse_group_changes(overrides, groups, Path(ckpt_path).parent.parent)  # the groups of the checkpoint's run
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if key.split("/")[0] not in groups | {"resume"} and not override.is_hydra_override():
+            OmegaConf.update(resumed, key, override.value(), merge=False)
+    resumed.resume = cfg.resume
+    resumed.paths.run_dir = cfg.paths.run_dir
+    return resumed, checkpoint
 
 
 @contextlib.contextmanager
