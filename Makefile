@@ -3,7 +3,9 @@
 # requires-python: 3.10 to 3.13) among python3.13 ... python3.10 and python3; make says which it took.
 # TORCH picks the torch build installed first: the default is the CPU build; for CUDA see the README.
 # --no-compile: byte-compiling every installed module took 60 of set-up's 100 s; Python compiles the few
-# it imports on first use.
+# it imports on first use, into the venv's caches (which PYTHONDONTWRITEBYTECODE=1, set on some machines,
+# would forbid: then every process, each test's too, would compile torch again).
+export PYTHONDONTWRITEBYTECODE =
 SUPPORTED := 3.13 3.12 3.11 3.10
 PYTHON ?=
 VENV   ?= .venv
