@@ -5,7 +5,11 @@ share a model run on their own and say so; Optuna batches train stacked."""
 from __future__ import annotations
 
 import csv
+import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +19,7 @@ import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import RECIPES, compose_train, read_metrics, run_in_this_process
+from conftest import BIN, RECIPES, compose_train, read_metrics, run_cli, run_in_this_process
 
 GRID = ["experiment=blobs_mlp", "epochs=100", "log_every=25", "val_every=50",
     "callbacks.model_checkpoint.every_n_epochs=50",
@@ -289,6 +293,37 @@ def test_groups_by_optimizer_kind_side_by_side_in_processes(tmp_path, monkeypatc
     assert len(pids) == 4
     if len(os.sched_getaffinity(0)) >= 2:
         assert len(set(pids)) == 2 and str(os.getpid()) not in pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="groups train side by side only with two cores or more")
+def test_groups_of_a_sweep_killed_alone_save_and_stop_then_resume(tmp_path):
+    """kill -9 of the sweep's process alone, not its process group: the processes training its two groups notice,
+    save at an epoch end and stop (no orphan trains on, holding the jobs' directories); resume=auto finishes all."""
+    args = ["-m", "experiment=blobs_mlp", "epochs=1000", "log_every=100", "val_every=100",
+            "callbacks.model_checkpoint.every_n_epochs=100", "model.optimizer.lr=0.03,0.3", "seed=1,2", VECTORIZED,
+            "hydra.launcher.group_size=2"]  # fmt: skip
+    proc = subprocess.Popen([str(BIN / "deepbasics-train"), *args], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("outputs/multiruns/*/*/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    while time.monotonic() < deadline:  # its workers, in its process group
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the workers of a killed sweep are still running")
+    (sweep,) = (tmp_path / "outputs" / "multiruns" / "blobs_mlp").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.name[:2].isdigit())
+    assert len(jobs) == 4 and all(read_metrics(j)["status"] == "interrupted" for j in jobs)
+    assert all("SIGTERM: stopped at epoch" in read_metrics(j)["error"] for j in jobs)
+    run_cli("deepbasics-train", *args, "resume=auto", cwd=tmp_path)
+    assert all(read_metrics(j)["status"] == "completed" and read_metrics(j)["epochs"] == 1000 for j in jobs)
 
 
 def test_a_bad_value_fails_its_own_jobs_and_large_groups_end_in_workers(tmp_path, monkeypatch, capfd):

@@ -291,6 +291,17 @@ _WORK = None  # the function forked workers run (inherited at the fork, so it ne
 STOP = multiprocessing.Event()  # set by Ctrl-C while workers train groups: the groups not started yet do not start
 
 
+def _watch(parent: int) -> None:
+    """A worker whose sweep process is gone (killed alone) stops as after SIGTERM: its group saves at an epoch end."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _call(item):
     try:
         return _WORK(item)
@@ -309,12 +320,15 @@ def forked_map(work, items: list, each: int = 4) -> list:
     _WORK, memory.SHARED_BY = work, workers
     STOP.clear()
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            previous = signal.signal(signal.SIGINT, lambda *_: STOP.set())  # the workers hear it too, and save
+        with multiprocessing.get_context("fork").Pool(workers, _watch, (os.getpid(),)) as pool:
+            # Ctrl-C (or a SIGTERM to the process group) reaches the workers too: they save and stop; here it only
+            # keeps groups from starting, and this process waits for theirs
+            previous = {s: signal.signal(s, lambda *_: STOP.set()) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 return pool.map(_call, items, chunksize=max(1, len(items) // (4 * workers)))
             finally:
-                signal.signal(signal.SIGINT, previous)
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
     finally:
         _WORK, memory.SHARED_BY = None, 1
 
