@@ -3,7 +3,6 @@ its lock and its jobs' states. Light on purpose: Hydra loads it for every run (a
 
 from __future__ import annotations
 
-import functools
 import sys
 from itertools import groupby
 from pathlib import Path
@@ -62,16 +61,11 @@ def swept_keys(sweep: Path) -> list[str]:
     path = Path(sweep) / STATE / DEFINITION
     if not path.is_file():
         return []
-    return list(_swept_keys(path, path.stat().st_mtime_ns))
-
-
-@functools.lru_cache(maxsize=8)  # asked twice for each job of a sweep (its directory's name, its run's settings)
-def _swept_keys(path: Path, modified: int) -> tuple[str, ...]:
     recorded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     parsed = OverridesParser.create().parse_overrides(recorded.get("overrides") or [])
     keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
     keys += list((recorded.get("sweeper") or {}).get("params") or {})
-    return tuple(dict.fromkeys(keys))
+    return list(dict.fromkeys(keys))
 
 
 def difference(recorded: dict, asked: dict) -> str | None:

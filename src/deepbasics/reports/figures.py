@@ -61,13 +61,13 @@ def _snapped(low: float, high: float) -> tuple[float, float]:
     low, high = float(low), float(high)
     eighth, power = (high - low or 1.0) / 8, 10.0 ** math.floor(math.log10((high - low or 1.0) / 8))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= eighth)
-    return math.floor(low / step) * step, math.ceil(high / step) * step
+    return math.floor(low / step) * step, max(math.ceil(high / step), math.floor(low / step) + 1) * step
 
 
 def fit_axes(module, x: torch.Tensor, y: torch.Tensor) -> tuple | None:
     """(features, classes, classifier, x limits, y limits) of the fit over training points (x, y): decision regions
     (2 features, a classifier), a sigmoid or a line (1 feature); None for data no figure shows."""
-    x, y = x.detach().cpu(), y.detach().cpu()[:, 0]
+    x, y = x.detach().cpu().double(), y.detach().cpu().double()[:, 0]  # double: a margin kept far from zero
     width, classifier, classes = x.shape[1], module.is_classifier, getattr(module, "num_classes", 1)
     if width == 2 and classifier:
         return width, classes, classifier, *(_snapped(x[:, i].min() - 0.5, x[:, i].max() + 0.5) for i in (0, 1))

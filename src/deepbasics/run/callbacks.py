@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
@@ -82,6 +83,10 @@ class WholeTrainSplit(L.Callback):
             write(trainer.loggers, values, trainer.global_step)  # the point now, before this epoch's checkpoint
 
 
+# Set when a sweep process training stacked groups in workers is told to stop: they stop as after SIGTERM
+STOP = multiprocessing.Event()
+
+
 class SignalStop(Exception):
     """Training stopped at an epoch's end after Ctrl-C or SIGTERM, with last.ckpt saved."""
 
@@ -110,7 +115,7 @@ class LastCheckpoint(Checkpoint):
         self.received = signum
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        received = self.received or 0
+        received = self.received or (signal.SIGTERM if STOP.is_set() else 0)
         if trainer.world_size > 1:  # a signal may reach one rank only: every rank stops at the same epoch
             flag = torch.tensor(float(received), device=trainer.strategy.root_device)
             received = int(trainer.strategy.reduce(flag, reduce_op="max"))

@@ -13,6 +13,7 @@ import resource
 import signal
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
 from deepbasics.models.stacked import StackedModule, StackedOptimizer
 from deepbasics.reports.figures import FitPlot, LossPlot, fit_axes, loss_axes
 from deepbasics.run import build, memory
-from deepbasics.run.callbacks import ConsoleLog, LastCheckpoint, RunState, SignalStop, rng_states, write
+from deepbasics.run.callbacks import STOP, ConsoleLog, LastCheckpoint, RunState, SignalStop, rng_states, write
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
 from deepbasics.run.finish import Run, write_end
 from deepbasics.run.training import diverged, interruption, record_status
@@ -287,15 +288,15 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
         jobs[k].outcome = value
 
 
-_WORK = None  # the function forked workers run (inherited at the fork, so it need not be picklable)
-STOP = multiprocessing.Event()  # set by Ctrl-C while workers train groups: the groups not started yet do not start
+_WORK = _PARENT = None  # the function forked workers run (inherited at the fork, no pickling) and their parent
 
 
-def _watch(parent: int) -> None:
-    """A worker whose sweep process is gone (killed alone) stops as after SIGTERM: its group saves at an epoch end."""
+def _worker() -> None:
+    """A worker: SIGTERM raises as Ctrl-C does (a group saves, stops); if its sweep's process dies, as after SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == _PARENT:
             time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -305,31 +306,34 @@ def _watch(parent: int) -> None:
 def _call(item):
     try:
         return _WORK(item)
-    except BaseException as err:  # SystemExit or Ctrl-C would end the worker and leave the pool waiting for it
-        return Interrupted(f"{type(err).__name__} in a worker: {one_line(err)}", 130, 0)
+    except (KeyboardInterrupt, SystemExit) as err:  # a signal before or after training: this item stops there
+        return Interrupted(f"{type(err).__name__} in a worker; continue with the same command and resume=auto", 130, 0)
+    finally:
+        if os.getppid() != _PARENT:  # no one to hand the result to, nor another item to come
+            os._exit(0)
 
 
 def forked_map(work, items: list, each: int = 4) -> list:
-    """``[work(i) for i in items]`` over forked processes, one per usable CPU core and ``each`` items at least (jobs'
-    ends, figures above all, and groups are independent CPU work); in this process where a fork costs more than it
-    saves, and in a worker already. The processes share the memory a group is sized to (``memory.room``)."""
-    global _WORK
+    """``[work(i) for i in items]`` over forked processes, one per usable core and ``each`` items at least (groups, and
+    jobs' ends, figures above all); here where a fork costs more than it saves, in a worker already, or once CUDA has
+    started. Workers share the memory groups are sized to; one that dies fails the map (BrokenProcessPool)."""
+    global _WORK, _PARENT
     workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, len(items) // each)
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods() or memory.SHARED_BY > 1:
+    forks = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
+    if workers < 2 or not forks or memory.SHARED_BY > 1:
         return [work(item) for item in items]
-    _WORK, memory.SHARED_BY = work, workers
-    STOP.clear()
+    _WORK, _PARENT, memory.SHARED_BY = work, os.getpid(), workers
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), _worker)
+    results = pool.map(_call, items, chunksize=max(1, len(items) // (4 * workers)))  # forks them, Ctrl-C as it is
+    # Ctrl-C (or SIGTERM to the process group) reaches the workers too; a signal to this process alone reaches
+    # them through STOP: no group starts, and the training ones save and stop at an epoch end
+    previous = {s: signal.signal(s, lambda *_: STOP.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with multiprocessing.get_context("fork").Pool(workers, _watch, (os.getpid(),)) as pool:
-            # Ctrl-C (or a SIGTERM to the process group) reaches the workers too: they save and stop; here it only
-            # keeps groups from starting, and this process waits for theirs
-            previous = {s: signal.signal(s, lambda *_: STOP.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                return pool.map(_call, items, chunksize=max(1, len(items) // (4 * workers)))
-            finally:
-                for signum, handler in previous.items():
-                    signal.signal(signum, handler)
+        return list(results)
     finally:
+        pool.shutdown()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         _WORK, memory.SHARED_BY = None, 1
 
 

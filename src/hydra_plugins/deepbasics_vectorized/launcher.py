@@ -38,7 +38,6 @@ DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # the C one where PyYAML
 
 # What a group's jobs may differ in, besides their optimizer's values (data are stacked too, shapes checked once built)
 PER_JOB = ("seed", "paths", "logger", "data", "progress", "hydra")
-PART = 100
 
 
 def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str]:
@@ -84,7 +83,7 @@ def resumed_key(sweep_config: DictConfig) -> tuple[str | None, str]:
     job_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
     if job_state(job_dir)[0] == "finished":
         return "it has finished", ""
-    step = torch.load(job_dir / LAST, weights_only=True)["global_step"] if (job_dir / LAST).is_file() else 0
+    step = torch.load(job_dir / LAST, "cpu", weights_only=True)["global_step"] if (job_dir / LAST).is_file() else 0
     reason, key = group_key(sweep_config, finishing=True)
     return reason, f"{key} from step {step}" if reason is None else key
 
@@ -112,6 +111,7 @@ class VectorizedLauncher(Launcher):
         started = [self._start_group(chunk, [configs[i] for i in chunk]) for chunk in groups]
         # a process per group, as many at once as cores; each finds its group in what it inherited
         trained = forked_map(lambda k: self._train_group(started[k]), list(range(len(started))), each=1)
+        STOP.clear()  # it stopped what it had to: a run later in this process trains as usual
         flat = [o for outs in trained for o in (outs if isinstance(outs, list) else [outs])]
         stop = next((o for o in flat if isinstance(o, Interrupted)), None)
         stop = stop or Interrupted(f"SIGINT: stopped before training; {AGAIN}", 130, 0)
@@ -147,14 +147,14 @@ class VectorizedLauncher(Launcher):
         for members in groups.values():
             if len(members) == 1:
                 solo[members[0]] = "no other job of this batch shares its model shape, optimizer kind and schedule"
-            else:  # by default a group per core, of PART jobs at least (below that a step's fixed cost is most of it)
-                size = self.group_size or max(PART, -(-len(job_overrides) // cores))
+            else:  # by default a group per core, of 100 jobs at least (below that a step's fixed cost is most of it)
+                size = self.group_size or max(100, -(-len(job_overrides) // cores))
                 chunks += [members[start : start + size] for start in range(0, len(members), size)]
         return configs, chunks, solo
 
     def _start_group(self, indices: list[int], sweep_configs: list[DictConfig]) -> tuple:
         """Each job of a group started as run_job starts it (its .hydra/ files written before it trains, so that a
-        report after a kill finds the job): (numbers, sweep configs, (JobReturn, config or error) each, began)."""
+        report after a kill finds the job): (numbers, sweep configs, (JobReturn, config or error) each, seconds)."""
         began, writes = time.perf_counter(), []
         previous = HydraConfig.instance().cfg
         started = [self._start(c, writes) for c in sweep_configs]
@@ -169,8 +169,7 @@ class VectorizedLauncher(Launcher):
         return indices, sweep_configs, started, time.perf_counter() - began
 
     def _train_group(self, group: tuple) -> list | None:
-        """The outcome of each job of a started group (its config's error, or what training gave); None when the
-        sweep was stopped before the group started. In a process of its own where groups train side by side."""
+        """Each job's outcome (its config's error, or what it trained to); None: the sweep stopped before this group."""
         from deepbasics.run.group import STOP, train_group
 
         indices, sweep_configs, started, spent = group
