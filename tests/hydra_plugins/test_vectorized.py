@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import BIN, RECIPES, compose_train, read_metrics, run_cli, run_in_this_process
+from conftest import BIN, RECIPES, compose_train, read_metrics, run_in_this_process
 
 GRID = ["experiment=blobs_mlp", "epochs=100", "log_every=25", "val_every=50",
     "callbacks.model_checkpoint.every_n_epochs=50",
@@ -297,7 +297,7 @@ def test_groups_by_optimizer_kind_side_by_side_in_processes(tmp_path, monkeypatc
 
 @pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="groups train side by side only with two cores or more")
-def test_groups_of_a_sweep_killed_alone_save_and_stop_then_resume(tmp_path):
+def test_groups_of_a_sweep_killed_alone_save_and_stop_then_resume(tmp_path, monkeypatch, capfd):
     """kill -9 of the sweep's process alone, not its process group: the processes training its two groups notice,
     save at an epoch end and stop (no orphan trains on, holding the jobs' directories); resume=auto finishes all."""
     args = ["-m", "experiment=blobs_mlp", "epochs=1000", "log_every=100", "val_every=100",
@@ -322,7 +322,8 @@ def test_groups_of_a_sweep_killed_alone_save_and_stop_then_resume(tmp_path):
     jobs = sorted(p for p in sweep.iterdir() if p.name[:2].isdigit())
     assert len(jobs) == 4 and all(read_metrics(j)["status"] == "interrupted" for j in jobs)
     assert all("SIGTERM: stopped at epoch" in read_metrics(j)["error"] for j in jobs)
-    run_cli("deepbasics-train", *args, "resume=auto", cwd=tmp_path)
+    done = run_in_this_process("deepbasics-train", [*args, "resume=auto"], tmp_path, monkeypatch, capfd)
+    assert done.returncode == 0, done.stderr
     assert all(read_metrics(j)["status"] == "completed" and read_metrics(j)["epochs"] == 1000 for j in jobs)
 
 
