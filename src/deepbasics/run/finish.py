@@ -101,19 +101,8 @@ def write_end(
     elif curves is None:
         curves = curves_from_events(tensorboard)
     if train is not None or curves is not None:
-        save_figures(
-            run.dir,
-            module,
-            train,
-            loggers,
-            step,
-            epochs,
-            optimum,
-            curves,
-            evaluated,
-            layouts,
-            run_title(run.name, run.swept, (run.monitor, monitored)),
-        )
+        title = run_title(run.name, run.swept, (run.monitor, monitored))
+        save_figures(run.dir, module, train, loggers, step, epochs, optimum, curves, evaluated, layouts, title)
     for logger in loggers:
         if isinstance(logger, L.pytorch.loggers.MLFlowLogger):
             log_run_files(logger, run.dir)

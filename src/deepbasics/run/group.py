@@ -313,12 +313,16 @@ def _call(item):
             os._exit(0)
 
 
+def usable_cores() -> int:  # 1 where the OS cannot say: no forked workers there
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
 def forked_map(work, items: list, each: int = 4) -> list:
     """``[work(i) for i in items]`` over forked processes, one per usable core and ``each`` items at least (groups, and
     jobs' ends, figures above all); here where a fork costs more than it saves, in a worker already, or once CUDA has
     started. Workers share the memory groups are sized to; one that dies fails the map (BrokenProcessPool)."""
     global _WORK, _PARENT
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, len(items) // each)
+    workers = min(usable_cores(), len(items) // each)
     forks = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
     if workers < 2 or not forks or memory.SHARED_BY > 1:
         return [work(item) for item in items]

@@ -143,7 +143,9 @@ class VectorizedLauncher(Launcher):
                 solo[idx] = reason
             else:
                 groups.setdefault(key, []).append(idx)
-        chunks, cores = [], len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        from deepbasics.run.group import usable_cores
+
+        chunks, cores = [], usable_cores()
         for members in groups.values():
             if len(members) == 1:
                 solo[members[0]] = "no other job of this batch shares its model shape, optimizer kind and schedule"
