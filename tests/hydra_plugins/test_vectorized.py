@@ -259,6 +259,60 @@ def test_deterministic_recipes_keep_the_tutorial_numbers(tmp_path, monkeypatch, 
         torch.testing.assert_close(state["net.linear.bias"], b, rtol=0, atol=1e-5)
 
 
+SCHEDULES = {  # each changes the learning rate within 100 epochs
+    "step": ["model/scheduler=step", "model.scheduler.step_size=30"],
+    "cosine": ["model/scheduler=cosine"],
+    "plateau": ["model/scheduler=plateau", "model.scheduler.patience=3", "model.scheduler.threshold=0.5"],
+}
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_scheduled_jobs_train_stacked_as_each_alone(schedule, tmp_path, monkeypatch, capfd):
+    """Each job's learning-rate schedule applied to it alone: its weights, metrics and checkpoints (the scheduler's
+    state and the optimizer's learning rate in them) as under the basic launcher."""
+    args = [*GRID[:-1], "seed=1", *SCHEDULES[schedule]]
+    _, _, basic = sweep(args, tmp_path / "basic", monkeypatch, capfd)
+    code, output, jobs = sweep([*args, VECTORIZED], tmp_path / "vectorized", monkeypatch, capfd)
+    assert code == 0 and "training 2 jobs stacked" in output, output
+    for ours, theirs in zip(jobs, basic, strict=True):
+        _twin[0] = theirs
+        close(torch.load(ours / "model.pt"), torch.load(theirs / "model.pt"), ours, "model.pt")
+        close(read_metrics(ours)["test"], read_metrics(theirs)["test"], ours, "test")
+        for checkpoint in sorted((theirs / "checkpoints").iterdir()):
+            mine = torch.load(ours / "checkpoints" / checkpoint.name, weights_only=False)
+            close(mine, torch.load(checkpoint, weights_only=False), ours, checkpoint.name)
+        last = torch.load(ours / "checkpoints" / "last.ckpt", weights_only=True)
+        group = last["optimizer_states"][0]["param_groups"][0]
+        assert group["lr"] < last["hyper_parameters"]["optimizer"]["lr"] and len(last["lr_schedulers"]) == 1, group
+
+
+def test_a_scheduled_sweep_stopped_by_ctrl_c_resumes_stacked(tmp_path, monkeypatch, capfd):
+    """Each job's schedule goes on from its checkpoint, as the same sweep never stopped."""
+    from deepbasics.models.stacked import StackedModule
+
+    args = [*GRID[:-1], "seed=1", *SCHEDULES["step"], VECTORIZED]
+    _, _, whole = sweep(args, tmp_path / "whole", monkeypatch, capfd)
+    validate = StackedModule.validation_step
+
+    def interrupted_at_50(self, batch, batch_idx):
+        validate(self, batch, batch_idx)
+        if self.global_step == 50:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(StackedModule, "validation_step", interrupted_at_50)
+    code, output, jobs = sweep(args, tmp_path / "stopped", monkeypatch, capfd)
+    assert code == 130 and all(read_metrics(j)["epochs"] == 50 for j in jobs), output
+    monkeypatch.setattr(StackedModule, "validation_step", validate)
+    code, output, jobs = sweep([*args, "resume=auto"], tmp_path / "stopped", monkeypatch, capfd)
+    assert code == 0 and "training 2 jobs stacked" in output, output
+    for ours, theirs in zip(jobs, whole, strict=True):
+        _twin[0] = theirs
+        close(torch.load(ours / "model.pt"), torch.load(theirs / "model.pt"), ours, "model.pt")
+        mine, yours = (torch.load(j / "checkpoints" / "last.ckpt", weights_only=True) for j in (ours, theirs))
+        close(mine["lr_schedulers"], yours["lr_schedulers"], ours, "lr_schedulers")
+        close(mine["optimizer_states"], yours["optimizer_states"], ours, "optimizer_states")
+
+
 def test_groups_by_optimizer_kind_side_by_side_in_processes(tmp_path, monkeypatch, capfd):
     """Four groups (two kinds, group_size 2): with two cores, two processes forked from the sweep's train them."""
     import os
@@ -353,7 +407,6 @@ def test_a_bad_value_fails_its_own_jobs_and_large_groups_end_in_workers(tmp_path
     "override, reason",
     [
         ("data.batch_size=8", "data.batch_size is set"),
-        ("model/scheduler=step", "model.scheduler is set"),
         ("callbacks=early_stopping", "callbacks.early_stopping is not run for stacked jobs"),
         ("resume=auto", "it resumes a run"),
         ("+model.optimizer.differentiable=true", "model.optimizer.differentiable is not applied by the stacked SGD"),

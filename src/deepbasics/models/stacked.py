@@ -8,11 +8,12 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import warnings
 from collections.abc import Sequence
 
 import lightning as L
 import torch
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
@@ -99,22 +100,29 @@ class StackedOptimizer(torch.optim.Optimizer):
             return torch.tensor(values, dtype=precise, device=device)
 
         self.flags = {k: bool(first[k]) for k in STACKED_OPTIONS[cls] if isinstance(first.get(k), bool)}
-        self.lr = per_job([o["lr"] for o in options])
         h = self.hyper = {k: per_job([o[k] for o in options]) for k in STACKED_OPTIONS[cls]
                           if not isinstance(first[k], bool)}  # fmt: skip  # betas -> (K, 2)
-        self.per_job = {"neg_lr": -self.lr, "weight_decay": h["weight_decay"]}  # the update's fixed factors, by name
+        self.per_job = {"weight_decay": h["weight_decay"]}  # the update's factors, by name
         if self.kind == "sgd":
             self.per_job.update(momentum=h["momentum"], damped=1 - h["dampening"])
         else:
             beta1, beta2 = h["betas"].T
             self.per_job.update(eps=h["eps"], beta2=beta2, one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2)
-            self.per_job["decay"] = 1 - self.lr * h["weight_decay"]
         # Skip what no job uses (the per-step cost of these tiny updates is the number of kernels).
         self.decays = bool(h["weight_decay"].any())
         self.momentum = self.kind == "sgd" and bool(h["momentum"].any())
         self._views: dict[tuple, torch.Tensor] = {}
+        self.set_lr(per_job([o["lr"] for o in options]))
         self.steps = 0
         super().__init__(params, {})
+
+    def set_lr(self, lr: torch.Tensor) -> None:
+        """Each job's learning rate from now on (K,), as its schedule set it: the factors that hold it made again."""
+        self.lr = lr
+        self.per_job["neg_lr"] = -lr
+        if self.kind == "adam":
+            self.per_job["decay"] = 1 - lr * self.hyper["weight_decay"]
+        self._views.clear()
 
     def _view(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """``per_job[name]`` shaped to broadcast over a stacked parameter, in its dtype, made once."""
@@ -219,9 +227,29 @@ class StackedModule(L.LightningModule):
         self.failed_at = torch.full((len(jobs),), -1, dtype=torch.long)
         self.failed_value = torch.zeros(len(jobs))
         self.on_record = None  # called with (epoch, values) at every recorded point (each job's loggers)
+        self.optimizers_alone: dict[int, torch.optim.Optimizer] = {}
+        self.schedules: JobSchedules | None = None
+        self.step_losses = torch.zeros(len(jobs))
 
     def configure_optimizers(self):
-        return StackedOptimizer(list(self.net.params), [job.hparams.optimizer for job in self.jobs])
+        optimizer = StackedOptimizer(list(self.net.params), [job.hparams.optimizer for job in self.jobs])
+        if not self.kind.hparams.get("scheduler"):
+            return optimizer
+        each = [instantiate(self.kind.hparams.scheduler)(self.job_optimizer(k)) for k in range(len(self.jobs))]
+        self.schedules = JobSchedules(each, optimizer)
+        # as a run of its own configures it (TaskModule): at every epoch's end, a plateau after the epoch's callbacks
+        plateau = isinstance(each[0], torch.optim.lr_scheduler.ReduceLROnPlateau)
+        config = {"scheduler": self.schedules, "interval": "epoch", "reduce_on_plateau": plateau}
+        return {"optimizer": optimizer, "lr_scheduler": config | ({"monitor": "train/batch_loss"} if plateau else {})}
+
+    def lr_scheduler_step(self, scheduler: JobSchedules, metric) -> None:
+        scheduler.step(None if metric is None else self.step_losses)  # a plateau: each job's loss of this step
+
+    def job_optimizer(self, k: int) -> torch.optim.Optimizer:
+        """Job k's own torch optimizer, made once: the form its checkpoints keep, and what its schedule steps."""
+        if k not in self.optimizers_alone:
+            self.optimizers_alone[k] = instantiate(self.jobs[k].hparams.optimizer)(self.jobs[k].net.parameters())
+        return self.optimizers_alone[k]
 
     def job_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each job's mean loss, (K,): their sum has each job's own gradient in its own parameters."""
@@ -229,7 +257,9 @@ class StackedModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         losses = self.job_losses(self.net(batch[0]), batch[1])
-        total = losses.sum()
+        total, self.step_losses = losses.sum(), losses.detach()
+        if self.schedules and self.schedules.plateau:  # the monitor Lightning checks is there; each job's is stepped
+            self.log("train/batch_loss", total.detach(), logger=False)
         if not math.isfinite(total.item()):  # one host sync for all jobs; the jobs never mix, so the others
             new = ~torch.isfinite(losses.detach().cpu()) & (self.failed_at < 0)  # train on as if alone
             self.failed_at[new] = self.current_epoch
@@ -278,3 +308,33 @@ class StackedModule(L.LightningModule):
 
     def alive(self) -> list[int]:
         return torch.nonzero(self.failed_at < 0).flatten().tolist()
+
+
+class JobSchedules:
+    """Each job's own torch scheduler on its own torch optimizer, stepped where Lightning steps a run's; the learning
+    rates they set go to the stacked step. A job's scheduler and optimizer are what its checkpoints keep."""
+
+    def __init__(self, each: Sequence, optimizer: StackedOptimizer):
+        self.each, self.optimizer = list(each), optimizer
+        self.plateau = isinstance(self.each[0], torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    def step(self, losses: torch.Tensor | None = None) -> None:
+        with warnings.catch_warnings():  # the jobs' own optimizers never step (the stacked one does), as torch notes
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            for k, scheduler in enumerate(self.each):
+                scheduler.step() if losses is None else scheduler.step(float(losses[k]))
+        self.lrs_to_optimizer()
+
+    def lrs_to_optimizer(self) -> None:
+        lrs = [scheduler.optimizer.param_groups[0]["lr"] for scheduler in self.each]
+        self.optimizer.set_lr(torch.tensor(lrs, dtype=self.optimizer.lr.dtype, device=self.optimizer.lr.device))
+
+    def state_dict(self) -> dict:
+        return {"jobs": [scheduler.state_dict() for scheduler in self.each]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """From each job's checkpoint: its scheduler's state and the learning rate its optimizer had."""
+        for scheduler, own, lr in zip(self.each, state["jobs"], state["lrs"], strict=True):
+            scheduler.load_state_dict(own)
+            scheduler.optimizer.param_groups[0]["lr"] = lr
+        self.lrs_to_optimizer()

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.config.run_dir import LAST
@@ -53,7 +52,6 @@ class Job:
     checkpoint: L.pytorch.callbacks.ModelCheckpoint | None = None
     rng: dict | None = None
     resumed: dict | None = None  # the checkpoint it continues from (a resumed sweep's)
-    optimizer: torch.optim.Optimizer | None = None  # torch's own, the form its checkpoints keep the state in
     loggers: list = field(default_factory=list)
     outcome: float | BaseException | None = None
 
@@ -420,12 +418,13 @@ class JobCheckpoints(L.Callback):
         own = {key: value for key, value in checkpoint.items() if key not in ("state_dict", "callbacks")}
         own["state_dict"] = {f"net.{name}": value for name, value in group.net.job_state(k).items()}
         if "optimizer_states" in checkpoint:  # what Lightning leaves out of a weights-only checkpoint
-            job.optimizer = job.optimizer or instantiate(job.module.hparams.optimizer)(job.module.net.parameters())
-            job.optimizer.state.clear()
+            optimizer = group.job_optimizer(k)
+            optimizer.state.clear()
             for p, state in zip(job.module.net.parameters(), group.trainer.optimizers[0].job_state(k), strict=True):
                 if state:
-                    job.optimizer.state[p] = state
-            own["optimizer_states"] = [job.optimizer.state_dict()]
+                    optimizer.state[p] = state
+            own["optimizer_states"] = [optimizer.state_dict()]
+            own["lr_schedulers"] = [group.schedules.each[k].state_dict()] if group.schedules else []
         if "callbacks" in checkpoint:
             own["callbacks"] = {
                 RunState.__qualname__: {"rng": job.rng},
@@ -453,7 +452,9 @@ class JobCheckpoints(L.Callback):
         ]
         return {key: saved[0][key] for key in ("epoch", "global_step", "pytorch-lightning_version", "loops")} | {
             "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
-            "lr_schedulers": [],
+            "lr_schedulers": [{"jobs": [c["lr_schedulers"][0] for c in saved],
+                               "lrs": [c["optimizer_states"][0]["param_groups"][0]["lr"] for c in saved]}]
+            if saved[0]["lr_schedulers"] else [],  # fmt: skip
             "optimizer_states": [optimizer.stacked_state(states)],
             "callbacks": {self.state_key: {"jobs": jobs}},
         }

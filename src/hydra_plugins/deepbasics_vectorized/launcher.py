@@ -52,7 +52,6 @@ def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str
     reasons = {
         "it resumes a run": cfg.get("resume") and not finishing,
         "hydra.job.chdir is set (stacked jobs share one working directory)": OmegaConf.select(cfg, "hydra.job.chdir"),
-        "model.scheduler is set (the stacked step has no learning-rate schedulers)": model.get("scheduler"),
         "its data are served through DataLoaders (stacked jobs hold their data in memory)": not in_memory,
         "data.batch_size is set (stacked jobs train on full batches)": OmegaConf.select(cfg, "data.batch_size"),
         "it trains on several devices": many_devices or trainer.get("strategy"),
