@@ -259,18 +259,21 @@ def test_deterministic_recipes_keep_the_tutorial_numbers(tmp_path, monkeypatch, 
         torch.testing.assert_close(state["net.linear.bias"], b, rtol=0, atol=1e-5)
 
 
-SCHEDULES = {  # each changes the learning rate within 100 epochs
+PLATEAU = ["model/scheduler=plateau", "model.scheduler.patience=3", "model.scheduler.threshold=0.5"]
+ALONE = {  # each schedule changes the learning rate within 100 epochs; 80 training rows in batches of 24: 4 steps
     "step": ["model/scheduler=step", "model.scheduler.step_size=30"],
     "cosine": ["model/scheduler=cosine"],
-    "plateau": ["model/scheduler=plateau", "model.scheduler.patience=3", "model.scheduler.threshold=0.5"],
+    "plateau": PLATEAU,
+    "mini-batches": ["data.batch_size=24"],
+    "mini-batches-plateau": ["data.batch_size=24", *PLATEAU],
 }
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
-def test_scheduled_jobs_train_stacked_as_each_alone(schedule, tmp_path, monkeypatch, capfd):
-    """Each job's learning-rate schedule applied to it alone: its weights, metrics and checkpoints (the scheduler's
-    state and the optimizer's learning rate in them) as under the basic launcher."""
-    args = [*GRID[:-1], "seed=1", *SCHEDULES[schedule]]
+@pytest.mark.parametrize("case", ALONE)
+def test_scheduled_and_mini_batch_jobs_train_stacked_as_each_alone(case, tmp_path, monkeypatch, capfd):
+    """Each job's learning-rate schedule and its own shuffle of mini-batches, as alone: its weights, metrics and
+    checkpoints (the scheduler's state and the optimizer's learning rate in them) as under the basic launcher."""
+    args = [*GRID[:-1], "seed=1", *ALONE[case]]
     _, _, basic = sweep(args, tmp_path / "basic", monkeypatch, capfd)
     code, output, jobs = sweep([*args, VECTORIZED], tmp_path / "vectorized", monkeypatch, capfd)
     assert code == 0 and "training 2 jobs stacked" in output, output
@@ -282,21 +285,23 @@ def test_scheduled_jobs_train_stacked_as_each_alone(schedule, tmp_path, monkeypa
             mine = torch.load(ours / "checkpoints" / checkpoint.name, weights_only=False)
             close(mine, torch.load(checkpoint, weights_only=False), ours, checkpoint.name)
         last = torch.load(ours / "checkpoints" / "last.ckpt", weights_only=True)
-        group = last["optimizer_states"][0]["param_groups"][0]
-        assert group["lr"] < last["hyper_parameters"]["optimizer"]["lr"] and len(last["lr_schedulers"]) == 1, group
+        assert last["global_step"] == 100 * (4 if "batch" in case else 1)
+        lr = last["optimizer_states"][0]["param_groups"][0]["lr"]
+        assert len(last["lr_schedulers"]) == ("scheduler" in str(ALONE[case]))
+        assert (lr < last["hyper_parameters"]["optimizer"]["lr"]) == ("scheduler" in str(ALONE[case])), lr
 
 
-def test_a_scheduled_sweep_stopped_by_ctrl_c_resumes_stacked(tmp_path, monkeypatch, capfd):
-    """Each job's schedule goes on from its checkpoint, as the same sweep never stopped."""
+def test_a_scheduled_mini_batch_sweep_stopped_by_ctrl_c_resumes_stacked(tmp_path, monkeypatch, capfd):
+    """Each job's schedule and shuffle go on from its checkpoint, as in the same sweep never stopped."""
     from deepbasics.models.stacked import StackedModule
 
-    args = [*GRID[:-1], "seed=1", *SCHEDULES["step"], VECTORIZED]
+    args = [*GRID[:-1], "seed=1", *ALONE["step"], "data.batch_size=24", VECTORIZED]
     _, _, whole = sweep(args, tmp_path / "whole", monkeypatch, capfd)
     validate = StackedModule.validation_step
 
     def interrupted_at_50(self, batch, batch_idx):
         validate(self, batch, batch_idx)
-        if self.global_step == 50:
+        if self.current_epoch + 1 == 50:
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(StackedModule, "validation_step", interrupted_at_50)
@@ -406,7 +411,6 @@ def test_a_bad_value_fails_its_own_jobs_and_large_groups_end_in_workers(tmp_path
 @pytest.mark.parametrize(
     "override, reason",
     [
-        ("data.batch_size=8", "data.batch_size is set"),
         ("callbacks=early_stopping", "callbacks.early_stopping is not run for stacked jobs"),
         ("resume=auto", "it resumes a run"),
         ("+model.optimizer.differentiable=true", "model.optimizer.differentiable is not applied by the stacked SGD"),

@@ -84,6 +84,15 @@ class Slices:
             yield self.x[start : start + self.size], self.y[start : start + self.size]
 
 
+def epoch_order(datamodule, trainer: L.Trainer, rows: int) -> torch.Tensor:
+    """The order of this epoch's training rows, by the data's seed and the epoch alone (a resume repeats it); in order
+    under Lightning's overfit_batches, which takes the first batches, as it does with a DataLoader."""
+    if trainer.overfit_batches:
+        return torch.arange(rows)
+    seed = int(datamodule.hparams.get("seed", 0)) * 1_000_003 + trainer.current_epoch
+    return torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
+
+
 class ShuffledPass(Slices):
     """Training rows in shuffled ``batch_size`` slices, ordered by seed and epoch alone (a resume repeats them).
     Under DDP a process takes every world_size-th row, its loss weighted by its share: DDP's mean is the batch's."""
@@ -94,12 +103,7 @@ class ShuffledPass(Slices):
 
     def __iter__(self):
         x, y, trainer = self.x, self.y, self.datamodule.trainer
-        generator = torch.Generator().manual_seed(
-            int(self.datamodule.hparams.get("seed", 0)) * 1_000_003 + trainer.current_epoch
-        )
-        # Lightning's overfit_batches takes the first batches in order, as it does with a DataLoader
-        order = torch.arange(len(x)) if trainer.overfit_batches else torch.randperm(len(x), generator=generator)
-        order = order.to(x.device)
+        order = epoch_order(self.datamodule, trainer, len(x)).to(x.device)
         rank, world = trainer.global_rank, trainer.world_size
         for start in range(0, len(x), self.size):
             rows = order[start : start + self.size]
@@ -119,9 +123,6 @@ class InMemoryDataModule(L.LightningDataModule):
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.standardization: dict | None = None
         self._placed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def make_splits(self) -> dict[str, tuple[Any, Any]]:
-        raise NotImplementedError
 
     @property
     def batch_size(self) -> int | None:
@@ -181,12 +182,6 @@ class InMemoryDataModule(L.LightningDataModule):
         if split == "train" and self.batch_size is not None and trainer is not None and trainer.world_size > 1:
             x, y = x[trainer.global_rank :: trainer.world_size], y[trainer.global_rank :: trainer.world_size]
         return Slices(x, y, max(self.batch_size, MEASURE_ROWS) if self.batch_size else None)
-
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # On the training device already (``rows``): Lightning's move would walk the batch every step to find that out
-        if batch[0].device == device:
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self):
         return Slices(*self.rows("train"), None) if self.batch_size is None else ShuffledPass(self)

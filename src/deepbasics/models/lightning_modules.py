@@ -39,16 +39,10 @@ class TaskModule(L.LightningModule):
         self.eval_split = "test"  # the stage trainer.test logs under (deepbasics-evaluate split=...)
         self.logs_batch_loss = False  # a plateau schedule watches the loss of every step
 
-    # --- what a task defines: the loss (mean over rows), the metrics, and the metrics' inputs
-    @staticmethod
-    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def make_metrics(self) -> MetricCollection:
-        raise NotImplementedError
-
+    # --- what a task defines: loss_fn(out, y) (a mean over rows), make_metrics() (a MetricCollection), and the
+    # metrics' inputs (here the outputs and targets as they are)
     def metric_inputs(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        return out, y
 
     # --- Lightning's hooks
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,9 +126,6 @@ class RegressionModule(TaskModule):
 
     def make_metrics(self) -> MetricCollection:
         return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
-
-    def metric_inputs(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return out, y
 
 
 class BinaryClassifier(TaskModule):

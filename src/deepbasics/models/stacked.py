@@ -227,29 +227,23 @@ class StackedModule(L.LightningModule):
         self.failed_at = torch.full((len(jobs),), -1, dtype=torch.long)
         self.failed_value = torch.zeros(len(jobs))
         self.on_record = None  # called with (epoch, values) at every recorded point (each job's loggers)
-        self.optimizers_alone: dict[int, torch.optim.Optimizer] = {}
+        # each job's own torch optimizer: the form its checkpoints keep, and what its schedule steps
+        self.optimizers_alone = [instantiate(job.hparams.optimizer)(job.net.parameters()) for job in jobs]
         self.schedules: JobSchedules | None = None
-        self.step_losses = torch.zeros(len(jobs))
 
     def configure_optimizers(self):
         optimizer = StackedOptimizer(list(self.net.params), [job.hparams.optimizer for job in self.jobs])
         if not self.kind.hparams.get("scheduler"):
             return optimizer
-        each = [instantiate(self.kind.hparams.scheduler)(self.job_optimizer(k)) for k in range(len(self.jobs))]
+        each = [instantiate(self.kind.hparams.scheduler)(alone) for alone in self.optimizers_alone]
         self.schedules = JobSchedules(each, optimizer)
         # as a run of its own configures it (TaskModule): at every epoch's end, a plateau after the epoch's callbacks
-        plateau = isinstance(each[0], torch.optim.lr_scheduler.ReduceLROnPlateau)
-        config = {"scheduler": self.schedules, "interval": "epoch", "reduce_on_plateau": plateau}
-        return {"optimizer": optimizer, "lr_scheduler": config | ({"monitor": "train/batch_loss"} if plateau else {})}
+        config = {"scheduler": self.schedules, "interval": "epoch", "reduce_on_plateau": self.schedules.plateau}
+        config |= {"monitor": "train/batch_loss"} if self.schedules.plateau else {}
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
     def lr_scheduler_step(self, scheduler: JobSchedules, metric) -> None:
         scheduler.step(None if metric is None else self.step_losses)  # a plateau: each job's loss of this step
-
-    def job_optimizer(self, k: int) -> torch.optim.Optimizer:
-        """Job k's own torch optimizer, made once: the form its checkpoints keep, and what its schedule steps."""
-        if k not in self.optimizers_alone:
-            self.optimizers_alone[k] = instantiate(self.jobs[k].hparams.optimizer)(self.jobs[k].net.parameters())
-        return self.optimizers_alone[k]
 
     def job_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each job's mean loss, (K,): their sum has each job's own gradient in its own parameters."""
@@ -333,8 +327,8 @@ class JobSchedules:
         return {"jobs": [scheduler.state_dict() for scheduler in self.each]}
 
     def load_state_dict(self, state: dict) -> None:
-        """From each job's checkpoint: its scheduler's state and the learning rate its optimizer had."""
-        for scheduler, own, lr in zip(self.each, state["jobs"], state["lrs"], strict=True):
+        """Each job's scheduler from its checkpoint, and its optimizer's learning rate: the one the scheduler set."""
+        for scheduler, own in zip(self.each, state["jobs"], strict=True):
             scheduler.load_state_dict(own)
-            scheduler.optimizer.param_groups[0]["lr"] = lr
+            scheduler.optimizer.param_groups[0]["lr"] = scheduler.get_last_lr()[0]
         self.lrs_to_optimizer()

@@ -151,9 +151,7 @@ def loss_axes(curves: dict[str, list[tuple[int, float]]]) -> tuple:
     last = max((step for points in curves.values() for step, _ in points), default=0) or 1
     tags, xlim = tuple(tag for tag in LOSS_CURVES if curves.get(tag)), (-0.02 * last, 1.02 * last)
     if not values or min(values) <= 0:
-        low, high = (min(values), max(values)) if values else (0.0, 1.0)
-        pad = 0.05 * (high - low or 1)
-        return tags, xlim, "linear", (low - pad, high + pad)
+        return tags, xlim, "linear", _snapped(min(values, default=0.0), max(values, default=1.0))
     # limits snapped out to 1, 2 or 5 times a power of ten, so that runs of close results share one layout
     decades = range(math.floor(math.log10(min(values))), math.ceil(math.log10(max(values))) + 2)
     steps = [m * 10.0**e for e in decades for m in (1, 2, 5)]

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepbasics.config.run_dir import LAST
 from deepbasics.config.settings import check_settings
 from deepbasics.config.sweep_dir import STATE
-from deepbasics.data.in_memory import InMemoryDataModule, whole_splits
+from deepbasics.data.in_memory import InMemoryDataModule, epoch_order, whole_splits
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
 from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
@@ -80,8 +80,6 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
             shapes.setdefault(shape, []).append(job)  # the data may differ per job, their shapes may not
         stop = None  # the signal that stopped a part: the parts after it do not start
         for members in shapes.values():
-            if len(shapes) > 1:
-                log.info(f"#{', #'.join(job.label for job in members)}: a group of their own data shape")
             most = len(members)
             while members and stop is None:  # as many as fit in memory now, the rest after them
                 part = members[:most]
@@ -138,17 +136,40 @@ def _build(job: Job, shared: dict) -> bool:
 
 
 class StackedSplits(InMemoryDataModule):
-    """K jobs' data, each split one full batch with a leading job axis: x (K, N, features), y (K, N, 1). Jobs
-    that share one DataModule share its tensors (a view, no copy)."""
+    """K jobs' data, each split with a leading job axis: x (K, N, features), y (K, N, 1). Jobs that share one
+    DataModule share its tensors (a view, no copy). Mini-batches: each job's rows in the order it has alone."""
 
     def __init__(self, datamodules: list):
         super().__init__()
+        self.datamodules, self.size = datamodules, datamodules[0].batch_size
         for split in datamodules[0].splits:
             parts = [dm.splits[split] for dm in datamodules]
             if all(p is parts[0] for p in parts):
                 self.splits[split] = tuple(t.expand(len(parts), *t.shape) for t in parts[0])
             else:
                 self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
+
+    def train_dataloader(self):
+        return JobBatches(self) if self.size else super().train_dataloader()
+
+
+class JobBatches:
+    """An epoch's mini-batches of each job's training rows, in the order it has alone (``epoch_order``)."""
+
+    def __init__(self, data: StackedSplits):
+        self.data = data
+
+    def __len__(self) -> int:
+        return -(-self.data.splits["train"][0].shape[1] // self.data.size)
+
+    def __iter__(self):
+        (x, y), size = self.data.rows("train"), self.data.size
+        orders = [epoch_order(dm, self.data.trainer, x.shape[1]) for dm in self.data.datamodules]
+        orders = torch.stack(orders).to(x.device)
+        jobs = torch.arange(len(x), device=x.device)[:, None]
+        for start in range(0, x.shape[1], size):
+            rows = orders[:, start : start + size]
+            yield x[jobs, rows], y[jobs, rows]
 
 
 def _size(jobs: list[Job], most: int) -> int:
@@ -418,7 +439,7 @@ class JobCheckpoints(L.Callback):
         own = {key: value for key, value in checkpoint.items() if key not in ("state_dict", "callbacks")}
         own["state_dict"] = {f"net.{name}": value for name, value in group.net.job_state(k).items()}
         if "optimizer_states" in checkpoint:  # what Lightning leaves out of a weights-only checkpoint
-            optimizer = group.job_optimizer(k)
+            optimizer = group.optimizers_alone[k]
             optimizer.state.clear()
             for p, state in zip(job.module.net.parameters(), group.trainer.optimizers[0].job_state(k), strict=True):
                 if state:
@@ -450,11 +471,10 @@ class JobCheckpoints(L.Callback):
             c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
             for c, job in zip(saved, self.jobs, strict=True)
         ]
+        schedules = [{"jobs": [c["lr_schedulers"][0] for c in saved]}] if saved[0]["lr_schedulers"] else []
         return {key: saved[0][key] for key in ("epoch", "global_step", "pytorch-lightning_version", "loops")} | {
             "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
-            "lr_schedulers": [{"jobs": [c["lr_schedulers"][0] for c in saved],
-                               "lrs": [c["optimizer_states"][0]["param_groups"][0]["lr"] for c in saved]}]
-            if saved[0]["lr_schedulers"] else [],  # fmt: skip
+            "lr_schedulers": schedules,
             "optimizer_states": [optimizer.stacked_state(states)],
             "callbacks": {self.state_key: {"jobs": jobs}},
         }

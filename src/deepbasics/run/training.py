@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepbasics.config.resolvers import config_groups
 from deepbasics.config.run_dir import check_same_experiment, refuse_group_changes, resumed_checkpoint
 from deepbasics.config.settings import check_settings
-from deepbasics.config.sweep_dir import FINISHED, sweep_of
+from deepbasics.config.sweep_dir import job_state, sweep_of
 from deepbasics.data.in_memory import whole_splits
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, command_as_typed, one_line
 from deepbasics.files import lock_run_dir, read_json, remove_dead_writes, unlock_run_dir
@@ -66,7 +66,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     run = Run.of(cfg)
     done, stopped = state.get("epochs", 0), state.get("stopped")
     trained = checkpoint is not None and (done >= cfg.epochs or stopped is not None)
-    if trained and _finished(run_dir):
+    if trained and job_state(run_dir)[0] == "finished":
         if stopped:
             print(f"{run_dir} stopped early at epoch {done} ({stopped['reason']}); start a new run to train further")
         else:
@@ -147,7 +147,7 @@ def end_phase(run: Run, epoch: int):
         return
 
     def handle(signum: int, frame) -> None:
-        if _finished(run.dir):
+        if job_state(run.dir)[0] == "finished":
             return
         if not (run.dir / "checkpoints" / "last.ckpt").is_file():
             what = "no checkpoint was kept (callbacks=none or save_last=false), so they cannot be written again"
@@ -178,10 +178,6 @@ def resume_command(run: Run) -> str:
     return f"{command_as_typed()} experiment={run.name}{where} resume=auto"
 
 
-def _finished(run_dir: Path) -> bool:
-    return read_json(run_dir / "metrics.json").get("status") in FINISHED
-
-
 def diverged(message: str, epoch: int, run_dir: Path) -> RunFailed:
     """The failure of a run whose loss went non-finite at ``epoch``, with where its last good state is."""
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -203,6 +199,6 @@ def interruption(signum: int, epoch: int, run: Run, saved: list[str]) -> Interru
 
 def record_status(run_dir: Path, identity: dict, status: str, message: str, **extra) -> None:
     """metrics.json for a run that did not complete, never over a finished one (a failed resume must not erase it)."""
-    if rank_zero_only.rank != 0 or not run_dir.is_dir() or _finished(run_dir):
+    if rank_zero_only.rank != 0 or not run_dir.is_dir() or job_state(run_dir)[0] == "finished":
         return
     write_json(run_dir / "metrics.json", {**identity, "status": status, "error": message, **extra})

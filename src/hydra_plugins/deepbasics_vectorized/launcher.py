@@ -53,7 +53,6 @@ def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str
         "it resumes a run": cfg.get("resume") and not finishing,
         "hydra.job.chdir is set (stacked jobs share one working directory)": OmegaConf.select(cfg, "hydra.job.chdir"),
         "its data are served through DataLoaders (stacked jobs hold their data in memory)": not in_memory,
-        "data.batch_size is set (stacked jobs train on full batches)": OmegaConf.select(cfg, "data.batch_size"),
         "it trains on several devices": many_devices or trainer.get("strategy"),
         "it profiles or detects anomalies (debug=profiler|anomaly)": trainer.get("profiler")
         or trainer.get("detect_anomaly"),
@@ -70,6 +69,7 @@ def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str
     shared = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in PER_JOB]))
     shared["model"] = {k: v for k, v in model.items() if k not in ("optimizer", "init")}
     shared["optimizer"] = optimizer_kind(model["optimizer"])
+    shared["batch_size"] = OmegaConf.select(cfg, "data.batch_size")  # the steps of an epoch
     env = OmegaConf.select(cfg, "hydra.job.env_set")
     shared["env_set"] = OmegaConf.to_container(env) if OmegaConf.is_config(env) else {}
     return None, json.dumps(shared, sort_keys=True, default=str)
@@ -182,14 +182,8 @@ class VectorizedLauncher(Launcher):
         runs = consecutive([indices[k] for k in ready])  # job numbers, consecutive ones as ranges: #0-#99, #101
         numbers = ", ".join(f"#{run[0]}" if len(run) == 1 else f"#{run[0]}-#{run[-1]}" for run in runs)
         log.info(f"training {len(ready)} job{'s' * (len(ready) != 1)} stacked: {numbers}")
-        chatter = logging.getLogger("lightning.pytorch")  # accelerator notes and tips: not once per group
-        level = chatter.level
-        chatter.setLevel(logging.WARNING)
-        try:  # the jobs' hydra.job.env_set (one for the group: it is part of the group's key)
-            with env_override(sweep_configs[ready[0]].hydra.job.env_set if ready else {}):
-                trained = train_group([outcomes[k] for k in ready], [str(indices[k]) for k in ready], timings)
-        finally:
-            chatter.setLevel(level)
+        with env_override(sweep_configs[ready[0]].hydra.job.env_set if ready else {}):  # one: in the group's key
+            trained = train_group([outcomes[k] for k in ready], [str(indices[k]) for k in ready], timings)
         outcomes.update(zip(ready, trained, strict=True))
         if any(isinstance(outcome, Interrupted) for outcome in trained):
             STOP.set()  # the groups after this one do not start
