@@ -21,23 +21,17 @@ class ConfigError(ValueError):
 class RunFailed(RuntimeError):
     """Training could not go on (the loss became NaN or infinite) at ``epoch``."""
 
-    def __init__(self, message: str, epoch: int):
+    def __init__(self, message: str, epoch: int = 0):  # defaults: unpickled (a forked worker's), then its fields
         super().__init__(message)
         self.epoch = epoch
-
-    def __reduce__(self):  # pickled whole (a forked worker's result): message and epoch
-        return type(self), (str(self), self.epoch)
 
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM stopped training after a checkpoint; ``code`` is the conventional exit status."""
 
-    def __init__(self, message: str, code: int, epoch: int):
+    def __init__(self, message: str, code: int = 130, epoch: int = 0):  # defaults: as RunFailed's
         super().__init__(message)
         self.code, self.epoch = code, epoch
-
-    def __reduce__(self):  # pickled whole (a forked worker's result)
-        return type(self), (str(self), self.code, self.epoch)
 
 
 def exit_with(err: Exception | str, code: int = EXIT_USAGE) -> NoReturn:

@@ -259,13 +259,15 @@ def test_deterministic_recipes_keep_the_tutorial_numbers(tmp_path, monkeypatch, 
         torch.testing.assert_close(state["net.linear.bias"], b, rtol=0, atol=1e-5)
 
 
-PLATEAU = ["model/scheduler=plateau", "model.scheduler.patience=3", "model.scheduler.threshold=0.5"]
 ALONE = {  # each schedule changes the learning rate within 100 epochs; 80 training rows in batches of 24: 4 steps
+    # a scheduler torch steps by epoch (cosine's and the others' path too), and a plateau on each job's loss
     "step": ["model/scheduler=step", "model.scheduler.step_size=30"],
-    "cosine": ["model/scheduler=cosine"],
-    "plateau": PLATEAU,
-    "mini-batches": ["data.batch_size=24"],
-    "mini-batches-plateau": ["data.batch_size=24", *PLATEAU],
+    "mini-batches-plateau": [
+        "data.batch_size=24",
+        "model/scheduler=plateau",
+        "model.scheduler.patience=3",
+        "model.scheduler.threshold=0.5",
+    ],
 }
 
 
@@ -289,6 +291,11 @@ def test_scheduled_and_mini_batch_jobs_train_stacked_as_each_alone(case, tmp_pat
         lr = last["optimizer_states"][0]["param_groups"][0]["lr"]
         assert len(last["lr_schedulers"]) == ("scheduler" in str(ALONE[case]))
         assert (lr < last["hyper_parameters"]["optimizer"]["lr"]) == ("scheduler" in str(ALONE[case])), lr
+        if "scheduler" in str(ALONE[case]):  # the rate at each epoch's start, as Lightning's LearningRateMonitor
+            mine, yours = (
+                [(p.step, p.value) for p in EventAccumulator(str(j)).Reload().Scalars("lr-SGD")] for j in (ours, theirs)
+            )
+            assert len(mine) == 100 and mine == yours  # float32 in the events: the same rate, rounded alike
 
 
 def test_a_scheduled_mini_batch_sweep_stopped_by_ctrl_c_resumes_stacked(tmp_path, monkeypatch, capfd):

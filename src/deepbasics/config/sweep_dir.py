@@ -80,11 +80,6 @@ def difference(recorded: dict, asked: dict) -> str | None:
         return f"its hydra.sweeper was {recorded['sweeper']}, not {asked['sweeper']}"
 
 
-def has_attempt(job_dir: Path) -> bool:
-    """Whether a job directory holds what a run wrote (more than Hydra's files and the job's log)."""
-    return job_dir.is_dir() and any(p.name not in (".hydra", ".lock") and p.suffix != ".log" for p in job_dir.iterdir())
-
-
 def job_state(job_dir: Path) -> tuple[str, int | None]:
     """(state, epochs): "finished" (with epochs), "failed", "interrupted", "resumable" (a last.ckpt), "not started"."""
     record = read_json(job_dir / "metrics.json")  # {} when cut short: the job is finished again from last.ckpt
@@ -196,13 +191,16 @@ class SweepState(Callback):
                     f" {recorded_path}) to finish it, or drop resume= to start a new sweep"
                 )
             return
-        used = [d.name for d in sweep.iterdir() if d.is_dir() and d.name != STATE and has_attempt(d)]
+        # a job directory holding what a run wrote (more than Hydra's files and the job's log)
+        ran = [d for d in sweep.iterdir() if d.is_dir() and d.name != STATE]
+        used = [
+            d.name for d in ran if any(p.name not in (".hydra", ".lock") and p.suffix != ".log" for p in d.iterdir())
+        ]
         if used:
             raise ConfigError(
                 f"{sweep} holds the jobs of an earlier run ({used[0]}, ...); pass another hydra.sweep.dir, or"
                 " move them away"
             )
-        (sweep / STATE).mkdir(exist_ok=True)
         atomic_write(recorded_path, lambda f: f.write(OmegaConf.to_yaml(definition(config)).encode()))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -41,12 +41,11 @@ class BlobsDataModule(InMemoryDataModule):
             raise ConfigError(
                 f"data.labels has {len(labels)} entries for {len(hp.centers)} centers; give one label per centre"
             )
-        counts = {"train": hp.n_train, "val": hp.n_val, "test": hp.n_test}
         seeds = np.random.SeedSequence(hp.seed).spawn(len(SPLITS))
         splits = {}
         for name, seed in zip(SPLITS, seeds, strict=True):
-            if counts[name]:
+            if rows := hp[f"n_{name}"]:
                 rng = np.random.RandomState(np.random.MT19937(seed))
-                x, centre = make_blobs(counts[name], centers=hp.centers, cluster_std=hp.cluster_std, random_state=rng)
+                x, centre = make_blobs(rows, centers=hp.centers, cluster_std=hp.cluster_std, random_state=rng)
                 splits[name] = (x, labels[centre])
         return splits

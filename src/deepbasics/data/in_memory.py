@@ -107,11 +107,8 @@ class ShuffledPass(Slices):
         rank, world = trainer.global_rank, trainer.world_size
         for start in range(0, len(x), self.size):
             rows = order[start : start + self.size]
-            if world == 1:
-                yield x[rows], y[rows]
-            else:
-                mine = rows[rank::world]
-                yield x[mine], y[mine], len(mine) * world / len(rows)
+            mine = rows[rank::world]  # this process's share of the batch (alone: all of it, weighted 1)
+            yield x[mine], y[mine], len(mine) * world / len(rows)
 
 
 class InMemoryDataModule(L.LightningDataModule):

@@ -22,12 +22,8 @@ class ToyDataModule(InMemoryDataModule):
         self.save_hyperparameters(logger=False)  # the loggers get the run's flat settings instead
 
     def make_splits(self):
-        splits = {}
-        for name in SPLITS:
-            split = self.hparams[name]
-            if split is None:
-                continue
+        given = {name: self.hparams[name] for name in SPLITS if self.hparams[name] is not None}
+        for name, split in given.items():
             if not isinstance(split, dict) or set(split) != {"x", "y"}:
                 raise ConfigError(f"data.{name} must be a mapping with x and y lists, got {split!r}")
-            splits[name] = (split["x"], split["y"])
-        return splits
+        return {name: (split["x"], split["y"]) for name, split in given.items()}

@@ -80,9 +80,6 @@ class TaskModule(L.LightningModule):
         self.update(self.eval_split, self(batch[0]), batch[1])
         self.log_stage(self.eval_split)
 
-    def predict_step(self, batch, batch_idx):
-        return self.predictions(self(batch[0] if isinstance(batch, (tuple, list)) else batch))
-
     # --- measuring
     def predictions(self, out: torch.Tensor) -> torch.Tensor:
         return predictions(out, self.is_classifier)
@@ -112,9 +109,8 @@ class TaskModule(L.LightningModule):
 
     def check_finite(self, loss: torch.Tensor) -> None:
         """A RunFailed before a NaN/inf step is applied (every DDP rank stops at the same step)."""
-        bad = not math.isfinite(loss.item())  # a host sync, cheap on the CPU
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        # a host sync, cheap on the CPU; on one device the strategy returns the decision as it is
+        bad = self.trainer.strategy.reduce_boolean_decision(not math.isfinite(loss.item()), all=False)
         if bad:
             raise RunFailed(f"the loss became {loss.item()} at epoch {self.current_epoch}", self.current_epoch)
 

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-OPTIMUM_LOSS, LOSS_GAP, PARAM_GAP = "train/optimum_loss", "train/loss_gap", "train/param_gap"
+OPTIMUM_LOSS = "train/optimum_loss"
+POINTS = {"loss": OPTIMUM_LOSS, "loss_gap": "train/loss_gap", "param_gap": "train/param_gap"}  # report key -> tag
 MAX_ROWS = 100_000  # above this many training rows the exact fit would cost more than the training
 LOGISTIC = "unpenalised logistic regression"
 
@@ -41,9 +42,8 @@ def optimum(module, x: torch.Tensor, y: torch.Tensor) -> dict | None:
 
 
 def final_report(module, x: torch.Tensor, y: torch.Tensor, report: dict | None = None) -> dict | None:
-    """The optimum (``report``, when known already) with the gap the trained net left: in loss, and as the
-    distance between (W, b) vectors, both in float64 so rounding cannot put SGD below the optimum."""
-    report = optimum(module, x, y) if report is None else dict(report)
+    """The optimum ``report`` (``optimum``'s) with the gap the trained net left: in loss, and as the distance
+    between (W, b) vectors, both in float64 so rounding cannot put SGD below the optimum."""
     if not report or "loss" not in report:
         return report
     layer = linear_layer(module.net)
@@ -53,13 +53,9 @@ def final_report(module, x: torch.Tensor, y: torch.Tensor, report: dict | None =
     return report | {"loss_gap": loss - report["loss"], "param_gap": float(distance)}
 
 
-def optimum_points(report: dict | None, final: bool = False) -> dict[str, float]:
-    """The optimum's points beside train/loss: its loss (a flat line), and at the end the gaps."""
-    if not report or "loss" not in report:
-        return {}
-    return {OPTIMUM_LOSS: report["loss"]} | (
-        {LOSS_GAP: report["loss_gap"], PARAM_GAP: report["param_gap"]} if final else {}
-    )
+def optimum_points(report: dict | None) -> dict[str, float]:
+    """The optimum's points beside train/loss: its loss (a flat line), and in a final report the gaps."""
+    return {tag: report[key] for key, tag in POINTS.items() if key in (report or {})}
 
 
 def _outputs(weight: np.ndarray, bias: float, x: torch.Tensor) -> torch.Tensor:

@@ -112,13 +112,13 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.decays = bool(h["weight_decay"].any())
         self.momentum = self.kind == "sgd" and bool(h["momentum"].any())
         self._views: dict[tuple, torch.Tensor] = {}
-        self.set_lr(per_job([o["lr"] for o in options]))
+        self.set_lr([o["lr"] for o in options])
         self.steps = 0
         super().__init__(params, {})
 
-    def set_lr(self, lr: torch.Tensor) -> None:
-        """Each job's learning rate from now on (K,), as its schedule set it: the factors that hold it made again."""
-        self.lr = lr
+    def set_lr(self, values: Sequence[float]) -> None:
+        """Each job's learning rate from now on, as its schedule set it: the factors that hold it made again."""
+        self.lr = lr = self.hyper["weight_decay"].new_tensor(values)  # in the precision and on the device of the rest
         self.per_job["neg_lr"] = -lr
         if self.kind == "adam":
             self.per_job["decay"] = 1 - lr * self.hyper["weight_decay"]
@@ -226,7 +226,7 @@ class StackedModule(L.LightningModule):
         self.latest: dict[str, torch.Tensor] = {}
         self.failed_at = torch.full((len(jobs),), -1, dtype=torch.long)
         self.failed_value = torch.zeros(len(jobs))
-        self.on_record = None  # called with (epoch, values) at every recorded point (each job's loggers)
+        self.on_record = None  # set by the run: called with (step, values) at every point (each job's loggers)
         # each job's own torch optimizer: the form its checkpoints keep, and what its schedule steps
         self.optimizers_alone = [instantiate(job.hparams.optimizer)(job.net.parameters()) for job in jobs]
         self.schedules: JobSchedules | None = None
@@ -260,14 +260,17 @@ class StackedModule(L.LightningModule):
             self.failed_value[new] = losses.detach().float().cpu()[new]
         return total
 
+    def on_train_epoch_start(self) -> None:  # each job's rate, as Lightning's LearningRateMonitor logs a run's
+        if self.schedules is not None:
+            self.on_record(self.global_step, {self.schedules.tag: self.schedules.optimizer.lr})
+
     def on_train_start(self) -> None:
         if self.current_epoch == 0:  # the curves' first point: the jobs before any step
             self.record("train", 0)
 
     def on_train_epoch_end(self) -> None:
-        done = self.current_epoch + 1
-        val_every = self.trainer.check_val_every_n_epoch
-        if done % self.log_every == 0 or done % val_every == 0 or done >= self.trainer.max_epochs:
+        done, trainer = self.current_epoch + 1, self.trainer
+        if done % self.log_every == 0 or done % trainer.check_val_every_n_epoch == 0 or done >= trainer.max_epochs:
             self.record("train", done)
 
     def validation_step(self, batch, batch_idx) -> None:
@@ -278,8 +281,7 @@ class StackedModule(L.LightningModule):
         values = self.measure(stage, *self.trainer.datamodule.rows(stage))
         self.latest.update(values)
         self.history.append((epoch, values))
-        if self.on_record is not None:
-            self.on_record(epoch, values)
+        self.on_record(epoch, values)
 
     def measure(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """``stage``'s metrics of every job on its rows x (K, N, features): (K,) each, on the CPU, NaN if failed."""
@@ -311,17 +313,14 @@ class JobSchedules:
     def __init__(self, each: Sequence, optimizer: StackedOptimizer):
         self.each, self.optimizer = list(each), optimizer
         self.plateau = isinstance(self.each[0], torch.optim.lr_scheduler.ReduceLROnPlateau)
+        self.tag = f"lr-{type(self.each[0].optimizer).__name__}"  # LearningRateMonitor's name for the rate
 
     def step(self, losses: torch.Tensor | None = None) -> None:
         with warnings.catch_warnings():  # the jobs' own optimizers never step (the stacked one does), as torch notes
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
             for k, scheduler in enumerate(self.each):
                 scheduler.step() if losses is None else scheduler.step(float(losses[k]))
-        self.lrs_to_optimizer()
-
-    def lrs_to_optimizer(self) -> None:
-        lrs = [scheduler.optimizer.param_groups[0]["lr"] for scheduler in self.each]
-        self.optimizer.set_lr(torch.tensor(lrs, dtype=self.optimizer.lr.dtype, device=self.optimizer.lr.device))
+        self.optimizer.set_lr([scheduler.optimizer.param_groups[0]["lr"] for scheduler in self.each])
 
     def state_dict(self) -> dict:
         return {"jobs": [scheduler.state_dict() for scheduler in self.each]}
@@ -331,4 +330,4 @@ class JobSchedules:
         for scheduler, own in zip(self.each, state["jobs"], strict=True):
             scheduler.load_state_dict(own)
             scheduler.optimizer.param_groups[0]["lr"] = scheduler.get_last_lr()[0]
-        self.lrs_to_optimizer()
+        self.optimizer.set_lr([scheduler.get_last_lr()[0] for scheduler in self.each])

@@ -22,7 +22,7 @@ FORMAT = 2  # deepbasics.format of today's checkpoints: one Lightning epoch per 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write beside the target, fsync, then rename over it: a kill leaves the old checkpoint or the new one, never a
-    truncated file. Read back through ``read_checkpoint``, which says in one line what is wrong with a file."""
+    truncated file. A resume reads it with ``read_checkpoint`` first, which says in one line what is wrong with it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -31,9 +31,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
         self.written[os.path.realpath(path)] = checkpoint.get("global_step")
-
-    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
-        return read_checkpoint(path, key="resume")
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:

@@ -92,7 +92,7 @@ def write_end(
     epochs = stopped["epoch"] if stopped else run.epochs
     if train is not None:
         optimum = final_report(module, *train, optimum)
-        write(loggers, optimum_points(optimum, final=True), step)
+        write(loggers, optimum_points(optimum), step)
     # The tutorials' model.pt: the plain net's state_dict, loadable into the tutorial's own class.
     atomic_write(run.dir / "model.pt", lambda f: torch.save(module.net.state_dict(), f))
     tensorboard = log_hparams(run, stages, loggers)
@@ -103,10 +103,9 @@ def write_end(
     if train is not None or curves is not None:
         title = run_title(run.name, run.swept, (run.monitor, monitored))
         save_figures(run.dir, module, train, loggers, step, epochs, optimum, curves, evaluated, layouts, title)
-    for logger in loggers:
+    for logger in loggers:  # Lightning finalized them when fit ended; the end phase logged more since
         if isinstance(logger, L.pytorch.loggers.MLFlowLogger):
             log_run_files(logger, run.dir)
-    for logger in loggers:  # Lightning finalized them when fit ended; the end phase logged more since
         logger.finalize("success")
     learned = _parameters(module.net)
     record = {"epochs": epochs} | ({"stopped": stopped} if stopped else {})

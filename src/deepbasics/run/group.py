@@ -225,9 +225,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> bool:
         raise
     finally:
         timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - began
-    finals = {}
-    for split in data.splits:
-        finals |= group.measure(split, *data.rows(split))
+    finals = {k: v for split in data.splits for k, v in group.measure(split, *data.rows(split)).items()}
     _end_jobs(jobs, group, finals, trainer.global_step, from_start=not resumed)
     return True
 
@@ -379,7 +377,8 @@ def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dic
 
 class JobCheckpoints(L.Callback):
     """Each job's ModelCheckpoint, run at its saving hooks while ``callback_metrics`` hold that job's metrics alone;
-    saves go to ``JobCheckpointIO``. Called only where one can be due (the options are in the group's key)."""
+    saves go to ``JobCheckpointIO``. Called only where one can be due (the options are in the group's key); not at
+    setup and on_train_start, which resolve the dirpath the run set and start train_time_interval's clock (refused)."""
 
     def __init__(self, jobs: list[Job], group: StackedModule):
         self.jobs, self.group = jobs, group
@@ -403,12 +402,6 @@ class JobCheckpoints(L.Callback):
         """Job k's metrics of this epoch, as its own run's trainer would hold them."""
         step = {"step": torch.tensor(float(trainer.global_step))}
         return {name: v[k].clone() for name, v in self.group.latest.items()} | step
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._each(trainer, "setup", stage)
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._each(trainer, "on_train_start")
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self._each(trainer, "on_validation_end")
