@@ -35,10 +35,10 @@ def test_a_loss_over_decades_is_drawn_on_a_log_axis_whose_ticks_read():
     plot = LossPlot(loss_axes(decaying(0.7, 0.005)))
     plot.render(decaying(0.7, 0.005), "lr=0.3, seed=1 · val/loss 0.005205")
     (ax,) = plot.fig.axes
-    assert ax.get_yscale() == "log" and ax.get_ylim() == pytest.approx((0.005, 1.0))
+    assert ax.get_yscale() == "log" and ax.get_ylim() == pytest.approx((0.001, 1.0))  # whole decades
     assert ax.get_xlim() == pytest.approx((-40, 2040))
-    labels = [t.get_text() for t in ax.get_yticklabels() if 0.005 <= t.get_position()[1] <= 1.0]
-    assert labels == ["0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1"]
+    labels = [t.get_text() for t in ax.get_yticklabels() if 0.001 <= t.get_position()[1] <= 1.0]
+    assert labels == ["0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1"]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("epoch", "loss")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train/loss", "val/loss"]
     assert plot.title.get_text() == "lr=0.3, seed=1 · val/loss 0.005205" and inside(plot.fig)
@@ -51,13 +51,14 @@ def test_a_loss_of_any_sign_and_a_long_title_stay_inside_the_figure():
     plot.render(curves, title)
     assert plot.fig.axes[0].get_yscale() == "linear" and inside(plot.fig)
     flat = {"train/loss": [(s, 0.5) for s in range(0, 101, 10)]}
-    assert loss_axes(flat)[2:] == ("log", (0.5, 1.0)), "a flat curve on a step still gets an axis with a height"
+    assert loss_axes(flat)[2:] == ("log", (0.1, 1.0)), "a flat curve still gets an axis with a height"
+    assert loss_axes({"train/loss": [(0, 1.0), (10, 0.1)]})[3] == (0.1, 10.0), "a decade's ends are inside it"
     assert loss_axes({"train/loss": [(0, float("nan"))]})[2] == "linear"
 
 
 def test_runs_share_a_loss_layout_only_where_their_own_axes_coincide():
     a, b, c = decaying(0.7, 0.005), decaying(0.69, 0.006), decaying(0.7, 0.08)
-    assert loss_axes(a) == loss_axes(b) and loss_axes(c)[3] == pytest.approx((0.05, 1.0))
+    assert loss_axes(a) == loss_axes(b) and loss_axes(c)[3] == pytest.approx((0.01, 1.0))
 
 
 class Line:

@@ -3,6 +3,8 @@ checked by what it configures (a DataModule's, a net's or an optimizer's own arg
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
 from deepbasics.errors import ConfigError
@@ -29,6 +31,14 @@ SET_BY_THE_RUN = {
     "default_root_dir": "paths.output_dir=<dir>",
     "plugins": "nothing (checkpoints are written by the run)",
 }
+
+
+def number(text: Any) -> float | None:
+    """A value written as a number (a swept setting, a CSV cell), or None."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def require_values(cfg: DictConfig) -> None:

@@ -3,6 +3,7 @@ its lock and its jobs' states. Light on purpose: Hydra loads it for every run (a
 
 from __future__ import annotations
 
+import functools
 import sys
 from itertools import groupby
 from pathlib import Path
@@ -56,16 +57,19 @@ def sweep_of(run_dir: Path) -> Path | None:
     return parent if (parent / STATE / DEFINITION).is_file() else None
 
 
-def swept_keys(sweep: Path) -> list[str]:
-    """The config keys a sweep varies (its sweep overrides, then its sweeper's params); [] for a non-sweep."""
+def swept_keys(sweep: Path) -> tuple[str, ...]:
+    """The config keys a sweep varies (its sweep overrides, then its sweeper's params); () for a non-sweep."""
     path = Path(sweep) / STATE / DEFINITION
-    if not path.is_file():
-        return []
+    return _swept_keys(path, path.stat().st_mtime_ns) if path.is_file() else ()
+
+
+@functools.lru_cache(maxsize=8)  # every job of a sweep asks twice (its directory's name, its run): read once
+def _swept_keys(path: Path, written: int) -> tuple[str, ...]:
     recorded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     parsed = OverridesParser.create().parse_overrides(recorded.get("overrides") or [])
     keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
     keys += list((recorded.get("sweeper") or {}).get("params") or {})
-    return list(dict.fromkeys(keys))
+    return tuple(dict.fromkeys(keys))
 
 
 def difference(recorded: dict, asked: dict) -> str | None:

@@ -16,6 +16,7 @@ from typing import TextIO
 
 import numpy as np
 
+from deepbasics.config.settings import number
 from deepbasics.data.in_memory import InMemoryDataModule
 from deepbasics.errors import ConfigError
 
@@ -104,14 +105,6 @@ def _decodes(start: bytes, encoding: str) -> bool:
     return True
 
 
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell.strip().strip('"'))
-    except ValueError:
-        return False
-    return True
-
-
 def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: str, settings: bool = True) -> str:
     """Which setting most likely reads a file numpy could not: another delimiter (sniffed by Python's
     csv.Sniffer on its first lines), or a header row; else what every file must be."""
@@ -132,7 +125,8 @@ def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: st
         word = WORD_OF.get(delimiter, repr(delimiter))
         return f"every row ends with a {word} (an empty last column): remove the {word} at the end of each row"
     rows = list(csv.reader(lines[1:], delimiter=delimiter))  # the first line may be a header either way
-    texts = [(c, cell) for row in rows for c, cell in enumerate(row) if cell.strip() and not _is_number(cell)]
+    cells = [(c, cell.strip()) for row in rows for c, cell in enumerate(row) if cell.strip()]
+    texts = [(c, cell) for c, cell in cells if number(cell.strip('"')) is None]
     if texts:  # text below the first row: a column of words, not a header
         column, cell = texts[0]
         return (

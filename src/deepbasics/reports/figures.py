@@ -152,11 +152,9 @@ def loss_axes(curves: dict[str, list[tuple[int, float]]]) -> tuple:
     tags, xlim = tuple(tag for tag in LOSS_CURVES if curves.get(tag)), (-0.02 * last, 1.02 * last)
     if not values or min(values) <= 0:
         return tags, xlim, "linear", _snapped(min(values, default=0.0), max(values, default=1.0))
-    # limits snapped out to 1, 2 or 5 times a power of ten, so that runs of close results share one layout
-    decades = range(math.floor(math.log10(min(values))), math.ceil(math.log10(max(values))) + 2)
-    steps = [m * 10.0**e for e in decades for m in (1, 2, 5)]
-    low = max(s for s in steps if s <= min(values) * (1 + 1e-12))
-    return tags, xlim, "log", (low, min(s for s in steps if s > max(values)))
+    # whole decades, so that a sweep's runs of close results share a few layouts (about 180 ms each)
+    low, high = (math.floor(math.log10(v) + 1e-12) for v in (min(values), max(values)))
+    return tags, xlim, "log", (10.0**low, 10.0 ** (high + 1))
 
 
 class LossPlot(_Blitted):

@@ -15,7 +15,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from deepbasics.config.settings import SPLITS
+from deepbasics.config.settings import SPLITS, number
 from deepbasics.config.sweep_dir import FINISHED, HOW_TO_RUN, LAST, recorded_jobs
 from deepbasics.errors import EXIT_FAILED, exit_with, one_line
 from deepbasics.files import read_json
@@ -42,10 +42,10 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         row |= {f"{stage}/{name}": v for stage in SPLITS for name, v in (metrics.get(stage) or {}).items()}
         rows.append(row | {"error": metrics.get("error", ""), "run_dir": str(job), "_mode": monitor.get("mode", "min")})
     started = {int(m.group()) for m in (re.match(r"\d+", job.name) for job in jobs) if m}
-    for number, overrides in enumerate(recorded_jobs(sweep_dir)):
-        if number not in started:
+    for job_number, overrides in enumerate(recorded_jobs(sweep_dir)):
+        if job_number not in started:
             metric = rows[0]["metric"] if rows else ""
-            row = {"job": f"{number:02d} (no directory)", **_overrides(overrides), "status": "not started"}
+            row = {"job": f"{job_number:02d} (no directory)", **_overrides(overrides), "status": "not started"}
             rows.append(row | {"metric": metric, "value": None, "error": "", "run_dir": "", "_mode": "min"})
     return sorted(
         rows, key=lambda r: (not r["job"][:1].isdigit(), int(re.match(r"\d*", r["job"]).group() or 0), r["job"])
@@ -112,13 +112,6 @@ def write_report(sweep_dir: str | Path) -> dict[str, Any]:
     return {"jobs": len(rows), "failed": failed, "best": best, "rows": rows, "same": same}
 
 
-def _number(text: Any) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
 def summary_figure(rows: list[dict], params: list[str], metric: str):
     """The monitored value against the first numeric swept setting (a line per value of the others, seeds averaged,
     failed jobs a cross) or a bar per job, the best starred; None when no job has a value."""
@@ -133,13 +126,13 @@ def summary_figure(rows: list[dict], params: list[str], metric: str):
     ax = Figure(figsize=(6.5, 4.5), layout="constrained").subplots()
     best = min(done, key=lambda r: r["value"] * (-1 if r["_mode"] == "max" else 1))
     named = f"best: {best['job']} ({best['value']:.4g})"
-    numeric = [p for p in params if p != "seed" and all(_number(r.get(p)) is not None for r in rows)]
+    numeric = [p for p in params if p != "seed" and all(number(r.get(p)) is not None for r in rows)]
     if numeric:
         x_key, others = numeric[0], [p for p in params if p not in (numeric[0], "seed")]
         lines: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in done:
             label = ", ".join(f"{k}={r.get(k)}" for k in others) or ("mean over seeds" if "seed" in params else metric)
-            lines[label][_number(r[x_key])].append(r["value"])
+            lines[label][number(r[x_key])].append(r["value"])
         dots = "each seed"
         for label, points in sorted(lines.items()):
             ax.plot(sorted(points), [sum(points[x]) / len(points[x]) for x in sorted(points)], "o-", label=label)
@@ -147,12 +140,12 @@ def summary_figure(rows: list[dict], params: list[str], metric: str):
                 if len(values) > 1:
                     ax.scatter([x] * len(values), values, s=14, alpha=0.6, color="gray", label=dots, zorder=3)
                     dots = None
-        lost = sorted({_number(r[x_key]) for r in rows if not _finite(r["value"])})
+        lost = sorted({number(r[x_key]) for r in rows if not _finite(r["value"])})
         if lost:  # failed jobs, where they would have been
             ax.scatter(lost, [max(r["value"] for r in done)] * len(lost), marker="x", s=60, color="red", label="failed")
         star = {"marker": "*", "s": 260, "color": "gold", "edgecolors": "black", "zorder": 5}
-        ax.scatter([_number(best[x_key])], [best["value"]], label=named, **star)
-        written = {_number(r[x_key]): str(r[x_key]) for r in rows}
+        ax.scatter([number(best[x_key])], [best["value"]], label=named, **star)
+        written = {number(r[x_key]): str(r[x_key]) for r in rows}
         if min(written) > 0 and max(written) / min(written) >= 20:
             ax.set_xscale("log")
         ax.set_xticks(sorted(written), [written[t] for t in sorted(written)])  # the values as they were written

@@ -153,11 +153,11 @@ class StackedSplits(InMemoryDataModule):
         return JobBatches(self) if self.size else super().train_dataloader()
 
 
+@dataclass
 class JobBatches:
     """An epoch's mini-batches of each job's training rows, in the order it has alone (``epoch_order``)."""
 
-    def __init__(self, data: StackedSplits):
-        self.data = data
+    data: StackedSplits
 
     def __len__(self) -> int:
         return -(-self.data.splits["train"][0].shape[1] // self.data.size)
