@@ -260,8 +260,9 @@ def test_deterministic_recipes_keep_the_tutorial_numbers(tmp_path, monkeypatch, 
 
 
 ALONE = {  # each schedule changes the learning rate within 100 epochs; 80 training rows in batches of 24: 4 steps
-    # a scheduler torch steps by epoch (cosine's and the others' path too), and a plateau on each job's loss
-    "step": ["model/scheduler=step", "model.scheduler.step_size=30"],
+    # a scheduler torch steps by epoch (cosine's and the others' path too), its checkpoints kept by train/loss (the
+    # point of their own epoch), and a plateau on each job's loss
+    "step": ["model/scheduler=step", "model.scheduler.step_size=30", "monitor.metric=train/loss"],
     "mini-batches-plateau": [
         "data.batch_size=24",
         "model/scheduler=plateau",
@@ -286,6 +287,11 @@ def test_scheduled_and_mini_batch_jobs_train_stacked_as_each_alone(case, tmp_pat
         for checkpoint in sorted((theirs / "checkpoints").iterdir()):
             mine = torch.load(ours / "checkpoints" / checkpoint.name, weights_only=False)
             close(mine, torch.load(checkpoint, weights_only=False), ours, checkpoint.name)
+        events = [EventAccumulator(str(j)).Reload() for j in (ours, theirs)]
+        for tag in ("train/loss", "val/loss"):  # at the steps a run's loggers have them (4 a mini-batch epoch)
+            mine, yours = ([(p.step, p.value) for p in e.Scalars(tag)] for e in events)
+            assert [s for s, _ in mine] == [s for s, _ in yours], tag
+            assert [v for _, v in mine] == pytest.approx([v for _, v in yours], rel=1e-4, abs=1e-7), tag
         last = torch.load(ours / "checkpoints" / "last.ckpt", weights_only=True)
         assert last["global_step"] == 100 * (4 if "batch" in case else 1)
         lr = last["optimizer_states"][0]["param_groups"][0]["lr"]
@@ -296,6 +302,16 @@ def test_scheduled_and_mini_batch_jobs_train_stacked_as_each_alone(case, tmp_pat
                 [(p.step, p.value) for p in EventAccumulator(str(j)).Reload().Scalars("lr-SGD")] for j in (ours, theirs)
             )
             assert len(mine) == 100 and mine == yours  # float32 in the events: the same rate, rounded alike
+
+
+def test_a_monitor_the_jobs_do_not_log_is_refused_before_training(tmp_path, monkeypatch, capfd):
+    code, output, jobs = sweep(["experiment=blobs_mlp", "monitor.metric=train/nope", "seed=1,2", VECTORIZED], tmp_path,
+                               monkeypatch, capfd)  # fmt: skip
+    assert code == 1 and len(jobs) == 2, output
+    for job in jobs:
+        error = read_metrics(job)["error"]
+        assert error.startswith("monitor.metric=train/nope: it is not a metric this run logs; pick one of"), error
+        assert not (job / "checkpoints").exists()
 
 
 def test_a_scheduled_mini_batch_sweep_stopped_by_ctrl_c_resumes_stacked(tmp_path, monkeypatch, capfd):

@@ -266,22 +266,24 @@ class StackedModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         if self.current_epoch == 0:  # the curves' first point: the jobs before any step
-            self.record("train", 0)
+            self.record("train")
 
-    def on_train_epoch_end(self) -> None:
-        done, trainer = self.current_epoch + 1, self.trainer
+    def record_epoch(self, trainer: L.Trainer, _=None) -> None:
+        """The train point of an epoch that logs or validates: called first of the epoch's end hooks, so that the
+        console line and the jobs' ModelCheckpoints see it (as a run's WholeTrainSplit)."""
+        done = self.current_epoch + 1
         if done % self.log_every == 0 or done % trainer.check_val_every_n_epoch == 0 or done >= trainer.max_epochs:
-            self.record("train", done)
+            self.record("train")
 
     def validation_step(self, batch, batch_idx) -> None:
-        self.record("val", self.current_epoch + 1)
+        self.record("val")
 
-    def record(self, stage: str, epoch: int) -> None:
-        """Every job's metrics on ``stage`` as the jobs are now, kept as the point of this epoch."""
+    def record(self, stage: str) -> None:
+        """Every job's metrics on ``stage`` as the jobs are now, kept as the point of this step (a logger's x)."""
         values = self.measure(stage, *self.trainer.datamodule.rows(stage))
         self.latest.update(values)
-        self.history.append((epoch, values))
-        self.on_record(epoch, values)
+        self.history.append((self.global_step, values))
+        self.on_record(self.global_step, values)
 
     def measure(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """``stage``'s metrics of every job on its rows x (K, N, features): (K,) each, on the CPU, NaN if failed."""

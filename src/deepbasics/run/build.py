@@ -171,9 +171,13 @@ def check_labels(splits: dict, classes: int | None) -> None:
         raise ConfigError(f"data.train labels are all {labels[0]:g}; a classifier needs examples {wanted}")
 
 
-def check_monitors(monitors: dict[str, str], model: L.LightningModule, datamodule, plateau: bool = False) -> None:
-    """Every monitored name (``monitors``: setting -> metric) must be one the run logs while training (a split's loss or
-    metric, of the data's splits): caught before the first epoch, not as Lightning's error after it."""
+def check_monitors(cfg: DictConfig, model: L.LightningModule, datamodule) -> None:
+    """Every monitored name (monitor.metric, a callback's monitor) must be one the run logs while training (a split's
+    loss or metric, of the data's splits): caught before the first epoch, not as Lightning's error after it."""
+    callbacks = {name: part for name, part in (cfg.get("callbacks") or {}).items() if OmegaConf.is_dict(part)}
+    monitors = {"monitor.metric": cfg.monitor.metric}  # first: the callbacks' default to it
+    monitors |= {f"callbacks.{name}.monitor": part.monitor for name, part in callbacks.items() if part.get("monitor")}
+    plateau = "Plateau" in str((cfg.model.get("scheduler") or {}).get("_target_", ""))
     has_val = "val" in split_names(datamodule)
     names = ["loss", *(name.split("/", 1)[1] for name in model.stage_metrics["train_"].keys(keep_base=False))]
     logged = [f"{split}/{name}" for split in ("train", "val") if split == "train" or has_val for name in names]
@@ -185,7 +189,7 @@ def check_monitors(monitors: dict[str, str], model: L.LightningModule, datamodul
         if split == "val" and not has_val and name in names:
             raise ConfigError(f"{key}={metric} but the data has no val split; monitor train/loss instead")
         reason = (
-            "test metrics are measured once, after training" if split == "test" else "it is not a metric this run logs"
+            "it is not a metric this run logs" if split != "test" else "test metrics are measured once, after training"
         )
         raise ConfigError(f"{key}={metric}: {reason}; pick one of {', '.join(logged)}")
 

@@ -123,6 +123,7 @@ def _build(job: Job, shared: dict) -> bool:
             if name in first and torch.equal(x, first[name][0]) and torch.equal(y, first[name][1]):
                 job.datamodule.splits[name] = first[name]
         job.module = build.build_model(cfg.model, job.datamodule)
+        build.check_monitors(cfg, job.module, job.datamodule)  # before training, as a run of its own
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
         if cfg.get("resume"):  # a job of a resumed sweep: its own last checkpoint (config.sweep_dir)
             job.resumed = read_checkpoint(Path(cfg.resume) / LAST, key="resume")
@@ -195,7 +196,8 @@ def _train_stacked(jobs: list[Job], timings: dict) -> bool:
         data = StackedSplits([job.datamodule for job in jobs])
         checkpoints = JobCheckpoints(jobs, group)
         console = ConsoleLog(first.monitor.metric, first.monitor.mode, [job.label for job in jobs])
-        callbacks = [console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
+        train_point = L.pytorch.callbacks.LambdaCallback(on_train_epoch_end=group.record_epoch)  # first: see its doc
+        callbacks = [train_point, console, checkpoints, LastCheckpoint(checkpoints.last_checkpoints)]
         root, resumed = jobs[0].run.dir.parent, jobs[0].resumed  # the launcher groups jobs at the same step
         io = JobCheckpointIO(checkpoints, root / STATE / f"journal-{jobs[0].label}.json")
         trainer = build.build_trainer(first, root, callbacks, [], first.epochs, io=io)
@@ -375,7 +377,7 @@ def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dic
     return curves
 
 
-class JobCheckpoints(L.Callback):
+class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
     """Each job's ModelCheckpoint, run at its saving hooks while ``callback_metrics`` hold that job's metrics alone;
     saves go to ``JobCheckpointIO``. Called only where one can be due (the options are in the group's key); not at
     setup and on_train_start, which resolve the dirpath the run set and start train_time_interval's clock (refused)."""

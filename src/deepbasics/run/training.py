@@ -84,14 +84,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
 
     datamodule = build.build_datamodule(cfg.data, state.get("standardization"))
     model = build.build_model(cfg.model, datamodule)
-    parts = (cfg.get("callbacks") or {}).items()  # monitor.metric first: the callbacks' default to it
-    monitors = {"monitor.metric": cfg.monitor.metric} | {
-        f"callbacks.{name}.monitor": part.monitor
-        for name, part in parts
-        if OmegaConf.is_dict(part) and part.get("monitor")
-    }
-    scheduler = str((cfg.model.get("scheduler") or {}).get("_target_", ""))
-    build.check_monitors(monitors, model, datamodule, plateau="Plateau" in scheduler)
+    build.check_monitors(cfg, model, datamodule)
     loggers = build.build_loggers(cfg.get("logger"), run_dir, checkpoint["global_step"] if checkpoint else 0)
     splits, bar = whole_splits(datamodule), build.live_progress(cfg.progress)
     callbacks = [WholeTrainSplit(splits, cfg.log_every)] if splits else []
@@ -100,7 +93,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     callbacks += [L.pytorch.callbacks.TQDMProgressBar()] if bar else [ConsoleLog()]
     callbacks += [RunState(run.config, splits.standardization if splits else None)]
     callbacks += build.build_callbacks(cfg.get("callbacks"), run_dir)
-    if scheduler and loggers:  # the rate at each epoch's start
+    if cfg.model.get("scheduler") and loggers:  # the rate at each epoch's start
         callbacks.append(L.pytorch.callbacks.LearningRateMonitor(logging_interval="epoch"))
     callbacks.append(LastCheckpoint())
     # A trained run restores last.ckpt and fit returns at once, so the end phase measures at the step training ended.
