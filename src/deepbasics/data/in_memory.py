@@ -71,26 +71,17 @@ class Slices:
     """A split in slices of ``size`` rows (one slice for ``size`` None): full batches, validation and test."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int | None):
-        self.x, self.y, self.size = x, y, size or max(len(x), 1)
+        self.x, self.y, self.size = x, y, size or max(x.shape[-2], 1)  # rows: x (N, features), a group's (K, N, ...)
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.size)
+        return -(-self.x.shape[-2] // self.size)
 
     def __iter__(self):
-        if 0 < len(self.x) <= self.size:  # the split itself: a full batch is the same tensor at every epoch
+        if 0 < self.x.shape[-2] <= self.size:  # the split itself: a full batch is the same tensor at every epoch
             yield self.x, self.y
             return
         for start in range(0, len(self.x), self.size):
             yield self.x[start : start + self.size], self.y[start : start + self.size]
-
-
-def epoch_order(datamodule, trainer: L.Trainer, rows: int) -> torch.Tensor:
-    """The order of this epoch's training rows, by the data's seed and the epoch alone (a resume repeats it); in order
-    under Lightning's overfit_batches, which takes the first batches, as it does with a DataLoader."""
-    if trainer.overfit_batches:
-        return torch.arange(rows)
-    seed = int(datamodule.hparams.get("seed", 0)) * 1_000_003 + trainer.current_epoch
-    return torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
 
 
 class ShuffledPass(Slices):
@@ -103,12 +94,13 @@ class ShuffledPass(Slices):
 
     def __iter__(self):
         x, y, trainer = self.x, self.y, self.datamodule.trainer
-        order = epoch_order(self.datamodule, trainer, len(x)).to(x.device)
+        order = self.datamodule.epoch_order(trainer, x.shape[-2]).to(x.device)  # a stacked group's: (jobs, rows)
+        jobs = (torch.arange(len(x), device=x.device)[:, None],) if order.dim() > 1 else ()
         rank, world = trainer.global_rank, trainer.world_size
-        for start in range(0, len(x), self.size):
-            rows = order[start : start + self.size]
-            mine = rows[rank::world]  # this process's share of the batch (alone: all of it, weighted 1)
-            yield x[mine], y[mine], len(mine) * world / len(rows)
+        for start in range(0, x.shape[-2], self.size):
+            rows = order[..., start : start + self.size]
+            mine = rows[..., rank::world]  # this process's share of the batch (alone: all of it, weighted 1)
+            yield x[(*jobs, mine)], y[(*jobs, mine)], mine.shape[-1] * world / rows.shape[-1]
 
 
 class InMemoryDataModule(L.LightningDataModule):
@@ -171,6 +163,14 @@ class InMemoryDataModule(L.LightningDataModule):
                 x, y = x[rank::world], y[rank::world]
             self._placed[key] = (x.to(device), y.to(device))
         return self._placed[key]
+
+    def epoch_order(self, trainer: L.Trainer, rows: int) -> torch.Tensor:
+        """The order of this epoch's training rows, by the data's seed and the epoch alone (a resume repeats it); in
+        order under Lightning's overfit_batches, which takes the first batches, as it does with a DataLoader."""
+        if trainer.overfit_batches:
+            return torch.arange(rows)
+        seed = int(self.hparams.get("seed", 0)) * 1_000_003 + trainer.current_epoch
+        return torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
 
     def batches(self, split: str) -> Slices:
         """``split`` as this process measures it: its shard, in slices (one for full batches)."""

@@ -181,20 +181,13 @@ class StackedOptimizer(torch.optim.Optimizer):
         denominator = (second.sqrt() / along_jobs(correction, p)).add_(self._view("eps", p))
         p.addcdiv_(state["exp_avg"] * along_jobs(step_size, p), denominator)
 
-    def load_state_dict(self, state_dict: dict) -> None:  # from stacked_state: Adam's bias corrections count the steps
-        super().load_state_dict(state_dict)
-        self.steps = int(state_dict["steps"])
-
-    def stacked_state(self, job_states: Sequence[list[dict]]) -> dict:
-        """A state_dict of the jobs' states (``job_state``'s form), so a group resumes from its jobs' checkpoints."""
-        params = self.param_groups[0]["params"]
-        state = {}
-        for i, p in enumerate(params):
-            names = [name for name in job_states[0][i] if name != "step"]
-            if names:
-                state[i] = {n: torch.stack([s[i][n] for s in job_states]).to(p.device, p.dtype) for n in names}
-        steps = next((int(s["step"]) for s in job_states[0] if "step" in s), 0)
-        return {"state": state, "param_groups": super().state_dict()["param_groups"], "steps": steps}
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Each job's torch optimizer state (``job_state``'s form, in its checkpoint) stacked: a group resumes."""
+        jobs = [job["state"] for job in state_dict["jobs"]]
+        for i, p in enumerate(self.param_groups[0]["params"]):
+            names = [name for name in jobs[0].get(i, {}) if name != "step"]
+            self.state[p] = {n: torch.stack([s[i][n] for s in jobs]).to(p.device, p.dtype) for n in names}
+        self.steps = next((int(s["step"]) for s in jobs[0].values() if "step" in s), 0)
 
     def job_state(self, k: int) -> list[dict]:
         """Job k's optimizer state per parameter, as torch's own optimizer for that job keeps it."""

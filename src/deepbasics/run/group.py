@@ -24,11 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from deepbasics.config.run_dir import LAST
 from deepbasics.config.settings import check_settings
 from deepbasics.config.sweep_dir import STATE
-from deepbasics.data.in_memory import InMemoryDataModule, epoch_order, whole_splits
+from deepbasics.data.in_memory import InMemoryDataModule, whole_splits
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
 from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
 from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
-from deepbasics.models.stacked import StackedModule, StackedOptimizer
+from deepbasics.models.stacked import StackedModule
 from deepbasics.reports.figures import FitPlot, LossPlot, fit_axes, loss_axes
 from deepbasics.run import build, memory
 from deepbasics.run.callbacks import STOP, ConsoleLog, LastCheckpoint, RunState, SignalStop, rng_states, write
@@ -125,11 +125,14 @@ def _build(job: Job, shared: dict) -> bool:
         job.module = build.build_model(cfg.model, job.datamodule)
         build.check_monitors(cfg, job.module, job.datamodule)  # before training, as a run of its own
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
-        if cfg.get("resume"):  # a job of a resumed sweep: its own last checkpoint (config.sweep_dir)
-            job.resumed = read_checkpoint(Path(cfg.resume) / LAST, key="resume")
-            job.rng = job.resumed["callbacks"][RunState.__qualname__]["rng"]
         callbacks = build.build_callbacks(cfg.get("callbacks"), job.run.dir)
         job.checkpoint = next((c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None)
+        if cfg.get("resume"):  # a job of a resumed sweep: its weights and callbacks from its own last checkpoint
+            job.resumed = read_checkpoint(Path(cfg.resume) / LAST, key="resume")
+            job.rng = job.resumed["callbacks"][RunState.__qualname__]["rng"]
+            job.module.load_state_dict(job.resumed["state_dict"])
+            for callback in callbacks:  # as Lightning restores a run's
+                callback.load_state_dict(job.resumed["callbacks"][callback.state_key])
     except Exception as err:
         job.fail(err)
         return False
@@ -142,7 +145,7 @@ class StackedSplits(InMemoryDataModule):
 
     def __init__(self, datamodules: list):
         super().__init__()
-        self.datamodules, self.size = datamodules, datamodules[0].batch_size
+        self.datamodules = datamodules
         for split in datamodules[0].splits:
             parts = [dm.splits[split] for dm in datamodules]
             if all(p is parts[0] for p in parts):
@@ -150,27 +153,12 @@ class StackedSplits(InMemoryDataModule):
             else:
                 self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
 
-    def train_dataloader(self):
-        return JobBatches(self) if self.size else super().train_dataloader()
+    @property
+    def batch_size(self) -> int | None:
+        return self.datamodules[0].batch_size
 
-
-@dataclass
-class JobBatches:
-    """An epoch's mini-batches of each job's training rows, in the order it has alone (``epoch_order``)."""
-
-    data: StackedSplits
-
-    def __len__(self) -> int:
-        return -(-self.data.splits["train"][0].shape[1] // self.data.size)
-
-    def __iter__(self):
-        (x, y), size = self.data.rows("train"), self.data.size
-        orders = [epoch_order(dm, self.data.trainer, x.shape[1]) for dm in self.data.datamodules]
-        orders = torch.stack(orders).to(x.device)
-        jobs = torch.arange(len(x), device=x.device)[:, None]
-        for start in range(0, x.shape[1], size):
-            rows = orders[:, start : start + size]
-            yield x[jobs, rows], y[jobs, rows]
+    def epoch_order(self, trainer: L.Trainer, rows: int) -> torch.Tensor:
+        return torch.stack([dm.epoch_order(trainer, rows) for dm in self.datamodules])
 
 
 def _size(jobs: list[Job], most: int) -> int:
@@ -454,30 +442,15 @@ class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
         return own
 
     def group_checkpoint(self) -> dict:
-        """The group's checkpoint from its jobs' last ones, to resume as a group: their shared loop state, weights
-        and optimizer states stacked, and each job's ModelCheckpoint state (``load_state_dict``)."""
+        """The group's checkpoint from its jobs' last ones, to resume as a group: their shared loop state, the weights
+        the group was built with (``_build``), each job's optimizer and scheduler state (stacked when loaded)."""
         saved = [job.resumed for job in self.jobs]
-        names = self.group.net.names
-        params = [torch.stack([c["state_dict"][f"net.{name}"] for c in saved]) for name in names]
-        specs = [module.hparams.optimizer for module in self.group.jobs]
-        optimizer = StackedOptimizer([torch.nn.Parameter(p) for p in params], specs)
-        states = [[c["optimizer_states"][0]["state"].get(i, {}) for i in range(len(names))] for c in saved]
-        jobs = [
-            c["callbacks"].get(job.checkpoint.state_key) if job.checkpoint else None
-            for c, job in zip(saved, self.jobs, strict=True)
-        ]
         schedules = [{"jobs": [c["lr_schedulers"][0] for c in saved]}] if saved[0]["lr_schedulers"] else []
         return {key: saved[0][key] for key in ("epoch", "global_step", "pytorch-lightning_version", "loops")} | {
-            "state_dict": {f"net.params.{i}": p for i, p in enumerate(params)},
+            "state_dict": self.group.state_dict(),
             "lr_schedulers": schedules,
-            "optimizer_states": [optimizer.stacked_state(states)],
-            "callbacks": {self.state_key: {"jobs": jobs}},
+            "optimizer_states": [{"jobs": [c["optimizer_states"][0] for c in saved]}],
         }
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        for job, state in zip(self.jobs, state_dict["jobs"], strict=True):
-            if job.checkpoint is not None and state:
-                job.checkpoint.load_state_dict(state)
 
 
 class JobCheckpointIO(AtomicCheckpointIO):
