@@ -304,6 +304,54 @@ def test_scheduled_and_mini_batch_jobs_train_stacked_as_each_alone(case, tmp_pat
             assert len(mine) == 100 and mine == yours  # float32 in the events: the same rate, rounded alike
 
 
+def test_each_job_stops_early_as_it_would_alone(tmp_path, monkeypatch, capfd):
+    """Each job's EarlyStopping on its own metrics: one stops at epoch 30, one at 150, one trains its 200 epochs, in
+    one group. Each ends where it ends alone: status, stop, weights, every checkpoint (its EarlyStopping state and its
+    stop in them), and its curves."""
+    args = ["experiment=blobs_mlp", "epochs=200", "log_every=10", "val_every=10", "callbacks=early_stopping",
+            "callbacks.model_checkpoint.every_n_epochs=10", "callbacks.early_stopping.patience=2",
+            "callbacks.early_stopping.min_delta=0.02", "model.optimizer.lr=0.03,0.1,0.3", "seed=1"]  # fmt: skip
+    _, _, basic = sweep(args, tmp_path / "basic", monkeypatch, capfd)
+    code, output, jobs = sweep([*args, VECTORIZED], tmp_path / "vectorized", monkeypatch, capfd)
+    assert code == 0 and "training 3 jobs stacked" in output, output
+    ends = [(read_metrics(j)["status"], read_metrics(j)["epochs"]) for j in jobs]
+    assert ends == [("stopped_early", 30), ("completed", 200), ("stopped_early", 150)], ends
+    for ours, theirs in zip(jobs, basic, strict=True):
+        _twin[0] = theirs
+        close(read_metrics(ours), read_metrics(theirs), ours, "metrics.json")
+        close(torch.load(ours / "model.pt"), torch.load(theirs / "model.pt"), ours, "model.pt")
+        assert sorted(p.name for p in (ours / "checkpoints").iterdir()) == sorted(
+            p.name for p in (theirs / "checkpoints").iterdir()
+        )
+        for checkpoint in sorted((theirs / "checkpoints").iterdir()):
+            mine = torch.load(ours / "checkpoints" / checkpoint.name, weights_only=False)
+            close(mine, torch.load(checkpoint, weights_only=False), ours, checkpoint.name)
+        events = [EventAccumulator(str(j)).Reload() for j in (ours, theirs)]
+        for tag in ("train/loss", "val/loss"):
+            assert [p.step for p in events[0].Scalars(tag)] == [p.step for p in events[1].Scalars(tag)], tag
+    # Ctrl-C at epoch 100, when one job has stopped (its end not written yet) and two train on; resume=auto ends all
+    from deepbasics.models.stacked import StackedModule
+
+    validate = StackedModule.validation_step
+
+    def interrupted_at_100(self, batch, batch_idx):
+        validate(self, batch, batch_idx)
+        if self.current_epoch + 1 == 100:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(StackedModule, "validation_step", interrupted_at_100)
+    code, output, stopped = sweep([*args, VECTORIZED], tmp_path / "stopped", monkeypatch, capfd)
+    assert code == 130 and [read_metrics(j)["epochs"] for j in stopped] == [30, 100, 100], output
+    assert "continue with" in read_metrics(stopped[0])["error"]
+    monkeypatch.setattr(StackedModule, "validation_step", validate)
+    code, output, stopped = sweep([*args, VECTORIZED, "resume=auto"], tmp_path / "stopped", monkeypatch, capfd)
+    assert code == 0 and "#0 runs on its own: it stopped early" in output, output
+    for ours, theirs in zip(stopped, basic, strict=True):
+        _twin[0] = theirs
+        close(read_metrics(ours), read_metrics(theirs), ours, "metrics.json")
+        close(torch.load(ours / "model.pt"), torch.load(theirs / "model.pt"), ours, "model.pt")
+
+
 def test_a_monitor_the_jobs_do_not_log_is_refused_before_training(tmp_path, monkeypatch, capfd):
     code, output, jobs = sweep(["experiment=blobs_mlp", "monitor.metric=train/nope", "seed=1,2", VECTORIZED], tmp_path,
                                monkeypatch, capfd)  # fmt: skip
@@ -434,7 +482,10 @@ def test_a_bad_value_fails_its_own_jobs_and_large_groups_end_in_workers(tmp_path
 @pytest.mark.parametrize(
     "override, reason",
     [
-        ("callbacks=early_stopping", "callbacks.early_stopping is not run for stacked jobs"),
+        (
+            "+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+            "callbacks.lr is not run for stacked",
+        ),
         ("resume=auto", "it resumes a run"),
         ("+model.optimizer.differentiable=true", "model.optimizer.differentiable is not applied by the stacked SGD"),
         ("model.optimizer._target_=torch.optim.RMSprop", "model.optimizer is RMSprop; stacked jobs train with SGD"),

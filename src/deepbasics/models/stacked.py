@@ -112,13 +112,14 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.decays = bool(h["weight_decay"].any())
         self.momentum = self.kind == "sgd" and bool(h["momentum"].any())
         self._views: dict[tuple, torch.Tensor] = {}
+        self.frozen = torch.zeros(len(specs), dtype=torch.bool, device=device)  # stopped early: rate 0, weights kept
         self.set_lr([o["lr"] for o in options])
         self.steps = 0
         super().__init__(params, {})
 
     def set_lr(self, values: Sequence[float]) -> None:
         """Each job's learning rate from now on, as its schedule set it: the factors that hold it made again."""
-        self.lr = lr = self.hyper["weight_decay"].new_tensor(values)  # in the precision and on the device of the rest
+        self.lr = lr = self.hyper["weight_decay"].new_tensor(values).masked_fill(self.frozen, 0)  # as the rest
         self.per_job["neg_lr"] = -lr
         if self.kind == "adam":
             self.per_job["decay"] = 1 - lr * self.hyper["weight_decay"]
@@ -223,6 +224,7 @@ class StackedModule(L.LightningModule):
         # each job's own torch optimizer: the form its checkpoints keep, and what its schedule steps
         self.optimizers_alone = [instantiate(job.hparams.optimizer)(job.net.parameters()) for job in jobs]
         self.schedules: JobSchedules | None = None
+        self.stopped: dict[int, tuple[int, dict]] = {}  # job -> (step, {"epoch", "reason"}) of its early stop
 
     def configure_optimizers(self):
         optimizer = StackedOptimizer(list(self.net.params), [job.hparams.optimizer for job in self.jobs])
@@ -299,6 +301,16 @@ class StackedModule(L.LightningModule):
 
     def alive(self) -> list[int]:
         return torch.nonzero(self.failed_at < 0).flatten().tolist()
+
+    def active(self) -> list[int]:
+        """The jobs still training, and those that stop at this step (their checkpoints and points are still due)."""
+        return [k for k in self.alive() if self.stopped.get(k, (self.global_step,))[0] == self.global_step]
+
+    def stop(self, k: int, stopped: dict) -> None:
+        """Job k stopped early (its EarlyStopping): its weights stay as they are now, as its run of its own ends."""
+        self.stopped[k] = (self.global_step, stopped | {"epoch": self.current_epoch + 1})  # as its run ends
+        self.trainer.optimizers[0].frozen[k] = True
+        self.trainer.optimizers[0].set_lr(self.trainer.optimizers[0].lr.tolist())
 
 
 class JobSchedules:

@@ -201,11 +201,12 @@ class RunState(L.Callback):
         set_rng_states(state_dict["rng"])
 
 
-def stopped_early(trainer: L.Trainer) -> dict | None:
-    """{"epoch", "reason"} when a callback (EarlyStopping, a user's) ended training before its last epoch."""
+def stopped_early(trainer: L.Trainer, callbacks: list | None = None) -> dict | None:
+    """{"epoch", "reason"} when a callback (EarlyStopping, a user's; of ``callbacks``, by default the trainer's) ended
+    training before its last epoch."""
     done = epochs_done(trainer)
     if not trainer.should_stop or done >= trainer.max_epochs:
         return None
-    reasons = [getattr(c, "stopping_reason_message", None) for c in trainer.callbacks]
+    reasons = [getattr(c, "stopping_reason_message", None) for c in callbacks or trainer.callbacks]
     reason = next((r for r in reasons if r), "a callback set trainer.should_stop")
     return {"epoch": done, "reason": reason.removesuffix(" Signaling Trainer to stop.")}

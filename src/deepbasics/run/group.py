@@ -32,6 +32,7 @@ from deepbasics.models.stacked import StackedModule
 from deepbasics.reports.figures import FitPlot, LossPlot, fit_axes, loss_axes
 from deepbasics.run import build, memory
 from deepbasics.run.callbacks import STOP, ConsoleLog, LastCheckpoint, RunState, SignalStop, rng_states, write
+from deepbasics.run.callbacks import stopped_early as job_stopped  # of one job's EarlyStopping
 from deepbasics.run.checkpoints import AtomicCheckpointIO, read_checkpoint
 from deepbasics.run.finish import Run, write_end
 from deepbasics.run.training import diverged, interruption, record_status
@@ -50,6 +51,7 @@ class Job:
     module: L.LightningModule | None = None
     datamodule: L.LightningDataModule | None = None
     checkpoint: L.pytorch.callbacks.ModelCheckpoint | None = None
+    callbacks: list = field(default_factory=list)  # its ModelCheckpoint and EarlyStopping, in Lightning's order
     rng: dict | None = None
     resumed: dict | None = None  # the checkpoint it continues from (a resumed sweep's)
     loggers: list = field(default_factory=list)
@@ -127,6 +129,7 @@ def _build(job: Job, shared: dict) -> bool:
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
         callbacks = build.build_callbacks(cfg.get("callbacks"), job.run.dir)
         job.checkpoint = next((c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None)
+        job.callbacks = sorted(callbacks, key=lambda c: isinstance(c, L.pytorch.callbacks.Checkpoint))
         if cfg.get("resume"):  # a job of a resumed sweep: its weights and callbacks from its own last checkpoint
             job.resumed = read_checkpoint(Path(cfg.resume) / LAST, key="resume")
             job.rng = job.resumed["callbacks"][RunState.__qualname__]["rng"]
@@ -206,8 +209,9 @@ def _train_stacked(jobs: list[Job], timings: dict) -> bool:
             else:  # its events up to the stop were written as it trained; a resume continues them
                 _close_logs(job, "interrupted")
                 saved = [p for p in stop.saved if job.checkpoint and Path(p).parent == Path(job.checkpoint.dirpath)]
-                stopped = interruption(stop.signum, done, job.run, saved)
-                job.fail(stopped, "interrupted", epochs=done)
+                at = group.stopped[k][1]["epoch"] if k in group.stopped else done  # stopped early: its last.ckpt then
+                saved = [str(job.run.dir / LAST)] if k in group.stopped else saved  # (a resume writes its end)
+                job.fail(interruption(stop.signum, at, job.run, saved), "interrupted", epochs=at)
         return True
     except BaseException:
         for job in jobs:
@@ -229,7 +233,7 @@ def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
             write(job.loggers, optimum_points(optimum(job.module, *job.datamodule.splits["train"])), 0)
 
     def record(epoch: int, values: dict[str, torch.Tensor]) -> None:
-        for k in group.alive():
+        for k in group.active():
             write(jobs[k].loggers, {name: v[k] for name, v in values.items()}, epoch)
 
     group.on_record = record
@@ -257,24 +261,26 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
         axes = fit_axes(jobs[k].module, *train)
         layouts[axes] = layouts.get(axes) or (axes and FitPlot(axes))
         if from_start:  # else read back from the events, as a run of its own's
-            curves[k] = _curves(group, k, optima[k], step)
+            curves[k] = _curves(group, k, optima[k], group.stopped.get(k, (step,))[0])
             layouts[loss_axes(curves[k])] = layouts.get(loss_axes(curves[k])) or LossPlot(loss_axes(curves[k]))
 
     def end(k: int) -> float | RunFailed:
         job, splits = jobs[k], jobs[k].datamodule.splits
+        at, stopped = group.stopped.get(k, (step, {"epoch": job.cfg.epochs}))  # where it stopped early, if it did
         try:
             values = {name: float(v[k]) for name, v in finals.items()}
             # as trainer.test logs test points at a run's end (trainer.validate val points, if the last epoch did not)
-            ended = ("test/",) if step % job.cfg.val_every == 0 else ("test/", "val/")
-            write(job.loggers, {name: v for name, v in values.items() if name.startswith(ended)}, step)
+            ended = ("test/",) if stopped["epoch"] % job.cfg.val_every == 0 else ("test/", "val/")
+            write(job.loggers, {name: v for name, v in values.items() if name.startswith(ended)}, at)
             best = (job.checkpoint.best_model_path if job.checkpoint else None) or None
             return write_end(
                 job.run,
                 job.module,
                 splits,
                 job.loggers,
-                step,
+                at,
                 values,
+                stopped if k in group.stopped else None,
                 best_checkpoint=best,
                 optimum=optima[k],
                 curves=curves.get(k),
@@ -357,7 +363,8 @@ def _end_failed(job: Job, k: int, group: StackedModule) -> None:
 def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dict[str, list[tuple[int, float]]]:
     """Job k's loss curves as its TensorBoard events hold them at the end of its run (figures/loss.png)."""
     curves = {
-        tag: [(at, float(v[tag][k])) for at, v in group.history if tag in v] for tag in ("train/loss", "val/loss")
+        tag: [(at, float(v[tag][k])) for at, v in group.history if tag in v and at <= step]
+        for tag in ("train/loss", "val/loss")
     }
     curves = {tag: points for tag, points in curves.items() if points}
     if report and "loss" in report:
@@ -374,19 +381,27 @@ class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
         self.jobs, self.group = jobs, group
         self.dirs = {Path(job.checkpoint.dirpath): k for k, job in enumerate(jobs) if job.checkpoint}
         self.every = (jobs[0].checkpoint.every_n_epochs if jobs[0].checkpoint else None) or 1
+        self.every = 1 if len(jobs[0].callbacks) > 1 else self.every  # an EarlyStopping may check at any epoch end
 
     def _each(self, trainer: L.Trainer, hook: str, *args) -> None:
-        metrics = trainer.callback_metrics
+        metrics, was = trainer.callback_metrics, trainer.should_stop
         shared = dict(metrics)
         try:
-            for k in self.group.alive():
-                if self.jobs[k].checkpoint is not None:
-                    metrics.clear()
-                    metrics.update(self.job_metrics(trainer, k))
-                    getattr(self.jobs[k].checkpoint, hook)(trainer, self.group, *args)
+            for k in self.group.active():
+                metrics.clear()
+                metrics.update(self.job_metrics(trainer, k))
+                for callback in self.jobs[k].callbacks:
+                    getattr(callback, hook)(trainer, self.group, *args)
+                    if k not in self.group.stopped and (stopped := job_stopped(trainer, [callback])):
+                        self.group.stop(k, stopped)  # its EarlyStopping: this job alone stops
+                trainer.should_stop = was
         finally:
             metrics.clear()
             metrics.update(shared)
+            trainer.should_stop = was or len(self.group.stopped) == len(self.group.alive())  # the last one ends it
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._each(trainer, "setup", stage)  # EarlyStopping's: when it checks
 
     def job_metrics(self, trainer: L.Trainer, k: int) -> dict[str, torch.Tensor]:
         """Job k's metrics of this epoch, as its own run's trainer would hold them."""
@@ -411,7 +426,7 @@ class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
         first = self.jobs[0].checkpoint
         if first is None or not (first.save_last and wanted(first)):
             return []
-        last = [(self.jobs[k].checkpoint, self.job_metrics(trainer, k)) for k in self.group.alive()]
+        last = [(self.jobs[k].checkpoint, self.job_metrics(trainer, k)) for k in self.group.active()]
         return [(c, c.format_checkpoint_name(metrics, c.CHECKPOINT_NAME_LAST)) for c, metrics in last]
 
     def job_checkpoint(self, checkpoint: dict, path: str) -> dict:
@@ -430,15 +445,18 @@ class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
             own["optimizer_states"] = [optimizer.state_dict()]
             own["lr_schedulers"] = [group.schedules.each[k].state_dict()] if group.schedules else []
         if "callbacks" in checkpoint:
-            own["callbacks"] = {
-                RunState.__qualname__: {"rng": job.rng},
-                job.checkpoint.state_key: job.checkpoint.state_dict(),
+            own["callbacks"] = {RunState.__qualname__: {"rng": job.rng}} | {
+                callback.state_key: callback.state_dict() for callback in job.callbacks
             }
         for owner in (job.module, job.datamodule):  # save_hyperparameters' record, as in a run of its own
             if owner.hparams:
                 own[owner.CHECKPOINT_HYPER_PARAMS_NAME] = "kwargs"
                 own[owner.CHECKPOINT_HYPER_PARAMS_KEY] = dict(owner.hparams)
         own["deepbasics"] = RunState(job.run.config).state(group.trainer, job.module.is_classifier)
+        stopped = (
+            {"stopped": group.stopped[k][1] | {"epoch": own["deepbasics"]["epochs"]}} if k in group.stopped else {}
+        )
+        own["deepbasics"] |= stopped  # its epoch as a run's checkpoint of this hook counts it
         return own
 
     def group_checkpoint(self) -> dict:

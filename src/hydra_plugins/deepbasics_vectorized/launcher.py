@@ -46,7 +46,7 @@ def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str
     from deepbasics.models.stacked import optimizer_kind, unstackable_optimizer
 
     model, trainer = (OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "trainer"))
-    others = sorted(set(cfg.get("callbacks") or {}) - {"model_checkpoint"})
+    others = sorted(set(cfg.get("callbacks") or {}) - {"model_checkpoint", "early_stopping"})
     in_memory = callable(getattr(get_class(cfg.data._target_), "batches", None))  # offers in_memory.WholeSplits
     many_devices = trainer.get("devices", 1) not in (1, [0], "1") or trainer.get("num_nodes", 1) != 1
     reasons = {
@@ -82,9 +82,11 @@ def resumed_key(sweep_config: DictConfig) -> tuple[str | None, str]:
     job_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
     if job_state(job_dir)[0] == "finished":
         return "it has finished", ""
-    step = torch.load(job_dir / LAST, "cpu", weights_only=True)["global_step"] if (job_dir / LAST).is_file() else 0
+    saved = torch.load(job_dir / LAST, "cpu", weights_only=True) if (job_dir / LAST).is_file() else {}
+    if saved.get("deepbasics", {}).get("stopped"):  # trained: its end is written as a run of its own's
+        return "it stopped early", ""
     reason, key = group_key(sweep_config, finishing=True)
-    return reason, f"{key} from step {step}" if reason is None else key
+    return reason, f"{key} from step {saved.get('global_step', 0)}" if reason is None else key
 
 
 class VectorizedLauncher(Launcher):
