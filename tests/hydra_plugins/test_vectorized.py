@@ -487,6 +487,8 @@ def test_a_bad_value_fails_its_own_jobs_and_large_groups_end_in_workers(tmp_path
             "callbacks.lr is not run for stacked",
         ),
         ("resume=auto", "it resumes a run"),
+        ("+trainer.min_epochs=5", "trainer.min_epochs or min_steps is set"),  # a stacked job would stop at once
+        ("+model.scheduler={_target_: torch.optim.lr_scheduler.OneCycleLR}", "model.scheduler cycles momentum"),
         ("+model.optimizer.differentiable=true", "model.optimizer.differentiable is not applied by the stacked SGD"),
         ("model.optimizer._target_=torch.optim.RMSprop", "model.optimizer is RMSprop; stacked jobs train with SGD"),
         ("data._target_=lightning.pytorch.LightningDataModule", "its data are served through DataLoaders"),

@@ -303,8 +303,9 @@ class StackedModule(L.LightningModule):
         return torch.nonzero(self.failed_at < 0).flatten().tolist()
 
     def active(self) -> list[int]:
-        """The jobs still training, and those that stop at this step (their checkpoints and points are still due)."""
-        return [k for k in self.alive() if self.stopped.get(k, (self.global_step,))[0] == self.global_step]
+        """The jobs still training, and those that stop in this epoch (their checkpoints and points are still due)."""
+        epoch = self.current_epoch + 1
+        return [k for k in self.alive() if k not in self.stopped or self.stopped[k][1]["epoch"] == epoch]
 
     def stop(self, k: int, stopped: dict) -> None:
         """Job k stopped early (its EarlyStopping): its weights stay as they are now, as its run of its own ends."""
@@ -321,6 +322,7 @@ class JobSchedules:
         self.each, self.optimizer = list(each), optimizer
         self.plateau = isinstance(self.each[0], torch.optim.lr_scheduler.ReduceLROnPlateau)
         self.tag = f"lr-{type(self.each[0].optimizer).__name__}"  # LearningRateMonitor's name for the rate
+        optimizer.set_lr([scheduler.optimizer.param_groups[0]["lr"] for scheduler in self.each])  # a warm-up's start
 
     def step(self, losses: torch.Tensor | None = None) -> None:
         with warnings.catch_warnings():  # the jobs' own optimizers never step (the stacked one does), as torch notes

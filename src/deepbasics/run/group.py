@@ -210,7 +210,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> bool:
                 _close_logs(job, "interrupted")
                 saved = [p for p in stop.saved if job.checkpoint and Path(p).parent == Path(job.checkpoint.dirpath)]
                 at = group.stopped[k][1]["epoch"] if k in group.stopped else done  # stopped early: its last.ckpt then
-                saved = [str(job.run.dir / LAST)] if k in group.stopped else saved  # (a resume writes its end)
+                saved = [str(job.run.dir / LAST)] if k in group.stopped and (job.run.dir / LAST).is_file() else saved
                 job.fail(interruption(stop.signum, at, job.run, saved), "interrupted", epochs=at)
         return True
     except BaseException:
@@ -374,25 +374,24 @@ def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dic
 
 class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
     """Each job's ModelCheckpoint, run at its saving hooks while ``callback_metrics`` hold that job's metrics alone;
-    saves go to ``JobCheckpointIO``. Called only where one can be due (the options are in the group's key); not at
-    setup and on_train_start, which resolve the dirpath the run set and start train_time_interval's clock (refused)."""
+    saves go to ``JobCheckpointIO``. Called only where one can be due (the options are in the group's key)."""
 
     def __init__(self, jobs: list[Job], group: StackedModule):
         self.jobs, self.group = jobs, group
         self.dirs = {Path(job.checkpoint.dirpath): k for k, job in enumerate(jobs) if job.checkpoint}
-        self.every = (jobs[0].checkpoint.every_n_epochs if jobs[0].checkpoint else None) or 1
-        self.every = 1 if len(jobs[0].callbacks) > 1 else self.every  # an EarlyStopping may check at any epoch end
+        alone = len(jobs[0].callbacks) == 1 and jobs[0].checkpoint  # else an EarlyStopping may check at any epoch end
+        self.every = (alone.every_n_epochs if alone else None) or 1
 
     def _each(self, trainer: L.Trainer, hook: str, *args) -> None:
-        metrics, was = trainer.callback_metrics, trainer.should_stop
-        shared = dict(metrics)
+        metrics, was, shared = trainer.callback_metrics, trainer.should_stop, dict(trainer.callback_metrics)
         try:
             for k in self.group.active():
                 metrics.clear()
                 metrics.update(self.job_metrics(trainer, k))
                 for callback in self.jobs[k].callbacks:
                     getattr(callback, hook)(trainer, self.group, *args)
-                    if k not in self.group.stopped and (stopped := job_stopped(trainer, [callback])):
+                    last = trainer.current_epoch + 1 >= trainer.max_epochs  # a run of its own completes there
+                    if k not in self.group.stopped and not last and (stopped := job_stopped(trainer, [callback])):
                         self.group.stop(k, stopped)  # its EarlyStopping: this job alone stops
                 trainer.should_stop = was
         finally:
@@ -424,9 +423,10 @@ class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
     def last_checkpoints(self, trainer: L.Trainer, wanted=bool) -> list:
         """(ModelCheckpoint, last.ckpt) of each live job, if the jobs' ModelCheckpoints (one config) keep one."""
         first = self.jobs[0].checkpoint
-        if first is None or not (first.save_last and wanted(first)):
+        if first is None or not first.save_last:
             return []
-        last = [(self.jobs[k].checkpoint, self.job_metrics(trainer, k)) for k in self.group.active()]
+        due = [k for k in self.group.active() if wanted(first) or k in self.group.stopped]  # stopping: as at its end
+        last = [(self.jobs[k].checkpoint, self.job_metrics(trainer, k)) for k in due]
         return [(c, c.format_checkpoint_name(metrics, c.CHECKPOINT_NAME_LAST)) for c, metrics in last]
 
     def job_checkpoint(self, checkpoint: dict, path: str) -> dict:

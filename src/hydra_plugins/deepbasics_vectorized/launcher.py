@@ -49,18 +49,18 @@ def group_key(cfg: DictConfig, finishing: bool = False) -> tuple[str | None, str
     others = sorted(set(cfg.get("callbacks") or {}) - {"model_checkpoint", "early_stopping"})
     in_memory = callable(getattr(get_class(cfg.data._target_), "batches", None))  # offers in_memory.WholeSplits
     many_devices = trainer.get("devices", 1) not in (1, [0], "1") or trainer.get("num_nodes", 1) != 1
+    schedule = model.get("scheduler") or {}  # OneCycleLR and CyclicLR cycle momentum too, by default
+    checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
     reasons = {
         "it resumes a run": cfg.get("resume") and not finishing,
         "hydra.job.chdir is set (stacked jobs share one working directory)": OmegaConf.select(cfg, "hydra.job.chdir"),
         "its data are served through DataLoaders (stacked jobs hold their data in memory)": not in_memory,
         "it trains on several devices": many_devices or trainer.get("strategy"),
-        "it profiles or detects anomalies (debug=profiler|anomaly)": trainer.get("profiler")
-        or trainer.get("detect_anomaly"),
+        "trainer.min_epochs or min_steps is set": trainer.get("min_epochs") or trainer.get("min_steps"),
+        "model.scheduler cycles momentum": schedule.get("cycle_momentum", "Cycl" in str(schedule.get("_target_"))),
+        "it profiles or detects anomalies": trainer.get("profiler") or trainer.get("detect_anomaly"),
         f"callbacks.{others[0] if others else ''} is not run for stacked jobs": others,
-        "its checkpoints are due between epoch ends (stacked jobs save at epoch ends)": any(
-            OmegaConf.select(cfg, f"callbacks.model_checkpoint.{key}")
-            for key in ("every_n_train_steps", "train_time_interval")
-        ),
+        "checkpoints due within epochs": checkpoint.get("every_n_train_steps") or checkpoint.get("train_time_interval"),
         unstackable_optimizer(model["optimizer"]): unstackable_optimizer(model["optimizer"]),
     }
     reason = next((why for why, refuses in reasons.items() if refuses), None)
@@ -83,9 +83,8 @@ def resumed_key(sweep_config: DictConfig) -> tuple[str | None, str]:
     if job_state(job_dir)[0] == "finished":
         return "it has finished", ""
     saved = torch.load(job_dir / LAST, "cpu", weights_only=True) if (job_dir / LAST).is_file() else {}
-    if saved.get("deepbasics", {}).get("stopped"):  # trained: its end is written as a run of its own's
-        return "it stopped early", ""
-    reason, key = group_key(sweep_config, finishing=True)
+    stopped = saved.get("deepbasics", {}).get("stopped")  # trained: its end is written as a run of its own's
+    reason, key = ("it stopped early", "") if stopped else group_key(sweep_config, finishing=True)
     return reason, f"{key} from step {saved.get('global_step', 0)}" if reason is None else key
 
 
