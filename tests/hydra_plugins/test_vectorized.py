@@ -4,6 +4,7 @@ share a model run on their own and say so; Optuna batches train stacked."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -49,6 +50,23 @@ def grids(tmp_path_factory):
 class _NoCapture:
     def readouterr(self):
         return "", ""
+
+
+@contextlib.contextmanager
+def ctrl_c_at(epoch: int, monkeypatch):
+    """Within it, Ctrl-C arrives while a stacked group validates epoch ``epoch``."""
+    from deepbasics.models.stacked import StackedModule
+
+    validate = StackedModule.validation_step
+
+    def interrupted(self, batch, batch_idx):
+        validate(self, batch, batch_idx)
+        if self.current_epoch + 1 == epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(StackedModule, "validation_step", interrupted)
+        yield
 
 
 def files(job: Path) -> list[str]:
@@ -330,20 +348,10 @@ def test_each_job_stops_early_as_it_would_alone(tmp_path, monkeypatch, capfd):
         for tag in ("train/loss", "val/loss"):
             assert [p.step for p in events[0].Scalars(tag)] == [p.step for p in events[1].Scalars(tag)], tag
     # Ctrl-C at epoch 100, when one job has stopped (its end not written yet) and two train on; resume=auto ends all
-    from deepbasics.models.stacked import StackedModule
-
-    validate = StackedModule.validation_step
-
-    def interrupted_at_100(self, batch, batch_idx):
-        validate(self, batch, batch_idx)
-        if self.current_epoch + 1 == 100:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(StackedModule, "validation_step", interrupted_at_100)
-    code, output, stopped = sweep([*args, VECTORIZED], tmp_path / "stopped", monkeypatch, capfd)
+    with ctrl_c_at(100, monkeypatch):
+        code, output, stopped = sweep([*args, VECTORIZED], tmp_path / "stopped", monkeypatch, capfd)
     assert code == 130 and [read_metrics(j)["epochs"] for j in stopped] == [30, 100, 100], output
     assert "continue with" in read_metrics(stopped[0])["error"]
-    monkeypatch.setattr(StackedModule, "validation_step", validate)
     code, output, stopped = sweep([*args, VECTORIZED, "resume=auto"], tmp_path / "stopped", monkeypatch, capfd)
     assert code == 0 and "#0 runs on its own: it stopped early" in output, output
     for ours, theirs in zip(stopped, basic, strict=True):
@@ -364,21 +372,11 @@ def test_a_monitor_the_jobs_do_not_log_is_refused_before_training(tmp_path, monk
 
 def test_a_scheduled_mini_batch_sweep_stopped_by_ctrl_c_resumes_stacked(tmp_path, monkeypatch, capfd):
     """Each job's schedule and shuffle go on from its checkpoint, as in the same sweep never stopped."""
-    from deepbasics.models.stacked import StackedModule
-
     args = [*GRID[:-1], "seed=1", *ALONE["step"], "data.batch_size=24", VECTORIZED]
     _, _, whole = sweep(args, tmp_path / "whole", monkeypatch, capfd)
-    validate = StackedModule.validation_step
-
-    def interrupted_at_50(self, batch, batch_idx):
-        validate(self, batch, batch_idx)
-        if self.current_epoch + 1 == 50:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(StackedModule, "validation_step", interrupted_at_50)
-    code, output, jobs = sweep(args, tmp_path / "stopped", monkeypatch, capfd)
+    with ctrl_c_at(50, monkeypatch):
+        code, output, jobs = sweep(args, tmp_path / "stopped", monkeypatch, capfd)
     assert code == 130 and all(read_metrics(j)["epochs"] == 50 for j in jobs), output
-    monkeypatch.setattr(StackedModule, "validation_step", validate)
     code, output, jobs = sweep([*args, "resume=auto"], tmp_path / "stopped", monkeypatch, capfd)
     assert code == 0 and "training 2 jobs stacked" in output, output
     for ours, theirs in zip(jobs, whole, strict=True):
@@ -560,27 +558,14 @@ def test_a_group_trains_on_the_gpu(tmp_path, monkeypatch, capfd):
 
 
 def test_ctrl_c_stops_the_group_and_each_job_resumes_alone(grids, tmp_path, monkeypatch, capfd):
-    import os
-    import signal
-
-    from deepbasics.models.stacked import StackedModule
-
-    validate = StackedModule.validation_step
-
-    def interrupted_at_50(self, batch, batch_idx):  # Ctrl-C arrives while epoch 50 is validated
-        validate(self, batch, batch_idx)
-        if self.global_step == 50:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(StackedModule, "validation_step", interrupted_at_50)
-    code, output, jobs = sweep([*GRID, VECTORIZED], tmp_path, monkeypatch, capfd)
+    with ctrl_c_at(50, monkeypatch):
+        code, output, jobs = sweep([*GRID, VECTORIZED], tmp_path, monkeypatch, capfd)
     assert code == 130, output
     for job in jobs:
         metrics = read_metrics(job)
         assert metrics["status"] == "interrupted" and metrics["epochs"] == 50, metrics
         assert "continue with: the same command (with -m) and resume=auto, which finishes the sweep" in metrics["error"]
         assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 50
-    monkeypatch.setattr(StackedModule, "validation_step", validate)
     proc = run_in_this_process(
         "deepbasics-train", ["experiment=blobs_mlp", f"resume='{jobs[1]}'"], tmp_path, monkeypatch, capfd
     )

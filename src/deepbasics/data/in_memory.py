@@ -80,8 +80,8 @@ class Slices:
         if 0 < self.x.shape[-2] <= self.size:  # the split itself: a full batch is the same tensor at every epoch
             yield self.x, self.y
             return
-        for start in range(0, len(self.x), self.size):
-            yield self.x[start : start + self.size], self.y[start : start + self.size]
+        for start in range(0, self.x.shape[-2], self.size):
+            yield self.x[..., start : start + self.size, :], self.y[..., start : start + self.size, :]
 
 
 class ShuffledPass(Slices):
