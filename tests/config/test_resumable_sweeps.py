@@ -105,16 +105,26 @@ def assert_same_sweep(reference: Path, resumed: Path) -> None:
 
 
 SMALL = [*GRID[:-2], "model.optimizer.lr=0.3", "seed=1,2"]
+STACKED = ["hydra/launcher=vectorized", "hydra.launcher.group_size=3"]
 # launcher -> (its options, the grid, kills while jobs train, a kill while the report is written, forked,
-# whether the uninterrupted sweep runs under the same launcher). A job of the parallel or SLURM launcher is
-# the basic launcher's job in another process, so their reference is the basic launcher's sweep (which
-# does not start a process per job); a stacked group computes in its own way and is compared to its own.
+# the options of the uninterrupted sweep). A job of the parallel or SLURM launcher is the basic launcher's
+# job in another process, so their reference is the basic launcher's sweep (which does not start a process
+# per job); a stacked group computes in its own way and is compared to the same groups stacked here.
 LAUNCHERS = {
-    "basic": ([], GRID, 2, True, True, True),
+    "basic": ([], GRID, 2, True, True, []),
     # two stacked groups of three, trained side by side in processes of their own (where there are two cores)
-    "vectorized": (["hydra/launcher=vectorized", "hydra.launcher.group_size=3"], GRID, 2, False, True, True),
-    "parallel": (["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], SMALL, 1, False, False, False),
-    "slurm": (["hydra/launcher=submitit_local"], SMALL, 1, False, True, False),
+    "vectorized": (STACKED, GRID, 2, False, True, STACKED),
+    "parallel": (["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], SMALL, 1, False, False, []),
+    "slurm": (["hydra/launcher=submitit_local"], SMALL, 1, False, True, []),
+    # the same two groups, each a task of submitit's local executor (a process each, as SLURM's would be)
+    "vectorized_slurm": (
+        ["hydra/launcher=vectorized_slurm", "hydra.launcher.group_size=3", "hydra.launcher.submitit.cluster=local"],
+        GRID,
+        1,
+        False,
+        True,
+        STACKED,
+    ),  # fmt: skip
 }
 
 
@@ -124,11 +134,11 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, m
     """Under every launcher (SLURM's through submitit's local executor): the jobs of a killed sweep end as
     those of the same sweep never stopped, bit for bit (a stacked group is stacked again, from its jobs'
     checkpoints). The uninterrupted sweep runs in this process, through the same entry point."""
-    options, grid, kills, report, fork, own_reference = LAUNCHERS[launcher]
+    options, grid, kills, report, fork, whole = LAUNCHERS[launcher]
     GRID_ = [*grid, *options]
     reference = tmp_path / "whole"
     reference.mkdir()
-    whole = GRID_ if own_reference else grid
+    whole = [*grid, *whole]
     assert run_in_this_process("deepbasics-train", whole, reference, monkeypatch, capfd).returncode == 0
     cwd = tmp_path / "killed"
     cwd.mkdir()
@@ -165,7 +175,7 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, m
     for name in names:
         resumable = (sweep / name / "checkpoints" / "last.ckpt").exists()
         assert planned[name].startswith("to resume from epoch") == resumable, (name, planned[name])
-    if launcher == "vectorized":
+    if launcher.startswith("vectorized"):
         assert "stacked: #0, #1, #2\nstacked: #3, #4, #5" in plan.stdout
     for _ in range(kills - 1):
         target = checkpoints() + rng.randint(2, 6)
@@ -175,6 +185,8 @@ def test_a_sweep_killed_anywhere_finishes_with_resume_auto(tmp_path, launcher, m
     done = run_in_this_process("deepbasics-train", [*GRID_, "resume=auto"], cwd, monkeypatch, capfd)
     assert done.returncode == 0, done.stderr
     assert sweeps(cwd) == [sweep], "every resume finished the same sweep, in its directory"
+    if launcher == "vectorized_slurm":  # both groups of the sweep and both of its resume, as tasks; two ended
+        assert [len(list(sweep.glob(f".submitit/*/*_{end}.pkl"))) for end in ("submitted", "result")] == [4, 2]
     assert_same_sweep(sweeps(reference)[0], sweep)
     assert (sweep / "summary.md").read_text().count("| completed |") == len(jobs_of(sweep))
 

@@ -637,3 +637,38 @@ def test_the_hand_written_reference_is_the_same_work(tmp_path, monkeypatch, capf
         )
         for name, value in ours.items():
             torch.testing.assert_close(reference[name], value, rtol=0, atol=1e-5, msg=f"{job.name} {name}")
+
+
+DIES_ON_A_TASK = """
+import os
+
+from deepbasics.data import BlobsDataModule
+
+
+class DiesOnATask(BlobsDataModule):
+    \"\"\"Blobs whose building kills the process on a task of submitit's local executor (as SLURM kills one).\"\"\"
+
+    def __init__(self, **kwargs):
+        if os.environ.get("SUBMITIT_LOCAL_JOB_ID") and kwargs["seed"] == 1:
+            os.kill(os.getpid(), 9)
+        super().__init__(**kwargs)
+"""
+
+
+@pytest.mark.slow
+def test_groups_as_tasks_and_a_task_that_dies_fails_its_jobs_alone(tmp_path, monkeypatch, capfd):
+    """hydra/launcher=vectorized_slurm (its cluster local here): a group a task; the task killed fails its own
+    jobs, one line each naming the task's log, and the other task's group completes."""
+    (tmp_path / "dies.py").write_text(DIES_ON_A_TASK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    grid = [*GRID[:-2], "data._target_=dies.DiesOnATask", "data.seed=${seed}", "seed=1,2", "model.optimizer.lr=.03,.3"]
+    slurm = ["hydra/launcher=vectorized_slurm", "hydra.launcher.group_size=2", "hydra.launcher.submitit.cluster=local"]
+    code, out, jobs = sweep([*grid, *slurm], tmp_path, monkeypatch, capfd)
+    assert code == 1 and "training 2 jobs stacked" not in out, out  # each group's lines are in its task's log
+    failed = [line for line in out.splitlines() if line.startswith("error: job")]
+    assert [line.split()[2] for line in failed] == ["00_seed=1,lr=.03", "01_seed=1,lr=.3"], out
+    assert all(re.search(r"failed: task \d+ ended \(\w+\) with no result; see \S+_log.err$", line) for line in failed)
+    assert [read_metrics(j)["status"] for j in jobs] == ["failed", "failed", "completed", "completed"]
+    logs = [p.read_text() for p in jobs[0].parent.glob(".submitit/*/*_log.out")]
+    assert sum("training 2 jobs stacked: #2-#3" in text and "epoch 100/100" in text for text in logs) == 1

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
 from hydra.core.utils import (
     JobReturn,
     JobRuntime,
@@ -30,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from deepbasics.cli.app import AGAIN, guarded
 from deepbasics.config.sweep_dir import LAST, consecutive, job_state, resumed_job
-from deepbasics.errors import Interrupted
+from deepbasics.errors import Interrupted, RunFailed
 from hydra_plugins.deepbasics_grid.configs import SweepConfigs
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,8 @@ def resumed_key(sweep_config: DictConfig) -> tuple[str | None, str]:
 
 
 class VectorizedLauncher(Launcher):
-    def __init__(self, group_size: int | None = None) -> None:
-        self.group_size = group_size
+    def __init__(self, group_size: int | None = None, submitit: DictConfig | None = None) -> None:
+        self.group_size, self.submitit = group_size, submitit
         self.checked_configs: dict[tuple[str, ...], DictConfig] = {}  # the grid sweeper's, for each batch
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -108,8 +109,10 @@ class VectorizedLauncher(Launcher):
         returns: dict[int, JobReturn] = {}
         STOP.clear()
         started = [self._start_group(chunk, [configs[i] for i in chunk]) for chunk in groups]
-        # a process per group, as many at once as cores; each finds its group in what it inherited
-        trained = forked_map(lambda k: self._train_group(started[k]), list(range(len(started))), each=1)
+        if self.submitit:  # a task per group and per solo job (SLURM's, or processes here)
+            trained = self._on_cluster(started, {idx: configs[idx] for idx in solo}, solo, returns)
+        else:  # a process per group, as many at once as cores; each finds its group in what it inherited
+            trained = forked_map(lambda k: _train_group(started[k]), list(range(len(started))), each=1)
         STOP.clear()  # it stopped what it had to: a run later in this process trains as usual
         flat = [o for outs in trained for o in (outs if isinstance(outs, list) else [outs])]
         stop = next((o for o in flat if isinstance(o, Interrupted)), None)
@@ -118,7 +121,7 @@ class VectorizedLauncher(Launcher):
             outcomes = outcomes if isinstance(outcomes, list) else [stop] * len(indices)  # a group that did not start
             for idx, sweep_config, (ret, _), outcome in zip(indices, sweep_configs, jobs, outcomes, strict=True):
                 returns[idx] = self._end(sweep_config, ret, outcome)
-        for idx in sorted(solo):
+        for idx in sorted(set(solo) - set(returns)):
             log.info(f"#{idx} runs on its own: {solo[idx]}")
             returns[idx] = run_job(
                 self.task_function, configs[idx], "hydra.sweep.dir", "hydra.sweep.subdir", self.hydra_context
@@ -169,28 +172,34 @@ class VectorizedLauncher(Launcher):
             path.write_text(text)
         return indices, sweep_configs, started, time.perf_counter() - began
 
-    def _train_group(self, group: tuple) -> list | None:
-        """Each job's outcome (its config's error, or what it trained to); None: the sweep stopped before this group."""
-        from deepbasics.run.group import STOP, train_group
+    def _on_cluster(self, started: list, solo: dict[int, DictConfig], why: dict, returns: dict) -> list:
+        """Each group, and each job that trains on its own, a task of submitit's executor, submitted at once: the
+        groups' outcomes (a task that dies fails its jobs in one line); the solo jobs' JobReturns into ``returns``."""
+        import submitit
 
-        indices, sweep_configs, started, spent = group
-        if STOP.is_set():
-            return None
-        began, timings = time.perf_counter(), {}
-        outcomes = dict(enumerate(cfg for _, cfg in started))  # the resolved config, or why it does not resolve
-        ready = [k for k, cfg in outcomes.items() if isinstance(cfg, DictConfig)]
-        runs = consecutive([indices[k] for k in ready])  # job numbers, consecutive ones as ranges: #0-#99, #101
-        numbers = ", ".join(f"#{run[0]}" if len(run) == 1 else f"#{run[0]}-#{run[-1]}" for run in runs)
-        log.info(f"training {len(ready)} job{'s' * (len(ready) != 1)} stacked: {numbers}")
-        with env_override(sweep_configs[ready[0]].hydra.job.env_set if ready else {}):  # one: in the group's key
-            trained = train_group([outcomes[k] for k in ready], [str(indices[k]) for k in ready], timings)
-        outcomes.update(zip(ready, trained, strict=True))
-        if any(isinstance(outcome, Interrupted) for outcome in trained):
-            STOP.set()  # the groups after this one do not start
-        spent, fit = spent + time.perf_counter() - began, timings.get("fit", 0.0)
-        outside = f"{1000 * (spent - fit) / len(indices):.0f} ms a job outside the fit"
-        log.info(f"{len(indices)} jobs stacked in {spent:.1f} s: fit {fit:.1f} s, {outside}")
-        return [outcomes[k] for k in range(len(indices))]
+        from deepbasics.run.group import Job, Run
+
+        for idx in solo:
+            log.info(f"#{idx} runs on its own: {why[idx]}")
+
+        options = OmegaConf.to_container(self.submitit, resolve=True)
+        executor = submitit.AutoExecutor(options.pop("folder"), cluster=options.pop("cluster"))
+        executor.update_parameters(**options)
+        with executor.batch():
+            tasks = [executor.submit(_group_task, self.config.hydra.hydra_logging, group) for group in started]
+            alone = {idx: executor.submit(_job_task, Singleton.get_state(), self, cfg) for idx, cfg in solo.items()}
+        trained = []
+        for task, (_, _, jobs, _) in zip(tasks, started, strict=True):
+            try:
+                trained.append(task.result())
+            except Exception:  # killed, out of time or memory: each of its jobs fails, in one line naming its log
+                failed = RunFailed(f"task {task.job_id} ended ({task.state}) with no result; see {task.paths.stderr}")
+                for _, cfg in jobs:
+                    if isinstance(cfg, DictConfig):
+                        Job(cfg, "", Run.of(cfg)).fail(failed)
+                trained.append([failed] * len(jobs))
+        returns.update({idx: task.result() for idx, task in alone.items()})
+        return trained
 
     def _start(self, config: DictConfig, writes: list) -> tuple[JobReturn, DictConfig | Exception]:
         """What run_job does before the task (its .hydra/ files go to ``writes``) without its two copies of the
@@ -240,3 +249,40 @@ class VectorizedLauncher(Launcher):
         finally:
             HydraConfig.instance().cfg = previous
         return ret
+
+
+def _train_group(group: tuple) -> list | None:
+    """Each job's outcome (its config's error, or what it trained to); None: the sweep stopped before this group."""
+    from deepbasics.run.group import STOP, train_group
+
+    indices, sweep_configs, started, spent = group
+    if STOP.is_set():
+        return None
+    began, timings = time.perf_counter(), {}
+    outcomes = dict(enumerate(cfg for _, cfg in started))  # the resolved config, or why it does not resolve
+    ready = [k for k, cfg in outcomes.items() if isinstance(cfg, DictConfig)]
+    runs = consecutive([indices[k] for k in ready])  # job numbers, consecutive ones as ranges: #0-#99, #101
+    numbers = ", ".join(f"#{run[0]}" if len(run) == 1 else f"#{run[0]}-#{run[-1]}" for run in runs)
+    log.info(f"training {len(ready)} job{'s' * (len(ready) != 1)} stacked: {numbers}")
+    with env_override(sweep_configs[ready[0]].hydra.job.env_set if ready else {}):  # one: in the group's key
+        trained = train_group([outcomes[k] for k in ready], [str(indices[k]) for k in ready], timings)
+    outcomes.update(zip(ready, trained, strict=True))
+    if any(isinstance(outcome, Interrupted) for outcome in trained):
+        STOP.set()  # the groups after this one do not start
+    spent, fit = spent + time.perf_counter() - began, timings.get("fit", 0.0)
+    outside = f"{1000 * (spent - fit) / len(indices):.0f} ms a job outside the fit"
+    log.info(f"{len(indices)} jobs stacked in {spent:.1f} s: fit {fit:.1f} s, {outside}")
+    return [outcomes[k] for k in range(len(indices))]
+
+
+def _group_task(logging: DictConfig, group: tuple) -> list | None:
+    """A group trained on a task of its own (submitit): its lines in the task's log, as the sweep's own."""
+    configure_log(logging)
+    return _train_group(group)
+
+
+def _job_task(state: dict, launcher: VectorizedLauncher, config: DictConfig) -> JobReturn:
+    """A job that trains on its own, on a task of its own, as Hydra's submitit launcher runs one."""
+    Singleton.set_state(state)
+    setup_globals()
+    return run_job(launcher.task_function, config, "hydra.sweep.dir", "hydra.sweep.subdir", launcher.hydra_context)
