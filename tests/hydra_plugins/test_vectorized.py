@@ -667,7 +667,7 @@ def test_groups_as_tasks_and_a_task_that_dies_fails_its_jobs_alone(tmp_path, mon
     code, out, jobs = sweep([*grid, *slurm], tmp_path, monkeypatch, capfd)
     assert code == 1 and "training 2 jobs stacked" not in out, out  # each group's lines are in its task's log
     failed = [line for line in out.splitlines() if line.startswith("error: job")]
-    assert [line.split()[2] for line in failed] == ["00_seed=1,lr=.03", "01_seed=1,lr=.3"], out
+    assert [line.split()[2] for line in failed] == ["00_seed=1,lr=0.03", "01_seed=1,lr=0.3"], out
     assert all(re.search(r"failed: task \d+ ended \(\w+\) with no result; see \S+_log.err$", line) for line in failed)
     assert [read_metrics(j)["status"] for j in jobs] == ["failed", "failed", "completed", "completed"]
     logs = [p.read_text() for p in jobs[0].parent.glob(".submitit/*/*_log.out")]

@@ -161,8 +161,9 @@ class SweepState(Callback):
         sweep = Path(str(config.hydra.sweep.dir)).resolve()
         dry = config.get("dry_run")
         try:
-            if not dry:
-                sweep.mkdir(parents=True, exist_ok=True)
+            if not dry:  # the output directory too: a sweeper may keep state there before any job runs (Optuna's)
+                for directory in (sweep, Path(config.paths.output_dir)):
+                    directory.mkdir(parents=True, exist_ok=True)
                 lock_run_dir(sweep)
             if not dry or (sweep / STATE / DEFINITION).is_file():  # a dry run checks a resume, writes nothing
                 self._check(config, sweep)

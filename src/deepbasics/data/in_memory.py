@@ -89,7 +89,7 @@ class ShuffledPass(Slices):
     Under DDP a process takes every world_size-th row, its loss weighted by its share: DDP's mean is the batch's."""
 
     def __init__(self, datamodule: InMemoryDataModule):
-        super().__init__(*datamodule.rows("train"), datamodule.batch_size)
+        super().__init__(*datamodule.rows("train", shard=False), datamodule.batch_size)
         self.datamodule = datamodule
 
     def __iter__(self):
@@ -143,19 +143,17 @@ class InMemoryDataModule(L.LightningDataModule):
             scale = Standardize(self.standardization)
             self.splits = {name: (scale(x), y) for name, (x, y) in self.splits.items()}
 
-    def rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def rows(self, split: str, shard: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's rows of ``split``, placed once on the training device (CPU outside a fit): under DDP every
-        world_size-th row (equal shards: the mean gradient is the batch's), all training rows for ``ShuffledPass``."""
+        world_size-th row (full batches in equal shards: the mean gradient is the batch's); all, unless ``shard``."""
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        if split == "train" and self.batch_size is not None:
-            rank, world = 0, 1
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None and shard else (0, 1)
         key = (split, str(device), rank, world)
         if key not in self._placed:
             x, y = self.splits[split]
             if world > 1:
-                if split == "train" and len(x) % world:
+                if split == "train" and self.batch_size is None and len(x) % world:
                     raise ConfigError(
                         f"data.train has {len(x)} rows, which {world} processes cannot share equally;"
                         f" use a number of devices that divides {len(x)}"
@@ -174,11 +172,7 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def batches(self, split: str) -> Slices:
         """``split`` as this process measures it: its shard, in slices (one for full batches)."""
-        x, y = self.rows(split)
-        trainer = self.trainer
-        if split == "train" and self.batch_size is not None and trainer is not None and trainer.world_size > 1:
-            x, y = x[trainer.global_rank :: trainer.world_size], y[trainer.global_rank :: trainer.world_size]
-        return Slices(x, y, max(self.batch_size, MEASURE_ROWS) if self.batch_size else None)
+        return Slices(*self.rows(split), max(self.batch_size, MEASURE_ROWS) if self.batch_size else None)
 
     def train_dataloader(self):
         return Slices(*self.rows("train"), None) if self.batch_size is None else ShuffledPass(self)

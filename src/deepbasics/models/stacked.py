@@ -6,7 +6,6 @@ AdamW would alone (to float32 rounding: a batched product sums in another order)
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import warnings
 from collections.abc import Sequence
@@ -27,24 +26,21 @@ HOW_TORCH_COMPUTES = ("foreach", "fused", "capturable")  # ignored: they choose 
 
 
 def optimizer_options(spec: dict) -> tuple[type, dict]:
-    """(optimizer class, every option with torch's defaults filled in) of a ``_partial_`` optimizer config."""
+    """(optimizer class, every option: torch's defaults, as an optimizer of it keeps them, and the config's values) of
+    a ``_partial_`` config of one of the ``STACKED_OPTIONS``."""
     cls = get_class(spec["_target_"])
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(cls).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    options = defaults | {k: v for k, v in spec.items() if not k.startswith("_")}
-    if cls is torch.optim.AdamW:  # AdamW is Adam with decoupled weight decay
+    options = cls([torch.zeros(1, requires_grad=True)]).defaults | {k: v for k, v in spec.items() if k[0] != "_"}
+    if cls is torch.optim.AdamW:  # AdamW is Adam with decoupled weight decay (an option of its own from torch 2.7)
         options["decoupled_weight_decay"] = True
     return cls, options
 
 
 def unstackable_optimizer(spec: dict) -> str | None:
     """Why this optimizer cannot train stacked (a class or an option the stacked step does not apply), or None."""
-    cls, options = optimizer_options(spec)
+    cls = get_class(spec["_target_"])
     if cls not in STACKED_OPTIONS:
         return f"model.optimizer is {cls.__name__}; stacked jobs train with SGD, Adam or AdamW"
+    options = optimizer_options(spec)[1]
     defaults = optimizer_options({"_target_": spec["_target_"]})[1]
     known = {"lr", *STACKED_OPTIONS[cls], *HOW_TORCH_COMPUTES, "decoupled_weight_decay"}
     unknown = sorted(k for k in options if k not in known and options[k] != defaults.get(k))
@@ -95,13 +91,9 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.kind = "sgd" if cls is torch.optim.SGD else "adam"
         device = params[0].device
         precise = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-
-        def per_job(values) -> torch.Tensor:
-            return torch.tensor(values, dtype=precise, device=device)
-
         self.flags = {k: bool(first[k]) for k in STACKED_OPTIONS[cls] if isinstance(first.get(k), bool)}
-        h = self.hyper = {k: per_job([o[k] for o in options]) for k in STACKED_OPTIONS[cls]
-                          if not isinstance(first[k], bool)}  # fmt: skip  # betas -> (K, 2)
+        h = self.hyper = {k: torch.tensor([o[k] for o in options], dtype=precise, device=device)
+                          for k in STACKED_OPTIONS[cls] if not isinstance(first[k], bool)}  # fmt: skip  # betas: (K, 2)
         self.per_job = {"weight_decay": h["weight_decay"]}  # the update's factors, by name
         if self.kind == "sgd":
             self.per_job.update(momentum=h["momentum"], damped=1 - h["dampening"])
@@ -205,9 +197,8 @@ class StackedOptimizer(torch.optim.Optimizer):
 
 class StackedModule(L.LightningModule):
     """K jobs as one LightningModule: an epoch is one optimizer step of all jobs on full batches, each job's loss and
-    metrics as its module defines them. ``history``: every recorded point as (epoch, {"<stage>/<metric>": (K,) values}),
-    ``latest``: each metric's last value (as a run's ``callback_metrics``); ``failed_at``/``failed_value``: epoch
-    and value of each job's first non-finite loss."""
+    metrics as its module defines them. ``latest``: each metric's last value (as a run's ``callback_metrics``);
+    ``failed_at``/``failed_value``: epoch and value of each job's first non-finite loss."""
 
     def __init__(self, jobs: Sequence[L.LightningModule], log_every: int):
         super().__init__()
@@ -216,7 +207,6 @@ class StackedModule(L.LightningModule):
         self.net = StackedNet([job.net for job in jobs])
         self.job_metrics = jobs[0].make_metrics()  # one collection, measuring each job in turn
         self.log_every = log_every
-        self.history: list[tuple[int, dict[str, torch.Tensor]]] = []
         self.latest: dict[str, torch.Tensor] = {}
         self.failed_at = torch.full((len(jobs),), -1, dtype=torch.long)
         self.failed_value = torch.zeros(len(jobs))
@@ -277,7 +267,6 @@ class StackedModule(L.LightningModule):
         """Every job's metrics on ``stage`` as the jobs are now, kept as the point of this step (a logger's x)."""
         values = self.measure(stage, *self.trainer.datamodule.rows(stage))
         self.latest.update(values)
-        self.history.append((self.global_step, values))
         self.on_record(self.global_step, values)
 
     def measure(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -225,13 +225,14 @@ def save_figures(
 ) -> None:
     """The end of a run's pictures: the fit over ``train`` = (x, y), loss.png of ``curves`` and, for several
     classes, the confusion matrix on ``evaluated`` = (split, x, y). ``layouts``: shared by a group's runs."""
-    layouts, figures = layouts or {}, {}
+    layouts, figures = {} if layouts is None else layouts, {}  # a group's: each layout drawn once, then shared
     axes = fit_axes(module, *train) if train is not None else None
     if axes is not None:
         figures["fit"] = (layouts.get(axes) or FitPlot(axes)).render(module, *train, epoch, optimum, title)
     if curves is not None:
         axes = loss_axes(curves)
-        figures["loss"] = (layouts.get(axes) or LossPlot(axes)).render(curves, title)
+        layouts[axes] = layouts.get(axes) or LossPlot(axes)
+        figures["loss"] = layouts[axes].render(curves, title)
     if evaluated is not None and getattr(module, "num_classes", None):
         figures["confusion"] = confusion_image(module, *evaluated)
     (run_dir / "figures").mkdir(exist_ok=True)

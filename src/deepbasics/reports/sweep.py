@@ -167,11 +167,6 @@ def summary_figure(rows: list[dict], params: list[str], metric: str):
 class SweepReport(Callback):
     """Hydra callback: the sweep report at the end of every multirun, and a non-zero exit if a job failed."""
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Sweepers may keep state under the output directory before any job creates it (Optuna's sqlite).
-        if not config.get("dry_run"):
-            Path(config.paths.output_dir).mkdir(parents=True, exist_ok=True)
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         if not sweep_dir.is_dir():

@@ -28,8 +28,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         super().__init__()
         self.written: dict[str, int] = {}  # path -> the global_step it holds (run.callbacks.LastCheckpoint)
 
+    write = staticmethod(atomic_write)  # a stacked group's writes through its FileSet (run.group.JobCheckpointIO)
+
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+        self.write(path, lambda f: torch.save(checkpoint, f))
         self.written[os.path.realpath(path)] = checkpoint.get("global_step")
 
 

@@ -27,9 +27,9 @@ from deepbasics.config.sweep_dir import STATE
 from deepbasics.data.in_memory import InMemoryDataModule, whole_splits
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
 from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
-from deepbasics.models.optimum import OPTIMUM_LOSS, optimum, optimum_points
+from deepbasics.models.optimum import optimum, optimum_points
 from deepbasics.models.stacked import StackedModule
-from deepbasics.reports.figures import FitPlot, LossPlot, fit_axes, loss_axes
+from deepbasics.reports.figures import FitPlot, fit_axes
 from deepbasics.run import build, memory
 from deepbasics.run.callbacks import STOP, ConsoleLog, LastCheckpoint, RunState, SignalStop, rng_states, write
 from deepbasics.run.callbacks import stopped_early as job_stopped  # of one job's EarlyStopping
@@ -220,7 +220,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> bool:
     finally:
         timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - began
     finals = {k: v for split in data.splits for k, v in group.measure(split, *data.rows(split)).items()}
-    _end_jobs(jobs, group, finals, trainer.global_step, from_start=not resumed)
+    _end_jobs(jobs, group, finals, trainer.global_step)
     return True
 
 
@@ -245,8 +245,9 @@ def _close_logs(job: Job, status: str) -> None:
     job.loggers = []
 
 
-def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, from_start: bool) -> None:
-    """Each job's end: a diverged job's failure record, the others' end-of-run files and loss curves."""
+def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int) -> None:
+    """Each job's end: a diverged job's failure record, the others' end-of-run files (loss curves from their events,
+    as a run of its own's)."""
     alive = group.alive()
     for k in set(range(len(jobs))) - set(alive):
         _end_failed(jobs[k], k, group)
@@ -254,15 +255,12 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
         for logger in jobs[k].loggers:  # as Lightning finalizes a run's loggers when its fit ends
             logger.finalize("success")
         jobs[k].module.net.load_state_dict(group.net.job_state(k))
-    layouts, optima, curves = {}, {}, {}  # layouts shared where jobs' axes coincide: drawn before the fork
+    layouts, optima = {}, {}  # fit layouts shared where jobs' axes coincide: drawn before the fork
     for k in alive:
         train = jobs[k].datamodule.splits["train"]
         optima[k] = optimum(jobs[k].module, *train)
         axes = fit_axes(jobs[k].module, *train)
         layouts[axes] = layouts.get(axes) or (axes and FitPlot(axes))
-        if from_start:  # else read back from the events, as a run of its own's
-            curves[k] = _curves(group, k, optima[k], group.stopped.get(k, (step,))[0])
-            layouts[loss_axes(curves[k])] = layouts.get(loss_axes(curves[k])) or LossPlot(loss_axes(curves[k]))
 
     def end(k: int) -> float | RunFailed:
         job, splits = jobs[k], jobs[k].datamodule.splits
@@ -283,7 +281,6 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int, fr
                 stopped if k in group.stopped else None,
                 best_checkpoint=best,
                 optimum=optima[k],
-                curves=curves.get(k),
                 layouts=layouts,
                 report=False,
             )
@@ -358,18 +355,6 @@ def _end_failed(job: Job, k: int, group: StackedModule) -> None:
     epoch, value = int(group.failed_at[k]), float(group.failed_value[k])
     _close_logs(job, "failed")  # its points up to its failure were written as it trained
     job.fail(diverged(f"the loss became {value} at epoch {epoch}", epoch, job.run.dir), failed_at_epoch=epoch)
-
-
-def _curves(group: StackedModule, k: int, report: dict | None, step: int) -> dict[str, list[tuple[int, float]]]:
-    """Job k's loss curves as its TensorBoard events hold them at the end of its run (figures/loss.png)."""
-    curves = {
-        tag: [(at, float(v[tag][k])) for at, v in group.history if tag in v and at <= step]
-        for tag in ("train/loss", "val/loss")
-    }
-    curves = {tag: points for tag, points in curves.items() if points}
-    if report and "loss" in report:
-        curves[OPTIMUM_LOSS] = [(0, report["loss"]), (step, report["loss"])]
-    return curves
 
 
 class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
@@ -453,10 +438,8 @@ class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
                 own[owner.CHECKPOINT_HYPER_PARAMS_NAME] = "kwargs"
                 own[owner.CHECKPOINT_HYPER_PARAMS_KEY] = dict(owner.hparams)
         own["deepbasics"] = RunState(job.run.config).state(group.trainer, job.module.is_classifier)
-        stopped = (
-            {"stopped": group.stopped[k][1] | {"epoch": own["deepbasics"]["epochs"]}} if k in group.stopped else {}
-        )
-        own["deepbasics"] |= stopped  # its epoch as a run's checkpoint of this hook counts it
+        if k in group.stopped:  # its epoch as a run's checkpoint of this hook counts it
+            own["deepbasics"]["stopped"] = group.stopped[k][1] | {"epoch": own["deepbasics"]["epochs"]}
         return own
 
     def group_checkpoint(self) -> dict:
@@ -478,18 +461,11 @@ class JobCheckpointIO(AtomicCheckpointIO):
 
     def __init__(self, checkpoints: JobCheckpoints, journal: Path):
         super().__init__()
-        self.checkpoints, self.files = checkpoints, FileSet(journal)
+        self.checkpoints, files = checkpoints, FileSet(journal)
+        self.write, self.remove_checkpoint, self.commit = files.write, files.remove, files.commit
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        own = self.checkpoints.job_checkpoint(checkpoint, path)
-        self.files.write(path, lambda f: torch.save(own, f))
-        self.written[os.path.realpath(path)] = own.get("global_step")
-
-    def remove_checkpoint(self, path) -> None:
-        self.files.remove(path)
-
-    def commit(self) -> None:
-        self.files.commit()
+        super().save_checkpoint(self.checkpoints.job_checkpoint(checkpoint, path), path)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return self.checkpoints.group_checkpoint()  # a resumed group: from all its jobs' checkpoints

@@ -118,15 +118,7 @@ class OptunaSweeper(Sweeper):
         while done < self.n_trials:
             # Optuna's own sampling of the search space (fixed_distributions), then the user's function's
             trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
-            try:
-                for trial in trials:
-                    if custom is not None:
-                        custom(self.config, trial)
-            except BaseException:  # a broken search space: its trials are not left RUNNING in the study
-                for trial in trials:
-                    study.tell(trial, state=TrialState.FAIL)
-                raise
-            results.append(self._launch(study, trials, fixed, first))
+            results.append(self._launch(study, trials, fixed, first, custom))
             done += len(trials)
         if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             log.info(f"best trial {study.best_trial.number}: {study.best_value} with {study.best_params}")
@@ -135,16 +127,18 @@ class OptunaSweeper(Sweeper):
             OmegaConf.save(best | {"best_value": study.best_value}, results_file)
         return results
 
-    def _launch(self, study, trials: list, fixed: list[str], first: int):
-        """Consecutive trials launched as one batch, each told its value or FAIL (it raised, or returned the worst
-        infinity of a failed job); a signal (exit 130/143) leaves them running for resume=auto."""
+    def _launch(self, study, trials: list, fixed: list[str], first: int, custom=None):
+        """Consecutive trials (new ones given ``custom``'s values first) launched as one batch, each told its value or
+        FAIL (it raised, or returned a failed job's infinity); a signal (exit 130/143) leaves them for resume=auto."""
         from optuna.trial import TrialState
 
-        batch = [[*fixed, *(f"{key}={value}" for key, value in trial.params.items())] for trial in trials]
         try:
+            for trial in trials if custom is not None else ():
+                custom(self.config, trial)
+            batch = [[*fixed, *(f"{key}={value}" for key, value in trial.params.items())] for trial in trials]
             self.validate_batch_is_legal(batch)
             returns = self.launcher.launch(batch, initial_job_idx=trials[0].number - first)
-        except Exception:  # a broken batch: its trials are not left RUNNING in the study (a signal leaves them)
+        except Exception:  # a broken search space or batch: its trials are not left RUNNING (a signal leaves them)
             for trial in trials:
                 study.tell(trial.number, state=TrialState.FAIL)
             raise

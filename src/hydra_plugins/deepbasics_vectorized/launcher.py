@@ -106,11 +106,13 @@ class VectorizedLauncher(Launcher):
         from deepbasics.run.group import STOP, forked_map
 
         configs, groups, solo = self.plan(job_overrides, initial_job_idx)
+        for idx, why in sorted(solo.items()):
+            log.info(f"#{idx} runs on its own: {why}")
         returns: dict[int, JobReturn] = {}
         STOP.clear()
         started = [self._start_group(chunk, [configs[i] for i in chunk]) for chunk in groups]
         if self.submitit:  # a task per group and per solo job (SLURM's, or processes here)
-            trained = self._on_cluster(started, {idx: configs[idx] for idx in solo}, solo, returns)
+            trained = self._on_cluster(started, {idx: configs[idx] for idx in solo}, returns)
         else:  # a process per group, as many at once as cores; each finds its group in what it inherited
             trained = forked_map(lambda k: _train_group(started[k]), list(range(len(started))), each=1)
         STOP.clear()  # it stopped what it had to: a run later in this process trains as usual
@@ -122,7 +124,6 @@ class VectorizedLauncher(Launcher):
             for idx, sweep_config, (ret, _), outcome in zip(indices, sweep_configs, jobs, outcomes, strict=True):
                 returns[idx] = self._end(sweep_config, ret, outcome)
         for idx in sorted(set(solo) - set(returns)):
-            log.info(f"#{idx} runs on its own: {solo[idx]}")
             returns[idx] = run_job(
                 self.task_function, configs[idx], "hydra.sweep.dir", "hydra.sweep.subdir", self.hydra_context
             )
@@ -172,15 +173,12 @@ class VectorizedLauncher(Launcher):
             path.write_text(text)
         return indices, sweep_configs, started, time.perf_counter() - began
 
-    def _on_cluster(self, started: list, solo: dict[int, DictConfig], why: dict, returns: dict) -> list:
+    def _on_cluster(self, started: list, solo: dict[int, DictConfig], returns: dict) -> list:
         """Each group, and each job that trains on its own, a task of submitit's executor, submitted at once: the
         groups' outcomes (a task that dies fails its jobs in one line); the solo jobs' JobReturns into ``returns``."""
         import submitit
 
         from deepbasics.run.group import Job, Run
-
-        for idx in solo:
-            log.info(f"#{idx} runs on its own: {why[idx]}")
 
         options = OmegaConf.to_container(self.submitit, resolve=True)
         executor = submitit.AutoExecutor(options.pop("folder"), cluster=options.pop("cluster"))
