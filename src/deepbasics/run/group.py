@@ -58,8 +58,15 @@ class Job:
     outcome: float | BaseException | None = None
 
     def fail(self, err: BaseException, status: str = "failed", **extra) -> None:
+        """Its outcome and record; its loggers, written as it trained, end with ``status``."""
+        self.close_logs(status)
         self.outcome = err
         record_status(self.run.dir, self.run.identity(status), status, one_line(err), **extra)
+
+    def close_logs(self, status: str) -> None:
+        for logger in self.loggers:
+            logger.finalize(status)
+        self.loggers = []
 
 
 def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> list:
@@ -207,7 +214,6 @@ def _train_stacked(jobs: list[Job], timings: dict) -> bool:
             if group.failed_at[k] >= 0:  # it had diverged before the signal came
                 _end_failed(job, k, group)
             else:  # its events up to the stop were written as it trained; a resume continues them
-                _close_logs(job, "interrupted")
                 saved = [p for p in stop.saved if job.checkpoint and Path(p).parent == Path(job.checkpoint.dirpath)]
                 at = group.stopped[k][1]["epoch"] if k in group.stopped else done  # stopped early: its last.ckpt then
                 saved = [str(job.run.dir / LAST)] if k in group.stopped and (job.run.dir / LAST).is_file() else saved
@@ -215,7 +221,7 @@ def _train_stacked(jobs: list[Job], timings: dict) -> bool:
         return True
     except BaseException:
         for job in jobs:
-            _close_logs(job, "failed")
+            job.close_logs("failed")
         raise
     finally:
         timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - began
@@ -237,12 +243,6 @@ def _start_logs(jobs: list[Job], group: StackedModule, start_step: int) -> None:
             write(jobs[k].loggers, {name: v[k] for name, v in values.items()}, epoch)
 
     group.on_record = record
-
-
-def _close_logs(job: Job, status: str) -> None:
-    for logger in job.loggers:
-        logger.finalize(status)
-    job.loggers = []
 
 
 def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int) -> None:
@@ -353,7 +353,6 @@ def forked_map(work, items: list, each: int = 4) -> list:
 
 def _end_failed(job: Job, k: int, group: StackedModule) -> None:
     epoch, value = int(group.failed_at[k]), float(group.failed_value[k])
-    _close_logs(job, "failed")  # its points up to its failure were written as it trained
     job.fail(diverged(f"the loss became {value} at epoch {epoch}", epoch, job.run.dir), failed_at_epoch=epoch)
 
 
