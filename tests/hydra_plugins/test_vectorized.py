@@ -672,3 +672,25 @@ def test_groups_as_tasks_and_a_task_that_dies_fails_its_jobs_alone(tmp_path, mon
     assert [read_metrics(j)["status"] for j in jobs] == ["failed", "failed", "completed", "completed"]
     logs = [p.read_text() for p in jobs[0].parent.glob(".submitit/*/*_log.out")]
     assert sum("training 2 jobs stacked: #2-#3" in text and "epoch 100/100" in text for text in logs) == 1
+
+
+def test_a_stacked_job_keeps_the_scale_its_inputs_were_trained_at(tmp_path, monkeypatch, capfd):
+    """data.standardize=true: a stacked job's checkpoint holds its inputs' scale as a run of its own's does, so
+    load_model (and deepbasics-predict) answers raw rows exactly as that run's net does."""
+    from conftest import DIABETES
+    from deepbasics.api import load_model
+    from deepbasics.run.training import train
+
+    args = ["experiment=logistic_diabetes", f"data.path={DIABETES}", "data.standardize=true", "epochs=20",
+            "log_every=10", "val_every=10", "callbacks.model_checkpoint.every_n_epochs=10"]  # fmt: skip
+    code, output, jobs = sweep([*args, "seed=1,2", VECTORIZED], tmp_path / "sweep", monkeypatch, capfd)
+    assert code == 0 and "training 2 jobs stacked" in output, output
+    train(compose_train(*args, "seed=2", run_dir=tmp_path / "alone"))
+    saved = [
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["deepbasics"]
+        for d in (jobs[1], tmp_path / "alone")
+    ]
+    assert saved[0]["standardization"] == saved[1]["standardization"] is not None
+    rows = torch.tensor(np.loadtxt(DIABETES, delimiter=",", dtype=np.float32)[:5, :-1])
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(jobs[1])(rows), load_model(tmp_path / "alone")(rows), rtol=0, atol=1e-5)

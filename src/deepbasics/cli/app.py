@@ -64,8 +64,7 @@ def guarded(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except KeyboardInterrupt:  # Ctrl-C before training started (loading torch, the data): nothing to save
         if not in_multirun():
             _discard_unstarted(cfg)
-        print(f"SIGINT: stopped before training; {AGAIN}", file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
+        raise  # the entry point says so in one line (hydra_app), as for Ctrl-C while Hydra starts
     except (ConfigError, RunFailed, OSError) as err:  # OSError: a file of the run (a full disk, a read-only one)
         message = cannot_write(err) if isinstance(err, OSError) else one_line(err)
         if not in_multirun():

@@ -81,13 +81,10 @@ def not_utf8(path: str, encoding: str, settings: bool = True) -> str:
         start = f.read(65536)
     if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
         found = "utf-16"
-    elif _decodes(start, "utf-8"):
+    elif _decoded(start, "utf-8") is not None:
         found = "utf-8"
-    else:
-        try:  # a Korean spreadsheet's CSV export
-            found = "cp949" if any("\uac00" <= c <= "\ud7a3" for c in start.decode("cp949")) else "latin-1"
-        except UnicodeDecodeError:
-            found = "latin-1"
+    else:  # a Korean spreadsheet's CSV export
+        found = "cp949" if any("\uac00" <= c <= "\ud7a3" for c in _decoded(start, "cp949") or "") else "latin-1"
     name = codecs.lookup(encoding).name.removesuffix("-sig")
     if found == "utf-8":  # the default reads it
         return f"it is not {name} text but UTF-8" + ("; drop data.encoding" if settings else "")
@@ -96,13 +93,12 @@ def not_utf8(path: str, encoding: str, settings: bool = True) -> str:
     )
 
 
-def _decodes(start: bytes, encoding: str) -> bool:
-    """Whether the first bytes of a file decode (a character cut at the end of them does not count)."""
+def _decoded(start: bytes, encoding: str) -> str | None:
+    """The first bytes of a file as text (a character cut at the end of them waits for the rest), or None."""
     try:
-        start.decode(encoding)
-    except UnicodeDecodeError as err:
-        return err.start >= len(start) - 3
-    return True
+        return codecs.getincrementaldecoder(encoding)().decode(start)
+    except UnicodeDecodeError:
+        return None
 
 
 def diagnosis(path: str, delimiter: str, header: bool, encoding: str, reason: str, settings: bool = True) -> str:

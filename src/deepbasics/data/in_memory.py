@@ -95,12 +95,11 @@ class ShuffledPass(Slices):
     def __iter__(self):
         x, y, trainer = self.x, self.y, self.datamodule.trainer
         order = self.datamodule.epoch_order(trainer, x.shape[-2]).to(x.device)  # a stacked group's: (jobs, rows)
-        jobs = (torch.arange(len(x), device=x.device)[:, None],) if order.dim() > 1 else ()
         rank, world = trainer.global_rank, trainer.world_size
         for start in range(0, x.shape[-2], self.size):
             rows = order[..., start : start + self.size]
-            mine = rows[..., rank::world]  # this process's share of the batch (alone: all of it, weighted 1)
-            yield x[(*jobs, mine)], y[(*jobs, mine)], mine.shape[-1] * world / rows.shape[-1]
+            mine = rows[..., rank::world, None]  # this process's share of the batch (alone: all of it, weighted 1)
+            yield x.take_along_dim(mine, -2), y.take_along_dim(mine, -2), mine.shape[-2] * world / rows.shape[-1]
 
 
 class InMemoryDataModule(L.LightningDataModule):

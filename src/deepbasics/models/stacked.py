@@ -40,10 +40,9 @@ def unstackable_optimizer(spec: dict) -> str | None:
     cls = get_class(spec["_target_"])
     if cls not in STACKED_OPTIONS:
         return f"model.optimizer is {cls.__name__}; stacked jobs train with SGD, Adam or AdamW"
-    options = optimizer_options(spec)[1]
     defaults = optimizer_options({"_target_": spec["_target_"]})[1]
     known = {"lr", *STACKED_OPTIONS[cls], *HOW_TORCH_COMPUTES, "decoupled_weight_decay"}
-    unknown = sorted(k for k in options if k not in known and options[k] != defaults.get(k))
+    unknown = sorted(k for k, v in spec.items() if k[0] != "_" and k not in known and v != defaults.get(k))
     return f"model.optimizer.{unknown[0]} is not applied by the stacked {cls.__name__}" if unknown else None
 
 

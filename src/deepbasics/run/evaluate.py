@@ -54,7 +54,6 @@ def evaluate(cfg: DictConfig) -> dict:
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
-        enable_model_summary=False,
     )
     loader = splits.batches(split) if splits is not None else getattr(datamodule, f"{split}_dataloader")()
     trainer.test(module, dataloaders=loader, verbose=False)

@@ -80,13 +80,12 @@ def write_end(
     stopped: dict | None = None,
     best_checkpoint: str | None = None,
     optimum: dict | None = None,
-    curves: dict | None = None,
     layouts: dict | None = None,
     report: bool = True,
 ) -> float:
     """The end-of-run files from the final ``values`` ({"<split>/<name>": value}) and the whole ``splits`` if held: the
-    optimum's gap in the loggers, model.pt, figures, the HParams tab, metrics.json last; the monitored value. ``curves``
-    (else read from the loggers) and ``layouts`` come from a stacked group, which prints its own lines."""
+    optimum's gap in the loggers, model.pt, figures, the HParams tab, metrics.json last; the monitored value.
+    ``layouts`` come from a stacked group, which prints its own lines."""
     train = splits["train"] if splits else None
     evaluated = None if splits is None else ("test", *splits["test"]) if "test" in splits else ("train", *train)
     stages = by_stage(values)
@@ -97,11 +96,8 @@ def write_end(
         write(loggers, optimum_points(optimum), step)
     # The tutorials' model.pt: the plain net's state_dict, loadable into the tutorial's own class.
     atomic_write(run.dir / "model.pt", lambda f: torch.save(module.net.state_dict(), f))
-    tensorboard = log_hparams(run, stages, loggers)
-    if tensorboard is None:  # loss.png draws TensorBoard's curves: without it none, under any launcher
-        curves = None
-    elif curves is None:
-        curves = curves_from_events(tensorboard)
+    tensorboard = log_hparams(run, stages, loggers)  # loss.png draws TensorBoard's curves: without it none
+    curves = curves_from_events(tensorboard) if tensorboard is not None else None
     if train is not None or curves is not None:
         title = run_title(run.name, run.swept, (run.monitor, monitored))
         save_figures(run.dir, module, train, loggers, step, epochs, optimum, curves, evaluated, layouts, title)

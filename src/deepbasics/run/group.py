@@ -4,6 +4,7 @@ model.pt, figures, metrics.json) and returns its monitored value or error; a non
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -107,12 +108,10 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
                     gc.collect()  # the trainer and the group refer to each other: free their memory for the next
                 stop = next((job.outcome for job in part if isinstance(job.outcome, Interrupted)), None)
                 members = members[len(part) :]
-        for job in jobs:
-            job.outcome = stop if job.outcome is None else job.outcome
     finally:
         for job in jobs:  # a directory this process does not hold is left as it is
             unlock_run_dir(job.run.dir)
-    return [job.outcome for job in jobs]
+    return [stop if job.outcome is None else job.outcome for job in jobs]  # None: a signal kept it from starting
 
 
 def _build(job: Job, shared: dict) -> bool:
@@ -289,11 +288,8 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int) ->
             return RunFailed(f"the end of the run failed: {one_line(err)}", step)  # picklable, for a worker
 
     # Loggers with files of their own (TensorBoard, CSV) may write from forked workers; MLflow's shared store only here.
-    own_files = all(
-        part._target_.endswith(("TensorBoardLogger", "CSVLogger"))
-        for k in alive
-        for part in (jobs[k].cfg.get("logger") or {}).values()
-    )
+    own = (L.pytorch.loggers.TensorBoardLogger, L.pytorch.loggers.CSVLogger)
+    own_files = all(isinstance(logger, own) for k in alive for logger in jobs[k].loggers)
     for k, value in zip(alive, forked_map(end, alive) if own_files else map(end, alive), strict=True):
         jobs[k].outcome = value
 
@@ -366,14 +362,14 @@ class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
         alone = len(jobs[0].callbacks) == 1 and jobs[0].checkpoint  # else an EarlyStopping may check at any epoch end
         self.every = (alone.every_n_epochs if alone else None) or 1
 
-    def _each(self, trainer: L.Trainer, hook: str, *args) -> None:
+    def _each(self, hook: str, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
         metrics, was, shared = trainer.callback_metrics, trainer.should_stop, dict(trainer.callback_metrics)
         try:
             for k in self.group.active():
                 metrics.clear()
                 metrics.update(self.job_metrics(trainer, k))
                 for callback in self.jobs[k].callbacks:
-                    getattr(callback, hook)(trainer, self.group, *args)
+                    getattr(callback, hook)(trainer, pl_module, *args, **kwargs)
                     last = trainer.current_epoch + 1 >= trainer.max_epochs  # a run of its own completes there
                     if k not in self.group.stopped and not last and (stopped := job_stopped(trainer, [callback])):
                         self.group.stop(k, stopped)  # its EarlyStopping: this job alone stops
@@ -383,26 +379,19 @@ class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
             metrics.update(shared)
             trainer.should_stop = was or len(self.group.stopped) == len(self.group.alive())  # the last one ends it
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._each(trainer, "setup", stage)  # EarlyStopping's: when it checks
+    setup = functools.partialmethod(_each, "setup")  # EarlyStopping's: when it checks
+    on_validation_end = functools.partialmethod(_each, "on_validation_end")
+    on_train_end = functools.partialmethod(_each, "on_train_end")
+    on_exception = functools.partialmethod(_each, "on_exception")
 
     def job_metrics(self, trainer: L.Trainer, k: int) -> dict[str, torch.Tensor]:
         """Job k's metrics of this epoch, as its own run's trainer would hold them."""
         step = {"step": torch.tensor(float(trainer.global_step))}
         return {name: v[k].clone() for name, v in self.group.latest.items()} | step
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        self._each(trainer, "on_validation_end")
-
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if (trainer.current_epoch + 1) % self.every == 0:
-            self._each(trainer, "on_train_epoch_end")
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._each(trainer, "on_train_end")
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._each(trainer, "on_exception", exception)
+            self._each("on_train_epoch_end", trainer, pl_module)
 
     def last_checkpoints(self, trainer: L.Trainer, wanted=bool) -> list:
         """(ModelCheckpoint, last.ckpt) of each live job, if the jobs' ModelCheckpoints (one config) keep one."""
@@ -436,7 +425,8 @@ class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
             if owner.hparams:
                 own[owner.CHECKPOINT_HYPER_PARAMS_NAME] = "kwargs"
                 own[owner.CHECKPOINT_HYPER_PARAMS_KEY] = dict(owner.hparams)
-        own["deepbasics"] = RunState(job.run.config).state(group.trainer, job.module.is_classifier)
+        state = RunState(job.run.config, job.datamodule.standardization)  # a run's: its inputs' scale too
+        own["deepbasics"] = state.state(group.trainer, job.module.is_classifier)
         if k in group.stopped:  # its epoch as a run's checkpoint of this hook counts it
             own["deepbasics"]["stopped"] = group.stopped[k][1] | {"epoch": own["deepbasics"]["epochs"]}
         return own

@@ -66,10 +66,8 @@ def read_inputs(inputs, width: int | None) -> torch.Tensor:
             rows = np.asarray(values, dtype=np.float32)
         except (TypeError, ValueError):
             raise ConfigError(f"inputs={values!r}: give numbers, one list per row, e.g. [[2,2],[5,4]]") from None
-        if rows.ndim == 0:  # one number: one row of one feature
-            rows = rows.reshape(1, 1)
-        elif rows.ndim == 1:
-            rows = rows.reshape(-1, 1) if width == 1 else rows.reshape(1, -1)
+        if rows.ndim < 2:  # one number, or one row (one feature per row for a model of one)
+            rows = rows.reshape(-1, 1) if width == 1 else np.atleast_2d(rows)
     if rows.ndim != 2 or rows.shape[1] != (width or rows.shape[1]) or len(rows) == 0:
         shape = "x".join(map(str, rows.shape))
         raise ConfigError(f"inputs have shape {shape}, the model takes rows of {width} features; give N x {width}")
