@@ -115,3 +115,22 @@ def test_standardized_runs_keep_their_scale_for_evaluate_and_predict(named_csv, 
     expected = torch.sigmoid(scaled.float() @ weight.T + bias)[:, 0].tolist()
     assert answer == pytest.approx(expected, rel=1e-5)
     json.dumps(answer)
+
+
+def test_columns_on_far_apart_scales_name_data_standardize(tmp_path, monkeypatch, capfd):
+    """A table whose columns' spreads lie orders of magnitude apart says once how to scale them; scaled, it does
+    not, nor does the tutorial's diabetes table (its columns scaled already)."""
+    from conftest import DIABETES
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.random(60), 5000 * rng.random(60)])
+    np.savetxt(tmp_path / "unscaled.csv", np.column_stack([x, (x[:, 0] > 0.5).astype(float)]), delimiter=",")
+    hint = "data: the input columns' spreads run from 0.2"
+    for path, scaled, said in ((tmp_path / "unscaled.csv", "false", 1), (tmp_path / "unscaled.csv", "true", 0),
+                               (DIABETES, "false", 0)):  # fmt: skip
+        args = ["experiment=logistic_diabetes", f"data.path={path}", "epochs=5", "val_every=5", "log_every=5",
+                f"data.standardize={scaled}"]  # fmt: skip
+        proc = run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd)
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout + proc.stderr
+        assert out.count(hint) == said and ("pass data.standardize=true to scale them" in out) == bool(said), out

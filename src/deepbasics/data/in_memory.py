@@ -3,6 +3,7 @@ these nets' whole step). What needs a whole split (fit figure, optimum, stacked 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
@@ -11,6 +12,8 @@ import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from deepbasics.errors import ConfigError, one_line
+
+log = logging.getLogger(__name__)
 
 MEASURE_ROWS = 65_536  # measuring a split: slices this large keep memory bounded and torchmetrics' calls few
 
@@ -141,6 +144,14 @@ class InMemoryDataModule(L.LightningDataModule):
                 self.standardization = {"mean": x.mean(0).tolist(), "std": std.tolist()}
             scale = Standardize(self.standardization)
             self.splits = {name: (scale(x), y) for name, (x, y) in self.splits.items()}
+        elif "standardize" in self.hparams:  # it is offered (a CSV): say so where columns' scales lie far apart
+            spread = self.splits["train"][0].std(0)
+            spread = spread[spread > 0]  # a constant column aside
+            if len(spread) and spread.max() > 100 * spread.min():
+                log.warning(
+                    f"data: the input columns' spreads run from {spread.min():.3g} to {spread.max():.3g}; pass"
+                    " data.standardize=true to scale them (unscaled, training is slow or its loss runs away)"
+                )
 
     def rows(self, split: str, shard: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's rows of ``split``, placed once on the training device (CPU outside a fit): under DDP every

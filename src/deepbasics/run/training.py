@@ -177,7 +177,8 @@ def diverged(message: str, epoch: int, run_dir: Path) -> RunFailed:
     kept = "no checkpoint had been saved yet"
     if last.is_file():
         kept = f"kept the last good checkpoint, {last} (epoch {read_checkpoint(last)['deepbasics']['epochs']})"
-    return RunFailed(f"{message}; {kept}; a smaller model.optimizer.lr usually helps", epoch)
+    fix = "a smaller model.optimizer.lr usually helps (inputs on far-apart scales: data.standardize=true)"
+    return RunFailed(f"{message}; {kept}; {fix}", epoch)
 
 
 def interruption(signum: int, epoch: int, run: Run, saved: list[str]) -> Interrupted:
