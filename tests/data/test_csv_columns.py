@@ -134,3 +134,11 @@ def test_columns_on_far_apart_scales_name_data_standardize(tmp_path, monkeypatch
         assert proc.returncode == 0, proc.stderr
         out = proc.stdout + proc.stderr
         assert out.count(hint) == said and ("pass data.standardize=true to scale them" in out) == bool(said), out
+    # a stacked group of three jobs on another such table: the line once, not once a job; no event reader's notes
+    np.savetxt(tmp_path / "wider.csv", np.column_stack([x * [1, 3], (x[:, 0] > 0.5).astype(float)]), delimiter=",")
+    args = ["-m", "experiment=logistic_diabetes", f"data.path={tmp_path / 'wider.csv'}", "epochs=5", "val_every=5",
+            "log_every=5", "seed=1,2,3", "hydra/launcher=vectorized"]  # fmt: skip
+    proc = run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "training 3 jobs stacked" in out, out
+    assert out.count("pass data.standardize=true to scale them") == 1 and "Directory watcher" not in out, out

@@ -3,6 +3,7 @@ these nets' whole step). What needs a whole split (fit figure, optimum, stacked 
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Protocol, runtime_checkable
 
@@ -14,6 +15,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from deepbasics.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
+warn_once = functools.cache(log.warning)  # a stacked group's jobs of one table: one line, not one each
 
 MEASURE_ROWS = 65_536  # measuring a split: slices this large keep memory bounded and torchmetrics' calls few
 
@@ -148,7 +150,7 @@ class InMemoryDataModule(L.LightningDataModule):
             spread = self.splits["train"][0].std(0)
             spread = spread[spread > 0]  # a constant column aside
             if len(spread) and spread.max() > 100 * spread.min():
-                log.warning(
+                warn_once(
                     f"data: the input columns' spreads run from {spread.min():.3g} to {spread.max():.3g}; pass"
                     " data.standardize=true to scale them (unscaled, training is slow or its loss runs away)"
                 )

@@ -38,6 +38,7 @@ for _message in (
 # Lightning's own console handler repeats its start-up notes (accelerators, tips); the run's log file keeps them.
 for _handler in logging.getLogger("lightning").handlers:
     _handler.setLevel(logging.WARNING)
+logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader's notes, for each run read back
 WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "null"}
 
 

@@ -20,7 +20,6 @@ from deepbasics.reports.figures import curves_from_events, event_writer, run_tit
 from deepbasics.reports.metrics import by_stage, flat_settings, optimum_line, results_table, write_json
 from deepbasics.reports.mlflow_runs import log_run_files
 from deepbasics.run.callbacks import epochs_done, write
-from deepbasics.run.predict import read_inputs
 
 
 @dataclass
@@ -118,26 +117,12 @@ def write_end(
         console.print(f"{run.name}, seed {run.seed}, {ran}", soft_wrap=True)
         console.print(results_table(stages))
         if learned:  # as the tutorials print list(model.parameters())
-            console.print("learned:", ", ".join(f"{name} {_shown(v)}" for name, v in learned.items()), soft_wrap=True)
+            shown = (f"{name} {np.round(np.asarray(v, dtype=float), 4).tolist()}" for name, v in learned.items())
+            console.print("learned:", ", ".join(shown), soft_wrap=True)  # 4 decimals, no float32 digits beyond
         if optimum:
             console.print(optimum_line(optimum), soft_wrap=True)
-        tutorial = run.config.get("tutorial") or {}
-        if tutorial.get("question") is not None:  # the inputs the tutorial's last cell predicts for, answered
-            x = read_inputs(tutorial["question"], train[0].shape[1] if train is not None else None)
-            with torch.no_grad():
-                answers = module.predictions(module(x.to(module.device))).cpu()
-            single = x.shape[1] == 1 and answers.shape[1] == 1  # one number per row, as a list of numbers
-            x, answers = (x[:, 0], answers[:, 0]) if single else (x, answers)
-            console.print(f"the tutorial's question: {_shown(x)} -> {_shown(answers)}", soft_wrap=True)
-        if tutorial.get("note"):
-            console.print(f"note: {tutorial['note']}", soft_wrap=True)
         console.print(f"run directory: {run.dir}", soft_wrap=True)
     return monitored
-
-
-def _shown(values) -> list:
-    """Numbers as the tutorials print them: 4 decimals, no float32 digits beyond them."""
-    return np.round(np.asarray(values, dtype=float), 4).tolist()
 
 
 def _parameters(net: torch.nn.Module) -> dict | None:

@@ -186,17 +186,28 @@ class VectorizedLauncher(Launcher):
         with executor.batch():
             tasks = [executor.submit(_group_task, self.config.hydra.hydra_logging, group) for group in started]
             alone = {idx: executor.submit(_job_task, Singleton.get_state(), self, cfg) for idx, cfg in solo.items()}
+
+        def died(
+            task, jobs: list
+        ) -> RunFailed:  # killed, out of time or memory: each job fails, one line naming its log
+            failed = RunFailed(f"task {task.job_id} ended ({task.state}) with no result; see {task.paths.stderr}")
+            for _, cfg in jobs:
+                if isinstance(cfg, DictConfig):
+                    Job(cfg, "", Run.of(cfg)).fail(failed)
+            return failed
+
         trained = []
         for task, (_, _, jobs, _) in zip(tasks, started, strict=True):
             try:
                 trained.append(task.result())
-            except Exception:  # killed, out of time or memory: each of its jobs fails, in one line naming its log
-                failed = RunFailed(f"task {task.job_id} ended ({task.state}) with no result; see {task.paths.stderr}")
-                for _, cfg in jobs:
-                    if isinstance(cfg, DictConfig):
-                        Job(cfg, "", Run.of(cfg)).fail(failed)
-                trained.append([failed] * len(jobs))
-        returns.update({idx: task.result() for idx, task in alone.items()})
+            except Exception:
+                trained.append([died(task, jobs)] * len(jobs))
+        for idx, task in alone.items():
+            try:
+                returns[idx] = task.result()
+            except Exception:  # as a group's: its JobReturn as run_job would give it for that failure
+                job = self._start(solo[idx], [])
+                returns[idx] = self._end(solo[idx], job[0], died(task, [job]))
         return trained
 
     def _start(self, config: DictConfig, writes: list) -> tuple[JobReturn, DictConfig | Exception]:
