@@ -187,9 +187,8 @@ class VectorizedLauncher(Launcher):
             tasks = [executor.submit(_group_task, self.config.hydra.hydra_logging, group) for group in started]
             alone = {idx: executor.submit(_job_task, Singleton.get_state(), self, cfg) for idx, cfg in solo.items()}
 
-        def died(
-            task, jobs: list
-        ) -> RunFailed:  # killed, out of time or memory: each job fails, one line naming its log
+        def died(task, jobs: list) -> RunFailed:
+            """Killed, out of time or memory: each of the task's jobs fails, in one line naming the task's log."""
             failed = RunFailed(f"task {task.job_id} ended ({task.state}) with no result; see {task.paths.stderr}")
             for _, cfg in jobs:
                 if isinstance(cfg, DictConfig):
@@ -206,7 +205,7 @@ class VectorizedLauncher(Launcher):
             try:
                 returns[idx] = task.result()
             except Exception:  # as a group's: its JobReturn as run_job would give it for that failure
-                job = self._start(solo[idx], [])
+                _, _, (job,), _ = self._start_group([idx], [solo[idx]])  # its HydraConfig and logging restored
                 returns[idx] = self._end(solo[idx], job[0], died(task, [job]))
         return trained
 
