@@ -86,6 +86,7 @@ def test_standardized_runs_keep_their_scale_for_evaluate_and_predict(named_csv, 
     args = [
         "experiment=logistic_diabetes", f"data.path={path}", "data.header=true", "data.target=outcome",
         "data.standardize=true", "data.test_fraction=0.2", "epochs=50", "model.optimizer.lr=0.1",
+        f"question={table[:3, :8].tolist()}",  # raw rows, answered at the run's end as predict answers them
     ]  # fmt: skip
     run = tmp_path / "run"
     train(compose_train(*args, run_dir=run))
@@ -114,6 +115,7 @@ def test_standardized_runs_keep_their_scale_for_evaluate_and_predict(named_csv, 
     scaled = (torch.tensor(rows, dtype=torch.float64) - torch.tensor(stats["mean"])) / torch.tensor(stats["std"])
     expected = torch.sigmoid(scaled.float() @ weight.T + bias)[:, 0].tolist()
     assert answer == pytest.approx(expected, rel=1e-5)
+    assert read_metrics(run)["question"]["predictions"] == answer
     json.dumps(answer)
 
 

@@ -691,8 +691,10 @@ def test_a_stacked_job_keeps_the_scale_its_inputs_were_trained_at(tmp_path, monk
     from deepbasics.api import load_model
     from deepbasics.run.training import train
 
+    rows = np.loadtxt(DIABETES, delimiter=",", dtype=np.float32)[:5, :-1]
     args = ["experiment=logistic_diabetes", f"data.path={DIABETES}", "data.standardize=true", "epochs=20",
-            "log_every=10", "val_every=10", "callbacks.model_checkpoint.every_n_epochs=10"]  # fmt: skip
+            "log_every=10", "val_every=10", "callbacks.model_checkpoint.every_n_epochs=10",
+            f"question={rows.tolist()}"]  # fmt: skip
     code, output, jobs = sweep([*args, "seed=1,2", VECTORIZED], tmp_path / "sweep", monkeypatch, capfd)
     assert code == 0 and "training 2 jobs stacked" in output, output
     train(compose_train(*args, "seed=2", run_dir=tmp_path / "alone"))
@@ -701,6 +703,8 @@ def test_a_stacked_job_keeps_the_scale_its_inputs_were_trained_at(tmp_path, monk
         for d in (jobs[1], tmp_path / "alone")
     ]
     assert saved[0]["standardization"] == saved[1]["standardization"] is not None
-    rows = torch.tensor(np.loadtxt(DIABETES, delimiter=",", dtype=np.float32)[:5, :-1])
+    rows = torch.from_numpy(rows)
+    answers = [read_metrics(d)["question"]["predictions"] for d in (jobs[1], tmp_path / "alone")]
+    assert answers[0] == pytest.approx(answers[1], abs=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(load_model(jobs[1])(rows), load_model(tmp_path / "alone")(rows), rtol=0, atol=1e-5)

@@ -117,6 +117,17 @@ def test_predict_prints_probabilities_that_the_exported_plain_net_reproduces(ful
         "deepbasics-predict", [f"ckpt_path={ckpt}", f"inputs={csv}"], tmp_path, monkeypatch, capfd
     )
     assert json.loads(from_file.stdout)["predictions"] == predictions
+    # a first row of column names, as training reads with data.header=true, is skipped ("1e3" stays a number)
+    csv.write_text('x1,"x 2"\n2,2\n5,4\n1,-1\n')
+    named = run_in_this_process(
+        "deepbasics-predict", [f"ckpt_path={ckpt}", f"inputs={csv}"], tmp_path, monkeypatch, capfd
+    )
+    assert json.loads(named.stdout)["predictions"] == predictions
+    csv.write_text("1e3,nan\n2,2\n")
+    numbers = run_in_this_process(
+        "deepbasics-predict", [f"ckpt_path={ckpt}", f"inputs={csv}"], tmp_path, monkeypatch, capfd
+    )
+    assert numbers.returncode == 2 and "inputs row 0, column 1 is nan" in numbers.stderr  # read as numbers
 
 
 def test_checkpoints_load_with_weights_only(full_run):

@@ -123,3 +123,21 @@ def test_a_tutorial_run_ends_with_its_learned_parameters(experiment, tmp_path, m
     shown = [f"linear.weight {weight.numpy().round(4).tolist()}", f"linear.bias {bias.numpy().round(4).tolist()}"]
     assert f"learned: {', '.join(shown)}" in proc.stdout.splitlines()
     assert read_metrics(run)["parameters"] == {"linear.weight": weight.tolist(), "linear.bias": bias.tolist()}
+    if experiment == "logistic_pass_fail":  # and the tutorial's question, answered by model.pt as the tutorial does
+        x = torch.tensor([[2.0, 2.0], [5.0, 4.0]], dtype=torch.float64)
+        expected = torch.sigmoid(x @ weight.T + bias)[:, 0]
+        answer = read_metrics(run)["question"]
+        assert answer["inputs"] == [[2, 2], [5, 4]]
+        assert answer["predictions"] == pytest.approx(expected.tolist(), rel=1e-6)
+        assert f"model([[2, 2], [5, 4]]) = {expected.numpy().round(4).tolist()}" in proc.stdout.splitlines()
+    else:  # no question, no line
+        assert "question" not in read_metrics(run) and "model(" not in proc.stdout
+
+
+def test_a_question_that_does_not_fit_the_net_fails_before_training(tmp_path, monkeypatch, capfd):
+    proc = run_in_this_process(
+        "deepbasics-train", ["experiment=logistic_pass_fail", "question=[[1,2,3]]"], tmp_path, monkeypatch, capfd
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "error: inputs have shape 1x3, the model takes rows of 2 features; give N x 2\n"
+    assert not list((tmp_path / "outputs" / "runs" / "logistic_pass_fail").glob("*/checkpoints/*.ckpt"))

@@ -51,15 +51,21 @@ def open_text(path: str, encoding: str) -> TextIO:
 
 
 def read_table(
-    path: str, delimiter: str, header: bool, encoding: str, key: str = "data.path", settings: bool = True
+    path: str, delimiter: str, header: bool | None, encoding: str, key: str = "data.path", settings: bool = True
 ) -> np.ndarray:
     """The numeric table (float32, 2-D), or one line on what the file looks like and which setting reads it. ``key``:
-    the setting naming the file; ``settings``: whether data.* settings read it (not for predict's inputs)."""
+    the setting naming the file; ``settings``: whether data.* settings read it (not for predict's inputs). ``header``
+    None: a first row with a word in it (a cell of letters that is not a number) names the columns."""
     try:
         with warnings.catch_warnings(), open_text(path, encoding) as f:
             warnings.simplefilter("ignore")  # numpy warns about an empty file; the caller says it
+            first = f.readline()
+            if header is None:
+                cells = [cell.strip(' "') for cell in first.strip().split(delimiter)]
+                header = any(number(cell) is None and re.search(r"[^\W\d_]", cell) for cell in cells)
             # quotechar: a spreadsheet may quote its numbers ("1.5"), which are numbers all the same
-            return np.loadtxt(f, delimiter=delimiter, skiprows=int(header), dtype=np.float32, ndmin=2, quotechar='"')
+            rows = itertools.chain([first], f)
+            return np.loadtxt(rows, delimiter=delimiter, skiprows=int(header), dtype=np.float32, ndmin=2, quotechar='"')
     except UnicodeError:
         raise ConfigError(f"{key} {path}: {not_utf8(path, encoding, settings)}") from None
     except (EOFError, OSError, zlib.error, lzma.LZMAError) as err:

@@ -20,6 +20,7 @@ from deepbasics.reports.figures import curves_from_events, event_writer, run_tit
 from deepbasics.reports.metrics import by_stage, flat_settings, optimum_line, results_table, write_json
 from deepbasics.reports.mlflow_runs import log_run_files
 from deepbasics.run.callbacks import epochs_done, write
+from deepbasics.run.predict import ask
 
 
 @dataclass
@@ -65,14 +66,15 @@ def finish(run: Run, trainer: L.Trainer, module, datamodule, stopped=None, best_
         values |= (trainer.test(module, datamodule=datamodule, verbose=False) or [{}])[0]
     if not trainer.is_global_zero:  # under DDP, the files are rank 0's to write
         return float(values[run.monitor])
-    held = splits.splits if splits else None
-    return write_end(run, module, held, trainer.loggers, trainer.global_step, values, stopped, best_checkpoint, optimum)
+    return write_end(
+        run, module, splits, trainer.loggers, trainer.global_step, values, stopped, best_checkpoint, optimum
+    )
 
 
 def write_end(
     run: Run,
     module,
-    splits: dict | None,
+    data,
     loggers: list,
     step: int,
     values: dict,
@@ -82,9 +84,10 @@ def write_end(
     layouts: dict | None = None,
     report: bool = True,
 ) -> float:
-    """The end-of-run files from the final ``values`` ({"<split>/<name>": value}) and the whole ``splits`` if held: the
-    optimum's gap in the loggers, model.pt, figures, the HParams tab, metrics.json last; the monitored value.
-    ``layouts`` come from a stacked group, which prints its own lines."""
+    """The end-of-run files from the final ``values`` ({"<split>/<name>": value}) and the ``data``'s whole splits if
+    it holds them (``WholeSplits``, else None): the optimum's gap in the loggers, model.pt, figures, the HParams tab,
+    metrics.json last; the monitored value. ``layouts`` come from a stacked group, which prints its own lines."""
+    splits = data.splits if data is not None else None
     train = splits["train"] if splits else None
     evaluated = None if splits is None else ("test", *splits["test"]) if "test" in splits else ("train", *train)
     stages = by_stage(values)
@@ -104,10 +107,13 @@ def write_end(
         if isinstance(logger, L.pytorch.loggers.MLFlowLogger):
             log_run_files(logger, run.dir)
         logger.finalize("success")
-    learned = _parameters(module.net)
+    learned, question = _parameters(module.net), run.config.get("question")
+    if question is not None:  # the tutorials' last cell: model(x) for new inputs
+        question = ask(module, question, data.standardization if data is not None else None)
     record = {"epochs": epochs} | ({"stopped": stopped} if stopped else {})
     record |= {"monitor": {"metric": run.monitor, "value": monitored}, **stages, "optimum": optimum}
-    record |= ({"parameters": learned} if learned else {}) | {"best_checkpoint": best_checkpoint}
+    record |= ({"parameters": learned} if learned else {}) | ({"question": question} if question else {})
+    record |= {"best_checkpoint": best_checkpoint}
     write_json(run.dir / "metrics.json", run.identity("stopped_early" if stopped else "completed") | record)
     if report:  # the end-of-run lines (a stacked group prints its own)
         console = Console()
@@ -121,6 +127,11 @@ def write_end(
             console.print("learned:", ", ".join(shown), soft_wrap=True)  # 4 decimals, no float32 digits beyond
         if optimum:
             console.print(optimum_line(optimum), soft_wrap=True)
+        if question:
+            answer = np.round(question["predictions"], 4).tolist()
+            console.print(f"model({question['inputs']}) = {answer}", soft_wrap=True)
+        if run.config.get("note"):  # a recipe's remark (conf/experiment)
+            console.print(run.config["note"], soft_wrap=True)
         console.print(f"run directory: {run.dir}", soft_wrap=True)
     return monitored
 

@@ -262,7 +262,7 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int) ->
         layouts[axes] = layouts.get(axes) or (axes and FitPlot(axes))
 
     def end(k: int) -> float | RunFailed:
-        job, splits = jobs[k], jobs[k].datamodule.splits
+        job = jobs[k]
         at, stopped = group.stopped.get(k, (step, {"epoch": job.cfg.epochs}))  # where it stopped early, if it did
         try:
             values = {name: float(v[k]) for name, v in finals.items()}
@@ -273,7 +273,7 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int) ->
             return write_end(
                 job.run,
                 job.module,
-                splits,
+                job.datamodule,
                 job.loggers,
                 at,
                 values,

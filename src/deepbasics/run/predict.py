@@ -24,33 +24,44 @@ def predict(cfg: DictConfig) -> list:
     a multi-class classifier gives each row's class and its probabilities of every class."""
     torch.set_num_threads(cfg.threads)
     checkpoint = read_checkpoint(cfg.ckpt_path)
-    net = net_of(checkpoint)
     x = read_inputs(cfg.inputs, checkpoint["hyper_parameters"]["net"].get("in_features"))
-    try:
-        with torch.no_grad():
-            values = predictions(net(x), checkpoint["deepbasics"]["classifier"])
-    except RuntimeError as err:  # a net of the user's own, whose input width the config does not say
-        raise ConfigError(
-            f"inputs of shape {'x'.join(map(str, x.shape))} do not fit the net: {one_line(err)}"
-        ) from None
-    if values.shape[1] > 1:  # one probability per class
-        answer = {"predictions": values.argmax(dim=1).tolist(), "probabilities": values.tolist()}
-    else:
-        answer = {"predictions": values[:, 0].tolist()}
+    answer = answers(net_of(checkpoint), x, checkpoint["deepbasics"]["classifier"])
     # JSON has no NaN or Infinity (Python's json writes them anyway): a value the net could not give is null
     print(json.dumps(finite(answer), allow_nan=False), flush=True)
     return answer["predictions"]
 
 
+def ask(module, question, standardization: dict | None = None) -> dict:
+    """A module's answers to ``question`` (rows as predict's inputs, raw), as the tutorials end on ``model(x)``."""
+    x = read_inputs(question, module.hparams.net.get("in_features"))
+    return {"inputs": question} | answers(scaled(module.net, standardization), x, module.is_classifier)
+
+
+def answers(net: torch.nn.Module, x: torch.Tensor, classifier: bool) -> dict:
+    """The net's predictions for the rows ``x``; a multi-class classifier's each row's class and every probability."""
+    try:
+        with torch.no_grad():
+            values = predictions(net(x), classifier)
+    except RuntimeError as err:  # a net of the user's own, whose input width the config does not say
+        raise ConfigError(
+            f"inputs of shape {'x'.join(map(str, x.shape))} do not fit the net: {one_line(err)}"
+        ) from None
+    if values.shape[1] > 1:  # one probability per class
+        return {"predictions": values.argmax(dim=1).tolist(), "probabilities": values.tolist()}
+    return {"predictions": values[:, 0].tolist()}
+
+
 def net_of(checkpoint: dict) -> torch.nn.Module:
-    """The trained net of a checkpoint in eval mode, behind its run's standardization if any (it takes raw rows)."""
+    """The trained net of a checkpoint in eval mode, taking raw rows."""
     net = instantiate(checkpoint["hyper_parameters"]["net"])
     state = checkpoint["state_dict"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
-    standardization = checkpoint["deepbasics"].get("standardization")
-    if standardization is not None:
-        net = torch.nn.Sequential(Standardize(standardization), net)
-    return net.eval()
+    return scaled(net, checkpoint["deepbasics"].get("standardization")).eval()
+
+
+def scaled(net: torch.nn.Module, standardization: dict | None) -> torch.nn.Module:
+    """The net behind the standardization its inputs were trained at, if any: it takes raw rows."""
+    return net if standardization is None else torch.nn.Sequential(Standardize(standardization), net)
 
 
 def read_inputs(inputs, width: int | None) -> torch.Tensor:
@@ -59,7 +70,7 @@ def read_inputs(inputs, width: int | None) -> torch.Tensor:
         path = Path(inputs).expanduser()
         if not path.is_file():
             raise ConfigError(f"inputs={inputs}: no such file; pass a CSV path or a list like [[2,2],[5,4]]")
-        rows = read_table(str(path), ",", header=False, encoding="utf-8-sig", key="inputs", settings=False)
+        rows = read_table(str(path), ",", header=None, encoding="utf-8-sig", key="inputs", settings=False)
     else:
         values = OmegaConf.to_container(inputs) if OmegaConf.is_config(inputs) else inputs
         try:
