@@ -1,59 +1,174 @@
-"""The README's "Your own model and data" as a user follows it: its files written into an empty directory,
-its commands run there as shown, then what the README says they give checked; and a kill -9 of a run on that
-DataModule, resumed, against the same run never stopped."""
+"""Both READMEs as a reader uses them: every command of their ``bash`` blocks run as printed, in order, from a
+directory laid out as the project's root (deepbasics' console scripts through their entry points in this process,
+which is the code path of a new process without torch's start each time; everything else through bash); a section
+that brings files of its own runs in an empty directory holding them. The few commands that need a server, a GPU, a
+cluster or the network, or that take minutes, run with ``--help`` or ``dry_run=true`` instead, or not at all: each
+is named in INSTEAD with why. Then what the pictures and your own model and data promise."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import BIN, REPO, read_metrics, run_in_this_process
 
-SECTION = "## Your own model and data"
-STOP_AT = REPO / "tests" / "run" / "stop_at.py"
+READMES = ("README.md", "README.ko.md")
+ENTRY_POINTS = {"deepbasics-train", "deepbasics-evaluate", "deepbasics-predict"}
+# (a piece of the command as printed, what runs instead, why)
+INSTEAD = [
+    ("make test-fast", None, "a part of this suite"),
+    ("make test", None, "the suite itself: CI runs it (bash .ci/run)"),
+    ("make clean-venv", None, "would remove the environment these tests run in"),
+    ("make train TORCH=", None, "downloads torch's CUDA build"),
+    ("make train", None, "its set-up is what CI's fresh clone runs, its training experiment=blobs_mlp's above"),
+    ("hydra/launcher=parallel", "dry_run=true", "its workers start torch afresh (20 s): tests/reports/test_sweeps.py"),
+    ("pip install", None, "installs from the network"),
+    ("tensorboard --logdir", "--help", "a server that runs until stopped (tests/reports read the events it shows)"),
+    ("mlflow ui", "--help", "a server that runs until stopped (tests/reports/test_mlflow_runs.py reads the store)"),
+    ("trainer=gpu", "--help", "needs a GPU: the config composes, nothing trains"),
+    ("trainer=ddp ", "--help", "needs GPUs: the config composes, nothing trains"),
+    ("torchrun", "--help", "needs GPUs (tests/run/test_distributed.py runs torchrun on two CPU ranks)"),
+    ("trainer=ddp_cpu", "--help", "its ranks run the command again as processes: tests/run/test_distributed.py"),
+    ("hydra/launcher=slurm", "dry_run=true", "needs a SLURM cluster: the sweep's jobs are listed, none submitted"),
+    ("hydra/launcher=vectorized_slurm", "dry_run=true", "needs a SLURM cluster (its local executor is tested)"),
+    ("scripts/benchmark.py", "--help", "takes minutes; its numbers are quoted, not checked"),
+    ("scripts/readme_pictures.py", "--help", "test_the_pictures_script_runs_and_every_picture_exists runs it"),
+]
 
 
-def readme_section() -> tuple[dict[str, str], str]:
-    """The section's files (a block whose first line is ``# <path>``) and its shell commands."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split(f"\n{SECTION}\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
-    files = {
-        body.splitlines()[0].removeprefix("# "): body
-        for lang, body in blocks
-        if lang in ("python", "yaml") and body.startswith("# ")
-    }
-    (commands,) = [body for lang, body in blocks if lang == "bash"]
-    return files, commands
+def blocks(text: str) -> list[tuple[str, str]]:
+    """The fenced blocks of a README: (language, body), in order."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
 
 
-def user_directory(tmp_path: Path) -> Path:
-    files, _ = readme_section()
-    assert {"mynets.py", "mydata.py", "conf/model/tanh.yaml", "conf/data/circles.yaml"} <= set(files)
-    for name, body in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(body)
-    return tmp_path
+def sections(name: str) -> list[tuple[dict[str, str], list[str]]]:
+    """A README cut at its folded sections: each part's files (a python or yaml block whose first line is ``# <path>``)
+    and its shell commands, a line ending in a backslash joined to the next."""
+    parts = []
+    for part in re.split(r"^<details>", (REPO / name).read_text(encoding="utf-8"), flags=re.MULTILINE):
+        found = blocks(part)
+        files = {
+            body.splitlines()[0].removeprefix("# "): body
+            for lang, body in found
+            if lang in ("python", "yaml") and body.startswith("# ")
+        }
+        lines = "".join(body for lang, body in found if lang == "bash").replace("\\\n", " ").splitlines()
+        parts.append((files, [line.strip() for line in lines if line.strip() and not line.startswith("#")]))
+    return parts
 
 
-def shell(commands: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(["bash", "-e", "-c", commands], cwd=cwd, env=env, capture_output=True, text=True)
+def project_like(root: Path) -> Path:
+    """A directory that reads as the project's root (its files linked), with outputs/ of its own, and ../shared."""
+    root.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name not in ("outputs", ".git"):
+            (root / entry.name).symlink_to(entry)
+    (root.parent / "shared").symlink_to(REPO.parent / "shared")
+    return root
+
+
+class Reader:
+    """Runs a README's commands as a reader types them, in order, keeping the shell variables they set."""
+
+    def __init__(self, monkeypatch, capfd):
+        self.monkeypatch, self.capfd, self.vars, self.done, self.outputs = monkeypatch, capfd, {}, set(), {}
+        self.seconds = {}
+
+    def words(self, line: str, cwd: Path) -> list[str]:
+        """The command's words after bash's expansions (quotes, $(...), $run), its comment dropped."""
+        env = {**os.environ, **self.vars, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        script = f"printf '%s\\0' {line}"
+        out = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+        return out.stdout.split("\0")[:-1]
+
+    def run(self, line: str, cwd: Path) -> None:
+        assignment = re.match(r"^([A-Za-z_]\w*)=(\$\(.*\)|\S+)\s*(#.*)?$", line)
+        if assignment:  # run=$(ls -d ... | tail -n 1): a variable for what follows
+            (self.vars[assignment[1]],) = self.words(assignment[2], cwd)
+            return
+        if line in self.done:  # the same command in the other README
+            return
+        self.done.add(line)
+        instead = next(((what, why) for piece, what, why in INSTEAD if piece in line), None)
+        if instead and instead[0] is None:
+            return
+        started = time.perf_counter()
+        ours = re.search(r"(^|[\s/])deepbasics-(train|evaluate|predict) |-m deepbasics\.train ", line)
+        environment = {**os.environ, **self.vars, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        if not (ours or instead):  # printf ... > rows.csv, python scripts/..., make lint: bash runs it as printed
+            proc = subprocess.run(["bash", "-c", line], cwd=cwd, env=environment, capture_output=True, text=True)
+        else:
+            proc = self.command(self.words(line, cwd), instead, cwd, environment)
+        self.seconds[line] = time.perf_counter() - started
+        with open("/tmp/readme_times.log", "a") as log:  # DIAG
+            log.write(f"{self.seconds[line]:6.1f} {line}\n")
+        assert proc.returncode == 0, f"{line}\nexited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        self.outputs[line] = proc.stdout
+
+    def command(self, words: list[str], instead, cwd: Path, environment: dict) -> subprocess.CompletedProcess:
+        """deepbasics' console scripts in this process; a server's or GPUs' command with --help."""
+        env = {}
+        while re.match(r"^[A-Za-z_]\w*=", words[0]):  # PYTHONPATH=. deepbasics-train ...
+            key, _, value = words.pop(0).partition("=")
+            env[key] = value
+        if instead:
+            words = [*words, instead[0]]
+        if words[:3] == [".venv/bin/python", "-m", "deepbasics.train"]:
+            words = ["deepbasics-train", *words[3:]]
+        if Path(words[0]).name not in ENTRY_POINTS:
+            return subprocess.run(words, cwd=cwd, env=environment | env, capture_output=True, text=True)
+        if "PYTHONPATH" in env:  # the reader's own modules
+            self.monkeypatch.syspath_prepend(str(cwd / env["PYTHONPATH"]))
+        return run_in_this_process(Path(words[0]).name, words[1:], cwd, self.monkeypatch, self.capfd)
 
 
 @pytest.mark.slow
-def test_your_own_net_and_datamodule_as_the_readme_shows(tmp_path, monkeypatch):
-    home = user_directory(tmp_path)
-    proc = shell(readme_section()[1], home)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_every_readme_command_runs_as_printed(tmp_path, monkeypatch, capfd):
+    project, reader = project_like(tmp_path / "project"), Reader(monkeypatch, capfd)
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    for name in READMES:
+        for number, (files, commands) in enumerate(sections(name)):
+            cwd = project
+            if files:  # "in an empty directory"
+                cwd = tmp_path / f"{Path(name).stem}-{number}"
+                for path, body in files.items():
+                    (cwd / path).parent.mkdir(parents=True, exist_ok=True)
+                    (cwd / path).write_text(body)
+            for line in commands:
+                reader.run(line, cwd)
+    assert len(reader.outputs) >= 40, sorted(reader.outputs)
+    for line, seconds in sorted(reader.seconds.items(), key=lambda item: -item[1])[:12]:
+        print(f"{seconds:6.1f} s  {line}")  # where the time goes (pytest -s)
 
+    # what the READMEs say the commands give
+    def answer(fragment: str) -> dict:
+        (line,) = [line for line in reader.outputs if "deepbasics-predict" in line and fragment in line]
+        return json.loads(reader.outputs[line])
+
+    for experiment, fragment in (("logistic_pass_fail", "[[2,2],[5,4]]"), ("logistic_threshold", "[1,2,3,4,4.5]")):
+        latest = sorted((project / "outputs" / "runs" / experiment).iterdir())[-1]  # the run predict was given
+        predicted = answer(fragment)["predictions"]
+        assert predicted == pytest.approx(read_metrics(latest)["question"]["predictions"][: len(predicted)], abs=1e-7)
+    assert "0.766798" in next(out for line, out in reader.outputs.items() if "experiment=logistic_diabetes" in line)
+    (named,) = [out for line, out in reader.outputs.items() if "inputs=rows.csv" in line]
+    assert json.loads(named) == answer("[[1,1],[-1,1]]")  # the header row skipped
+    sweeps = list((project / "outputs" / "multiruns" / "blobs_mlp").iterdir())
+    assert all((sweep / "summary.md").is_file() for sweep in sweeps) and len(sweeps) >= 3
+    own = next(p for p in tmp_path.iterdir() if p.name.startswith("README-") and (p / "mynets.py").is_file())
+    check_your_own_model_and_data(own, monkeypatch)
+
+
+def check_your_own_model_and_data(home: Path, monkeypatch) -> None:
     (run,) = sorted((home / "outputs" / "runs" / "circles").iterdir())  # trained, then resumed in place
     metrics = read_metrics(run)
     assert metrics["status"] == "completed" and metrics["epochs"] == 40
@@ -62,11 +177,8 @@ def test_your_own_net_and_datamodule_as_the_readme_shows(tmp_path, monkeypatch):
     assert (run / "checkpoints" / "last.ckpt").is_file() and list((run / "checkpoints").glob("best-epoch*.ckpt"))
     assert "does not hold its splits in memory" in (run / "train.log").read_text()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40 * 8  # 240 rows / 32
-
     (evaluation,) = (home / "outputs" / "evaluations").glob("*/metrics.json")
     assert json.loads(evaluation.read_text())["test"]["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-6)
-    answer = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith('{"predictions"')))
-    assert len(answer["predictions"]) == 2 and all(0 <= p <= 1 for p in answer["predictions"])
 
     monkeypatch.syspath_prepend(str(home))
     import deepbasics
@@ -75,7 +187,6 @@ def test_your_own_net_and_datamodule_as_the_readme_shows(tmp_path, monkeypatch):
     assert type(net).__name__ == "TanhNet"
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(v, saved[f"net.{k}"]) for k, v in net.state_dict().items())
-
     (sweep,) = (home / "outputs" / "multiruns" / "circles").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if p.name[:2].isdigit())
     assert [j.name for j in jobs] == ["00_lr=0.003", "01_lr=0.03"]
@@ -83,24 +194,70 @@ def test_your_own_net_and_datamodule_as_the_readme_shows(tmp_path, monkeypatch):
     (stacked,) = (home / "outputs" / "multiruns" / "tanh_blobs").iterdir()
     jobs = sorted(p for p in stacked.iterdir() if p.name[:2].isdigit())
     assert len(jobs) == 4 and all(read_metrics(j)["status"] == "completed" for j in jobs)
-    assert "training 4 jobs stacked" in proc.stdout + proc.stderr
+    assert not list(jobs[0].glob("train.log")) or "on its own" not in jobs[0].joinpath("train.log").read_text()
+
+
+def test_the_readmes_link_each_other_and_fold_their_details():
+    english, korean = ((REPO / name).read_text(encoding="utf-8") for name in READMES)
+    assert "(README.ko.md)" in english.split("\n## ")[0] and "(README.md)" in korean.split("\n## ")[0]
+    for text in (english, korean):
+        outside, depth = [], 0
+        for line in text.splitlines():
+            depth += line.startswith("<details>")
+            outside += [line] if depth == 0 else []
+            depth -= line.startswith("</details>")
+        assert depth == 0 and len(outside) <= 150, len(outside)
+
+
+@pytest.mark.slow
+def test_the_pictures_script_runs_and_every_picture_exists(tmp_path, monkeypatch):
+    shown = {
+        src
+        for name in READMES
+        for src in re.findall(r'<img src="([^"]+)"|!\[[^]]*\]\(([^)]+)\)', (REPO / name).read_text(encoding="utf-8"))
+        for src in src
+        if src
+    }
+    assert len(shown) >= 4
+    for picture in shown:
+        with Image.open(REPO / picture) as image:
+            assert image.format == "PNG" and min(image.size) >= 300, picture
+    spec = importlib.util.spec_from_file_location("readme_pictures", REPO / "scripts" / "readme_pictures.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+    out = script.main(["--out", str(tmp_path / "pictures"), "--epochs", "100"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(script.PICTURES)
+    assert {Path(picture).name for picture in shown} <= set(script.PICTURES)
+    for picture in out.iterdir():
+        with Image.open(picture) as image:
+            assert image.format == "PNG" and len(set(image.getdata())) > 50, picture  # drawn, not blank
 
 
 @pytest.mark.slow
 def test_a_run_on_your_datamodule_killed_and_resumed_ends_as_one_never_stopped(tmp_path, monkeypatch, capfd):
-    home = user_directory(tmp_path)
+    (files,) = [files for files, _ in sections("README.md") if files]
+    assert {"mynets.py", "mydata.py", "conf/model/tanh.yaml", "conf/data/circles.yaml"} <= set(files)
+    for path, body in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(body)
     args = ["--config-dir", "conf", "data=circles", "model=tanh", "name=circles", "epochs=30", "val_every=10"]
     env = {**os.environ, "PYTHONPATH": ".", "PYTHONWARNINGS": "ignore"}
-    killed = subprocess.run([sys.executable, str(STOP_AT), "kill", "25", *args], cwd=home, env=env, capture_output=True)
+    stop_at = REPO / "tests" / "run" / "stop_at.py"
+    killed = subprocess.run(
+        [sys.executable, str(stop_at), "kill", "25", *args], cwd=tmp_path, env=env, capture_output=True
+    )
     assert killed.returncode == -9
-    (run,) = sorted((home / "outputs" / "runs" / "circles").iterdir())
+    (run,) = sorted((tmp_path / "outputs" / "runs" / "circles").iterdir())
     assert not (run / "metrics.json").exists()
     # the killed run finished as the user types it, then the same run never stopped (in this process)
-    proc = subprocess.run([str(BIN / "deepbasics-train"), *args, "resume=auto"], cwd=home, env=env, capture_output=True)
-    assert proc.returncode == 0, proc.stderr
-    monkeypatch.syspath_prepend(str(home))
-    assert run_in_this_process("deepbasics-train", args, home, monkeypatch, capfd).returncode == 0
-    first, second = sorted((home / "outputs" / "runs" / "circles").iterdir())
+    resumed = subprocess.run(
+        [str(BIN / "deepbasics-train"), *args, "resume=auto"], cwd=tmp_path, env=env, capture_output=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd).returncode == 0
+    first, second = sorted((tmp_path / "outputs" / "runs" / "circles").iterdir())
     assert first == run
     ends = [torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (first, second)]
     assert ends[0]["global_step"] == ends[1]["global_step"] == 30 * 8

@@ -101,16 +101,11 @@ def lock_run_dir(run_dir: str | Path) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%F %T')}\n".encode())
     _held[run_dir] = fd
+    for path in run_dir.rglob(f"{TEMPORARY}*"):  # killed writers' temporary files: this process alone writes here
+        path.unlink(missing_ok=True)
 
 
 def unlock_run_dir(run_dir: str | Path) -> None:
     fd = _held.pop(Path(run_dir).resolve(), None)
     if fd is not None:
         os.close(fd)  # closing the descriptor releases the flock
-
-
-def remove_dead_writes(run_dir: str | Path) -> None:
-    """Remove the temporary files of killed writers in ``run_dir``, once this process alone writes there."""
-    if Path(run_dir).resolve() in _held:
-        for path in Path(run_dir).rglob(f"{TEMPORARY}*"):
-            path.unlink(missing_ok=True)

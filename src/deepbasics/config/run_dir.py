@@ -33,7 +33,7 @@ def choose_run_dir(output_dir: str, name: str, resume, fresh: str, overrides=(),
         raise ConfigError(f"resume={resume!r}: pass resume=auto, a run directory or a .ckpt file")
     run_dir = _run_dir_of(output_dir, name, resume)
     refuse_group_changes(overrides, groups, run_dir)
-    check_checkpoint_path(resumed_checkpoint(run_dir, resume) if run_dir else resume, key="resume")
+    check_checkpoint_path(run_dir / LAST if resume == "auto" else resume, key="resume")
     if run_dir is None:  # a loose .ckpt: a new directory, the checkpoint's run continued in it
         return Path(output_dir) / "runs" / name / fresh
     if (run_dir / ".hydra" / "config.yaml").is_file():
@@ -76,9 +76,7 @@ def _run_dir_of(output_dir: str, name: str, resume: str) -> Path | None:
             raise ConfigError(f"resume=auto: no run of {name} with {LAST} under {root}; train one without resume first")
         return found
     path = Path(resume).expanduser().resolve()
-    if path.is_dir():
-        if not (path / LAST).is_file():
-            raise ConfigError(f"resume={resume}: {path} has no {LAST}; pass a run directory that saved a checkpoint")
+    if path.is_dir():  # check_checkpoint_path names one without last.ckpt
         return path
     if path.is_file():
         return path.parent.parent if path.parent.name == "checkpoints" else None

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-OPTIMUM_LOSS = "train/optimum_loss"
-POINTS = {"loss": OPTIMUM_LOSS, "loss_gap": "train/loss_gap", "param_gap": "train/param_gap"}  # report key -> tag
+# report key -> tag
+POINTS = {"loss": "train/optimum_loss", "loss_gap": "train/loss_gap", "param_gap": "train/param_gap"}
 MAX_ROWS = 100_000  # above this many training rows the exact fit would cost more than the training
 LOGISTIC = "unpenalised logistic regression"
 

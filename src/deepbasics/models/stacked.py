@@ -131,21 +131,21 @@ class StackedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         self.steps += 1
         params = [p for p in self.param_groups[0]["params"] if p.grad is not None]
-        if self.kind == "sgd":
-            for p in params:
-                self._sgd(p, self.state[p])
-            return loss
-        # Adam's bias corrections, in float64 as torch computes them from Python floats: once per step
-        beta1, beta2 = self.hyper["betas"].T
-        step_size, correction = -self.lr / (1 - beta1**self.steps), torch.sqrt(1 - beta2**self.steps)
+        if self.kind == "adam":
+            # Adam's bias corrections, in float64 as torch computes them from Python floats: once per step
+            beta1, beta2 = self.hyper["betas"].T
+            self.step_size, self.correction = -self.lr / (1 - beta1**self.steps), torch.sqrt(1 - beta2**self.steps)
+        update = self._sgd if self.kind == "sgd" else self._adam
         for p in params:
-            self._adam(p, self.state[p], step_size, correction)
+            grad = -p.grad if self.flags["maximize"] else p.grad
+            if self.decays and self.flags.get("decoupled_weight_decay"):
+                p.mul_(self._view("decay", p))
+            elif self.decays:
+                grad = torch.addcmul(grad, p, self._view("weight_decay", p))
+            update(p, grad, self.state[p])
         return loss
 
-    def _sgd(self, p: torch.Tensor, state: dict) -> None:
-        grad = -p.grad if self.flags["maximize"] else p.grad
-        if self.decays:
-            grad = torch.addcmul(grad, p, self._view("weight_decay", p))
+    def _sgd(self, p: torch.Tensor, grad: torch.Tensor, state: dict) -> None:
         if self.momentum:
             buf = state.get("momentum_buffer")
             if buf is None:  # torch's first step: the buffer is the gradient, undamped
@@ -155,23 +155,18 @@ class StackedOptimizer(torch.optim.Optimizer):
             grad = torch.addcmul(grad, buf, self._view("momentum", p)) if self.flags["nesterov"] else buf
         p.addcmul_(grad, self._view("neg_lr", p))
 
-    def _adam(self, p: torch.Tensor, state: dict, step_size: torch.Tensor, correction: torch.Tensor) -> None:
-        grad = -p.grad if self.flags["maximize"] else p.grad
+    def _adam(self, p: torch.Tensor, grad: torch.Tensor, state: dict) -> None:
         if not state:
             state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
             if self.flags["amsgrad"]:
                 state["max_exp_avg_sq"] = torch.zeros_like(p)
-        if self.decays and self.flags["decoupled_weight_decay"]:
-            p.mul_(self._view("decay", p))
-        elif self.decays:
-            grad = torch.addcmul(grad, p, self._view("weight_decay", p))
         state["exp_avg"].lerp_(grad, self._view("one_minus_beta1", p))
         state["exp_avg_sq"].mul_(self._view("beta2", p)).addcmul_(grad, grad * self._view("one_minus_beta2", p))
         second = state["exp_avg_sq"]
         if self.flags["amsgrad"]:
             second = torch.maximum(state["max_exp_avg_sq"], second, out=state["max_exp_avg_sq"])
-        denominator = (second.sqrt() / along_jobs(correction, p)).add_(self._view("eps", p))
-        p.addcdiv_(state["exp_avg"] * along_jobs(step_size, p), denominator)
+        denominator = (second.sqrt() / along_jobs(self.correction, p)).add_(self._view("eps", p))
+        p.addcdiv_(state["exp_avg"] * along_jobs(self.step_size, p), denominator)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Each job's torch optimizer state (``job_state``'s form, in its checkpoint) stacked: a group resumes."""

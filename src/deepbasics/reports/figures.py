@@ -4,7 +4,6 @@ on axes from its own run alone. A figure is laid out once; drawing it again blit
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 from pathlib import Path
 
@@ -237,12 +236,10 @@ def save_figures(
         figures["confusion"] = confusion_image(module, *evaluated)
     (run_dir / "figures").mkdir(exist_ok=True)
     for name, image in figures.items():
-        out = io.BytesIO()  # PNG at zlib's fastest level: encoding is most of a figure's cost; flat colours compress
-        Image.fromarray(image).save(out, format="png", compress_level=1)
-        encoded = out.getvalue()
-        (run_dir / "figures" / f"{name}.png").write_bytes(encoded)
+        path = run_dir / "figures" / f"{name}.png"  # PNG at zlib's fastest level: encoding is most of a figure's cost
+        Image.fromarray(image).save(path, compress_level=1)  # flat colours compress
         if name != "loss":  # the loss curves are TensorBoard's own scalars
-            log_image(loggers, f"visual/{name}", image, encoded, step)
+            log_image(loggers, f"visual/{name}", image, path.read_bytes(), step)
 
 
 def curves_from_events(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,8 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """``value`` as JSON holds it, NaN and infinities as None (JSON has neither; Python's json writes them anyway)."""
+    return json.loads(json.dumps(value), parse_constant=lambda _: None)
 
 
 def results_table(stages: dict[str, dict[str, float]]):

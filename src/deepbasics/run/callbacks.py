@@ -171,10 +171,8 @@ def rng_states() -> dict:
 
 def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 

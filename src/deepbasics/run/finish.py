@@ -82,7 +82,6 @@ def write_end(
     best_checkpoint: str | None = None,
     optimum: dict | None = None,
     layouts: dict | None = None,
-    report: bool = True,
 ) -> float:
     """The end-of-run files from the final ``values`` ({"<split>/<name>": value}) and the ``data``'s whole splits if
     it holds them (``WholeSplits``, else None): the optimum's gap in the loggers, model.pt, figures, the HParams tab,
@@ -115,7 +114,7 @@ def write_end(
     record |= ({"parameters": learned} if learned else {}) | ({"question": question} if question else {})
     record |= {"best_checkpoint": best_checkpoint}
     write_json(run.dir / "metrics.json", run.identity("stopped_early" if stopped else "completed") | record)
-    if report:  # the end-of-run lines (a stacked group prints its own)
+    if layouts is None:  # the end-of-run lines (a stacked group, which passes its layouts, prints its own)
         console = Console()
         ran = (
             f"stopped early at epoch {epochs}/{run.epochs}: {stopped['reason']}" if stopped else f"{run.epochs} epochs"

@@ -27,7 +27,7 @@ from deepbasics.config.settings import check_settings
 from deepbasics.config.sweep_dir import STATE
 from deepbasics.data.in_memory import InMemoryDataModule, whole_splits
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, one_line
-from deepbasics.files import FileSet, lock_run_dir, remove_dead_writes, unlock_run_dir
+from deepbasics.files import FileSet, lock_run_dir, unlock_run_dir
 from deepbasics.models.optimum import optimum, optimum_points
 from deepbasics.models.stacked import StackedModule
 from deepbasics.reports.figures import FitPlot, fit_axes
@@ -82,7 +82,6 @@ def train_group(cfgs: list[DictConfig], labels: list[str], timings: dict) -> lis
         for job in jobs:  # first: a job whose directory another process holds writes nothing into it
             try:
                 lock_run_dir(job.run.dir)
-                remove_dead_writes(job.run.dir)  # a checkpoint a kill cut short
             except (ConfigError, OSError) as err:  # held by another process, or out of file descriptors
                 job.outcome = err
         for job in [job for job in jobs if job.outcome is None and _build(job, shared)]:
@@ -156,11 +155,10 @@ class StackedSplits(InMemoryDataModule):
         super().__init__()
         self.datamodules = datamodules
         for split in datamodules[0].splits:
-            parts = [dm.splits[split] for dm in datamodules]
-            if all(p is parts[0] for p in parts):
-                self.splits[split] = tuple(t.expand(len(parts), *t.shape) for t in parts[0])
-            else:
-                self.splits[split] = (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]))
+            columns = zip(*(dm.splits[split] for dm in datamodules), strict=True)  # every job's x, every job's y
+            self.splits[split] = tuple(
+                t[0].expand(len(t), *t[0].shape) if all(u is t[0] for u in t) else torch.stack(t) for t in columns
+            )
 
     @property
     def batch_size(self) -> int | None:
@@ -250,12 +248,11 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int) ->
     alive = group.alive()
     for k in set(range(len(jobs))) - set(alive):
         _end_failed(jobs[k], k, group)
+    layouts, optima = {}, {}  # fit layouts shared where jobs' axes coincide: drawn before the fork
     for k in alive:
         for logger in jobs[k].loggers:  # as Lightning finalizes a run's loggers when its fit ends
             logger.finalize("success")
         jobs[k].module.net.load_state_dict(group.net.job_state(k))
-    layouts, optima = {}, {}  # fit layouts shared where jobs' axes coincide: drawn before the fork
-    for k in alive:
         train = jobs[k].datamodule.splits["train"]
         optima[k] = optimum(jobs[k].module, *train)
         axes = fit_axes(jobs[k].module, *train)
@@ -281,7 +278,6 @@ def _end_jobs(jobs: list[Job], group: StackedModule, finals: dict, step: int) ->
                 best_checkpoint=best,
                 optimum=optima[k],
                 layouts=layouts,
-                report=False,
             )
         except Exception as err:  # this job's end failed (a logger of its own, a file): the others go on
             job.fail(err)
@@ -410,12 +406,9 @@ class JobCheckpoints(L.pytorch.callbacks.Checkpoint):
         own = {key: value for key, value in checkpoint.items() if key not in ("state_dict", "callbacks")}
         own["state_dict"] = {f"net.{name}": value for name, value in group.net.job_state(k).items()}
         if "optimizer_states" in checkpoint:  # what Lightning leaves out of a weights-only checkpoint
-            optimizer = group.optimizers_alone[k]
-            optimizer.state.clear()
-            for p, state in zip(job.module.net.parameters(), group.trainer.optimizers[0].job_state(k), strict=True):
-                if state:
-                    optimizer.state[p] = state
-            own["optimizer_states"] = [optimizer.state_dict()]
+            states = enumerate(group.trainer.optimizers[0].job_state(k))  # by parameter index, as torch's state_dict
+            groups = group.optimizers_alone[k].state_dict()["param_groups"]
+            own["optimizer_states"] = [{"state": {i: state for i, state in states if state}, "param_groups": groups}]
             own["lr_schedulers"] = [group.schedules.each[k].state_dict()] if group.schedules else []
         if "callbacks" in checkpoint:
             own["callbacks"] = {RunState.__qualname__: {"rng": job.rng}} | {

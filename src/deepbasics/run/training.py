@@ -20,7 +20,7 @@ from deepbasics.config.settings import check_settings
 from deepbasics.config.sweep_dir import job_state, sweep_of
 from deepbasics.data.in_memory import whole_splits
 from deepbasics.errors import ConfigError, Interrupted, RunFailed, command_as_typed, one_line
-from deepbasics.files import lock_run_dir, read_json, remove_dead_writes, unlock_run_dir
+from deepbasics.files import lock_run_dir, read_json, unlock_run_dir
 from deepbasics.reports.metrics import write_json
 from deepbasics.run import build
 from deepbasics.run.callbacks import (
@@ -42,7 +42,6 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     metrics.json (never over a finished run's) and re-raised. A resume applies the plain values of ``overrides``."""
     run_dir = Path(cfg.paths.run_dir)
     lock_run_dir(run_dir)  # first: a process that does not hold the directory writes nothing there, not even a failure
-    remove_dead_writes(run_dir)  # a checkpoint a kill cut short
     identity = {"experiment": cfg.get("name"), "seed": cfg.get("seed"), "run_dir": str(run_dir)}
     try:
         return _train(cfg, run_dir, overrides)

@@ -43,8 +43,7 @@ class GridSweeper(basic_sweeper()):
         if self.config.get("dry_run"):  # before Hydra's sweeper makes the sweep directory
             params = [f"{key}={value}" for key, value in (self.params or {}).items()]
             parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-            batches = self.split_arguments(parser.parse_overrides([*params, *arguments]), self.max_batch_size)
-            dry_run(self, [job for batch in batches for job in batch])
+            dry_run(self, self.split_arguments(parser.parse_overrides([*params, *arguments]), None)[0])
         return super().sweep(arguments)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
