@@ -183,7 +183,7 @@ def test_resume_targets(tmp_path):
     assert resumed_checkpoint(older, "auto") == older / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match="resume=auto: no run of other"):
         choose_run_dir(str(root), "other", "auto", "new")
-    with pytest.raises(ConfigError, match="has no checkpoints/last.ckpt"):
+    with pytest.raises(ConfigError, match="is a directory without checkpoints/last.ckpt"):
         choose_run_dir(str(root), "exp", str(empty), "new")
 
 

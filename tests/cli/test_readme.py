@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 import time
@@ -35,12 +36,13 @@ INSTEAD = [
     ("pip install", None, "installs from the network"),
     ("tensorboard --logdir", "--help", "a server that runs until stopped (tests/reports read the events it shows)"),
     ("mlflow ui", "--help", "a server that runs until stopped (tests/reports/test_mlflow_runs.py reads the store)"),
+    ("torchrun", None, "needs GPUs (tests/run/test_distributed.py runs torchrun on two CPU ranks)"),
     ("trainer=gpu", "--help", "needs a GPU: the config composes, nothing trains"),
     ("trainer=ddp ", "--help", "needs GPUs: the config composes, nothing trains"),
-    ("torchrun", "--help", "needs GPUs (tests/run/test_distributed.py runs torchrun on two CPU ranks)"),
     ("trainer=ddp_cpu", "--help", "its ranks run the command again as processes: tests/run/test_distributed.py"),
     ("hydra/launcher=slurm", "dry_run=true", "needs a SLURM cluster: the sweep's jobs are listed, none submitted"),
     ("hydra/launcher=vectorized_slurm", "dry_run=true", "needs a SLURM cluster (its local executor is tested)"),
+    ("scripts/private_names.py", None, "tests/test_compat.py runs it"),
     ("scripts/benchmark.py", "--help", "takes minutes; its numbers are quoted, not checked"),
     ("scripts/readme_pictures.py", "--help", "test_the_pictures_script_runs_and_every_picture_exists runs it"),
 ]
@@ -96,24 +98,36 @@ class Reader:
         if assignment:  # run=$(ls -d ... | tail -n 1): a variable for what follows
             (self.vars[assignment[1]],) = self.words(assignment[2], cwd)
             return
-        if line in self.done:  # the same command in the other README
+        if re.sub(r"\s+#\s.*", "", line) in self.done:  # the same command in the other README
             return
-        self.done.add(line)
         instead = next(((what, why) for piece, what, why in INSTEAD if piece in line), None)
         if instead and instead[0] is None:
             return
         started = time.perf_counter()
         ours = re.search(r"(^|[\s/])deepbasics-(train|evaluate|predict) |-m deepbasics\.train ", line)
         environment = {**os.environ, **self.vars, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-        if not (ours or instead):  # printf ... > rows.csv, python scripts/..., make lint: bash runs it as printed
+        script = re.match(r"^\.venv/bin/python (scripts/\w+\.py)( |$)", line)
+        if script and not instead:  # a script's main in this process, as the console scripts run
+            proc = self.script(self.words(line, cwd)[1:], cwd)
+        elif not (ours or instead):  # printf ... > rows.csv, make lint: bash runs it as printed
             proc = subprocess.run(["bash", "-c", line], cwd=cwd, env=environment, capture_output=True, text=True)
         else:
             proc = self.command(self.words(line, cwd), instead, cwd, environment)
         self.seconds[line] = time.perf_counter() - started
-        with open("/tmp/readme_times.log", "a") as log:  # DIAG
-            log.write(f"{self.seconds[line]:6.1f} {line}\n")
         assert proc.returncode == 0, f"{line}\nexited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         self.outputs[line] = proc.stdout
+
+    def script(self, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+        self.monkeypatch.chdir(cwd)
+        self.monkeypatch.setattr(sys, "argv", argv)
+        self.capfd.readouterr()
+        try:
+            runpy.run_path(argv[0], run_name="__main__")
+            code = 0
+        except SystemExit as exit:
+            code = exit.code or 0
+        out, err = self.capfd.readouterr()
+        return subprocess.CompletedProcess(argv, code, out, err)
 
     def command(self, words: list[str], instead, cwd: Path, environment: dict) -> subprocess.CompletedProcess:
         """deepbasics' console scripts in this process; a server's or GPUs' command with --help."""
@@ -125,6 +139,8 @@ class Reader:
             words = [*words, instead[0]]
         if words[:3] == [".venv/bin/python", "-m", "deepbasics.train"]:
             words = ["deepbasics-train", *words[3:]]
+        if words[0] == ".venv/bin/python" and words[1].startswith("scripts/"):
+            return self.script(words[1:], cwd)
         if Path(words[0]).name not in ENTRY_POINTS:
             return subprocess.run(words, cwd=cwd, env=environment | env, capture_output=True, text=True)
         if "PYTHONPATH" in env:  # the reader's own modules
@@ -146,6 +162,7 @@ def test_every_readme_command_runs_as_printed(tmp_path, monkeypatch, capfd):
                     (cwd / path).write_text(body)
             for line in commands:
                 reader.run(line, cwd)
+        reader.done |= {re.sub(r"\s+#\s.*", "", line) for line in reader.outputs}
     assert len(reader.outputs) >= 40, sorted(reader.outputs)
     for line, seconds in sorted(reader.seconds.items(), key=lambda item: -item[1])[:12]:
         print(f"{seconds:6.1f} s  {line}")  # where the time goes (pytest -s)
