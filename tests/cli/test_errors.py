@@ -125,7 +125,7 @@ CASES = {
     "evaluate nothing": ("deepbasics-evaluate", ["ckpt_path=nope.ckpt"], 2, "ckpt_path=nope.ckpt: no such file"),
     "evaluate a non-checkpoint": ("deepbasics-evaluate", ["ckpt_path=notackpt.ckpt"], 2, "notackpt.ckpt is not a readable checkpoint"),
     "predict without inputs": ("deepbasics-predict", ["ckpt_path={run}/checkpoints/last.ckpt"], 2, "inputs must be set"),
-    "predict wrong width": ("deepbasics-predict", ["ckpt_path={run}/checkpoints/last.ckpt", "inputs=[[1,2]]"], 2, "inputs have shape 1x2, the model takes rows of 1 features"),
+    "predict wrong width": ("deepbasics-predict", ["ckpt_path={run}/checkpoints/last.ckpt", "inputs=[[1,2]]"], 2, "inputs of shape 1x2: the model takes rows of 1 features"),
     "predict a truncated checkpoint": ("deepbasics-predict", ["ckpt_path=cut.ckpt", "inputs=[1]"], 2, "cut.ckpt is not a readable checkpoint"),
     "evaluate an unsafe checkpoint": ("deepbasics-evaluate", ["ckpt_path=unsafe.ckpt"], 2, "unsafe.ckpt holds objects other than tensors and plain values (posix.system), so it was not loaded: loading it could run code. deepbasics never writes such files; never disable this check for a file you did not make"),
     "resume at an unsafe checkpoint": (TRAIN, ["resume=unsafe.ckpt"], 2, "so it was not loaded"),

@@ -128,6 +128,11 @@ def test_predict_prints_probabilities_that_the_exported_plain_net_reproduces(ful
         "deepbasics-predict", [f"ckpt_path={ckpt}", f"inputs={csv}"], tmp_path, monkeypatch, capfd
     )
     assert numbers.returncode == 2 and "inputs row 0, column 1 is nan" in numbers.stderr  # read as numbers
+    csv.write_text("2,abc\n5,4\n")  # a first row with a typo is no header: it is named, not dropped
+    typo = run_in_this_process(
+        "deepbasics-predict", [f"ckpt_path={ckpt}", f"inputs={csv}"], tmp_path, monkeypatch, capfd
+    )
+    assert typo.returncode == 2 and "'abc'" in typo.stderr
 
 
 def test_checkpoints_load_with_weights_only(full_run):

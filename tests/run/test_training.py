@@ -139,5 +139,12 @@ def test_a_question_that_does_not_fit_the_net_fails_before_training(tmp_path, mo
         "deepbasics-train", ["experiment=logistic_pass_fail", "question=[[1,2,3]]"], tmp_path, monkeypatch, capfd
     )
     assert proc.returncode == 2
-    assert proc.stderr == "error: inputs have shape 1x3, the model takes rows of 2 features; give N x 2\n"
+    assert proc.stderr == "error: question of shape 1x3: the model takes rows of 2 features; give N x 2\n"
     assert not list((tmp_path / "outputs" / "runs" / "logistic_pass_fail").glob("*/checkpoints/*.ckpt"))
+    # stacked jobs check it before their group trains, too
+    args = ["-m", "hydra/launcher=vectorized", "experiment=logistic_pass_fail", "question=[[1,2,3]]", "seed=1,2"]
+    sweep = run_in_this_process("deepbasics-train", args, tmp_path, monkeypatch, capfd)
+    assert sweep.returncode == 1
+    jobs = list((tmp_path / "outputs" / "multiruns" / "logistic_pass_fail").glob("*/0*"))
+    assert len(jobs) == 2 and not list((tmp_path / "outputs" / "multiruns").rglob("*.ckpt"))
+    assert all(read_metrics(job)["error"].startswith("question of shape 1x3") for job in jobs)

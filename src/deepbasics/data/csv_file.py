@@ -55,14 +55,14 @@ def read_table(
 ) -> np.ndarray:
     """The numeric table (float32, 2-D), or one line on what the file looks like and which setting reads it. ``key``:
     the setting naming the file; ``settings``: whether data.* settings read it (not for predict's inputs). ``header``
-    None: a first row with a word in it (a cell of letters that is not a number) names the columns."""
+    None: a first row of words (each cell holds letters and is not a number) names the columns."""
     try:
         with warnings.catch_warnings(), open_text(path, encoding) as f:
             warnings.simplefilter("ignore")  # numpy warns about an empty file; the caller says it
             first = f.readline()
             if header is None:
                 cells = [cell.strip(' "') for cell in first.strip().split(delimiter)]
-                header = any(number(cell) is None and re.search(r"[^\W\d_]", cell) for cell in cells)
+                header = all(number(cell) is None and re.search(r"[^\W\d_]", cell) for cell in cells)
             # quotechar: a spreadsheet may quote its numbers ("1.5"), which are numbers all the same
             rows = itertools.chain([first], f)
             return np.loadtxt(rows, delimiter=delimiter, skiprows=int(header), dtype=np.float32, ndmin=2, quotechar='"')

@@ -3,6 +3,7 @@ against its data, the loggers, the callbacks and the Trainer (from the run's con
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from deepbasics.data.in_memory import WholeSplits, split_names, whole_splits
 from deepbasics.errors import ConfigError, one_line
 from deepbasics.reports.mlflow_runs import logger_kwargs, start_run
 from deepbasics.run.checkpoints import AtomicCheckpointIO
+from deepbasics.run.predict import ask
 
 log = logging.getLogger(__name__)
 # Lightning's advice for DataLoader-fed training, and its own use of a deprecated torch name
@@ -174,7 +176,10 @@ def check_labels(splits: dict, classes: int | None) -> None:
 
 def check_monitors(cfg: DictConfig, model: L.LightningModule, datamodule) -> None:
     """Every monitored name (monitor.metric, a callback's monitor) must be one the run logs while training (a split's
-    loss or metric, of the data's splits): caught before the first epoch, not as Lightning's error after it."""
+    loss or metric, of the data's splits): caught before the first epoch, not as Lightning's error after it. So must
+    a ``question``, which the run's end answers: asked of a copy of the untrained net (its modes stay as they are)."""
+    if cfg.get("question") is not None:
+        ask(copy.deepcopy(model).eval(), cfg.question)
     callbacks = {name: part for name, part in (cfg.get("callbacks") or {}).items() if OmegaConf.is_dict(part)}
     monitors = {"monitor.metric": cfg.monitor.metric}  # first: the callbacks' default to it
     monitors |= {f"callbacks.{name}.monitor": part.monitor for name, part in callbacks.items() if part.get("monitor")}

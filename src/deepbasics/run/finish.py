@@ -108,7 +108,7 @@ def write_end(
         logger.finalize("success")
     learned, question = _parameters(module.net), run.config.get("question")
     if question is not None:  # the tutorials' last cell: model(x) for new inputs
-        question = ask(module, question, data.standardization if data is not None else None)
+        question = ask(module.eval(), question, data.standardization if data is not None else None)
     record = {"epochs": epochs} | ({"stopped": stopped} if stopped else {})
     record |= {"monitor": {"metric": run.monitor, "value": monitored}, **stages, "optimum": optimum}
     record |= ({"parameters": learned} if learned else {}) | ({"question": question} if question else {})

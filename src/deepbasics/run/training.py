@@ -34,7 +34,6 @@ from deepbasics.run.callbacks import (
 )
 from deepbasics.run.checkpoints import read_checkpoint
 from deepbasics.run.finish import Run, finish
-from deepbasics.run.predict import ask
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
@@ -85,9 +84,6 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
     datamodule = build.build_datamodule(cfg.data, state.get("standardization"))
     model = build.build_model(cfg.model, datamodule)
     build.check_monitors(cfg, model, datamodule)
-    if cfg.get("question") is not None:  # answered at the run's end: one that does not fit the net fails now
-        ask(model.eval(), cfg.question)
-        model.train()  # as Lightning expects it at the start of fit
     loggers = build.build_loggers(cfg.get("logger"), run_dir, checkpoint["global_step"] if checkpoint else 0)
     splits, bar = whole_splits(datamodule), build.live_progress(cfg.progress)
     callbacks = [WholeTrainSplit(splits, cfg.log_every)] if splits else []
