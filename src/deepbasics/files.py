@@ -82,8 +82,9 @@ def roll_forward(journal: Path) -> None:
     os.remove(journal)
 
 
-def lock_run_dir(run_dir: str | Path) -> None:
-    """Make this process the one writer of ``run_dir`` (a flock, freed when it dies); DDP ranks share rank 0's."""
+def lock_run_dir(run_dir: str | Path, clean: bool = True) -> None:
+    """Make this process the one writer of ``run_dir`` (a flock, freed when it dies); DDP ranks share rank 0's.
+    ``clean``: remove killed writers' temporary files (not a sweep's: its jobs have writers of their own)."""
     run_dir = Path(run_dir).resolve()
     rank = next((int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID") if k in os.environ), 0)
     if run_dir in _held or rank != 0:
@@ -101,7 +102,7 @@ def lock_run_dir(run_dir: str | Path) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%F %T')}\n".encode())
     _held[run_dir] = fd
-    for path in run_dir.rglob(f"{TEMPORARY}*"):  # killed writers' temporary files: this process alone writes here
+    for path in run_dir.rglob(f"{TEMPORARY}*") if clean else ():
         path.unlink(missing_ok=True)
 
 

@@ -164,7 +164,7 @@ class SweepState(Callback):
             if not dry:  # the output directory too: a sweeper may keep state there before any job runs (Optuna's)
                 for directory in (sweep, Path(config.paths.output_dir)):
                     directory.mkdir(parents=True, exist_ok=True)
-                lock_run_dir(sweep)
+                lock_run_dir(sweep, clean=False)
             if not dry or (sweep / STATE / DEFINITION).is_file():  # a dry run checks a resume, writes nothing
                 self._check(config, sweep)
         except Exception as err:  # Hydra would only warn and go on, unlocked or unchecked: stop in one line
