@@ -55,17 +55,22 @@ def run_in_this_process(command: str, args: list[str], cwd: Path, monkeypatch, c
     to start again for each of these cases. (Tests elsewhere start the real processes.)"""
     from deepbasics.cli import commands
 
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [command, *args])
     entry = getattr(commands, command.removeprefix("deepbasics-"))
+    return run_main(entry, [command, *args], cwd, monkeypatch, capfd)
+
+
+def run_main(main, argv: list[str], cwd: Path, monkeypatch, capfd) -> subprocess.CompletedProcess:
+    """``main()`` as a process with ``argv`` in ``cwd`` would run it: its exit status and what it printed."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", argv)
     capfd.readouterr()
     try:
-        entry()
+        main()
         code = 0
     except SystemExit as exit:
         code = exit.code
     out, err = capfd.readouterr()
-    return subprocess.CompletedProcess([command, *args], code, out, err)
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 # The tutorials' own plain loops, the reference for the deterministic recipes.

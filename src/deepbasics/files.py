@@ -102,8 +102,9 @@ def lock_run_dir(run_dir: str | Path, clean: bool = True) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%F %T')}\n".encode())
     _held[run_dir] = fd
-    for path in run_dir.rglob(f"{TEMPORARY}*") if clean else ():
-        path.unlink(missing_ok=True)
+    if clean:
+        for path in run_dir.rglob(f"{TEMPORARY}*"):
+            path.unlink(missing_ok=True)
 
 
 def unlock_run_dir(run_dir: str | Path) -> None:

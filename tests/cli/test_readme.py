@@ -7,6 +7,7 @@ is named in INSTEAD with why. Then what the pictures and your own model and data
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -21,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import BIN, REPO, read_metrics, run_in_this_process
+from conftest import BIN, REPO, read_metrics, run_in_this_process, run_main
 
 READMES = ("README.md", "README.ko.md")
 ENTRY_POINTS = {"deepbasics-train", "deepbasics-evaluate", "deepbasics-predict"}
@@ -116,16 +117,8 @@ class Reader:
         self.outputs[line] = proc.stdout
 
     def script(self, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-        self.monkeypatch.chdir(cwd)
-        self.monkeypatch.setattr(sys, "argv", argv)
-        self.capfd.readouterr()
-        try:
-            runpy.run_path(argv[0], run_name="__main__")
-            code = 0
-        except SystemExit as exit:
-            code = exit.code or 0
-        out, err = self.capfd.readouterr()
-        return subprocess.CompletedProcess(argv, code, out, err)
+        main = functools.partial(runpy.run_path, argv[0], run_name="__main__")
+        return run_main(main, argv, cwd, self.monkeypatch, self.capfd)
 
     def command(self, words: list[str], instead, cwd: Path, environment: dict) -> subprocess.CompletedProcess:
         """deepbasics' console scripts in this process; a server's or GPUs' command with --help."""

@@ -174,7 +174,7 @@ def check_labels(splits: dict, classes: int | None) -> None:
         raise ConfigError(f"data.train labels are all {labels[0]:g}; a classifier needs examples {wanted}")
 
 
-def check_monitors(cfg: DictConfig, model: L.LightningModule, datamodule) -> None:
+def check_before_training(cfg: DictConfig, model: L.LightningModule, datamodule) -> None:
     """Every monitored name (monitor.metric, a callback's monitor) must be one the run logs while training (a split's
     loss or metric, of the data's splits): caught before the first epoch, not as Lightning's error after it. So must
     a ``question``, which the run's end answers: asked of a copy of the untrained net (its modes stay as they are)."""

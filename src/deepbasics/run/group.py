@@ -130,7 +130,7 @@ def _build(job: Job, shared: dict) -> bool:
             if name in first and torch.equal(x, first[name][0]) and torch.equal(y, first[name][1]):
                 job.datamodule.splits[name] = first[name]
         job.module = build.build_model(cfg.model, job.datamodule)
-        build.check_monitors(cfg, job.module, job.datamodule)  # before training, as a run of its own
+        build.check_before_training(cfg, job.module, job.datamodule)  # before training, as a run of its own
         job.rng = rng_states()  # what a run of its own would store: nothing random happens after the init
         callbacks = build.build_callbacks(cfg.get("callbacks"), job.run.dir)
         job.checkpoint = next((c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None)

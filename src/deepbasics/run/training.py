@@ -83,7 +83,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float
 
     datamodule = build.build_datamodule(cfg.data, state.get("standardization"))
     model = build.build_model(cfg.model, datamodule)
-    build.check_monitors(cfg, model, datamodule)
+    build.check_before_training(cfg, model, datamodule)
     loggers = build.build_loggers(cfg.get("logger"), run_dir, checkpoint["global_step"] if checkpoint else 0)
     splits, bar = whole_splits(datamodule), build.live_progress(cfg.progress)
     callbacks = [WholeTrainSplit(splits, cfg.log_every)] if splits else []
